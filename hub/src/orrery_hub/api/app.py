@@ -1,0 +1,147 @@
+"""Routes of the public REST contract (DESIGN.md), and the one handler that turns domain
+errors into HTTP statuses:
+
+    InvalidInput / ManifestError -> 422 (each bad field named)     NotFound -> 404
+    Conflict -> 409                                                Unavailable -> 503
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Annotated, Any
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from orrery import __version__
+from orrery.errors import Conflict, InvalidInput, ManifestError, NotFound, OrreryError, Unavailable
+from orrery.manifest import JobManifest, parse_manifest
+from orrery.resources import (
+    JOB_PHASES,
+    AttemptView,
+    ClusterList,
+    EventView,
+    JobList,
+    JobPublic,
+    Problem,
+)
+
+if TYPE_CHECKING:
+    from orrery_hub.service import Hub
+
+MAX_BODY = 1024 * 1024
+
+_STATUS = {ManifestError: 422, InvalidInput: 422, NotFound: 404, Conflict: 409, Unavailable: 503}
+
+
+def _problem(exc: OrreryError) -> JSONResponse:
+    status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
+    fields = None
+    if isinstance(exc, ManifestError):
+        fields = [{"field": loc or "<document>", "reason": why} for loc, why in exc.problems]
+    body = Problem(error=type(exc).__name__, detail=exc.message, retryable=exc.retryable,
+                   fields=fields)
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
+
+
+def create_app(hub: Hub) -> FastAPI:
+    app = FastAPI(
+        title="Orrery hub",
+        version=__version__,
+        description="GPU-first control plane across clusters: submit jobs, watch them, "
+        "see the fleet.",
+    )
+
+    @app.exception_handler(OrreryError)
+    async def _domain(_: Request, exc: OrreryError) -> JSONResponse:
+        return _problem(exc)
+
+    manifest_schema = JobManifest.model_json_schema(by_alias=True)
+
+    @app.post(
+        "/v1/jobs",
+        status_code=201,
+        response_model=JobPublic,
+        response_model_by_alias=True,
+        responses={422: {"model": Problem}, 403: {"model": Problem}},
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {
+                    "application/json": {"schema": manifest_schema},
+                    "application/yaml": {"schema": manifest_schema},
+                },
+            }
+        },
+        summary="Submit a job manifest (JSON or YAML)",
+    )
+    async def submit(request: Request) -> JobPublic:
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise InvalidInput(f"manifest larger than {MAX_BODY} bytes")
+        try:
+            text = body.decode()
+        except UnicodeDecodeError:
+            raise ManifestError([("", "manifest is not UTF-8 text")]) from None
+        if not text.strip():
+            raise ManifestError([("", "empty request body; send a manifest")])
+        manifest = parse_manifest(text)
+        return await hub.submit(manifest)
+
+    @app.get("/v1/jobs", response_model=JobList, response_model_by_alias=True)
+    async def list_jobs(
+        phase: Annotated[str | None, Query(description="only jobs in this phase")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+    ) -> JobList:
+        if phase is not None and phase not in JOB_PHASES:
+            raise InvalidInput(f"phase: must be one of {', '.join(JOB_PHASES)}")
+        return JobList(items=await hub.list_jobs(phase, limit))
+
+    @app.get("/v1/jobs/{job_id}", response_model=JobPublic, response_model_by_alias=True,
+             responses={404: {"model": Problem}})
+    async def get_job(job_id: str) -> JobPublic:
+        return await hub.get_job(job_id)
+
+    @app.delete("/v1/jobs/{job_id}", response_model=JobPublic, response_model_by_alias=True,
+                responses={404: {"model": Problem}, 409: {"model": Problem}})
+    async def cancel_job(job_id: str) -> JobPublic:
+        return await hub.cancel(job_id)
+
+    @app.get("/v1/jobs/{job_id}/events", response_model=list[EventView],
+             response_model_by_alias=True, responses={404: {"model": Problem}})
+    async def job_events(job_id: str) -> Any:
+        return await hub.events(job_id)
+
+    @app.get("/v1/jobs/{job_id}/attempts", response_model=list[AttemptView],
+             response_model_by_alias=True, responses={404: {"model": Problem}})
+    async def job_attempts(job_id: str) -> Any:
+        return await hub.attempts(job_id)
+
+    @app.get("/v1/clusters", response_model=ClusterList, response_model_by_alias=True)
+    async def clusters() -> ClusterList:
+        return ClusterList(items=await hub.clusters())
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        ok = hub.healthy
+        return JSONResponse({"status": "ok" if ok else "degraded", "nats": ok},
+                            status_code=200 if ok else 503)
+
+    @app.get("/metrics", response_class=PlainTextResponse)
+    async def metrics() -> PlainTextResponse:
+        counts = await hub.job_counts()
+        for phase in JOB_PHASES:
+            hub.metrics.jobs.labels(phase).set(counts.get(phase, 0))
+        states: dict[str, int] = {"Ready": 0, "Lost": 0}
+        for c in await hub.clusters():
+            states[c.state] = states.get(c.state, 0) + 1
+            for t, g in c.gpus.items():
+                hub.metrics.gpus.labels(c.name, t, "total").set(g.total)
+                hub.metrics.gpus.labels(c.name, t, "free").set(g.free)
+        for state, n in states.items():
+            hub.metrics.clusters.labels(state).set(n)
+        return PlainTextResponse(generate_latest(hub.metrics.registry),
+                                 media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,121 @@
+"""The global GPU inventory, built from heartbeats and kept in memory.
+
+A cluster is Ready while it reports, and Lost once silent past the failover timeout. The
+store keeps a copy (``ClusterRow``) so a restarted hub knows its clusters; on start, and
+whenever the hub itself was cut off from NATS, every cluster gets a fresh grace period: a
+hub that could not hear anyone must not conclude that everyone died.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from orrery.ids import ClusterName, NodeName
+from orrery.resources import ClusterPublic, GpuCount
+from orrery.wire import Heartbeat, NodeReport
+from orrery_hub.scheduler import ClusterCapacity, NodeCapacity
+
+Held = Mapping[tuple[str, str], set[int]]  # (cluster, node) -> GPU indices held by open attempts
+
+
+@dataclass
+class ClusterView:
+    name: str
+    labels: dict[str, str]
+    address: str
+    executor: str
+    incarnation: str
+    last_seen: float
+    state: str = "Ready"
+    nodes: list[NodeReport] = field(default_factory=list)
+    running: int = 0
+
+
+class Inventory:
+    def __init__(self) -> None:
+        self.clusters: dict[str, ClusterView] = {}
+
+    def restore(self, views: Iterable[ClusterView], now: float) -> None:
+        """Clusters known from the store; each gets a grace period from ``now``."""
+        for v in views:
+            v.last_seen = now
+            self.clusters[v.name] = v
+
+    def observe(self, hb: Heartbeat, now: float) -> tuple[ClusterView, bool]:
+        """Record a heartbeat; returns the view and whether the cluster came back from Lost."""
+        v = self.clusters.get(hb.cluster)
+        came_back = v is not None and v.state == "Lost"
+        if v is None:
+            v = ClusterView(
+                name=hb.cluster, labels={}, address=hb.address, executor=hb.executor,
+                incarnation=hb.incarnation, last_seen=now,
+            )
+            self.clusters[hb.cluster] = v
+        v.labels = dict(hb.labels)
+        v.address = hb.address
+        v.executor = hb.executor
+        v.incarnation = hb.incarnation
+        v.last_seen = now
+        v.state = "Ready"
+        v.nodes = list(hb.nodes)
+        v.running = sum(1 for s in hb.slices if not s.phase.terminal)
+        return v, came_back
+
+    def grace(self, now: float) -> None:
+        for v in self.clusters.values():
+            v.last_seen = max(v.last_seen, now)
+
+    def newly_lost(self, now: float, timeout: float) -> list[str]:
+        """Ready clusters silent for longer than ``timeout``; marks them Lost."""
+        lost = []
+        for v in self.clusters.values():
+            if v.state == "Ready" and now - v.last_seen > timeout:
+                v.state = "Lost"
+                lost.append(v.name)
+        return lost
+
+    def capacity(self, held: Held) -> tuple[ClusterCapacity, ...]:
+        """What the scheduler may use: reported free GPUs minus what open attempts hold."""
+        out = []
+        for v in self.clusters.values():
+            nodes = []
+            for n in v.nodes:
+                if not n.ready:
+                    free: tuple[int, ...] = ()
+                else:
+                    taken = held.get((v.name, n.name), set())
+                    free = tuple(sorted(i for i in set(n.free) if i not in taken))
+                nodes.append(
+                    NodeCapacity(name=NodeName(n.name), gpu_type=n.gpu_type, gpus=n.gpus,
+                                 free=free)
+                )
+            out.append(
+                ClusterCapacity(
+                    name=ClusterName(v.name), labels=dict(v.labels), ready=v.state == "Ready",
+                    nodes=tuple(nodes),
+                )
+            )
+        return tuple(out)
+
+    def public(self, held: Held) -> list[ClusterPublic]:
+        out = []
+        for v in sorted(self.clusters.values(), key=lambda c: c.name):
+            gpus: dict[str, list[int]] = {}
+            for n in v.nodes:
+                if n.gpu_type is None:
+                    continue
+                taken = held.get((v.name, n.name), set())
+                free = len([i for i in n.free if i not in taken]) if n.ready else 0
+                t = gpus.setdefault(n.gpu_type, [0, 0])
+                t[0] += n.gpus
+                t[1] += free
+            out.append(
+                ClusterPublic(
+                    name=v.name, region=v.labels.get("region"), labels=v.labels, state=v.state,
+                    executor=v.executor, nodes=len(v.nodes),
+                    gpus={k: GpuCount(total=a, free=b) for k, (a, b) in sorted(gpus.items())},
+                    last_heartbeat=v.last_seen, running_slices=v.running,
+                )
+            )
+        return out

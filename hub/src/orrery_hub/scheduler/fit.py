@@ -1,0 +1,115 @@
+"""Working copy of free capacity during one scheduling pass, and how slices fit in it.
+
+Nodes are bucketed by how many GPUs they have free, per GPU type, so "how many slices of
+g GPUs fit in this cluster" is a sum over a few buckets rather than a walk over every node,
+and best-fit ("the node with the fewest free GPUs that still fits") is a bucket lookup.
+Buckets are dicts used as ordered sets so that every choice is deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from orrery.ids import ClusterName, NodeName
+from orrery_hub.scheduler.snapshot import ClusterCapacity
+
+
+class NodeFree:
+    __slots__ = ("free", "gpu_type", "gpus", "name")
+
+    def __init__(self, name: NodeName, gpu_type: str | None, gpus: int, free: list[int]) -> None:
+        self.name = name
+        self.gpu_type = gpu_type
+        self.gpus = gpus
+        self.free = free
+
+
+@dataclass(frozen=True, slots=True)
+class Take:
+    node: NodeName
+    gpus: tuple[int, ...]
+
+
+class ClusterFit:
+    """Free GPUs of one cluster, mutable while a pass places slices."""
+
+    def __init__(self, cap: ClusterCapacity) -> None:
+        self.name: ClusterName = cap.name
+        self.labels = cap.labels
+        self.ready = cap.ready
+        self.nodes: list[NodeFree] = []
+        # gpu_type -> free count -> ordered set of nodes with exactly that many free
+        self.buckets: dict[str | None, dict[int, dict[NodeName, NodeFree]]] = {}
+        self.totals: dict[str | None, int] = {}
+        for n in cap.nodes:
+            node = NodeFree(n.name, n.gpu_type, n.gpus, sorted(n.free))
+            self.nodes.append(node)
+            by_count = self.buckets.setdefault(n.gpu_type, {})
+            by_count.setdefault(len(node.free), {})[node.name] = node
+            self.totals[n.gpu_type] = self.totals.get(n.gpu_type, 0) + n.gpus
+
+    def _types(self, types: frozenset[str] | None) -> list[str | None]:
+        if types is None:
+            return [t for t in self.buckets if t is not None]
+        return [t for t in self.buckets if t in types]
+
+    def has_type(self, types: frozenset[str] | None) -> bool:
+        return bool(self._types(types))
+
+    def slices_fit(self, gpus_per_slice: int, types: frozenset[str] | None) -> int:
+        """How many slices of ``gpus_per_slice`` GPUs of an allowed type fit now."""
+        if gpus_per_slice == 0:
+            return 1 << 30 if self.nodes else 0
+        total = 0
+        for t in self._types(types):
+            for count, nodes in self.buckets[t].items():
+                if count >= gpus_per_slice and nodes:
+                    total += (count // gpus_per_slice) * len(nodes)
+        return total
+
+    def free_gpus(self, types: frozenset[str] | None) -> int:
+        return sum(
+            count * len(nodes)
+            for t in self._types(types)
+            for count, nodes in self.buckets[t].items()
+        )
+
+    def total_gpus(self, types: frozenset[str] | None) -> int:
+        return sum(self.totals[t] for t in self._types(types))
+
+    def _move(self, node: NodeFree, old: int) -> None:
+        by_count = self.buckets[node.gpu_type]
+        del by_count[old][node.name]
+        by_count.setdefault(len(node.free), {})[node.name] = node
+
+    def _best_node(self, need: int, types: frozenset[str] | None) -> NodeFree | None:
+        """The node with the fewest free GPUs that still has ``need`` free (best fit)."""
+        best: NodeFree | None = None
+        best_count = 1 << 30
+        for t in self._types(types):
+            for count, nodes in self.buckets[t].items():
+                if need <= count < best_count and nodes:
+                    best, best_count = next(iter(nodes.values())), count
+        return best
+
+    def take(self, n: int, gpus_per_slice: int, types: frozenset[str] | None) -> list[Take]:
+        """Claim ``n`` slices; the caller has checked they fit.
+
+        A job that fits on one node goes on the tightest such node; otherwise each slice
+        goes to the tightest node that fits it. Either way whole nodes stay whole for as
+        long as possible, for the large jobs that need them.
+        """
+        if gpus_per_slice == 0:
+            node = self.nodes[0]
+            return [Take(node.name, ()) for _ in range(n)]
+        out: list[Take] = []
+        whole = self._best_node(n * gpus_per_slice, types) if n > 1 else None
+        for _ in range(n):
+            node = whole or self._best_node(gpus_per_slice, types)
+            if node is None:  # the caller's fit check was wrong: a bug, not a user error
+                raise AssertionError(f"{self.name}: slice does not fit")
+            old = len(node.free)
+            claimed, node.free = node.free[:gpus_per_slice], node.free[gpus_per_slice:]
+            self._move(node, old)
+            out.append(Take(node.name, tuple(claimed)))
+        return out

@@ -1,0 +1,393 @@
+"""The running hub: NATS in and out, the reconcile loop, the API server — all supervised.
+
+``Hub.run()`` starts every task in one ``asyncio.TaskGroup``: if any of them fails, the
+others are cancelled and the error surfaces, rather than a loop dying silently. Handlers
+of single messages, on the other hand, log and drop what they cannot handle (a malformed
+report must never take the hub down).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import uvicorn
+from nats.aio.client import Client as NATS
+from nats.aio.msg import Msg
+from sqlmodel import Session, select
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+
+from orrery.errors import InvalidInput, Unavailable
+from orrery.manifest import JobManifest
+from orrery.natsserver import NatsServer
+from orrery.resources import ClusterPublic, JobPublic
+from orrery.wire import Assignment, Heartbeat, HeartbeatAck, Kill, SliceStatus, Subjects, encode
+from orrery.wire.codec import WireError, decode_any
+from orrery_hub import applier, reconcile
+from orrery_hub.inventory import ClusterView, Inventory
+from orrery_hub.metrics import HubMetrics
+from orrery_hub.scheduler import Snapshot, plan
+from orrery_hub.settings import HubSettings
+from orrery_hub.store import Database
+from orrery_hub.store import jobs as jobstore
+from orrery_hub.store.models import ClusterRow, JobRow
+from orrery_hub.storerunner import StoreRunner
+
+log = logging.getLogger("orrery.hub")
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    api_url: str
+    nats_url: str
+
+
+class Hub:
+    def __init__(self, settings: HubSettings, *, clock: Callable[[], float] = time.time) -> None:
+        settings.check()
+        self.settings = settings
+        self.clock = clock
+        self.inventory = Inventory()
+        self.metrics = HubMetrics()
+        self.store = StoreRunner(Database.connect(settings.database_url))
+        self.nc: NATS | None = None
+        self._nats_server: NatsServer | None = None
+        self._wake = asyncio.Event()
+        self._seq = itertools.count(1)
+        self._ready = asyncio.Event()
+        self._connected = False
+        self.endpoints: Endpoints | None = None
+        self._last_persist: dict[str, float] = {}
+        self._last_free: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+
+    # ---- lifecycle -------------------------------------------------------------------
+
+    async def run(self, *, on_ready: Callable[[Endpoints], None] | None = None) -> None:
+        s = self.settings
+        nats_url = s.nats_url
+        if nats_url is None:
+            s.state_dir.mkdir(parents=True, exist_ok=True)
+            self._nats_server = NatsServer(log_file=s.state_dir / "nats-server.log").start()
+            nats_url = self._nats_server.url
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((s.host, s.port))
+        except OSError as exc:
+            raise Unavailable(f"--port: cannot listen on {s.host}:{s.port}: {exc.strerror}") from None
+        port = sock.getsockname()[1]
+        try:
+            await self._restore()
+            await self._connect(nats_url)
+            from orrery_hub.api.app import create_app
+
+            app = create_app(self)
+            config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+            server = uvicorn.Server(config)
+            self.endpoints = Endpoints(f"http://{s.host}:{port}", nats_url)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(server.serve(sockets=[sock]), name="api")
+                tg.create_task(self._reconcile_loop(), name="reconcile")
+                while not server.started:
+                    await asyncio.sleep(0.01)
+                self._ready.set()
+                log.info("hub ready", extra={"api": self.endpoints.api_url, "nats": nats_url})
+                if on_ready:
+                    on_ready(self.endpoints)
+        finally:
+            sock.close()
+            if self.nc is not None and not self.nc.is_closed:
+                await self.nc.close()
+            self.store.close()
+            if self._nats_server:
+                self._nats_server.stop()
+
+    async def _restore(self) -> None:
+        now = self.clock()
+
+        def load(s: Session) -> list[ClusterView]:
+            from orrery.wire import NodeReport
+
+            return [
+                ClusterView(
+                    name=c.name, labels=dict(c.labels), address=c.address, executor=c.executor,
+                    incarnation=c.incarnation or "", last_seen=now, state="Ready",
+                    nodes=[NodeReport.model_validate(n) for n in c.nodes],
+                )
+                for c in s.exec(select(ClusterRow))
+            ]
+
+        # Every known cluster gets a full failover timeout to report before it counts as Lost.
+        self.inventory.restore(await self.store.tx(load), now)
+
+    async def _connect(self, url: str) -> None:
+        async def disconnected() -> None:
+            self._connected = False
+            log.warning("hub lost NATS; failover detection paused")
+
+        async def reconnected() -> None:
+            self._connected = True
+            self.inventory.grace(self.clock())
+            log.info("hub reconnected to NATS; every cluster gets a fresh grace period")
+
+        async def error(exc: Exception) -> None:
+            log.debug("nats: %s", exc)
+
+        async for attempt in AsyncRetrying(
+            stop=stop_after_delay(30), wait=wait_random_exponential(multiplier=0.2, max=2),
+            retry=retry_if_exception_type((OSError, nats.errors.NoServersError,
+                                           asyncio.TimeoutError)),
+            reraise=True,
+        ):
+            with attempt:
+                self.nc = await nats.connect(
+                    url, name="orrery-hub", max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25, connect_timeout=2, ping_interval=5,
+                    max_outstanding_pings=2, disconnected_cb=disconnected,
+                    reconnected_cb=reconnected, error_cb=error,
+                )
+        self._connected = True
+        assert self.nc is not None
+        await self.nc.subscribe(Subjects.ALL_REPORTS, cb=self._on_report)
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # ---- messages in -----------------------------------------------------------------
+
+    async def _on_report(self, msg: Msg) -> None:
+        try:
+            m = decode_any(msg.data)
+        except WireError as exc:
+            self.metrics.bad_messages.inc()
+            log.warning("dropped invalid message", extra={"subject": msg.subject, "error": str(exc)})
+            return
+        cluster = Subjects.cluster_of(msg.subject)
+        if isinstance(m, Heartbeat | SliceStatus) and m.cluster != cluster:
+            self.metrics.bad_messages.inc()
+            log.warning("dropped report: subject names %s, message names %s", cluster, m.cluster)
+            return
+        try:
+            if isinstance(m, Heartbeat):
+                await self._on_heartbeat(m, msg)
+            elif isinstance(m, SliceStatus):
+                await self._on_status(m)
+            else:
+                self.metrics.bad_messages.inc()
+                log.warning("dropped %s on a report subject", m.kind)
+        except Exception:
+            # One report failing must not stop the next; the next heartbeat retries it.
+            log.exception("handling a report failed", extra={"cluster": cluster})
+
+    async def _on_heartbeat(self, hb: Heartbeat, msg: Msg) -> None:
+        now = self.clock()
+        self.metrics.heartbeats.inc()
+        known = hb.cluster in self.inventory.clusters
+        view, came_back = self.inventory.observe(hb, now)
+        if came_back:
+            log.info("cluster back", extra={"cluster": hb.cluster})
+        persist = (not known or came_back
+                   or now - self._last_persist.get(hb.cluster, 0) > 5
+                   or self._last_free.get(hb.cluster) is None)
+        free = [(n.name, tuple(n.free)) for n in hb.nodes]
+        capacity_changed = self._last_free.get(hb.cluster) != free
+        self._last_free[hb.cluster] = free
+        if persist or capacity_changed:
+            self._last_persist[hb.cluster] = now
+        settings = self.settings
+
+        def work(s: Session) -> reconcile.Outbox:
+            if persist or capacity_changed:
+                row = s.get(ClusterRow, hb.cluster)
+                if row is None:
+                    row = ClusterRow(name=hb.cluster, first_seen=now, last_heartbeat=now)
+                row.labels = dict(hb.labels)
+                row.state = "Ready"
+                row.address = hb.address
+                row.executor = hb.executor
+                row.incarnation = hb.incarnation
+                row.nodes = [n.model_dump() for n in hb.nodes]
+                row.last_heartbeat = now
+                s.add(row)
+                if not known:
+                    jobstore.add_event(s, at=now, kind="ClusterJoined", cluster=hb.cluster,
+                                       message=f"{hb.cluster} joined with {len(hb.nodes)} node(s)")
+            return reconcile.apply_reports(
+                s, cluster=hb.cluster, incarnation=hb.incarnation, seq=hb.seq,
+                reports=list(hb.slices), complete=True, now=now, settings=settings,
+            )
+
+        out = await self.store.tx(work)
+        ack = HeartbeatAck(sender="hub", seq=next(self._seq), forget=out.forget)
+        await msg.respond(encode(ack))
+        await self._publish(out.orders)
+        if out.changed or capacity_changed or not known or came_back:
+            self.wake()
+
+    async def _on_status(self, st: SliceStatus) -> None:
+        now = self.clock()
+        settings = self.settings
+        out = await self.store.tx(
+            lambda s: reconcile.apply_reports(
+                s, cluster=st.cluster, incarnation=st.incarnation, seq=st.seq,
+                reports=[st.slice], complete=False, now=now, settings=settings,
+            )
+        )
+        await self._publish(out.orders)
+        if out.changed:
+            self.wake()
+
+    # ---- orders out ------------------------------------------------------------------
+
+    async def _publish(self, orders: list[tuple[str, Assignment | Kill]]) -> None:
+        if not orders or self.nc is None:
+            return
+        for cluster, order in orders:
+            stamped = order.model_copy(update={"seq": next(self._seq)})
+            try:
+                await self.nc.publish(Subjects(cluster).orders, encode(stamped))
+                self.metrics.orders.labels(order.kind).inc()
+            except Exception as exc:  # NATS down: the next heartbeat repairs it
+                log.warning("could not publish order", extra={"cluster": cluster, "error": str(exc)})
+                return
+        try:
+            await self.nc.flush(timeout=1)
+        except Exception:
+            pass  # buffered; sent on reconnect or repaired by the next heartbeat
+
+    # ---- the reconcile loop ----------------------------------------------------------
+
+    async def _reconcile_loop(self) -> None:
+        interval = self.settings.reconcile_interval_s
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.reconcile_once()
+            except Exception:
+                log.exception("reconcile pass failed; retrying next tick")
+
+    async def reconcile_once(self) -> None:
+        now = self.clock()
+        settings = self.settings
+        if self._connected:
+            for name in self.inventory.newly_lost(now, settings.timing.failover_timeout_s):
+                log.warning("cluster lost", extra={"cluster": name})
+
+                def lose(s: Session, name: str = name) -> reconcile.Outbox:
+                    row = s.get(ClusterRow, name)
+                    if row is not None:
+                        row.state = "Lost"
+                        s.add(row)
+                    return reconcile.fail_cluster(s, name, now=now, settings=settings)
+
+                await self._publish((await self.store.tx(lose)).orders)
+        frozen = [
+            (v.name, dict(v.labels), v.state, list(v.nodes), v.address)
+            for v in self.inventory.clusters.values()
+        ]
+        addresses = {v[0]: v[4] for v in frozen}
+
+        def schedule(s: Session) -> list[tuple[str, Assignment]]:
+            started = time.perf_counter()
+            g = applier.gather(s, now=now)
+            inv = Inventory()
+            for name, labels, state, nodes, address in frozen:
+                inv.clusters[name] = ClusterView(name=name, labels=labels, address=address,
+                                                 executor="", incarnation="", last_seen=now,
+                                                 state=state, nodes=nodes)
+            p = plan(Snapshot(clusters=inv.capacity(g.held), jobs=g.requests), now)
+            orders = applier.commit(s, p, versions=g.versions, addresses=addresses, now=now)
+            applier.record_waiting(s, p, g.blocked, {p.job for p in p.placements})
+            self.metrics.pass_seconds.observe(time.perf_counter() - started)
+            return orders
+
+        orders = await self.store.tx(schedule)
+        if orders:
+            self.metrics.placements.inc(len(orders))
+            for cluster, a in orders:
+                log.info("assigned", extra={"job": a.job, "slice": a.index, "epoch": a.epoch,
+                                            "cluster": cluster})
+        await self._publish(list(orders))
+
+    # ---- what the API calls ----------------------------------------------------------
+
+    async def submit(self, manifest: JobManifest) -> JobPublic:
+        now = self.clock()
+        root = self.settings.checkpoints
+
+        def work(s: Session) -> JobPublic:
+            job = jobstore.submit(s, manifest, now=now, checkpoint_root=root)
+            return jobstore.view(job, jobstore.slices_of(s, job.id))
+
+        out = await self.store.tx(work)
+        self.metrics.jobs_submitted.inc()
+        self.wake()
+        return out
+
+    async def get_job(self, job_id: str) -> JobPublic:
+        return await self.store.tx(lambda s: jobstore.get(s, job_id))
+
+    async def list_jobs(self, phase: str | None, limit: int) -> list[JobPublic]:
+        return await self.store.tx(lambda s: jobstore.list_jobs(s, phase=phase, limit=limit))
+
+    async def cancel(self, job_id: str) -> JobPublic:
+        now = self.clock()
+        grace = self.settings.timing.kill_grace_s
+
+        def work(s: Session) -> tuple[JobPublic, list[tuple[str, Assignment | Kill]]]:
+            open_attempts = jobstore.cancel(s, job_id, now=now)
+            kills: list[tuple[str, Assignment | Kill]] = [
+                (a.cluster, Kill(sender="hub", seq=0, job=a.job_id, index=a.index,
+                                 epoch=a.epoch, reason="cancelled", grace_s=grace))
+                for a in open_attempts
+            ]
+            return jobstore.get(s, job_id), kills
+
+        view, kills = await self.store.tx(work)
+        await self._publish(kills)
+        self.wake()
+        return view
+
+    async def events(self, job_id: str) -> Any:
+        return await self.store.tx(lambda s: jobstore.events(s, job_id))
+
+    async def attempts(self, job_id: str) -> Any:
+        return await self.store.tx(lambda s: jobstore.attempts(s, job_id))
+
+    async def clusters(self) -> list[ClusterPublic]:
+        def held(s: Session) -> dict[tuple[str, str], set[int]]:
+            return applier.gather(s, now=self.clock()).held
+
+        return self.inventory.public(await self.store.tx(held))
+
+    async def job_counts(self) -> dict[str, int]:
+        def work(s: Session) -> dict[str, int]:
+            counts: dict[str, int] = {}
+            for phase in s.exec(select(JobRow.phase)).all():
+                counts[phase] = counts.get(phase, 0) + 1
+            return counts
+
+        return await self.store.tx(work)
+
+    @property
+    def healthy(self) -> bool:
+        return self._ready.is_set() and self._connected
+
+
+def describe_endpoints(e: Endpoints) -> str:
+    return json.dumps({"api": e.api_url, "nats": e.nats_url})
+
+
+__all__ = ["Endpoints", "Hub", "InvalidInput", "describe_endpoints"]

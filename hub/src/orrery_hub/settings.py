@@ -1,0 +1,82 @@
+"""The hub's settings, and the one rule among them that keeps a slice from running twice.
+
+Timing, from a spoke's point of view::
+
+    heartbeat_interval   how often a spoke reports (the spoke's own setting; hub default 1 s)
+    lease                a spoke that has had no reply from the hub for this long stops its
+                         slices itself (the hub dictates it in every heartbeat reply)
+    kill_grace           SIGTERM, then this long before SIGKILL
+    failover_timeout     the hub declares a silent cluster Lost after this long and places
+                         its slices elsewhere
+
+    lease + kill_grace + max_clock_drift < failover_timeout
+
+so by the time the hub moves a slice, the partitioned spoke has already stopped it. The
+hub refuses to start with settings that break this order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orrery.errors import InvalidInput
+
+
+@dataclass(frozen=True)
+class Timing:
+    heartbeat_interval_s: float = 1.0
+    lease_s: float = 10.0
+    kill_grace_s: float = 2.0
+    failover_timeout_s: float = 15.0
+    max_clock_drift_s: float = 0.5  # between hub and spoke rate of time, over one lease
+
+    def check(self) -> None:
+        for name in ("heartbeat_interval_s", "lease_s", "failover_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise InvalidInput(f"--{name[:-2].replace('_', '-')}: must be positive")
+        if self.kill_grace_s < 0:
+            raise InvalidInput("--kill-grace: cannot be negative")
+        if self.lease_s < 2 * self.heartbeat_interval_s:
+            raise InvalidInput(
+                f"--lease ({self.lease_s}s) must be at least twice the heartbeat interval "
+                f"({self.heartbeat_interval_s}s), or one lost heartbeat stops every slice"
+            )
+        worst = self.lease_s + self.kill_grace_s + self.max_clock_drift_s
+        if worst >= self.failover_timeout_s:
+            raise InvalidInput(
+                f"--failover-timeout ({self.failover_timeout_s}s) must exceed lease + kill "
+                f"grace + clock drift ({self.lease_s} + {self.kill_grace_s} + "
+                f"{self.max_clock_drift_s} = {worst}s): otherwise a partitioned cluster's "
+                "slices could still run when the hub places them elsewhere"
+            )
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    state_dir: Path
+    db_url: str | None = None  # default: SQLite in state_dir
+    nats_url: str | None = None  # None: start an embedded nats-server
+    host: str = "127.0.0.1"
+    port: int = 8080
+    policies_dir: Path | None = None
+    checkpoint_root: Path | None = None  # default: state_dir/checkpoints
+    timing: Timing = field(default_factory=Timing)
+    reconcile_interval_s: float = 0.5
+    backoff_base_s: float = 1.0
+    backoff_max_s: float = 60.0
+
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.state_dir / 'hub.db'}"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.checkpoint_root or self.state_dir / "checkpoints"
+
+    def check(self) -> None:
+        self.timing.check()
+        if not 0 <= self.port <= 65535:
+            raise InvalidInput(f"--port: {self.port} is not a TCP port")
+        if self.backoff_base_s < 0 or self.backoff_max_s < self.backoff_base_s:
+            raise InvalidInput("backoff: base must be >= 0 and max >= base")

@@ -1,0 +1,81 @@
+"""The engine and sessions. Built by ``Database.connect(url)``, never at import time.
+
+SQLite runs in WAL mode with one writer at a time: the hub's service funnels every store
+call through one worker thread (``service.StoreRunner``), so the event loop never blocks
+on the database and writes never contend.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlmodel import Session, SQLModel, create_engine
+
+from orrery.errors import InvalidInput, Unavailable
+from orrery_hub.store import models  # noqa: F401  (registers the tables)
+
+
+class Database:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def connect(cls, url: str) -> Database:
+        """Open (and create) the database at ``url``. Errors say what is wrong with it."""
+        try:
+            parsed = make_url(url)
+        except ArgumentError:
+            raise InvalidInput(f"--db: {url!r} is not a database URL") from None
+        kwargs: dict[str, Any] = {}
+        if parsed.get_backend_name() == "sqlite":
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        elif parsed.get_backend_name() == "postgresql" and parsed.drivername == "postgresql":
+            # Use psycopg 3 (what the postgres extra installs) unless a driver is named.
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        engine = create_engine(parsed, pool_pre_ping=True, **kwargs)
+        if parsed.get_backend_name() == "sqlite":
+
+            @event.listens_for(engine, "connect")
+            def _pragmas(conn: Any, _record: Any) -> None:
+                cur = conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.close()
+
+        db = cls(engine)
+        try:
+            SQLModel.metadata.create_all(engine)
+        except OperationalError as exc:
+            raise Unavailable(f"database {parsed.render_as_string()}: {exc.orig}") from None
+        return db
+
+    @contextmanager
+    def session(self) -> Iterator[Session]:
+        """A transaction: committed when the block ends, rolled back when it raises."""
+        with Session(self.engine, expire_on_commit=False) as s:
+            try:
+                yield s
+                s.commit()
+            except BaseException:
+                s.rollback()
+                raise
+
+    def ping(self) -> bool:
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+            return True
+        except OperationalError:
+            return False
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,193 @@
+"""Submit, read and cancel jobs. Called by the API (through the service's store thread)."""
+
+from __future__ import annotations
+
+import secrets
+from pathlib import Path
+
+from sqlmodel import Session, col, select
+
+from orrery.errors import Conflict, NotFound
+from orrery.manifest import JobManifest
+from orrery.resources import (
+    FINAL_JOB_PHASES,
+    AttemptView,
+    EventView,
+    JobPublic,
+    JobStatus,
+    SliceView,
+    Waiting,
+)
+from orrery_hub.store.models import AttemptRow, EventRow, JobRow, SliceRow
+
+
+def add_event(
+    s: Session,
+    *,
+    at: float,
+    kind: str,
+    message: str,
+    job_id: str | None = None,
+    index: int | None = None,
+    epoch: int | None = None,
+    cluster: str | None = None,
+) -> None:
+    s.add(
+        EventRow(
+            at=at, kind=kind, message=message, job_id=job_id, index=index, epoch=epoch,
+            cluster=cluster,
+        )
+    )
+
+
+def _new_id(s: Session, name: str) -> str:
+    while True:
+        candidate = f"{name[:50]}-{secrets.token_hex(3)}"
+        if s.exec(select(JobRow.seq).where(JobRow.id == candidate)).first() is None:
+            return candidate
+
+
+def submit(s: Session, manifest: JobManifest, *, now: float, checkpoint_root: Path) -> JobRow:
+    spec = manifest.spec
+    job_id = _new_id(s, manifest.metadata.name)
+    checkpoint_dir = spec.checkpoint_dir or str(checkpoint_root / job_id)
+    job = JobRow(
+        id=job_id,
+        name=manifest.metadata.name,
+        queue=spec.queue,
+        team=manifest.team,
+        priority=spec.priority,
+        labels=dict(manifest.metadata.labels),
+        manifest=manifest.model_dump(mode="json", by_alias=True, exclude_none=True),
+        created_at=now,
+        checkpoint_dir=checkpoint_dir,
+    )
+    s.add(job)
+    for i in range(spec.slices):
+        s.add(SliceRow(job_id=job_id, index=i, updated_at=now))
+    add_event(s, at=now, kind="Submitted", job_id=job_id,
+              message=f"{spec.slices} slice(s) × {spec.gpus_per_slice} GPU(s), queue {spec.queue}")
+    s.flush()
+    return job
+
+
+def get_row(s: Session, job_id: str) -> JobRow:
+    job = s.exec(select(JobRow).where(JobRow.id == job_id)).first()
+    if job is None:
+        raise NotFound(f"job {job_id!r} not found")
+    return job
+
+
+def slices_of(s: Session, job_id: str) -> list[SliceRow]:
+    return list(
+        s.exec(select(SliceRow).where(SliceRow.job_id == job_id).order_by(col(SliceRow.index)))
+    )
+
+
+def view(job: JobRow, slices: list[SliceRow]) -> JobPublic:
+    m = job.manifest
+    waiting = None
+    if job.phase == "Pending" and job.waiting:
+        w = dict(job.waiting)
+        summary = w.pop("", job.reason or "waiting")
+        waiting = Waiting(summary=summary, clusters=w)
+    return JobPublic(
+        id=job.id,
+        metadata=m["metadata"],
+        spec=m["spec"],
+        status=JobStatus(
+            phase=job.phase,
+            reason=job.reason,
+            waiting=waiting,
+            slices=[
+                SliceView(
+                    index=sl.index, phase=sl.phase, epoch=sl.epoch, attempts=sl.attempts,
+                    cluster=sl.cluster, node=sl.node, gpus=list(sl.gpus), progress=sl.progress,
+                )
+                for sl in slices
+            ],
+            restarts=job.restarts,
+            checkpoint=job.checkpoint,
+            checkpoint_step=job.checkpoint_step,
+            checkpoint_dir=job.checkpoint_dir,
+            created_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        ),
+    )
+
+
+def get(s: Session, job_id: str) -> JobPublic:
+    job = get_row(s, job_id)
+    return view(job, slices_of(s, job_id))
+
+
+def list_jobs(s: Session, *, phase: str | None = None, limit: int = 500) -> list[JobPublic]:
+    q = select(JobRow).order_by(col(JobRow.seq).desc()).limit(limit)
+    if phase:
+        q = q.where(JobRow.phase == phase)
+    jobs = list(s.exec(q))
+    if not jobs:
+        return []
+    ids = [j.id for j in jobs]
+    by_job: dict[str, list[SliceRow]] = {i: [] for i in ids}
+    for sl in s.exec(
+        select(SliceRow).where(col(SliceRow.job_id).in_(ids)).order_by(col(SliceRow.index))
+    ):
+        by_job[sl.job_id].append(sl)
+    return [view(j, by_job[j.id]) for j in jobs]
+
+
+def cancel(s: Session, job_id: str, *, now: float) -> list[AttemptRow]:
+    """Cancel a job; returns its open attempts, which the caller orders killed."""
+    job = get_row(s, job_id)
+    if job.phase in FINAL_JOB_PHASES:
+        raise Conflict(f"job {job_id} is already {job.phase}; nothing to cancel")
+    job.phase = "Cancelled"
+    job.reason = "cancelled by user"
+    job.finished_at = now
+    job.waiting = None
+    job.version += 1
+    for sl in slices_of(s, job_id):
+        if sl.phase not in ("Succeeded", "Failed"):
+            sl.phase = "Cancelled"
+            sl.updated_at = now
+            s.add(sl)
+    s.add(job)
+    add_event(s, at=now, kind="Cancelled", job_id=job_id, message="cancelled by user")
+    return open_attempts(s, job_id)
+
+
+def open_attempts(s: Session, job_id: str) -> list[AttemptRow]:
+    return list(
+        s.exec(
+            select(AttemptRow).where(
+                AttemptRow.job_id == job_id, col(AttemptRow.ended_at).is_(None)
+            )
+        )
+    )
+
+
+def events(s: Session, job_id: str) -> list[EventView]:
+    get_row(s, job_id)
+    rows = s.exec(select(EventRow).where(EventRow.job_id == job_id).order_by(col(EventRow.id)))
+    return [
+        EventView(at=e.at, kind=e.kind, message=e.message, index=e.index, epoch=e.epoch,
+                  cluster=e.cluster)
+        for e in rows
+    ]
+
+
+def attempts(s: Session, job_id: str) -> list[AttemptView]:
+    get_row(s, job_id)
+    rows = s.exec(
+        select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(col(AttemptRow.id))
+    )
+    return [
+        AttemptView(
+            index=a.index, epoch=a.epoch, cluster=a.cluster, node=a.node, gpus=list(a.gpus),
+            phase=a.phase, assigned_at=a.assigned_at, started_at=a.started_at,
+            ended_at=a.ended_at, exit_code=a.exit_code, reason=a.reason,
+        )
+        for a in rows
+    ]

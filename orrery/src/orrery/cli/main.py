@@ -1,0 +1,205 @@
+"""``orrery``: talk to a hub, or bring up a federation on this machine.
+
+Every flag can also be set as ``ORRERY_<FLAG>`` in the environment. A user mistake (a
+missing file, a bad manifest, an unreachable hub) is one clear line and a non-zero exit,
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.live import Live
+
+from orrery.cli import views
+from orrery.client import DEFAULT_HUB, HubClient
+from orrery.errors import InvalidInput, ManifestError, NotFound, OrreryError
+from orrery.manifest import parse_manifest
+from orrery.resources import FINAL_JOB_PHASES
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Orrery: one control plane for GPUs in many clusters.",
+)
+console = Console()
+err = Console(stderr=True)
+
+HubOpt = Annotated[str, typer.Option("--hub", envvar="ORRERY_HUB", help="hub URL")]
+
+
+def _client(hub: str) -> HubClient:
+    return HubClient(hub)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        raise NotFound(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidInput(f"{path}: is a folder, not a manifest file") from None
+    except OSError as exc:
+        raise InvalidInput(f"{path}: {exc.strerror}") from None
+
+
+@app.command()
+def submit(
+    file: Annotated[Path, typer.Argument(help="job manifest, YAML or JSON")],
+    wait: Annotated[bool, typer.Option("--wait", envvar="ORRERY_WAIT", help="wait until it ends; exit 0 only if it succeeds")] = False,
+    hub: HubOpt = DEFAULT_HUB,
+) -> None:
+    """Submit a job manifest."""
+    text = _read(file)
+    parse_manifest(text, source=str(file))  # refuse locally first, with the same messages
+    with _client(hub) as c:
+        job = c.submit(text)
+        console.print(f"submitted [bold]{job.id}[/bold] ({job.status.phase})")
+        if wait:
+            final = _watch(c, job.id, live=sys.stdout.isatty())
+            console.print(f"{final.id}: {final.status.phase}"
+                          + (f" ({final.status.reason})" if final.status.reason else ""))
+            raise typer.Exit(0 if final.status.phase == "Succeeded" else 1)
+
+
+def _watch(c: HubClient, job_id: str, *, live: bool, interval: float = 0.5):  # type: ignore[no-untyped-def]
+    if not live:
+        while True:
+            j = c.job(job_id)
+            if j.status.phase in FINAL_JOB_PHASES:
+                return j
+            time.sleep(interval)
+    with Live(console=console, refresh_per_second=4) as lv:
+        while True:
+            j = c.job(job_id)
+            lv.update(views.job_detail(j, c.events(job_id)))
+            if j.status.phase in FINAL_JOB_PHASES:
+                return j
+            time.sleep(interval)
+
+
+@app.command()
+def jobs(
+    job_id: Annotated[str | None, typer.Argument(help="one job's detail")] = None,
+    watch: Annotated[bool, typer.Option("--watch", "-w", envvar="ORRERY_WATCH", help="live view until it ends")] = False,
+    phase: Annotated[str | None, typer.Option(envvar="ORRERY_PHASE", help="only jobs in this phase")] = None,
+    hub: HubOpt = DEFAULT_HUB,
+) -> None:
+    """List jobs, or show one with its slices and why it waits."""
+    with _client(hub) as c:
+        if job_id is None:
+            if watch:
+                with Live(console=console, refresh_per_second=2) as lv:
+                    while True:
+                        lv.update(views.jobs_table(c.jobs(phase=phase)))
+                        time.sleep(1)
+            console.print(views.jobs_table(c.jobs(phase=phase)))
+            return
+        if watch:
+            _watch(c, job_id, live=True)
+            return
+        console.print(views.job_detail(c.job(job_id), c.events(job_id)))
+
+
+@app.command()
+def cancel(job_id: str, hub: HubOpt = DEFAULT_HUB) -> None:
+    """Cancel a job: its slices are stopped wherever they run."""
+    with _client(hub) as c:
+        j = c.cancel(job_id)
+        console.print(f"{j.id}: {j.status.phase}")
+
+
+@app.command()
+def clusters(hub: HubOpt = DEFAULT_HUB) -> None:
+    """The fleet: each cluster, its state and its GPUs."""
+    with _client(hub) as c:
+        console.print(views.clusters_table(c.clusters()))
+
+
+@app.command()
+def up(
+    spokes: Annotated[int, typer.Option(envvar="ORRERY_SPOKES", min=1, max=50, help="spoke agents to start")] = 3,
+    port: Annotated[int, typer.Option(envvar="ORRERY_PORT", help="hub API port")] = 8080,
+    policies: Annotated[Path | None, typer.Option(envvar="ORRERY_POLICIES", help="policy folder")] = None,
+    state: Annotated[Path, typer.Option(envvar="ORRERY_STATE", help="state folder")] = Path(".orrery/federation"),
+    fast: Annotated[bool, typer.Option(envvar="ORRERY_FAST", help="demo timings: failover in seconds")] = False,
+) -> None:
+    """A whole federation on this machine: NATS, the hub, and N simulated GPU clusters."""
+    from orrery.federation import Federation, Timings, default_spokes
+
+    fed = Federation(state, spokes=default_spokes(spokes), port=port, policies=policies,
+                     timings=Timings.fast() if fast else Timings())
+    err.print(f"starting NATS, the hub and {spokes} spoke(s) under {state} ...")
+    try:
+        fed.start()
+        with fed.client() as c:
+            console.print(views.clusters_table(c.clusters()))
+        console.print(f"hub: [bold]{fed.api_url}[/bold]  (export ORRERY_HUB={fed.api_url})")
+        console.print(f"logs: {fed.state / 'logs'}.  Ctrl-C stops everything.")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        fed.stop()
+
+
+@app.command()
+def demo(
+    state: Annotated[Path, typer.Option(envvar="ORRERY_STATE", help="state folder (wiped first)")] = Path(".orrery/demo"),
+    port: Annotated[int, typer.Option(envvar="ORRERY_PORT", help="hub API port (0: any free)")] = 0,
+    kill: Annotated[bool, typer.Option(envvar="ORRERY_KILL", help="kill a spoke mid-run")] = True,
+) -> None:
+    """The guided tour: a federation, a training job, a spoke killed mid-run, the job done."""
+    from orrery.cli.demo import run_demo
+
+    raise typer.Exit(run_demo(state, port=port, kill=kill, console=console))
+
+
+def _plugins() -> None:
+    for ep in entry_points(group="orrery.commands"):
+        try:
+            ep.load()(app)
+        except Exception as exc:  # a broken plugin must not take the whole CLI down
+            err.print(f"[yellow]orrery: command {ep.name!r} unavailable: {exc}[/yellow]")
+
+
+_plugins()
+
+
+def run() -> None:
+    """Console-script entry: domain errors become one line and a non-zero exit."""
+    try:
+        rv = app(standalone_mode=False)
+        sys.exit(rv if isinstance(rv, int) else 0)
+    except ManifestError as exc:
+        err.print(f"[red]orrery: {exc.source} refused:[/red]")
+        for loc, why in exc.problems:
+            err.print(f"  {loc or '<document>'}: {why}")
+        sys.exit(2)
+    except OrreryError as exc:
+        err.print(f"[red]orrery: {exc.message}[/red]")
+        sys.exit(2 if isinstance(exc, InvalidInput | NotFound) else 1)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(130)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except Exception as exc:  # click's usage errors
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    run()

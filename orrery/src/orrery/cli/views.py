@@ -1,0 +1,103 @@
+"""How jobs and clusters look in a terminal (rich)."""
+
+from __future__ import annotations
+
+import time
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+
+from orrery.duration import format_duration
+from orrery.resources import ClusterPublic, EventView, JobPublic
+
+PHASE_STYLE = {"Pending": "yellow", "Running": "cyan", "Succeeded": "green", "Failed": "red",
+               "Cancelled": "magenta", "Assigned": "blue", "Lost": "red", "Ready": "green"}
+
+
+def phase(text: str) -> Text:
+    return Text(text, style=PHASE_STYLE.get(text, ""))
+
+
+def _age(ts: float | None) -> str:
+    return "-" if ts is None else format_duration(max(0.0, time.time() - ts)) + " ago"
+
+
+def jobs_table(jobs: list[JobPublic]) -> Table:
+    t = Table(title="Jobs", title_justify="left")
+    for col in ("ID", "PHASE", "QUEUE", "SLICES", "GPUS", "WHY / PROGRESS", "AGE"):
+        t.add_column(col)
+    for j in jobs:
+        spec = j.spec
+        n = int(spec.get("slices", 1))
+        g = int(spec.get("gpusPerSlice", 1))
+        running = sum(1 for s in j.status.slices if s.phase == "Running")
+        note = j.status.reason or ""
+        if j.status.phase == "Running":
+            steps = [s.progress.get("step") for s in j.status.slices if s.progress]
+            total = next((s.progress.get("totalSteps") or s.progress.get("total_steps")
+                          for s in j.status.slices if s.progress), None)
+            if steps and total:
+                note = f"step {min(x for x in steps if x is not None)}/{total}"
+        t.add_row(j.id, phase(j.status.phase), spec.get("queue", "default"),
+                  f"{running}/{n}", str(n * g), note[:80], _age(j.status.created_at))
+    return t
+
+
+def job_detail(j: JobPublic, events: list[EventView] | None = None) -> Group:
+    st = j.status
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    spec = j.spec
+    head.add_row("Job", f"{j.id}  ({j.metadata.get('name')})")
+    head.add_row("Phase", phase(st.phase))
+    gpu_type = spec.get("gpuType")
+    types = "/".join(gpu_type) if isinstance(gpu_type, list) else (gpu_type or "any GPU")
+    head.add_row("Shape", f"{spec.get('slices', 1)} slice(s) × {spec.get('gpusPerSlice', 1)} "
+                 f"{types}, restart {spec.get('restartPolicy', 'Gang')}, "
+                 f"restarts {st.restarts}/{spec.get('maxRetries', 3)}")
+    if st.reason:
+        head.add_row("Reason", st.reason)
+    if st.checkpoint:
+        head.add_row("Checkpoint", f"{st.checkpoint} (step {st.checkpoint_step})")
+    parts: list[Table | Text] = [head]
+    if st.waiting and st.waiting.clusters:
+        w = Table(title="Why it waits, per cluster", title_justify="left")
+        w.add_column("CLUSTER")
+        w.add_column("REASON")
+        for c, why in sorted(st.waiting.clusters.items()):
+            w.add_row(c, why)
+        parts.append(w)
+    s = Table(title="Slices", title_justify="left")
+    for col in ("#", "PHASE", "EPOCH", "CLUSTER", "NODE", "GPUS", "PROGRESS", "LOSS"):
+        s.add_column(col)
+    for sl in st.slices:
+        p = sl.progress or {}
+        step, total = p.get("step"), p.get("total_steps")
+        prog = f"{step + 1}/{total}" if step is not None and total else "-"
+        loss = p.get("metrics", {}).get("loss")
+        s.add_row(str(sl.index), phase(sl.phase), str(sl.epoch), sl.cluster or "-",
+                  sl.node or "-", ",".join(map(str, sl.gpus)) or "-", prog,
+                  f"{loss:.4f}" if isinstance(loss, float) else "-")
+    parts.append(s)
+    if events:
+        e = Table(title="Events", title_justify="left")
+        e.add_column("WHEN")
+        e.add_column("EVENT")
+        e.add_column("DETAIL")
+        for ev in events[-10:]:
+            e.add_row(time.strftime("%H:%M:%S", time.localtime(ev.at)), ev.kind, ev.message)
+        parts.append(e)
+    return Group(*parts)
+
+
+def clusters_table(clusters: list[ClusterPublic]) -> Table:
+    t = Table(title="Clusters", title_justify="left")
+    for col in ("NAME", "REGION", "STATE", "NODES", "GPUS (free/total)", "SLICES", "LAST HEARTBEAT"):
+        t.add_column(col)
+    for c in clusters:
+        gpus = ", ".join(f"{k} {v.free}/{v.total}" for k, v in c.gpus.items()) or "-"
+        t.add_row(c.name, c.region or "-", phase(c.state), str(c.nodes), gpus,
+                  str(c.running_slices), _age(c.last_heartbeat))
+    return t

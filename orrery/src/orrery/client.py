@@ -1,0 +1,117 @@
+"""HTTP client for the hub's REST API (httpx). What the CLI uses; scripts may too.
+
+Errors come back as Orrery errors: an unreachable hub is ``Unavailable`` (retryable), a
+refused manifest ``ManifestError`` with each field, an unknown job ``NotFound``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from orrery.errors import Conflict, InvalidInput, ManifestError, NotFound, OrreryError, Unavailable
+from orrery.resources import AttemptView, ClusterList, ClusterPublic, EventView, JobList, JobPublic
+
+DEFAULT_HUB = "http://127.0.0.1:8080"
+
+
+class PolicyDenied(OrreryError):
+    """403: policies refuse the job; ``message`` names each and why."""
+
+
+class HubClient:
+    def __init__(self, base_url: str = DEFAULT_HUB, *, timeout: float = 10.0,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> HubClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _raise_for(self, r: httpx.Response) -> None:
+        if r.status_code < 400:
+            return
+        try:
+            body = r.json()
+        except ValueError:
+            body = {"detail": r.text[:500]}
+        detail = body.get("detail") if isinstance(body, dict) else str(body)
+        if not isinstance(detail, str):
+            detail = str(detail)
+        if r.status_code == 422 and isinstance(body, dict) and body.get("fields"):
+            raise ManifestError([(f["field"], f["reason"]) for f in body["fields"]])
+        if r.status_code == 422:
+            raise InvalidInput(detail)
+        if r.status_code == 404:
+            raise NotFound(detail)
+        if r.status_code == 409:
+            raise Conflict(detail)
+        if r.status_code == 403:
+            raise PolicyDenied(detail)
+        if r.status_code >= 500:
+            raise Unavailable(f"hub error {r.status_code}: {detail}")
+        raise InvalidInput(f"hub refused the request ({r.status_code}): {detail}")
+
+    def _request(self, method: str, path: str, *, idempotent: bool, **kw: Any) -> httpx.Response:
+        def once() -> httpx.Response:
+            try:
+                return self._http.request(method, path, **kw)
+            except httpx.TransportError as exc:
+                raise Unavailable(
+                    f"cannot reach the hub at {self.base_url} ({type(exc).__name__}); is it "
+                    "running? (set --hub or ORRERY_HUB)"
+                ) from None
+
+        if not idempotent:
+            r = once()
+        else:
+            r = Retrying(
+                stop=stop_after_attempt(3), wait=wait_random_exponential(multiplier=0.1, max=1),
+                retry=retry_if_exception_type(Unavailable), reraise=True,
+            )(once)
+        self._raise_for(r)
+        return r
+
+    def submit(self, manifest_text: str) -> JobPublic:
+        r = self._request("POST", "/v1/jobs", idempotent=False, content=manifest_text.encode(),
+                          headers={"content-type": "application/yaml"})
+        return JobPublic.model_validate(r.json())
+
+    def job(self, job_id: str) -> JobPublic:
+        return JobPublic.model_validate(self._request("GET", f"/v1/jobs/{job_id}",
+                                                      idempotent=True).json())
+
+    def jobs(self, *, phase: str | None = None) -> list[JobPublic]:
+        params = {"phase": phase} if phase else {}
+        r = self._request("GET", "/v1/jobs", idempotent=True, params=params)
+        return JobList.model_validate(r.json()).items
+
+    def cancel(self, job_id: str) -> JobPublic:
+        r = self._request("DELETE", f"/v1/jobs/{job_id}", idempotent=False)
+        return JobPublic.model_validate(r.json())
+
+    def events(self, job_id: str) -> list[EventView]:
+        r = self._request("GET", f"/v1/jobs/{job_id}/events", idempotent=True)
+        return [EventView.model_validate(e) for e in r.json()]
+
+    def attempts(self, job_id: str) -> list[AttemptView]:
+        r = self._request("GET", f"/v1/jobs/{job_id}/attempts", idempotent=True)
+        return [AttemptView.model_validate(e) for e in r.json()]
+
+    def clusters(self) -> list[ClusterPublic]:
+        r = self._request("GET", "/v1/clusters", idempotent=True)
+        return ClusterList.model_validate(r.json()).items
+
+    def healthy(self) -> bool:
+        try:
+            return self._http.get("/healthz").status_code == 200
+        except httpx.TransportError:
+            return False

@@ -1,0 +1,56 @@
+"""Errors shared by every Orrery component, and what each means for a retry.
+
+    OrreryError                      base; ``retryable`` says whether trying again may help
+    ├── InvalidInput                 a user's manifest, policy or flag is wrong: never retry
+    │   └── ManifestError            names the field (``loc``) and the reason
+    ├── NotFound                     the thing asked for does not exist: never retry
+    ├── Conflict                     the request clashes with current state: never retry as is
+    └── Unavailable                  a dependency (hub, NATS, database) cannot be reached:
+                                     retry with backoff
+
+The hub turns these into HTTP statuses in one exception handler; the CLI prints them as one
+line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class OrreryError(Exception):
+    """Base of every error Orrery raises on purpose."""
+
+    retryable: bool = False
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class InvalidInput(OrreryError):
+    """A user mistake: the input is wrong, and retrying the same input fails again."""
+
+
+class ManifestError(InvalidInput):
+    """A manifest or policy document does not validate.
+
+    ``problems`` holds ``(location, reason)`` pairs, location like ``spec.gpusPerSlice``.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]], *, source: str = "manifest") -> None:
+        self.problems = problems
+        self.source = source
+        detail = "; ".join(f"{loc}: {reason}" if loc else reason for loc, reason in problems)
+        super().__init__(f"invalid {source}: {detail}")
+
+
+class NotFound(OrreryError):
+    """The named job, cluster or file does not exist."""
+
+
+class Conflict(OrreryError):
+    """The request is valid but clashes with the current state (e.g. cancel a finished job)."""
+
+
+class Unavailable(OrreryError):
+    """A dependency is down or unreachable; trying again later may succeed."""
+
+    retryable = True

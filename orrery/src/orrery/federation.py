@@ -1,0 +1,198 @@
+"""A whole federation on this machine: an embedded nats-server, the hub on SQLite, and N
+spoke agents simulating GPU clusters in different regions — each a separate process.
+
+What ``orrery up`` and ``orrery demo`` run, and what the end-to-end tests drive (they kill
+and restart its processes). The hub and spokes are started as ``python -m orrery_hub`` and
+``python -m orrery_spoke_agent``, so this module never imports either.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from orrery.client import HubClient
+from orrery.errors import Unavailable
+from orrery.natsserver import NatsServer, free_port
+
+# Simulated clusters: name, region, GPU type, nodes x GPUs per node, extra labels.
+CATALOG: list[tuple[str, str, str, int, int, dict[str, str]]] = [
+    ("eu-west", "eu-west-1", "H100", 2, 4, {"tier": "reserved", "compliance": "gdpr"}),
+    ("us-east", "us-east-1", "H100", 2, 4, {"tier": "spot"}),
+    ("ap-south", "ap-south-1", "A100", 2, 8, {"tier": "on-demand"}),
+    ("eu-north", "eu-north-1", "A100", 1, 8, {"tier": "on-demand"}),
+    ("us-west", "us-west-2", "L4", 4, 2, {"tier": "spot"}),
+]
+
+
+@dataclass(frozen=True)
+class Timings:
+    heartbeat_s: float = 1.0
+    lease_s: float = 10.0
+    failover_s: float = 15.0
+    kill_grace_s: float = 2.0
+    backoff_s: float = 1.0
+
+    @classmethod
+    def fast(cls) -> Timings:
+        """For demos and tests: failures noticed in seconds."""
+        return cls(heartbeat_s=0.25, lease_s=2.0, failover_s=3.5, kill_grace_s=0.5, backoff_s=0.2)
+
+
+@dataclass
+class SpokeSpec:
+    name: str
+    region: str
+    gpu_type: str
+    nodes: int
+    gpus_per_node: int
+    labels: dict[str, str] = field(default_factory=dict)
+
+    def inventory(self) -> dict[str, object]:
+        return {"nodes": [{"name": f"{self.name}-node", "gpuType": self.gpu_type,
+                           "gpus": self.gpus_per_node, "gpuMemoryMiB": 81920,
+                           "count": self.nodes}]}
+
+
+def default_spokes(n: int) -> list[SpokeSpec]:
+    out = []
+    for i in range(n):
+        name, region, gpu, nodes, per, labels = CATALOG[i % len(CATALOG)]
+        if i >= len(CATALOG):
+            name = f"{name}-{i // len(CATALOG) + 1}"
+        out.append(SpokeSpec(name, region, gpu, nodes, per, dict(labels)))
+    return out
+
+
+class Federation:
+    def __init__(self, state_dir: Path, *, spokes: list[SpokeSpec], port: int = 0,
+                 timings: Timings | None = None, policies: Path | None = None,
+                 python: str = sys.executable, extra_env: dict[str, str] | None = None) -> None:
+        self.state = state_dir.resolve()
+        self.spec = {s.name: s for s in spokes}
+        self.port = port
+        self.timings = timings or Timings()
+        self.policies = policies
+        self.python = python
+        self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+        self.nats: NatsServer | None = None
+        self.hub: subprocess.Popen[bytes] | None = None
+        self.spokes: dict[str, subprocess.Popen[bytes]] = {}
+        self.api_url: str | None = None
+
+    # ---- processes -------------------------------------------------------------------
+
+    def start(self, timeout: float = 60.0) -> Federation:
+        self.state.mkdir(parents=True, exist_ok=True)
+        (self.state / "logs").mkdir(exist_ok=True)
+        self.nats = NatsServer(log_file=self.state / "logs" / "nats-server.log").start()
+        self.start_hub(timeout=timeout)
+        for name in self.spec:
+            self.start_spoke(name)
+        self.wait_ready(timeout=timeout)
+        return self
+
+    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
+        with open(self.state / "logs" / log_name, "ab") as log:
+            return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, env=self.env,
+                                    cwd=self.state, start_new_session=True)
+
+    def start_hub(self, timeout: float = 60.0) -> None:
+        assert self.nats is not None
+        t = self.timings
+        ready = self.state / "hub-ready.json"
+        ready.unlink(missing_ok=True)
+        port = self.port or (free_port() if self.api_url is None else int(self.api_url.rsplit(":", 1)[1]))
+        args = [self.python, "-m", "orrery_hub", "--port", str(port), "--nats", self.nats.url,
+                "--state", str(self.state / "hub"), "--ready-file", str(ready),
+                "--heartbeat-interval", str(t.heartbeat_s), "--lease", str(t.lease_s),
+                "--failover-timeout", str(t.failover_s), "--kill-grace", str(t.kill_grace_s),
+                "--backoff", str(t.backoff_s)]
+        if self.policies:
+            args += ["--policies", str(self.policies)]
+        self.hub = self._spawn(args, "hub.log")
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if self.hub.poll() is not None:
+                raise Unavailable(f"the hub exited ({self.hub.returncode}); see "
+                                  f"{self.state / 'logs' / 'hub.log'}")
+            if time.monotonic() > deadline:
+                raise Unavailable("the hub did not become ready in time")
+            time.sleep(0.05)
+        self.api_url = json.loads(ready.read_text())["api"]
+
+    def start_spoke(self, name: str) -> None:
+        assert self.nats is not None
+        s, t = self.spec[name], self.timings
+        inv = self.state / "inventories" / f"{name}.yaml"
+        inv.parent.mkdir(exist_ok=True)
+        inv.write_text(yaml.safe_dump(s.inventory()))
+        args = [self.python, "-m", "orrery_spoke_agent", "--nats", self.nats.url,
+                "--cluster", name, "--region", s.region, "--inventory", str(inv),
+                "--state", str(self.state / "spokes" / name),
+                "--heartbeat-interval", str(t.heartbeat_s), "--lease", str(t.lease_s),
+                "--kill-grace", str(t.kill_grace_s)]
+        for k, v in s.labels.items():
+            args += ["--label", f"{k}={v}"]
+        self.spokes[name] = self._spawn(args, f"spoke-{name}.log")
+
+    def wait_ready(self, timeout: float = 60.0, names: list[str] | None = None) -> None:
+        want = set(names or self.spec)
+        deadline = time.monotonic() + timeout
+        with self.client() as c:
+            while True:
+                try:
+                    ready = {x.name for x in c.clusters() if x.state == "Ready"}
+                except Unavailable:
+                    ready = set()
+                if want <= ready:
+                    return
+                if time.monotonic() > deadline:
+                    raise Unavailable(f"clusters not Ready in time: {sorted(want - ready)}")
+                time.sleep(0.1)
+
+    def kill_spoke(self, name: str) -> None:
+        """SIGKILL the agent, as a crash or OOM would; its slices keep their lease."""
+        p = self.spokes.get(name)
+        if p and p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
+
+    def kill_hub(self) -> None:
+        if self.hub and self.hub.poll() is None:
+            os.kill(self.hub.pid, signal.SIGKILL)
+            self.hub.wait()
+
+    def client(self) -> HubClient:
+        assert self.api_url is not None
+        return HubClient(self.api_url)
+
+    def stop(self) -> None:
+        procs = [*self.spokes.values(), self.hub]
+        for p in procs:
+            if p is not None and p.poll() is None:
+                p.terminate()
+        for p in procs:
+            if p is not None:
+                try:
+                    p.wait(10)
+                except subprocess.TimeoutExpired:
+                    os.kill(p.pid, signal.SIGKILL)
+                    p.wait()
+        if self.nats:
+            self.nats.stop()
+
+    def __enter__(self) -> Federation:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

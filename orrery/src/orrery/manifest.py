@@ -1,0 +1,222 @@
+"""The job manifest users submit: YAML or JSON, Kubernetes style.
+
+``parse_manifest(text)`` is the one way in: it returns a validated :class:`JobManifest` or
+raises :class:`~orrery.errors.ManifestError` naming every bad field (``spec.gpusPerSlice``)
+and why. The hub, the CLI and the policy checker all go through it, so a manifest means the
+same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from enum import StrEnum
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
+from pydantic.alias_generators import to_camel
+
+from orrery.duration import parse_duration
+from orrery.errors import ManifestError
+
+API_VERSION = "orrery/v1"
+MAX_SLICES = 4096
+MAX_GPUS_PER_SLICE = 64
+DEFAULT_MAX_RUNTIME_S = 24 * 3600.0
+
+_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+_LABEL_KEY = re.compile(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+    )
+
+
+class RestartPolicy(StrEnum):
+    GANG = "Gang"  # tightly coupled: one slice fails, the whole gang restarts from checkpoint
+    SLICE = "Slice"  # independent shards: only the failed slice reruns
+
+
+class Metadata(_Model):
+    name: str = Field(description="DNS-style name: lowercase letters, digits and '-'")
+    labels: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not _NAME.match(v):
+            raise ValueError(
+                "must be 1-63 lowercase letters, digits or '-', starting and ending "
+                "with a letter or digit"
+            )
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        for key, value in v.items():
+            if not _LABEL_KEY.match(key):
+                raise ValueError(f"label key {key!r} is not a valid label name")
+            if len(value) > 63:
+                raise ValueError(f"label {key!r}: value longer than 63 characters")
+        return v
+
+
+class JobSpec(_Model):
+    queue: str = Field(default="default", min_length=1, max_length=63)
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    slices: int = Field(default=1, ge=1, le=MAX_SLICES)
+    gpus_per_slice: int = Field(default=1, ge=0, le=MAX_GPUS_PER_SLICE)
+    gpu_type: str | list[str] | None = Field(
+        default=None, description="one GPU type, or a list meaning any of them"
+    )
+    restart_policy: RestartPolicy = RestartPolicy.GANG
+    max_retries: int = Field(default=3, ge=0, le=100)
+    max_runtime: str | float | None = Field(
+        default=None, description="e.g. 12h; for cost estimates and guardrails"
+    )
+    image: str | None = Field(default=None, description="container image, for Kubernetes spokes")
+    command: list[str] = Field(min_length=1)
+    env: dict[str, str] = Field(default_factory=dict)
+    checkpoint_dir: str | None = Field(
+        default=None,
+        description="where the job keeps checkpoints (path or URI); the hub picks one if unset",
+    )
+
+    @field_validator("gpu_type")
+    @classmethod
+    def _gpu_type(cls, v: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(v, list):
+            if not v:
+                raise ValueError("an empty list allows no GPU type; omit gpuType to allow any")
+            if any(not t.strip() for t in v):
+                raise ValueError("GPU type names cannot be empty")
+        elif isinstance(v, str) and not v.strip():
+            raise ValueError("GPU type name cannot be empty")
+        return v
+
+    @field_validator("max_runtime")
+    @classmethod
+    def _max_runtime(cls, v: str | float | None) -> str | float | None:
+        if v is not None:
+            seconds = parse_duration(v)
+            if seconds <= 0:
+                raise ValueError("must be positive")
+        return v
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+        for key in v:
+            if not _ENV_KEY.match(key):
+                raise ValueError(f"{key!r} is not a valid environment variable name")
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: list[str]) -> list[str]:
+        if not v[0].strip():
+            raise ValueError("the program to run cannot be empty")
+        return v
+
+    @property
+    def gpu_types(self) -> frozenset[str] | None:
+        """The allowed GPU types; None allows any."""
+        if self.gpu_type is None:
+            return None
+        if isinstance(self.gpu_type, str):
+            return frozenset([self.gpu_type])
+        return frozenset(self.gpu_type)
+
+    @property
+    def max_runtime_s(self) -> float:
+        return parse_duration(self.max_runtime) if self.max_runtime is not None else (
+            DEFAULT_MAX_RUNTIME_S
+        )
+
+    @property
+    def total_gpus(self) -> int:
+        return self.slices * self.gpus_per_slice
+
+
+class JobManifest(_Model):
+    api_version: Literal["orrery/v1"] = Field(alias="apiVersion")
+    kind: Literal["TrainingJob"]
+    metadata: Metadata
+    spec: JobSpec
+
+    @property
+    def team(self) -> str | None:
+        return self.metadata.labels.get("team")
+
+
+def _loc(parts: tuple[int | str, ...]) -> str:
+    out = ""
+    for p in parts:
+        if isinstance(p, int):
+            out += f"[{p}]"
+        else:
+            out += f".{p}" if out else str(p)
+    return out
+
+
+def problems_of(exc: ValidationError) -> list[tuple[str, str]]:
+    """(location, reason) pairs from a pydantic error, using the manifest's field names."""
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = tuple(p for p in err["loc"] if p not in ("str", "list[str]", "float", "int"))
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown field"
+        elif msg.startswith("Value error, "):
+            msg = msg[len("Value error, ") :]
+        out.append((_loc(loc), msg))
+    # One field may fail several union branches; keep the first reason per location.
+    seen: dict[str, str] = {}
+    for loc, msg in out:
+        seen.setdefault(loc, msg)
+    return list(seen.items())
+
+
+def load_document(text: str, *, source: str = "manifest") -> Any:
+    """Parse YAML (a superset of JSON); errors name the line."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
+        raise ManifestError([("", f"not valid YAML at {where}: {exc.problem}")], source=source)
+    except yaml.YAMLError as exc:
+        raise ManifestError([("", f"not valid YAML: {exc}")], source=source)
+
+
+def manifest_from_data(data: Any, *, source: str = "manifest") -> JobManifest:
+    if not isinstance(data, dict):
+        raise ManifestError(
+            [("", "must be a mapping with apiVersion, kind, metadata and spec")], source=source
+        )
+    try:
+        return JobManifest.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(problems_of(exc), source=source) from None
+
+
+def parse_manifest(text: str, *, source: str = "manifest") -> JobManifest:
+    """Validate a manifest given as YAML or JSON text."""
+    return manifest_from_data(load_document(text, source=source), source=source)
+
+
+def manifest_to_json(manifest: JobManifest) -> str:
+    return json.dumps(manifest.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+

@@ -1,0 +1,79 @@
+"""Encode and decode wire messages: values to bytes and back, no IO."""
+
+from __future__ import annotations
+
+from typing import Annotated, TypeVar
+
+from pydantic import BaseModel, Field, TypeAdapter, ValidationError
+
+from orrery.wire.messages import (
+    PROTOCOL_VERSION,
+    Assignment,
+    Heartbeat,
+    HeartbeatAck,
+    Kill,
+    Order,
+    SliceStatus,
+)
+
+MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+
+M = TypeVar("M", bound=BaseModel)
+
+AnyMessage = Annotated[
+    Heartbeat | HeartbeatAck | SliceStatus | Assignment | Kill, Field(discriminator="kind")
+]
+_any: TypeAdapter[Heartbeat | HeartbeatAck | SliceStatus | Assignment | Kill] = TypeAdapter(
+    AnyMessage
+)
+_order: TypeAdapter[Assignment | Kill] = TypeAdapter(Order)
+
+
+class WireError(ValueError):
+    """A message that does not decode. Never retryable: the same bytes fail again."""
+
+    retryable = False
+
+
+def encode(message: BaseModel) -> bytes:
+    return message.model_dump_json(exclude_none=True).encode()
+
+
+def _check(data: bytes) -> None:
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
+
+
+def decode(data: bytes, model: type[M]) -> M:
+    """Decode bytes as ``model`` or raise WireError saying why."""
+    _check(data)
+    try:
+        return model.model_validate_json(data)
+    except ValidationError as exc:
+        raise WireError(_describe(exc, data)) from None
+
+
+def decode_order(data: bytes) -> Assignment | Kill:
+    _check(data)
+    try:
+        return _order.validate_json(data)
+    except ValidationError as exc:
+        raise WireError(_describe(exc, data)) from None
+
+
+def decode_any(data: bytes) -> Heartbeat | HeartbeatAck | SliceStatus | Assignment | Kill:
+    _check(data)
+    try:
+        return _any.validate_json(data)
+    except ValidationError as exc:
+        raise WireError(_describe(exc, data)) from None
+
+
+def _describe(exc: ValidationError, data: bytes) -> str:
+    first = exc.errors(include_url=False)[:3]
+    parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in first]
+    more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
+    version_hint = ""
+    if b'"v":' in data and f'"v":{PROTOCOL_VERSION}'.encode() not in data:
+        version_hint = f" [protocol version differs from ours ({PROTOCOL_VERSION})]"
+    return "; ".join(parts) + more + version_hint

@@ -1,0 +1,47 @@
+"""NATS subjects, scoped per cluster so a spoke's credentials can later allow exactly its own.
+
+    orrery.v1.cluster.<name>.report.heartbeat   spoke -> hub   request; the hub replies HeartbeatAck
+    orrery.v1.cluster.<name>.report.status      spoke -> hub   a slice changed phase (a hint)
+    orrery.v1.cluster.<name>.orders             hub -> spoke   Assignment or Kill (idempotent)
+
+The hub reads every report through one subscription (``ALL_REPORTS``), so the reports of
+one spoke are handled in the order it sent them.
+"""
+
+from __future__ import annotations
+
+import re
+
+PREFIX = "orrery.v1.cluster"
+_CLUSTER = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+def valid_cluster_name(name: str) -> bool:
+    """A cluster name must be usable as one NATS subject token (and a DNS label)."""
+    return bool(_CLUSTER.match(name))
+
+
+class Subjects:
+    """Subjects for one cluster, or the hub's wildcards."""
+
+    def __init__(self, cluster: str) -> None:
+        if not valid_cluster_name(cluster):
+            raise ValueError(
+                f"cluster name {cluster!r} must be 1-63 lowercase letters, digits or '-'"
+            )
+        self.cluster = cluster
+        base = f"{PREFIX}.{cluster}"
+        self.heartbeat = f"{base}.report.heartbeat"
+        self.status = f"{base}.report.status"
+        self.orders = f"{base}.orders"
+
+    # What the hub subscribes to.
+    ALL_REPORTS = f"{PREFIX}.*.report.*"
+
+    @staticmethod
+    def cluster_of(subject: str) -> str | None:
+        """The cluster a report's subject names, or None if it is not one of ours."""
+        parts = subject.split(".")
+        if len(parts) != 6 or ".".join(parts[:3]) != PREFIX or parts[4] != "report":
+            return None
+        return parts[3]

@@ -1,0 +1,106 @@
+"""The helper a training script calls to tell Orrery how it is doing.
+
+Stdlib only, so it costs a workload nothing to import::
+
+    from orrery import workload
+
+    ctx = workload.context()             # rank, world size, checkpoint dir, epoch ...
+    start = 0
+    if ctx.checkpoint:                   # the last complete checkpoint, from any earlier epoch
+        start = load(ctx.checkpoint) + 1
+    for step in range(start, total):
+        ...
+        workload.report(step=step, total_steps=total, metrics={"loss": loss})
+        if step % 50 == 0:
+            path = save(ctx.checkpoint_dir, step)      # write it completely first,
+            workload.checkpoint(path, step=step)       # then record it
+
+Reports go to the file named by ``ORRERY_PROGRESS_FILE`` (written atomically); the spoke
+agent reads it into its next heartbeat. Outside Orrery (no such variable) the calls do
+nothing, so the same script runs on a laptop.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Any
+
+_state: dict[str, Any] = {}
+
+
+@dataclass(frozen=True)
+class Context:
+    job: str | None
+    job_name: str | None
+    slice: int
+    rank: int
+    world_size: int
+    epoch: int
+    master_addr: str
+    master_port: int
+    checkpoint_dir: str | None
+    checkpoint: str | None  # the last complete checkpoint the hub knows, if any
+
+
+def context() -> Context:
+    """Where this process stands, read from the environment Orrery set."""
+    env = os.environ
+    return Context(
+        job=env.get("ORRERY_JOB"),
+        job_name=env.get("ORRERY_JOB_NAME"),
+        slice=int(env.get("ORRERY_SLICE", "0")),
+        rank=int(env.get("RANK", "0")),
+        world_size=int(env.get("WORLD_SIZE", "1")),
+        epoch=int(env.get("ORRERY_EPOCH", "0")),
+        master_addr=env.get("MASTER_ADDR", "127.0.0.1"),
+        master_port=int(env.get("MASTER_PORT", "29500")),
+        checkpoint_dir=env.get("ORRERY_CHECKPOINT_DIR"),
+        checkpoint=env.get("ORRERY_CHECKPOINT") or None,
+    )
+
+
+def _write() -> None:
+    path = os.environ.get("ORRERY_PROGRESS_FILE")
+    if not path:
+        return
+    folder = os.path.dirname(path) or "."
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".progress-")
+    with os.fdopen(fd, "w") as f:
+        json.dump(_state, f)
+    os.replace(tmp, path)  # atomic: the agent never reads half a report
+
+
+def report(
+    *,
+    step: int | None = None,
+    total_steps: int | None = None,
+    metrics: dict[str, float] | None = None,
+    message: str | None = None,
+    min_interval_s: float = 0.2,
+) -> None:
+    """Record progress. Cheap to call every step: writes at most every ``min_interval_s``."""
+    if step is not None:
+        _state["step"] = step
+    if total_steps is not None:
+        _state["total_steps"] = total_steps
+    if metrics:
+        _state["metrics"] = {k: float(v) for k, v in metrics.items()}
+    if message is not None:
+        _state["message"] = message
+    now = time.monotonic()
+    final = total_steps is not None and step is not None and step + 1 >= total_steps
+    if final or now - _state.get("_written", 0.0) >= min_interval_s:
+        _state["_written"] = now
+        _write()
+
+
+def checkpoint(path: str, *, step: int | None = None) -> None:
+    """Record ``path`` as the last complete checkpoint. Call after it is fully written."""
+    _state["checkpoint"] = path
+    if step is not None:
+        _state["checkpoint_step"] = step
+    _write()

@@ -1,0 +1,47 @@
+"""Spoke settings. The lease must stay shorter than the hub's failover timeout; the hub
+refuses heartbeats from a spoke whose lease breaks that order (see orrery_hub.settings)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from orrery.errors import InvalidInput
+from orrery.wire.subjects import valid_cluster_name
+
+
+@dataclass(frozen=True)
+class SpokeSettings:
+    nats_url: str
+    cluster: str
+    state_dir: Path
+    region: str | None = None
+    labels: dict[str, str] = field(default_factory=dict)
+    executor: str = "local"
+    inventory_file: Path | None = None
+    address: str | None = None  # where this cluster's slices are reachable (MASTER_ADDR)
+    heartbeat_interval_s: float = 1.0
+    lease_s: float = 10.0
+    kill_grace_s: float = 2.0
+
+    def check(self) -> None:
+        if not valid_cluster_name(self.cluster):
+            raise InvalidInput(
+                f"--cluster: {self.cluster!r} must be 1-63 lowercase letters, digits or '-'"
+            )
+        if self.heartbeat_interval_s <= 0:
+            raise InvalidInput("--heartbeat-interval: must be positive")
+        if self.lease_s < 2 * self.heartbeat_interval_s:
+            raise InvalidInput(
+                f"--lease ({self.lease_s}s) must be at least twice --heartbeat-interval "
+                f"({self.heartbeat_interval_s}s)"
+            )
+        if self.executor not in ("local", "kubernetes"):
+            raise InvalidInput(f"--executor: {self.executor!r} is not one of local, kubernetes")
+
+    @property
+    def all_labels(self) -> dict[str, str]:
+        out = dict(self.labels)
+        if self.region:
+            out["region"] = self.region
+        return out
