@@ -175,17 +175,25 @@ class Agent:
 
     # ---- heartbeats and the lease ----------------------------------------------------
 
-    def heartbeat(self) -> Heartbeat:
+    def current_nodes(self) -> list[NodeReport]:
+        """Capacity as reported: the executor's own view where it has one (Kubernetes),
+        else the declared nodes minus the GPUs of this agent's running slices."""
+        dynamic = self.executor.capacity()
+        if dynamic is not None:
+            return dynamic
         used: dict[str, set[int]] = {}
         for at in self.attempts.values():
             if not at.phase.terminal:
                 used.setdefault(at.a.node, set()).update(at.a.gpus)
-        nodes = [
+        return [
             NodeReport(name=n.name, gpu_type=n.gpu_type, gpu_memory_mib=n.gpu_memory_mib,
                        gpus=n.gpus,
                        free=[i for i in range(n.gpus) if i not in used.get(n.name, set())])
             for n in self.nodes.values()
         ]
+
+    def heartbeat(self) -> Heartbeat:
+        nodes = self.current_nodes()
         return Heartbeat(
             sender=f"spoke/{self.settings.cluster}", seq=next(self._seq),
             cluster=self.settings.cluster, incarnation=self.incarnation, address=self.address,
@@ -302,6 +310,9 @@ class Agent:
         await self._send_status(at)
 
     def _check_fit(self, a: Assignment) -> str | None:
+        if self.executor.capacity() is not None:
+            known = {n.name for n in self.executor.capacity() or []}
+            return None if a.node in known else f"node lost: {a.node!r} is not a node of {self.settings.cluster}"
         node = self.nodes.get(a.node)
         if node is None:
             return f"node lost: {a.node!r} is not a node of {self.settings.cluster}"

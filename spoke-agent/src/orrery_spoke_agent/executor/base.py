@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from orrery.wire import Assignment, Progress, SliceKey
+from orrery.wire import Assignment, NodeReport, Progress, SliceKey
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,12 @@ class Executor(Protocol):
         ...
 
     def progress(self, key: SliceKey) -> Progress | None: ...
+
+    def capacity(self) -> list[NodeReport] | None:
+        """Nodes with their free GPUs, where the executor knows better than the agent (a
+        Kubernetes cluster shared with other tenants). None: the agent derives free GPUs
+        from its declared nodes minus its own running slices."""
+        ...
 
     async def discover(self) -> list[Found]:
         """Attempts left by an earlier incarnation of this agent, by their markers."""

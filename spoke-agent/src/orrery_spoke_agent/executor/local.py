@@ -18,7 +18,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from orrery.wire import Assignment, Progress, SliceKey
+from orrery.wire import Assignment, NodeReport, Progress, SliceKey
 from orrery_spoke_agent.executor.base import Found, LaunchError, Outcome
 
 log = logging.getLogger("orrery.spoke.local")
@@ -137,6 +137,9 @@ class LocalExecutor:
             return Progress.model_validate(data)
         except (OSError, ValueError, ValidationError):
             return None
+
+    def capacity(self) -> list[NodeReport] | None:
+        return None  # declared nodes; the agent subtracts its own slices
 
     async def discover(self) -> list[Found]:
         found: list[Found] = []
