@@ -53,8 +53,17 @@ def command(app: typer.Typer) -> None:
                 tmp.write_text(json.dumps({"api": e.api_url, "nats": e.nats_url}))
                 tmp.replace(ready_file)
 
+        async def main() -> None:
+            import signal
+
+            hub = Hub(settings)
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, hub.stop)
+            await hub.run(on_ready=on_ready)
+
         try:
-            asyncio.run(Hub(settings).run(on_ready=on_ready))
+            asyncio.run(main())
         except OrreryError as exc:
             typer.echo(f"orrery hub: {exc.message}", err=True)
             raise typer.Exit(2) from None

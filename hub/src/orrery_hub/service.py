@@ -63,6 +63,7 @@ class Hub:
         self._wake = asyncio.Event()
         self._seq = itertools.count(1)
         self._ready = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._connected = False
         self.endpoints: Endpoints | None = None
         self._last_persist: dict[str, float] = {}
@@ -94,14 +95,23 @@ class Hub:
             server = uvicorn.Server(config)
             self.endpoints = Endpoints(f"http://{s.host}:{port}", nats_url)
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(server.serve(sockets=[sock]), name="api")
-                tg.create_task(self._reconcile_loop(), name="reconcile")
+                serving = tg.create_task(server.serve(sockets=[sock]), name="api")
+                loop_task = tg.create_task(self._reconcile_loop(), name="reconcile")
                 while not server.started:
+                    if serving.done():
+                        break  # it failed: the TaskGroup raises why
                     await asyncio.sleep(0.01)
                 self._ready.set()
                 log.info("hub ready", extra={"api": self.endpoints.api_url, "nats": nats_url})
                 if on_ready:
                     on_ready(self.endpoints)
+                try:
+                    await self._stopping.wait()
+                finally:
+                    # Stop the way uvicorn expects (it closes its listener); cancelling
+                    # its task instead would leave the socket accepting into the void.
+                    server.should_exit = True
+                    loop_task.cancel()
         finally:
             sock.close()
             if self.nc is not None and not self.nc.is_closed:
@@ -160,6 +170,10 @@ class Hub:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def stop(self) -> None:
+        """Ask ``run()`` to finish: the API stops serving, loops end, NATS closes."""
+        self._stopping.set()
 
     # ---- messages in -----------------------------------------------------------------
 

@@ -1,9 +1,16 @@
 """Working copy of free capacity during one scheduling pass, and how slices fit in it.
 
-Nodes are bucketed by how many GPUs they have free, per GPU type, so "how many slices of
-g GPUs fit in this cluster" is a sum over a few buckets rather than a walk over every node,
-and best-fit ("the node with the fewest free GPUs that still fits") is a bucket lookup.
-Buckets are dicts used as ordered sets so that every choice is deterministic.
+Used by ``cycle.plan`` (placing), ``preemption`` (nominating freed GPUs) and ``backfill``
+(holding GPUs for a reserved job). Nodes are bucketed by how many GPUs they have free, per
+GPU type, so "how many slices of g GPUs fit in this cluster" is a sum over a few buckets
+rather than a walk over every node, and best-fit ("the node with the fewest free GPUs that
+still fits") is a bucket lookup. Buckets are dicts used as ordered sets so that every
+choice is deterministic. Answers to ``slices_fit`` are cached until the cluster changes:
+one placement touches one cluster, so the other ninety-nine answer from the cache.
+
+Held nodes (reserved for a waiting job until ``until``) are taken out of the buckets, so
+no ordinary placement sees them; ``open_holds(end)`` puts back, for one backfill attempt,
+the nodes whose hold lasts past ``end``, and ``close_holds`` takes them out again.
 """
 
 from __future__ import annotations
@@ -12,6 +19,8 @@ from dataclasses import dataclass
 
 from orrery.ids import ClusterName, NodeName
 from orrery_hub.scheduler.snapshot import ClusterCapacity
+
+TypeKey = frozenset[str] | None
 
 
 class NodeFree:
@@ -38,43 +47,63 @@ class ClusterFit:
         self.labels = cap.labels
         self.ready = cap.ready
         self.nodes: list[NodeFree] = []
+        self.by_name: dict[NodeName, NodeFree] = {}
         # gpu_type -> free count -> ordered set of nodes with exactly that many free
         self.buckets: dict[str | None, dict[int, dict[NodeName, NodeFree]]] = {}
         self.totals: dict[str | None, int] = {}
+        self.free_all = 0  # free GPUs outside holds, any type
+        self.held: dict[NodeName, float] = {}  # node -> hold lasts until
+        self._opened: list[NodeName] = []
+        self._fit_cache: dict[tuple[int, TypeKey], int] = {}
+        self._types_cache: dict[TypeKey, list[str | None]] = {}
         for n in cap.nodes:
             node = NodeFree(n.name, n.gpu_type, n.gpus, sorted(n.free))
             self.nodes.append(node)
+            self.by_name[node.name] = node
             by_count = self.buckets.setdefault(n.gpu_type, {})
             by_count.setdefault(len(node.free), {})[node.name] = node
             self.totals[n.gpu_type] = self.totals.get(n.gpu_type, 0) + n.gpus
+            if n.gpu_type is not None:
+                self.free_all += len(node.free)
 
-    def _types(self, types: frozenset[str] | None) -> list[str | None]:
-        if types is None:
-            return [t for t in self.buckets if t is not None]
-        return [t for t in self.buckets if t in types]
+    def _types(self, types: TypeKey) -> list[str | None]:
+        got = self._types_cache.get(types)
+        if got is None:
+            if types is None:
+                got = [t for t in self.buckets if t is not None]
+            else:
+                got = [t for t in self.buckets if t in types]
+            self._types_cache[types] = got
+        return got
 
-    def has_type(self, types: frozenset[str] | None) -> bool:
+    def has_type(self, types: TypeKey) -> bool:
         return bool(self._types(types))
 
-    def slices_fit(self, gpus_per_slice: int, types: frozenset[str] | None) -> int:
+    def slices_fit(self, gpus_per_slice: int, types: TypeKey) -> int:
         """How many slices of ``gpus_per_slice`` GPUs of an allowed type fit now."""
         if gpus_per_slice == 0:
             return 1 << 30 if self.nodes else 0
+        key = (gpus_per_slice, types)
+        got = self._fit_cache.get(key)
+        if got is not None:
+            return got
         total = 0
-        for t in self._types(types):
-            for count, nodes in self.buckets[t].items():
-                if count >= gpus_per_slice and nodes:
-                    total += (count // gpus_per_slice) * len(nodes)
+        if self.free_all >= gpus_per_slice:
+            for t in self._types(types):
+                for count, nodes in self.buckets[t].items():
+                    if count >= gpus_per_slice and nodes:
+                        total += (count // gpus_per_slice) * len(nodes)
+        self._fit_cache[key] = total
         return total
 
-    def free_gpus(self, types: frozenset[str] | None) -> int:
+    def free_gpus(self, types: TypeKey) -> int:
         return sum(
             count * len(nodes)
             for t in self._types(types)
             for count, nodes in self.buckets[t].items()
         )
 
-    def total_gpus(self, types: frozenset[str] | None) -> int:
+    def total_gpus(self, types: TypeKey) -> int:
         return sum(self.totals[t] for t in self._types(types))
 
     def _move(self, node: NodeFree, old: int) -> None:
@@ -82,7 +111,11 @@ class ClusterFit:
         del by_count[old][node.name]
         by_count.setdefault(len(node.free), {})[node.name] = node
 
-    def _best_node(self, need: int, types: frozenset[str] | None) -> NodeFree | None:
+    def _changed(self) -> None:
+        if self._fit_cache:
+            self._fit_cache = {}
+
+    def _best_node(self, need: int, types: TypeKey) -> NodeFree | None:
         """The node with the fewest free GPUs that still has ``need`` free (best fit)."""
         best: NodeFree | None = None
         best_count = 1 << 30
@@ -92,7 +125,7 @@ class ClusterFit:
                     best, best_count = next(iter(nodes.values())), count
         return best
 
-    def take(self, n: int, gpus_per_slice: int, types: frozenset[str] | None) -> list[Take]:
+    def take(self, n: int, gpus_per_slice: int, types: TypeKey) -> list[Take]:
         """Claim ``n`` slices; the caller has checked they fit.
 
         A job that fits on one node goes on the tightest such node; otherwise each slice
@@ -111,5 +144,45 @@ class ClusterFit:
             old = len(node.free)
             claimed, node.free = node.free[:gpus_per_slice], node.free[gpus_per_slice:]
             self._move(node, old)
+            self.free_all -= gpus_per_slice
             out.append(Take(node.name, tuple(claimed)))
+        self._changed()
         return out
+
+    # Holds: GPUs kept for a waiting job (see ``backfill`` and ``preemption``).
+
+    def hold(self, names: list[NodeName], until: float) -> None:
+        for name in names:
+            if name in self.held:
+                self.held[name] = min(self.held[name], until)
+                continue
+            node = self.by_name[name]
+            del self.buckets[node.gpu_type][len(node.free)][name]
+            if node.gpu_type is not None:
+                self.free_all -= len(node.free)
+            self.held[name] = until
+        self._changed()
+
+    def open_holds(self, end: float) -> bool:
+        """Lend held nodes whose hold lasts until ``end`` or later; True if any were."""
+        for name, until in self.held.items():
+            if end <= until:
+                node = self.by_name[name]
+                self.buckets[node.gpu_type].setdefault(len(node.free), {})[name] = node
+                if node.gpu_type is not None:
+                    self.free_all += len(node.free)
+                self._opened.append(name)
+        if self._opened:
+            self._changed()
+            return True
+        return False
+
+    def close_holds(self) -> None:
+        for name in self._opened:
+            node = self.by_name[name]
+            del self.buckets[node.gpu_type][len(node.free)][name]
+            if node.gpu_type is not None:
+                self.free_all -= len(node.free)
+        if self._opened:
+            self._opened = []
+            self._changed()

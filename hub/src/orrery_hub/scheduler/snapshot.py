@@ -1,7 +1,10 @@
 """The scheduler's input: plain, immutable data. No IO and no clock: ``now`` is passed in.
 
-Built by the hub from its store and inventory (``orrery_hub.snapshot_builder``), by the
-simulator from a trace, and by tests from readable helpers.
+Built by the hub from its store and inventory (``orrery_hub.applier.gather`` and
+``orrery_hub.inventory``), by the simulator from a trace (``orrery_hub.sim.engine``), and by
+tests from readable helpers. Every field added after the first release has a default that
+reproduces the first release's behaviour, so a caller that does not know about queues,
+running jobs or policies keeps working unchanged.
 """
 
 from __future__ import annotations
@@ -51,9 +54,121 @@ class JobRequest:
     denied_reasons: Mapping[ClusterName, str] = field(default_factory=dict)
     # Soft preferences: a higher score wins among clusters that fit equally well.
     cluster_scores: Mapping[ClusterName, float] = field(default_factory=dict)
+    # The manifest's maxRuntime in seconds; None: unknown, so never backfilled.
+    max_runtime: float | None = None
+
+    @property
+    def team(self) -> str:
+        return self.labels.get("team", "")
+
+    @property
+    def gpus(self) -> int:
+        """GPUs the pending slices need together."""
+        return self.gpus_per_slice * len(self.pending)
+
+
+@dataclass(frozen=True, slots=True)
+class RunningSlice:
+    """One slice of a running job: where it holds GPUs."""
+
+    index: SliceIndex
+    cluster: ClusterName
+    node: NodeName
+    gpus: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class RunningJob:
+    """A job holding GPUs now: what preemption may evict and what backfill waits for.
+
+    ``stopping`` marks a job already ordered to stop (preempted, cancelled): its GPUs come
+    free within the grace period, and it is never chosen as a victim again.
+    """
+
+    id: JobId
+    queue: str
+    priority: int
+    slices: tuple[RunningSlice, ...]
+    started_at: float
+    last_checkpoint_at: float | None = None  # None: never checkpointed, all work since start
+    max_runtime: float | None = None  # expected end is started_at + max_runtime
+    labels: Mapping[str, str] = field(default_factory=dict)
+    preemptible: bool = True
+    stopping: bool = False
+    # The job a stopping victim makes room for (None: stopping for another reason).
+    preempted_for: JobId | None = None
+
+    @property
+    def team(self) -> str:
+        return self.labels.get("team", "")
+
+    @property
+    def gpus(self) -> int:
+        return sum(len(s.gpus) for s in self.slices)
+
+    def expected_end(self, now: float, grace_s: float) -> float:
+        """When its GPUs are expected free: within the grace if stopping, else at its
+        declared end; infinity when it declared none."""
+        if self.stopping:
+            return now + grace_s
+        if self.max_runtime is None:
+            return float("inf")
+        return max(now, self.started_at + self.max_runtime)
+
+    def lost_gpu_seconds(self, now: float) -> float:
+        """GPU-seconds of work lost if evicted now: everything since its last checkpoint."""
+        since = self.last_checkpoint_at if self.last_checkpoint_at is not None else self.started_at
+        return self.gpus * max(0.0, now - since)
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    """A queue's share of the fleet.
+
+    ``weight`` scales its fair share (twice the weight: twice the GPUs before it counts as
+    ahead). ``guaranteed`` is its nominal quota in GPUs (None: no quota, never limited by
+    one). Queues in the same ``cohort`` lend each other their unused guarantee; a queue
+    with no cohort cannot borrow. ``borrow_limit`` caps what it may borrow (None: any).
+    """
+
+    name: str
+    weight: float = 1.0
+    guaranteed: int | None = None
+    cohort: str | None = None
+    borrow_limit: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """Which stages of the pass run. The defaults reproduce the first release: priority
+    then submission order across all queues, no quotas, no preemption, no backfill.
+
+    ``fair_share``: order by weighted dominant (GPU) share of each tenant, tenant being
+    the queue, or the team when ``tenant`` is "team"; within a tenant priority then
+    submission order. ``fifo``: submission order alone (the simulator's baseline).
+    ``grace_s``: SIGTERM to SIGKILL for preempted victims; the hub sends it in the order.
+    ``max_preemptions``: victims one pass may choose, so one pass never evicts half a fleet.
+    """
+
+    fifo: bool = False
+    fair_share: bool = False
+    tenant: str = "queue"
+    quotas: bool = False
+    preemption: bool = False
+    backfill: bool = False
+    grace_s: float = 30.0
+    max_preemptions: int = 64
+
+    @staticmethod
+    def full() -> Policy:
+        """Every stage on: what ``orrery sim --policy orrery`` runs."""
+        return Policy(fair_share=True, quotas=True, preemption=True, backfill=True)
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     clusters: tuple[ClusterCapacity, ...]
     jobs: tuple[JobRequest, ...]
+    running: tuple[RunningJob, ...] = ()
+    queues: tuple[QueueConfig, ...] = ()  # queues not listed get QueueConfig(name)
+    policy: Policy = field(default_factory=Policy)

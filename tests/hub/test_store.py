@@ -1,0 +1,82 @@
+"""Store round trips on SQLite and on the real PostgreSQL server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from orrery.errors import Conflict, InvalidInput, NotFound
+from orrery.manifest import parse_manifest
+from orrery_hub.store import Database
+from orrery_hub.store import jobs as jobstore
+from orrery_hub.store.models import AttemptRow
+
+MANIFEST = """
+apiVersion: orrery/v1
+kind: TrainingJob
+metadata: {name: train, labels: {team: nlp}}
+spec: {slices: 3, gpusPerSlice: 2, gpuType: H100, command: [python, t.py], env: {A: "1"}}
+"""
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    pg: str = request.getfixturevalue("pg_url")
+    return pg
+
+
+def test_jobs_survive_a_restart(url: str, tmp_path: Path) -> None:
+    db = Database.connect(url)
+    with db.session() as s:
+        job = jobstore.submit(s, parse_manifest(MANIFEST), now=100.0, checkpoint_root=tmp_path)
+        job_id = job.id
+    db.close()
+
+    again = Database.connect(url)  # a restarted hub on the same database
+    with again.session() as s:
+        view = jobstore.get(s, job_id)
+        listed = [j.id for j in jobstore.list_jobs(s)]
+        events = jobstore.events(s, job_id)
+    again.close()
+    assert job_id in listed
+    assert view.status.phase == "Pending"
+    assert view.metadata["labels"] == {"team": "nlp"}
+    assert view.spec["gpusPerSlice"] == 2
+    assert view.spec["env"] == {"A": "1"}
+    assert [sl.index for sl in view.status.slices] == [0, 1, 2]
+    assert all(sl.epoch == 1 and sl.phase == "Pending" for sl in view.status.slices)
+    assert view.status.checkpoint_dir == str(tmp_path / job_id)
+    assert [e.kind for e in events] == ["Submitted"]
+
+
+def test_cancel_then_cancel_again_conflicts(url: str, tmp_path: Path) -> None:
+    db = Database.connect(url)
+    with db.session() as s:
+        job_id = jobstore.submit(s, parse_manifest(MANIFEST), now=1.0, checkpoint_root=tmp_path).id
+        s.add(AttemptRow(job_id=job_id, index=0, epoch=1, cluster="c", node="n", gpus=[0, 1],
+                         assigned_at=1.0))
+    with db.session() as s:
+        open_attempts = jobstore.cancel(s, job_id, now=2.0)
+    assert [(a.index, a.epoch) for a in open_attempts] == [(0, 1)]
+    with db.session() as s:
+        assert jobstore.get(s, job_id).status.phase == "Cancelled"
+    with pytest.raises(Conflict, match="already Cancelled"), db.session() as s:
+        jobstore.cancel(s, job_id, now=3.0)
+    with db.session() as s:  # the failed cancel changed nothing
+        assert jobstore.get(s, job_id).status.finished_at == 2.0
+    db.close()
+
+
+def test_unknown_job(url: str) -> None:
+    db = Database.connect(url)
+    with pytest.raises(NotFound, match="nope"), db.session() as s:
+        jobstore.get(s, "nope")
+    db.close()
+
+
+def test_a_bad_database_url_is_a_clear_error() -> None:
+    with pytest.raises(InvalidInput, match="not a database URL"):
+        Database.connect("this is not a url")
