@@ -204,6 +204,16 @@ class Hub:
     async def _on_heartbeat(self, hb: Heartbeat, msg: Msg) -> None:
         now = self.clock()
         self.metrics.heartbeats.inc()
+        t = self.settings.timing
+        if hb.lease_s + t.kill_grace_s + t.max_clock_drift_s >= t.failover_timeout_s:
+            # Its slices could outlive the moment this hub places them elsewhere: refuse it.
+            reason = (f"lease {hb.lease_s}s + kill grace {t.kill_grace_s}s + clock drift "
+                      f"{t.max_clock_drift_s}s must stay below the hub's failover timeout "
+                      f"{t.failover_timeout_s}s; restart the spoke with a shorter --lease")
+            log.error("refused spoke", extra={"cluster": hb.cluster, "reason": reason})
+            await msg.respond(encode(HeartbeatAck(sender="hub", seq=next(self._seq),
+                                                  accepted=False, reason=reason)))
+            return
         known = hb.cluster in self.inventory.clusters
         view, came_back = self.inventory.observe(hb, now)
         if came_back:

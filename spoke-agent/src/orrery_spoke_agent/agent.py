@@ -214,6 +214,10 @@ class Agent:
         """Send one heartbeat; True when the hub answered (and the lease was renewed)."""
         assert self.nc is not None
         hb = self.heartbeat()
+        # The lease is dated from when this heartbeat left, which is never later than when
+        # the hub received it (and started its failover clock): the spoke's deadline can
+        # only come before the hub's, whatever the reply's delay.
+        sent_at = self.clock()
         try:
             reply = await self.nc.request(self.subjects.heartbeat, encode(hb),
                                           timeout=max(1.0, self.settings.heartbeat_interval_s))
@@ -228,12 +232,11 @@ class Agent:
             log.error("hub refused this spoke: %s", ack.reason,
                       extra={"cluster": self.settings.cluster})
             return False
-        now = self.clock()
-        self.last_ack = now
+        self.last_ack = sent_at
         if self.lease_lapsed:
             log.info("hub answers again; lease renewed", extra={"cluster": self.settings.cluster})
         self.lease_lapsed = False
-        await self.executor.renew_lease(now)
+        await self.executor.renew_lease(sent_at)
         for key in ack.forget:
             at = self.attempts.get(_k(key))
             if at is not None and at.phase.terminal:

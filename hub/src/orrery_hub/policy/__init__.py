@@ -31,6 +31,7 @@ from orrery_hub.policy.engine import (
 from orrery_hub.policy.facts import NO_TEAM, NO_USAGE, ClusterFacts, JobFacts, Usage
 from orrery_hub.policy.parse import EMPTY, Issue, PolicyError, build_policy_set
 from orrery_hub.policy.policyset import PolicyEntry, PolicySet, Source
+from orrery_hub.policy.report import CheckReport, CheckRequest, check_report
 from orrery_hub.policy.schema import json_schema
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "NO_TEAM",
     "NO_USAGE",
     "Admission",
+    "CheckReport",
+    "CheckRequest",
     "ClusterFacts",
     "Constraints",
     "CostEstimate",
@@ -51,6 +54,7 @@ __all__ = [
     "Usage",
     "admit",
     "build_policy_set",
+    "check_report",
     "constraints",
     "constraints_for_pass",
     "estimate_cost",

@@ -9,6 +9,7 @@ Field names are camelCase in YAML, as in job manifests.
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any, Literal
 
@@ -206,3 +207,11 @@ def json_schema() -> dict[str, Any]:
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
     schema["title"] = "Orrery policy document"
     return schema
+
+
+def schema_text() -> str:
+    """``policies/schema.json`` exactly as committed (a test compares the two). Regenerate:
+    ``python -c "from orrery_hub.policy.schema import schema_text as s; print(s(), end='')"
+    > policies/schema.json``"""
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+

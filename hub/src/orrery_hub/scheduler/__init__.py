@@ -7,14 +7,29 @@ the tests all call the same function.
 """
 
 from orrery_hub.scheduler.cycle import order, plan
-from orrery_hub.scheduler.plan import Plan, SlicePlacement, WaitReason
-from orrery_hub.scheduler.snapshot import ClusterCapacity, JobRequest, NodeCapacity, Snapshot
+from orrery_hub.scheduler.plan import Plan, Preemption, Reservation, SlicePlacement, WaitReason
+from orrery_hub.scheduler.snapshot import (
+    ClusterCapacity,
+    JobRequest,
+    NodeCapacity,
+    Policy,
+    QueueConfig,
+    RunningJob,
+    RunningSlice,
+    Snapshot,
+)
 
 __all__ = [
     "ClusterCapacity",
     "JobRequest",
     "NodeCapacity",
     "Plan",
+    "Policy",
+    "Preemption",
+    "QueueConfig",
+    "Reservation",
+    "RunningJob",
+    "RunningSlice",
     "SlicePlacement",
     "Snapshot",
     "WaitReason",

@@ -1,47 +1,41 @@
 """One scheduling pass: ``plan(snapshot, now) -> Plan``. Pure: no IO, no clock, no database.
 
-Steps, in order (Kueue writes its cycle the same way):
+Called by the hub's reconcile loop (``orrery_hub.service``), the simulator
+(``orrery_hub.sim.engine``), the tests and the benchmarks. Steps, in order (Kueue writes
+its cycle the same way); see README.md for the picture:
 
-1. Copy each Ready cluster's free GPUs into a working structure (``fit.ClusterFit``).
-2. Order the waiting jobs: higher priority first, then earlier submission.
-3. For each job, find clusters it may use (Ready, allowed by policy, has its GPU type),
-   and place it: on one cluster when one fits it all (the highest policy score, then
-   the tightest fit), else across the fewest clusters, largest first. A gang job is placed
-   all or nothing; a job of independent slices takes what fits.
-4. A job that does not fit gets a reason. Capacity only shrinks during a pass, so once a
-   job shape fails, larger requests of the same shape fail too: remembered, not retried.
+1. Copy each cluster's free GPUs into a working structure (``fit.ClusterFit``); count what
+   each queue and tenant holds (``quota``, ``fairness``).
+2. Offer the waiting jobs in the policy's order (``fairness.Offer``): FIFO, or priority
+   then submission, or weighted fair share between tenants.
+3. For each job: admit it against its queue's quota (``quota``), then place it: on one
+   cluster when one fits it all (highest policy score, then the tightest fit), else
+   across the fewest clusters, largest first. A gang is placed all or nothing.
+   Reserved nodes are lent only to jobs that end before the reservation starts
+   (``backfill``).
+4. A job that does not fit may preempt (``preemption``): lower-priority jobs, or borrowers
+   of its cohort's quota; the GPUs it will get are held for it meanwhile. Failing that,
+   the first such job gets a reservation (EASY backfill). Either way it gets a reason.
+5. Capacity only shrinks during a pass, so once a job shape fails, larger requests of the
+   same shape fail too: remembered, not retried. Once nothing is free and nothing may be
+   preempted, the rest only need their reasons.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
-from orrery.ids import ClusterName, JobId, SliceIndex
+from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
+from orrery_hub.scheduler import backfill, preemption
+from orrery_hub.scheduler.fairness import Offer, order
 from orrery_hub.scheduler.fit import ClusterFit
-from orrery_hub.scheduler.plan import Plan, SlicePlacement, WaitReason
-from orrery_hub.scheduler.snapshot import JobRequest, Snapshot
+from orrery_hub.scheduler.plan import Plan, Preemption, Reservation, SlicePlacement, WaitReason
+from orrery_hub.scheduler.quota import QuotaBook
+from orrery_hub.scheduler.reasons import need_text, why
+from orrery_hub.scheduler.snapshot import JobRequest, RunningJob, RunningSlice, Snapshot
+
+__all__ = ["order", "plan"]
 
 ShapeKey = tuple[int, frozenset[str] | None, frozenset[ClusterName] | None]
-
-
-def _types_text(types: frozenset[str] | None) -> str:
-    if types is None:
-        return "GPU"
-    return "/".join(sorted(types))
-
-
-def _need_text(job: JobRequest, n: int) -> str:
-    if job.gpus_per_slice == 0:
-        return f"needs {n} CPU-only slice{'s' if n != 1 else ''}"
-    return (
-        f"needs {n} slice{'s' if n != 1 else ''} × {job.gpus_per_slice} "
-        f"{_types_text(job.gpu_types)}"
-    )
-
-
-def order(jobs: Iterable[JobRequest]) -> list[JobRequest]:
-    """Priority order, then submission order."""
-    return sorted(jobs, key=lambda j: (-j.priority, j.seq))
+INF = float("inf")
 
 
 def _eligible(job: JobRequest, fits: list[ClusterFit]) -> list[ClusterFit]:
@@ -53,38 +47,6 @@ def _eligible(job: JobRequest, fits: list[ClusterFit]) -> list[ClusterFit]:
         and (allowed is None or c.name in allowed)
         and (job.gpus_per_slice == 0 or c.has_type(job.gpu_types))
     ]
-
-
-def _why(job: JobRequest, n: int, fits: list[ClusterFit]) -> WaitReason:
-    per: dict[ClusterName, str] = {}
-    best: tuple[int, str] | None = None
-    types = job.gpu_types
-    tt = _types_text(types)
-    for c in fits:
-        if not c.ready:
-            per[c.name] = "cluster Lost"
-            continue
-        if job.allowed_clusters is not None and c.name not in job.allowed_clusters:
-            per[c.name] = job.denied_reasons.get(c.name, "not allowed by policy")
-            continue
-        if job.gpus_per_slice and not c.has_type(types):
-            per[c.name] = f"no {tt} GPUs"
-            continue
-        k = c.slices_fit(job.gpus_per_slice, types)
-        per[c.name] = (
-            f"{min(k, n)} of {n} slices fit "
-            f"({c.free_gpus(types)} of {c.total_gpus(types)} {tt} free)"
-        )
-        if best is None or k > best[0]:
-            best = (k, c.name)
-    need = _need_text(job, n)
-    if best is None:
-        if not any(c.ready for c in fits):
-            return WaitReason(f"{need}; no Ready cluster", per)
-        return WaitReason(f"{need}; no allowed Ready cluster has {tt} GPUs", per)
-    if best[0] == 0:
-        return WaitReason(f"{need}; no cluster has a slice's worth free", per)
-    return WaitReason(f"{need}; largest fit: {best[1]} {best[0]} slice(s)", per)
 
 
 def _choose(
@@ -113,46 +75,156 @@ def _choose(
     return out
 
 
-def plan(snapshot: Snapshot, now: float) -> Plan:
-    """Place what fits, in priority order; say why the rest waits.
+class _Pass:
+    """The mutable state of one pass; ``plan`` makes one, runs it and drops it."""
 
-    ``now`` is part of the signature so that time-dependent policies (backfill windows,
-    ageing) read it from here; this pass never reads a clock.
-    """
-    del now  # nothing in this pass depends on time yet
-    fits = [ClusterFit(c) for c in sorted(snapshot.clusters, key=lambda c: c.name)]
-    placements: list[SlicePlacement] = []
-    waiting: dict[JobId, WaitReason] = {}
-    no_fit: dict[ShapeKey, int] = {}  # shape -> smallest slice count known not to fit
-    reasons: dict[tuple[ShapeKey, int], WaitReason] = {}
+    def __init__(self, snapshot: Snapshot, now: float) -> None:
+        self.now = now
+        self.policy = pol = snapshot.policy
+        self.fits = [ClusterFit(c) for c in sorted(snapshot.clusters, key=lambda c: c.name)]
+        self.by_name = {f.name: f for f in self.fits}
+        self.queues = {q.name: q for q in snapshot.queues}
+        self.running = snapshot.running
+        self.quota = QuotaBook(self.queues, snapshot.running) if pol.quotas else None
+        self.offer = Offer(snapshot.jobs, pol, self.queues, snapshot.running)
+        self.placements: list[SlicePlacement] = []
+        self.waiting: dict[JobId, WaitReason] = {}
+        self.preemptions: list[Preemption] = []
+        self.reservations: list[Reservation] = []
+        self.backfilled: set[JobId] = set()
+        self.no_fit: dict[ShapeKey, int] = {}  # shape -> smallest slice count known not to fit
+        self.reasons: dict[tuple[ShapeKey, int], WaitReason] = {}
+        self.free_left = sum(c.free_all for c in self.fits if c.ready)
+        self.inflight: dict[JobId, list[RunningJob]] = {}
+        for r in snapshot.running:
+            if r.stopping and r.preempted_for is not None:
+                self.inflight.setdefault(r.preempted_for, []).append(r)
+        self.preemptible = pol.preemption and any(
+            r.preemptible and not r.stopping for r in snapshot.running
+        )
+        self.evicted: set[JobId] = set()
+        self.victims = 0
+        self.attempts = 0
+        self.failed_preempt: set[tuple[ShapeKey, int, int, str, bool]] = set()
+        self.held: list[ClusterFit] = []
+        self.max_hold = -INF
+        self._on: dict[ClusterName, list[tuple[RunningJob, tuple[RunningSlice, ...]]]] | None
+        self._on = None
 
-    for job in order(snapshot.jobs):
+    # --- the pass -----------------------------------------------------------------------
+
+    def run(self) -> Plan:
+        for job in self.offer:
+            if self.free_left <= 0 and not self._may_still_preempt():
+                self._wait_all([job, *self.offer.rest()])
+                break
+            self._one(job)
+        return Plan(
+            placements=tuple(self.placements),
+            waiting=self.waiting,
+            preemptions=tuple(self.preemptions),
+            reservations=tuple(self.reservations),
+            backfilled=frozenset(self.backfilled),
+        )
+
+    def _may_still_preempt(self) -> bool:
+        pol = self.policy
+        return (
+            self.preemptible
+            and self.attempts < pol.preemption_attempts
+            and self.victims < pol.max_preemptions
+        )
+
+    def _wait_all(self, jobs: list[JobRequest]) -> None:
+        # The hot loop of a pass over a full fleet: one dict lookup per job.
+        cache: dict[tuple[int, frozenset[str] | None, frozenset[ClusterName] | None, int],
+                    WaitReason] = {}
+        waiting = self.waiting
+        for job in jobs:
+            key = (job.gpus_per_slice, job.gpu_types, job.allowed_clusters, len(job.pending))
+            r = cache.get(key)
+            if r is None:
+                if not key[3]:
+                    continue
+                r = cache[key] = why(job, key[3], self.fits)
+            waiting[job.id] = r
+
+    def _one(self, job: JobRequest) -> None:
         n = len(job.pending)
         if n == 0:
-            continue
+            return
+        if self.quota is not None:
+            refusal = self.quota.refusal(job.queue, job.gpus)
+            if refusal is not None:
+                if (
+                    self.policy.preemption
+                    and self.quota.within_guarantee(job.queue, job.gpus)
+                    and self._preempt(job, n, self.quota.cohort_shortfall(job.queue, job.gpus))
+                ):
+                    return
+                self.waiting[job.id] = WaitReason(f"{need_text(job, n)}; {refusal}")
+                return
+        end = self.now + job.max_runtime if job.max_runtime is not None else INF
+        lent = end <= self.max_hold and any([c.open_holds(end) for c in self.held])
+        placed = self._place(job, n, lent)
+        if lent:
+            for c in self.held:
+                c.close_holds()
+        if placed:
+            return
+        if job.id in self.inflight:
+            stopping = self.inflight[job.id]
+            self._reserve(job, n)
+            where = ", ".join(sorted({s.cluster for r in stopping for s in r.slices}))
+            self.waiting[job.id] = WaitReason(
+                f"{need_text(job, n)}; waiting for {len(stopping)} preempted job(s) "
+                f"to stop on {where}"
+            )
+            return
+        if self.policy.preemption and self._preempt(job, n, 0):
+            return
+        reason = self._reason(job, n)
+        if self.policy.backfill and not self.reservations and job.gpus_per_slice > 0:
+            res = self._reserve(job, n)
+            if res is not None:
+                reason = WaitReason(
+                    f"{reason.summary}; reserved {len(res.nodes)} node(s) on {res.cluster} "
+                    f"from t={res.start_at:.0f}",
+                    reason.clusters,
+                )
+        self.waiting[job.id] = reason
+
+    def _reason(self, job: JobRequest, n: int) -> WaitReason:
+        key = ((job.gpus_per_slice, job.gpu_types, job.allowed_clusters), n)
+        r = self.reasons.get(key)
+        if r is None or self.held:  # holds make reasons depend on the job: recompute
+            r = why(job, n, self.fits)
+            self.reasons[key] = r
+        return r
+
+    def _place(self, job: JobRequest, n: int, lent: bool) -> bool:
+        """Place what fits; True when the job needs nothing more this pass."""
         shape: ShapeKey = (job.gpus_per_slice, job.gpu_types, job.allowed_clusters)
         need = n if job.gang else 1
-        if no_fit.get(shape, 1 << 30) <= need:
-            key = (shape, n)
-            if key not in reasons:
-                reasons[key] = _why(job, n, fits)
-            waiting[job.id] = reasons[key]
-            continue
+        if not lent and self.no_fit.get(shape, 1 << 30) <= need:
+            return False
         candidates = [
             (c, k)
-            for c in _eligible(job, fits)
+            for c in _eligible(job, self.fits)
             if (k := c.slices_fit(job.gpus_per_slice, job.gpu_types)) > 0
         ]
         chosen = _choose(job, n, candidates)
         if not chosen:
-            no_fit[shape] = min(no_fit.get(shape, 1 << 30), need)
-            waiting[job.id] = _why(job, n, fits)
-            continue
+            if not lent:  # lent capacity is the job's own: no lesson for the others
+                self.no_fit[shape] = min(self.no_fit.get(shape, 1 << 30), need)
+            return False
         indices = iter(sorted(job.pending))
         placed = 0
         for cluster, k in chosen:
             for take in cluster.take(k, job.gpus_per_slice, job.gpu_types):
-                placements.append(
+                if take.node in cluster.held:
+                    self.backfilled.add(job.id)
+                self.placements.append(
                     SlicePlacement(
                         job=job.id,
                         index=SliceIndex(next(indices)),
@@ -162,7 +234,129 @@ def plan(snapshot: Snapshot, now: float) -> Plan:
                     )
                 )
                 placed += 1
+        gpus = placed * job.gpus_per_slice
+        self.free_left -= gpus
+        self.offer.charge(job, gpus)
+        if self.quota is not None:
+            self.quota.charge(job.queue, gpus)
         if placed < n:  # independent slices: some placed, the rest wait
-            no_fit[shape] = 1
-            waiting[job.id] = _why(job, n - placed, fits)
-    return Plan(placements=tuple(placements), waiting=waiting)
+            self.no_fit[shape] = 1
+            self.waiting[job.id] = why(job, n - placed, self.fits)
+        return True
+
+    # --- preemption and reservations ----------------------------------------------------
+
+    def _running_on(self) -> dict[ClusterName, list[tuple[RunningJob, tuple[RunningSlice, ...]]]]:
+        """Running jobs per cluster with their slices there; built on first need."""
+        if self._on is None:
+            on: dict[ClusterName, list[tuple[RunningJob, tuple[RunningSlice, ...]]]] = {}
+            for r in self.running:
+                by: dict[ClusterName, list[RunningSlice]] = {}
+                for s in r.slices:
+                    by.setdefault(s.cluster, []).append(s)
+                for c, ss in by.items():
+                    on.setdefault(c, []).append((r, tuple(ss)))
+            self._on = on
+        return self._on
+
+    def _may_evict(self, job: JobRequest, r: RunningJob) -> str | None:
+        if r.id == job.id or r.id in self.evicted:
+            return None
+        q = self.quota
+        if (
+            q is not None
+            and r.queue != job.queue
+            and q.cohort(job.queue) is not None
+            and q.cohort(r.queue) == q.cohort(job.queue)
+            and q.borrowed(r.queue) > 0
+            and q.within_guarantee(job.queue, job.gpus)
+        ):
+            return f"reclaimed: queue {job.queue} takes back its guarantee from {r.queue}"
+        if r.priority < job.priority and (
+            q is None or r.queue == job.queue or q.borrowed(r.queue) > 0
+            or q.guaranteed(r.queue) is None
+        ):
+            return f"preempted by job {job.id} (priority {job.priority} over {r.priority})"
+        return None
+
+    def _preempt(self, job: JobRequest, n: int, need_release: int) -> bool:
+        pol = self.policy
+        if not self._may_still_preempt() or job.gpus_per_slice == 0:
+            return False
+        shape: ShapeKey = (job.gpus_per_slice, job.gpu_types, job.allowed_clusters)
+        key = (shape, n, job.priority, job.queue, need_release > 0)
+        if key in self.failed_preempt:
+            return False
+        self.attempts += 1
+        q = self.quota
+        cohort = q.cohort(job.queue) if q is not None else None
+
+        def releases(r: RunningJob) -> int:
+            if q is None or cohort is None or q.cohort(r.queue) != cohort:
+                return 0
+            return min(r.gpus, q.borrowed(r.queue))
+
+        ev = preemption.choose(
+            _eligible(job, self.fits), self._running_on(), n, job.gpus_per_slice,
+            job.gpu_types, need_release, lambda r: self._may_evict(job, r), releases, self.now,
+        )
+        if ev is None or self.victims + len(ev.victims) > pol.max_preemptions:
+            self.failed_preempt.add(key)
+            return False
+        for v in ev.victims:
+            self.evicted.add(v.job.id)
+            self.preemptions.append(
+                Preemption(
+                    victim=v.job.id, for_job=job.id, cluster=ev.cluster,
+                    slices=tuple(s.index for s in v.job.slices), gpus=v.job.gpus,
+                    reason=v.reason, lost_gpu_seconds=v.cost, grace_s=pol.grace_s,
+                )
+            )
+            if q is not None:
+                q.charge(v.job.queue, -v.job.gpus)
+        self.victims += len(ev.victims)
+        # The preemptor counts as placed for shares and quota: its GPUs are spoken for.
+        self.offer.charge(job, job.gpus)
+        if q is not None:
+            q.charge(job.queue, job.gpus)
+        until = self.now + pol.grace_s
+        self._hold(self.by_name[ev.cluster], list(ev.nodes), until)
+        self.reservations.append(Reservation(job.id, ev.cluster, ev.nodes, until))
+        self.waiting[job.id] = WaitReason(
+            f"{need_text(job, n)}; preempting {len(ev.victims)} job(s) on {ev.cluster}"
+        )
+        return True
+
+    def _hold(self, fit: ClusterFit, nodes: list[NodeName], until: float) -> None:
+        fit.hold(nodes, until)
+        if fit not in self.held:
+            self.held.append(fit)
+        self.max_hold = max(self.max_hold, until)
+
+    def _reserve(self, job: JobRequest, n: int) -> Reservation | None:
+        g = job.gpus_per_slice
+        if not job.gang:  # independent slices start as they fit: hold room for one
+            n = 1
+        best: backfill.Shadow | None = None
+        grace = self.policy.grace_s
+        on = self._running_on()
+        for fit in _eligible(job, self.fits):
+            rel = backfill.releases((r for r, _ in on.get(fit.name, ())), fit.name, self.now,
+                                    grace)
+            sh = backfill.shadow(fit, rel, n, g, job.gpu_types, self.now)
+            if sh is not None and (best is None or (sh.start_at, sh.cluster) < (
+                best.start_at, best.cluster
+            )):
+                best = sh
+        if best is None or not best.nodes:
+            return None
+        self._hold(self.by_name[best.cluster], list(best.nodes), best.start_at)
+        res = Reservation(job.id, best.cluster, best.nodes, best.start_at)
+        self.reservations.append(res)
+        return res
+
+
+def plan(snapshot: Snapshot, now: float) -> Plan:
+    """Place what fits, in the policy's order; preempt and reserve where the policy says;
+    say why the rest waits. ``now`` is the only clock this pass reads."""
+    return _Pass(snapshot, now).run()

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Iterable, Iterator, Mapping
+from operator import attrgetter
 
 from orrery_hub.scheduler.snapshot import JobRequest, Policy, QueueConfig, RunningJob
 
@@ -65,8 +66,10 @@ class Offer:
         self._fair = policy.fair_share and not policy.fifo
         self._charged: float = 0.0
         if not self._fair:
-            key = (lambda j: j.seq) if policy.fifo else (lambda j: (-j.priority, j.seq))
-            self._flat = sorted(jobs, key=key)
+            # Two stable sorts with C-level keys beat one sort on a Python tuple key.
+            self._flat = sorted(jobs, key=attrgetter("seq"))
+            if not policy.fifo:
+                self._flat.sort(key=attrgetter("priority"), reverse=True)
             self._pos = 0
             return
         self.usage = tenant_usage(policy, running)
@@ -78,7 +81,8 @@ class Offer:
         self._weights: dict[str, float] = {}
         self._heap: list[tuple[float, str]] = []
         for t, js in by_tenant.items():
-            js.sort(key=lambda j: (-j.priority, j.seq))
+            js.sort(key=attrgetter("seq"))
+            js.sort(key=attrgetter("priority"), reverse=True)
             self._lists[t] = js
             self._heads[t] = 0
             q = queues.get(t)

@@ -56,15 +56,26 @@ class ClusterFit:
         self._opened: list[NodeName] = []
         self._fit_cache: dict[tuple[int, TypeKey], int] = {}
         self._types_cache: dict[TypeKey, list[str | None]] = {}
+        buckets, totals, by_name, nodes = self.buckets, self.totals, self.by_name, self.nodes
+        free_all = 0
         for n in cap.nodes:
-            node = NodeFree(n.name, n.gpu_type, n.gpus, sorted(n.free))
-            self.nodes.append(node)
-            self.by_name[node.name] = node
-            by_count = self.buckets.setdefault(n.gpu_type, {})
-            by_count.setdefault(len(node.free), {})[node.name] = node
-            self.totals[n.gpu_type] = self.totals.get(n.gpu_type, 0) + n.gpus
-            if n.gpu_type is not None:
-                self.free_all += len(node.free)
+            t = n.gpu_type
+            node = NodeFree(n.name, t, n.gpus, list(n.free))  # ascending already
+            nodes.append(node)
+            by_name[n.name] = node
+            by_count = buckets.get(t)
+            if by_count is None:
+                by_count = buckets[t] = {}
+                totals[t] = 0
+            k = len(n.free)
+            b = by_count.get(k)
+            if b is None:
+                b = by_count[k] = {}
+            b[n.name] = node
+            totals[t] += n.gpus
+            if t is not None:
+                free_all += k
+        self.free_all = free_all
 
     def _types(self, types: TypeKey) -> list[str | None]:
         got = self._types_cache.get(types)
@@ -133,12 +144,13 @@ class ClusterFit:
         long as possible, for the large jobs that need them.
         """
         if gpus_per_slice == 0:
-            node = self.nodes[0]
-            return [Take(node.name, ()) for _ in range(n)]
+            first = self.nodes[0]
+            return [Take(first.name, ()) for _ in range(n)]
         out: list[Take] = []
+        node: NodeFree | None
         whole = self._best_node(n * gpus_per_slice, types) if n > 1 else None
         for _ in range(n):
-            node = whole or self._best_node(gpus_per_slice, types)
+            node = whole if whole is not None else self._best_node(gpus_per_slice, types)
             if node is None:  # the caller's fit check was wrong: a bug, not a user error
                 raise AssertionError(f"{self.name}: slice does not fit")
             old = len(node.free)

@@ -61,10 +61,12 @@ def _in_cluster(
     now: float,
 ) -> Eviction | None:
     allowed = set(fit._types(types))
+    # A held node's free GPUs are spoken for (by an earlier preemptor or a reservation),
+    # but what its other jobs would free is not: count those alone.
     free = {
-        x.name: len(x.free)
+        x.name: 0 if x.name in fit.held else len(x.free)
         for x in fit.nodes
-        if x.gpu_type is not None and x.gpu_type in allowed and x.name not in fit.held
+        if x.gpu_type is not None and x.gpu_type in allowed
     }
     candidates: list[Victim] = []
     for r, slices in on_cluster:

@@ -147,7 +147,9 @@ class Policy:
     the queue, or the team when ``tenant`` is "team"; within a tenant priority then
     submission order. ``fifo``: submission order alone (the simulator's baseline).
     ``grace_s``: SIGTERM to SIGKILL for preempted victims; the hub sends it in the order.
-    ``max_preemptions``: victims one pass may choose, so one pass never evicts half a fleet.
+    ``max_preemptions``: victims one pass may choose, so one pass never evicts half a fleet;
+    ``preemption_attempts``: victim searches per pass, since each one costs a walk over
+    what runs in every eligible cluster.
     """
 
     fifo: bool = False
@@ -158,6 +160,7 @@ class Policy:
     backfill: bool = False
     grace_s: float = 30.0
     max_preemptions: int = 64
+    preemption_attempts: int = 16  # victim searches per pass; the rest try next pass
 
     @staticmethod
     def full() -> Policy:

@@ -173,10 +173,10 @@ _plugins()
 
 
 def run() -> None:
-    """Console-script entry: domain errors become one line and a non-zero exit."""
+    """Console-script entry. Usage errors are typer's (exit 2); domain errors become one
+    line and a non-zero exit; nothing a user can cause ends in a traceback."""
     try:
-        rv = app(standalone_mode=False)
-        sys.exit(rv if isinstance(rv, int) else 0)
+        app()
     except ManifestError as exc:
         err.print(f"[red]orrery: {exc.source} refused:[/red]")
         for loc, why in exc.problems:
@@ -185,20 +185,8 @@ def run() -> None:
     except OrreryError as exc:
         err.print(f"[red]orrery: {exc.message}[/red]")
         sys.exit(2 if isinstance(exc, InvalidInput | NotFound) else 1)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except typer.Abort:
-        err.print("aborted")
-        sys.exit(130)
     except KeyboardInterrupt:
         sys.exit(130)
-    except Exception as exc:  # click's usage errors
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ The spoke's lease is the Job's ``activeDeadlineSeconds``: see ``kubernetes`` for
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -34,9 +33,9 @@ L_CLUSTER = f"{GROUP}/cluster"
 L_JOB = f"{GROUP}/job"
 L_SLICE = f"{GROUP}/slice"
 L_EPOCH = f"{GROUP}/epoch"
+L_ATTEMPT = f"{GROUP}/attempt"  # the Job's name, on its pods too: how pods are matched
 A_JOB = f"{GROUP}/job"
 A_ASSIGNMENT = f"{GROUP}/assignment"
-A_STOP = f"{GROUP}/stop-reason"
 CONTAINER = "slice"
 
 # Waiting reasons that no amount of waiting fixes.
@@ -82,7 +81,7 @@ def selector(cluster: str) -> str:
 
 def labels(cluster: str, key: SliceKey) -> dict[str, str]:
     return {L_MANAGED: "orrery", L_CLUSTER: _label_value(cluster), L_JOB: _label_value(key.job),
-            L_SLICE: str(key.index), L_EPOCH: str(key.epoch)}
+            L_SLICE: str(key.index), L_EPOCH: str(key.epoch), L_ATTEMPT: job_name(key)}
 
 
 def deadline_s(elapsed_s: float, lease_s: float, max_runtime_s: float | None) -> int:
@@ -174,7 +173,7 @@ def _terminated(pod: Obj) -> Obj | None:
     for cs in (pod.get("status") or {}).get("containerStatuses") or []:
         if cs.get("name") == CONTAINER:
             state = cs.get("state") or {}
-            return state.get("terminated")  # type: ignore[no-any-return]
+            return state.get("terminated")
     return None
 
 
@@ -248,6 +247,3 @@ def judge(job: Obj | None, pods: Sequence[Obj], *, now: float, launched_at: floa
                            reason=f"pending: no pod running after {pending_timeout_s:.0f}s")
     return None
 
-
-def stop_payload(reason: str) -> str:
-    return json.dumps({"metadata": {"annotations": {A_STOP: reason}}})

@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from tenacity import RetryCallState, wait_random_exponential
+from tenacity import RetryCallState, Retrying, wait_random_exponential
 
 log = logging.getLogger("orrery.spoke.kubernetes")
 
@@ -78,7 +78,7 @@ class Reflector:
         if resp is not None:
             try:
                 resp.close()  # wakes the blocked read at once
-            except Exception:  # noqa: BLE001 - closing from another thread may race
+            except Exception:  # closing from another thread may race
                 pass
         if self._thread.is_alive():
             self._thread.join(timeout)
@@ -96,11 +96,11 @@ class Reflector:
             except Gone:
                 log.info("watch expired (410 Gone): listing again",
                          extra={"cluster": self.cluster, "resource": self.name})
-            except Exception as exc:  # noqa: BLE001 - any failure: back off, list again
+            except Exception as exc:  # any failure: back off, list again
                 if self._stop.is_set():
                     return
                 failures += 1
-                state = RetryCallState(None, None, (), {})
+                state = RetryCallState(Retrying(), None, (), {})
                 state.attempt_number = failures
                 delay = self._wait(state)
                 log.warning("watch failed (%s): listing again in %.1fs", _short(exc), delay,
@@ -131,7 +131,7 @@ class Reflector:
                 raise Gone()
             if not 200 <= status < 300:
                 raise RuntimeError(f"watch refused: HTTP {status}")
-            for line in iter_resp_lines(resp):
+            for line in iter_resp_lines(resp):  # type: ignore[no-untyped-call]
                 if not line or self._stop.is_set():
                     continue
                 event = json.loads(line)

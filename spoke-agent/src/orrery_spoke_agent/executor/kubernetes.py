@@ -1,0 +1,458 @@
+"""Kubernetes executor: each slice a ``batch/v1`` Job; capacity from Nodes and Pods.
+
+Built by ``cli`` (``orrery spoke --executor kubernetes``) through ``build``; the agent
+calls the ``Executor`` methods. Three reflectors (``kube_watch``) keep Nodes, Pods (all
+namespaces, to see other tenants' GPU requests) and this spoke's Jobs current by
+list-then-watch; Job creates, deletes and patches run on a small dedicated thread pool.
+So the synchronous ``kubernetes`` client never blocks the agent's event loop.
+
+The lease, on Kubernetes. Each Job carries ``activeDeadlineSeconds``, counted by the
+Kubernetes job controller from the Job's start. Whenever the hub answers a heartbeat the
+agent moves each running Job's deadline to one lease past now (``renew_lease``: it writes
+only when less than half a lease is left, so a Job costs one patch per half lease). If the
+agent dies, or is cut off from the hub, nobody moves the deadline and the job controller
+itself stops the pod (``DeadlineExceeded``) at most one lease after the hub's last reply,
+whatever the workload image holds: nothing runs inside the pod, and the pod needs no
+credentials. The hub's failover timeout is longer than lease + kill grace, so the slice
+has stopped before the hub places it elsewhere. Caveats: the deadline is whole seconds and
+counted on the control plane's clock (keep clocks NTP-synced; skew adds to the lease),
+and a control plane that is down itself cannot stop the pod.
+
+Configuration beyond the CLI flags (GPU resource names, tolerations, a default image,
+volumes for checkpoints, the pending timeout) comes from the YAML file named by
+``ORRERY_KUBE_EXECUTOR_CONFIG`` (the Helm chart mounts it); see ``KubeConfig``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import math
+import os
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from orrery.errors import InvalidInput, ManifestError
+from orrery.manifest import problems_of
+from orrery.wire import Assignment, NodeReport, Progress, SliceKey
+from orrery_spoke_agent.executor import kube_capacity as capa
+from orrery_spoke_agent.executor import kube_jobs as kj
+from orrery_spoke_agent.executor.base import Executor, Found, LaunchError, Outcome
+from orrery_spoke_agent.executor.kube_watch import Reflector
+from orrery_spoke_agent.inventory import Node
+from orrery_spoke_agent.settings import SpokeSettings
+
+log = logging.getLogger("orrery.spoke.kubernetes")
+
+CONFIG_ENV = "ORRERY_KUBE_EXECUTOR_CONFIG"
+CHECK_S = 1.0  # how often a waiting slice re-checks its pending timeout without an event
+K = tuple[str, int, int]
+
+
+class KubeConfig(BaseModel):
+    """The executor's settings file (YAML, camelCase keys)."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True,
+                              frozen=True)
+    gpu_resources: list[str] = Field(default=["nvidia.com/gpu", "amd.com/gpu"], min_length=1)
+    default_image: str | None = None  # for assignments without spec.image
+    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    service_account: str | None = None  # the slices' pods' service account
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    volumes: list[dict[str, Any]] = Field(default_factory=list)  # e.g. a checkpoint PVC
+    volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
+    pending_timeout_s: float = Field(default=300.0, gt=0)  # unschedulable / image pull
+    watch_timeout_s: float = Field(default=60.0, ge=1)  # server-side watch timeout
+    api_workers: int = Field(default=4, ge=1, le=64)
+
+
+def load_config(path: Path | None) -> KubeConfig:
+    if path is None:
+        return KubeConfig()
+    source = f"{CONFIG_ENV} {path}"
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise InvalidInput(f"{source}: cannot read: {exc}") from None
+    try:
+        return KubeConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ManifestError(problems_of(exc), source=source) from None
+
+
+def _k(key: SliceKey) -> K:
+    return (key.job, key.index, key.epoch)
+
+
+def _status(exc: BaseException) -> int | None:
+    return getattr(exc, "status", None) if type(exc).__name__ == "ApiException" else None
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth another try: the API was unreachable, overloaded or failing (not a 4xx)."""
+    code = _status(exc)
+    if code is None:
+        return not isinstance(exc, (ValueError, TypeError, KeyError, AssertionError))
+    return code == 429 or code >= 500
+
+
+class KubeExecutor:
+    name = "kubernetes"
+
+    def __init__(self, api_client: Any, cfg: KubeConfig, template: kj.JobTemplate, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        from kubernetes import client
+
+        self.api_client = api_client
+        self.core = client.CoreV1Api(api_client)
+        self.batch = client.BatchV1Api(api_client)
+        self.cfg = cfg
+        self.t = template
+        self.cluster = template.cluster
+        self.ns = template.namespace
+        self.clock = clock
+        self.pool = ThreadPoolExecutor(max_workers=cfg.api_workers,
+                                       thread_name_prefix="orrery-kube-api")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiters: set[asyncio.Event] = set()
+        self._assignments: dict[K, Assignment] = {}
+        self._launched: dict[K, float] = {}
+        self._live: set[K] = set()  # launched or adopted, not yet ended
+        self._seen: set[str] = set()  # Job names the watch has shown at least once
+        self._stop_reasons: dict[K, str] = {}
+        sel = kj.selector(self.cluster)
+        wt, cl = cfg.watch_timeout_s, self.cluster
+        self.nodes = Reflector("nodes", self.core.list_node, on_change=self._changed,
+                               watch_timeout_s=wt, cluster=cl)
+        self.pods = Reflector("pods", self.core.list_pod_for_all_namespaces,
+                              on_change=self._changed, watch_timeout_s=wt, cluster=cl)
+        self.jobs = Reflector("jobs", functools.partial(self.batch.list_namespaced_job, self.ns),
+                              on_change=self._changed, watch_timeout_s=wt, cluster=cl,
+                              label_selector=sel)
+
+    def start(self) -> KubeExecutor:
+        for r in (self.nodes, self.pods, self.jobs):
+            r.start()
+        return self
+
+    # ---- plumbing ----------------------------------------------------------------------
+
+    def _log(self, msg: str, key: SliceKey | Assignment, *, level: int = logging.INFO,
+             **kw: object) -> None:
+        log.log(level, msg, extra={"job": key.job, "slice": key.index, "epoch": key.epoch,
+                                   "cluster": self.cluster, **kw})
+
+    def _changed(self) -> None:
+        """Called from a reflector thread after every change: wake the waiting slices."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            try:
+                loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:
+                pass  # the loop closed meanwhile
+
+    def _wake(self) -> None:
+        for ev in self._waiters:
+            ev.set()
+
+    async def _call(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """One API call on the pool, retried (bounded, jittered) while the API is flaky."""
+        self._loop = asyncio.get_running_loop()
+        call = functools.partial(fn, *args, _request_timeout=15, **kwargs)
+        async for attempt in AsyncRetrying(
+            stop=stop_after_attempt(5) | stop_after_delay(20),
+            wait=wait_random_exponential(multiplier=0.2, max=3),
+            retry=retry_if_exception(_transient), reraise=True,
+        ):
+            with attempt:
+                return await self._loop.run_in_executor(self.pool, call)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _delete_job(self, name: str, *, foreground: bool, grace_s: float | None = None
+                          ) -> None:
+        from kubernetes import client
+
+        body = client.V1DeleteOptions(
+            propagation_policy="Foreground" if foreground else "Background",
+            grace_period_seconds=None if grace_s is None else max(0, math.ceil(grace_s)))
+        try:
+            await self._call(self.batch.delete_namespaced_job, name, self.ns, body=body)
+        except Exception as exc:
+            if _status(exc) != 404:
+                raise
+
+    def _pods_of(self, name: str) -> list[dict[str, Any]]:
+        return [p for p in self.pods.items()
+                if ((p.get("metadata") or {}).get("labels") or {}).get(kj.L_ATTEMPT) == name]
+
+    # ---- Executor ----------------------------------------------------------------------
+
+    async def launch(self, a: Assignment, env: Mapping[str, str]) -> float:
+        self._loop = asyncio.get_running_loop()
+        if not (a.image or self.t.default_image):
+            raise LaunchError("no image: a Kubernetes spoke runs spec.image, and the job "
+                              "names none (nor does this spoke's defaultImage)", retryable=False)
+        raw_node = self.nodes.get(None, a.node)
+        info = capa.node_info(raw_node, self.cfg.gpu_resources) if raw_node else None
+        body = kj.manifest(a, env, self.t, resource=info.resource if info else None,
+                           product=info.product if info else None)
+        name = body["metadata"]["name"]
+        started = self.clock()
+        try:
+            await self._call(self.batch.create_namespaced_job, self.ns, body)
+        except Exception as exc:
+            code = _status(exc)
+            if code == 409:
+                self._log("Job already exists: adopting it", a, job_name=name)
+            else:
+                reason = getattr(exc, "reason", None) or str(exc)
+                raise LaunchError(f"cannot create Job {name}: {code or ''} {reason}".strip(),
+                                  retryable=code != 422) from None
+        k = _k(a.key)
+        self._assignments[k] = a
+        self._launched[k] = started
+        self._live.add(k)
+        self._log("Job created", a, job_name=name, node=a.node)
+        return started
+
+    async def wait(self, key: SliceKey) -> Outcome:
+        self._loop = asyncio.get_running_loop()
+        k = _k(key)
+        name = kj.job_name(key)
+        a = self._assignments.get(k)
+        launched = self._launched.get(k, self.clock())
+        ev = asyncio.Event()
+        self._waiters.add(ev)
+        try:
+            while True:
+                ev.clear()
+                job = self.jobs.get(self.ns, name)
+                if job is not None:
+                    self._seen.add(name)
+                elif (name not in self._seen and k not in self._stop_reasons
+                      and self.clock() - launched <= self.cfg.pending_timeout_s):
+                    # Not in the watch yet (just created): give it the pending timeout.
+                    await self._sleep_until_change(ev)
+                    continue
+                outcome = kj.judge(job, self._pods_of(name), now=self.clock(),
+                                   launched_at=launched,
+                                   pending_timeout_s=self.cfg.pending_timeout_s,
+                                   stop_reason=self._stop_reasons.get(k),
+                                   max_runtime_s=a.max_runtime_s if a else None)
+                if outcome is not None:
+                    break
+                await self._sleep_until_change(ev)
+        finally:
+            self._waiters.discard(ev)
+        self._live.discard(k)
+        if job is not None and outcome.exit_code is None and not outcome.killed:
+            # Stuck pending (unschedulable, image pull): it must not start later.
+            self._log("slice failed before it ran; deleting its Job", key,
+                      level=logging.WARNING, reason=outcome.reason)
+            try:
+                await self._delete_job(name, foreground=True)
+            except Exception as exc:  # the hub will order it killed again if it lingers
+                self._log("could not delete Job", key, level=logging.WARNING, error=str(exc))
+        return outcome
+
+    async def _sleep_until_change(self, ev: asyncio.Event) -> None:
+        try:
+            await asyncio.wait_for(ev.wait(), timeout=CHECK_S)
+        except TimeoutError:
+            pass  # re-check the pending timeout
+
+    async def terminate(self, key: SliceKey, grace_s: float, reason: str) -> None:
+        k = _k(key)
+        self._stop_reasons.setdefault(k, reason)
+        self._log("deleting Job", key, reason=reason)
+        await self._delete_job(kj.job_name(key), foreground=True, grace_s=grace_s)
+        self._wake()
+
+    def progress(self, key: SliceKey) -> Progress | None:
+        return None  # workload progress from pods: not carried yet (see the report file)
+
+    def capacity(self) -> list[NodeReport] | None:
+        if not (self.nodes.synced.is_set() and self.pods.synced.is_set()):
+            return []  # nothing offered until both lists arrived
+        infos = [capa.node_info(n, self.cfg.gpu_resources) for n in self.nodes.items()]
+        by_name = {n.name: n for n in infos}
+        mine = kj.selector(self.cluster).split(",")
+        other: Counter[str] = Counter()
+        bound: set[str] = set()
+        for p in self.pods.items():
+            meta = p.get("metadata") or {}
+            labels = meta.get("labels") or {}
+            node = (p.get("spec") or {}).get("nodeName")
+            if all(labels.get(k) == v for k, v in (s.split("=", 1) for s in mine)):
+                if node and capa.pod_holds(p):
+                    bound.add(labels.get(kj.L_ATTEMPT, ""))
+                continue  # this spoke's own: counted by their assigned indices below
+            info = by_name.get(node or "")
+            if info is not None and info.resource and capa.pod_holds(p):
+                other[info.name] += capa.pod_gpu_request(p, info.resource)
+        own: dict[str, set[int]] = {}
+        for k in self._live:
+            a = self._assignments.get(k)
+            if a is not None and k not in self._stop_reasons:
+                own.setdefault(a.node, set()).update(a.gpus)
+        return capa.reports(infos, other, own)
+
+    async def discover(self) -> list[Found]:
+        self._loop = asyncio.get_running_loop()
+        sel = kj.selector(self.cluster)
+        jobs_raw = await self._call(self.batch.list_namespaced_job, self.ns,
+                                    label_selector=sel, _preload_content=False)
+        pods_raw = await self._call(self.core.list_namespaced_pod, self.ns,
+                                    label_selector=sel, _preload_content=False)
+        jobs = json.loads(jobs_raw.data).get("items") or []
+        pods = json.loads(pods_raw.data).get("items") or []
+        newest: dict[tuple[str, int], int] = {}
+        parsed: list[tuple[dict[str, Any], Assignment]] = []
+        for job in jobs:
+            a = kj.assignment_of(job)
+            if a is None:
+                log.warning("Job %s has no readable assignment; leaving it alone",
+                            job["metadata"]["name"], extra={"cluster": self.cluster})
+                continue
+            parsed.append((job, a))
+            newest[(a.job, a.index)] = max(newest.get((a.job, a.index), -1), a.epoch)
+        found: list[Found] = []
+        now = self.clock()
+        for job, a in parsed:
+            name = job["metadata"]["name"]
+            if a.epoch < newest[(a.job, a.index)]:
+                self._log("deleting stale Job left by an earlier agent", a, job_name=name)
+                await self._delete_job(name, foreground=True)
+                continue
+            created = kj.timestamp(job["metadata"].get("creationTimestamp")) or now
+            started = kj.timestamp((job.get("status") or {}).get("startTime")) or created
+            mine = [p for p in pods
+                    if ((p.get("metadata") or {}).get("labels") or {}).get(kj.L_ATTEMPT) == name]
+            outcome = kj.judge(job, mine, now=now, launched_at=created,
+                               pending_timeout_s=self.cfg.pending_timeout_s, stop_reason=None,
+                               max_runtime_s=a.max_runtime_s)
+            k = _k(a.key)
+            self._assignments[k] = a
+            self._launched[k] = created
+            self._seen.add(name)
+            if outcome is None:
+                self._live.add(k)
+                self._log("adopting running Job", a, job_name=name)
+            found.append(Found(a, started, outcome))
+        return found
+
+    async def release(self, key: SliceKey) -> None:
+        k = _k(key)
+        try:
+            await self._delete_job(kj.job_name(key), foreground=False)
+        finally:
+            for d in (self._assignments, self._launched, self._stop_reasons):
+                d.pop(k, None)
+            self._live.discard(k)
+
+    async def renew_lease(self, now: float) -> None:
+        patches = []
+        for k in list(self._live):
+            a = self._assignments.get(k)
+            if a is None or k in self._stop_reasons:
+                continue
+            name = kj.job_name(a.key)
+            job = self.jobs.get(self.ns, name)
+            if job is None:
+                continue
+            status, spec = job.get("status") or {}, job.get("spec") or {}
+            start = kj.timestamp(status.get("startTime")) or kj.timestamp(
+                job["metadata"].get("creationTimestamp")) or self._launched.get(k, now)
+            elapsed = now - start
+            current = spec.get("activeDeadlineSeconds")
+            if current is not None and current - elapsed >= self.t.lease_s / 2:
+                continue  # more than half a lease left: spare the API a write
+            new = kj.deadline_s(elapsed, self.t.lease_s, a.max_runtime_s)
+            if current is None or new > current:
+                patches.append((a, name, new))
+        results = await asyncio.gather(*(self._call(
+            self.batch.patch_namespaced_job, name, self.ns,
+            {"spec": {"activeDeadlineSeconds": new}}) for _a, name, new in patches),
+            return_exceptions=True)
+        for (a, name, _new), r in zip(patches, results, strict=True):
+            if isinstance(r, BaseException):
+                self._log("could not renew the Job's lease", a, level=logging.WARNING,
+                          job_name=name, error=str(r)[:200])
+
+    async def close(self) -> None:
+        for r in (self.nodes, self.pods, self.jobs):
+            await asyncio.to_thread(r.stop)
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    # ---- what the cluster says about itself -----------------------------------------------
+
+    def topology(self) -> dict[str, str]:
+        """Region and zone, where every GPU node agrees on one (the well-known labels)."""
+        infos = [capa.node_info(n, self.cfg.gpu_resources) for n in self.nodes.items()]
+        out = {}
+        for label, values in (("region", {i.region for i in infos if i.gpus}),
+                              ("zone", {i.zone for i in infos if i.gpus})):
+            if len(values) == 1 and None not in values:
+                out[label] = str(next(iter(values)))
+        return out
+
+
+def api_client(kubeconfig: Path | None, context: str | None) -> Any:
+    """A client from a kubeconfig (and context), or the pod's service account."""
+    from kubernetes import client, config
+
+    try:
+        if kubeconfig is not None:
+            return config.new_client_from_config(  # type: ignore[no-untyped-call]
+                config_file=str(kubeconfig), context=context)
+        conf = client.Configuration()
+        config.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
+        return client.ApiClient(conf)
+    except config.ConfigException as exc:
+        where = f"--kubeconfig {kubeconfig}" if kubeconfig else "in-cluster config"
+        raise InvalidInput(f"{where}: {exc}") from None
+    except OSError as exc:
+        raise InvalidInput(f"--kubeconfig {kubeconfig}: {exc.strerror}") from None
+
+
+def build(settings: SpokeSettings, *, kubeconfig: Path | None, context: str | None,
+          namespace: str) -> tuple[Executor, list[Node]]:
+    """The executor ``orrery spoke --executor kubernetes`` runs. No declared nodes: its
+    ``capacity()`` reports the cluster's live nodes."""
+    env_path = os.environ.get(CONFIG_ENV)
+    cfg = load_config(Path(env_path) if env_path else None)
+    template = kj.JobTemplate(
+        namespace=namespace, cluster=settings.cluster, default_image=cfg.default_image,
+        tolerations=tuple(cfg.tolerations), service_account=cfg.service_account,
+        image_pull_secrets=tuple(cfg.image_pull_secrets), volumes=tuple(cfg.volumes),
+        volume_mounts=tuple(cfg.volume_mounts), kill_grace_s=settings.kill_grace_s,
+        lease_s=settings.lease_s)
+    ex = KubeExecutor(api_client(kubeconfig, context), cfg, template).start()
+    # Region and zone from the nodes' topology labels, unless given: the labels dict is the
+    # one the agent reports (the settings object itself is frozen).
+    if ex.nodes.synced.wait(10):
+        for label, value in ex.topology().items():
+            if label == "region" and settings.region:
+                continue
+            settings.labels.setdefault(label, value)
+    else:
+        log.warning("nodes not listed within 10s; region and zone labels not derived",
+                    extra={"cluster": settings.cluster})
+    return ex, []
