@@ -91,3 +91,22 @@ def test_retries_are_exhausted_with_backoff_and_exit_codes_recorded(federation, 
     # Backoff: each retry started no sooner than the previous attempt ended.
     for prev, nxt in zip(attempts, attempts[1:], strict=False):
         assert prev.ended_at is not None and nxt.assigned_at >= prev.ended_at - 0.5
+
+
+def test_a_spoke_restarted_within_its_lease_adopts_its_slices(federation, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    fed = federation(spokes("eu-west", "us-east"))
+    out = tmp_path / "out"
+    with fed.client() as c:
+        job = c.submit(manifest("adoptee", out, slices=1, args=RUN))
+        j = wait_for(c, job.id, lambda j: j.status.phase == "Running", 20, "Running")
+        home = j.status.slices[0].cluster
+        assert home is not None
+        fed.kill_spoke(home)
+        fed.start_spoke(home)  # back well within the 2 s lease
+        done = final(c, job.id, timeout=60)
+        attempts = c.attempts(job.id)
+    assert done.status.phase == "Succeeded", done.status.reason
+    # Adopted, not restarted: one attempt, one epoch, one process all along.
+    assert [(a.epoch, a.cluster, a.phase) for a in attempts] == [(1, home, "Succeeded")]
+    pids = {r["pid"] for r in steps(out) if "pid" in r}
+    assert len(pids) == 1

@@ -75,7 +75,9 @@ def default_spokes(n: int) -> list[SpokeSpec]:
 class Federation:
     def __init__(self, state_dir: Path, *, spokes: list[SpokeSpec], port: int = 0,
                  timings: Timings | None = None, policies: Path | None = None,
-                 python: str = sys.executable, extra_env: dict[str, str] | None = None) -> None:
+                 python: str = sys.executable, extra_env: dict[str, str] | None = None,
+                 nats_host: str = "127.0.0.1",
+                 spoke_prefix: dict[str, list[str]] | None = None) -> None:
         self.state = state_dir.resolve()
         self.spec = {s.name: s for s in spokes}
         self.port = port
@@ -83,6 +85,9 @@ class Federation:
         self.policies = policies
         self.python = python
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
+        self.nats_host = nats_host
+        # A command to wrap a spoke in, e.g. ["ip", "netns", "exec", NS] to cut it off later.
+        self.spoke_prefix = spoke_prefix or {}
         self.nats: NatsServer | None = None
         self.hub: subprocess.Popen[bytes] | None = None
         self.spokes: dict[str, subprocess.Popen[bytes]] = {}
@@ -93,7 +98,8 @@ class Federation:
     def start(self, timeout: float = 60.0) -> Federation:
         self.state.mkdir(parents=True, exist_ok=True)
         (self.state / "logs").mkdir(exist_ok=True)
-        self.nats = NatsServer(log_file=self.state / "logs" / "nats-server.log").start()
+        self.nats = NatsServer(host=self.nats_host,
+                               log_file=self.state / "logs" / "nats-server.log").start()
         self.start_hub(timeout=timeout)
         for name in self.spec:
             self.start_spoke(name)
@@ -136,7 +142,8 @@ class Federation:
         inv = self.state / "inventories" / f"{name}.yaml"
         inv.parent.mkdir(exist_ok=True)
         inv.write_text(yaml.safe_dump(s.inventory()))
-        args = [self.python, "-m", "orrery_spoke_agent", "--nats", self.nats.url,
+        args = [*self.spoke_prefix.get(name, []),
+                self.python, "-m", "orrery_spoke_agent", "--nats", self.nats.url,
                 "--cluster", name, "--region", s.region, "--inventory", str(inv),
                 "--state", str(self.state / "spokes" / name),
                 "--heartbeat-interval", str(t.heartbeat_s), "--lease", str(t.lease_s),
