@@ -80,6 +80,9 @@ class Hub:
             nats_url = self._nats_server.url
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        # uvicorn's h11 protocol writes headers and body separately; with Nagle on, each
+        # response waits ~40 ms for the client's delayed ACK. Accepted sockets inherit this.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
             sock.bind((s.host, s.port))
         except OSError as exc:
