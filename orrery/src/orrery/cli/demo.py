@@ -43,6 +43,12 @@ def demo_manifest() -> str:
 
 
 def run_demo(state: Path, *, port: int, kill: bool, console: Console) -> int:
+    import signal
+
+    def on_term(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # so that fed.stop() runs: its processes are in other sessions
+
+    signal.signal(signal.SIGTERM, on_term)
     if state.exists():
         shutil.rmtree(state)
     started = time.monotonic()

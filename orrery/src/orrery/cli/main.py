@@ -132,8 +132,15 @@ def up(
     """A whole federation on this machine: NATS, the hub, and N simulated GPU clusters."""
     from orrery.federation import Federation, Timings, default_spokes
 
+    import signal
+
     fed = Federation(state, spokes=default_spokes(spokes), port=port, policies=policies,
                      timings=Timings.fast() if fast else Timings())
+
+    def on_term(_sig: int, _frame: object) -> None:
+        raise KeyboardInterrupt  # run the finally below: the children are in other sessions
+
+    signal.signal(signal.SIGTERM, on_term)
     err.print(f"starting NATS, the hub and {spokes} spoke(s) under {state} ...")
     try:
         fed.start()
