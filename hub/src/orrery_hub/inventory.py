@@ -30,6 +30,9 @@ class ClusterView:
     state: str = "Ready"
     nodes: list[NodeReport] = field(default_factory=list)
     running: int = 0
+    # Nodes this cluster had that are now missing from its reports or not ready, and since
+    # when (hub clock): after the failover timeout their slices are placed again.
+    node_gone_since: dict[str, float] = field(default_factory=dict)
 
 
 class Inventory:
@@ -52,6 +55,17 @@ class Inventory:
                 incarnation=hb.incarnation, last_seen=now,
             )
             self.clusters[hb.cluster] = v
+        reported = {n.name: n for n in hb.nodes}
+        known = {n.name for n in v.nodes} | set(v.node_gone_since)
+        for name in known:
+            node = reported.get(name)
+            if node is None or not node.ready:
+                v.node_gone_since.setdefault(name, now)
+            else:
+                v.node_gone_since.pop(name, None)
+        for name, node in reported.items():
+            if node.ready:
+                v.node_gone_since.pop(name, None)
         v.labels = dict(hb.labels)
         v.address = hb.address
         v.executor = hb.executor
@@ -74,6 +88,20 @@ class Inventory:
                 v.state = "Lost"
                 lost.append(v.name)
         return lost
+
+    def nodes_lost(self, now: float, timeout: float) -> dict[str, set[str]]:
+        """Per Ready cluster, nodes gone or not ready for longer than ``timeout``. Each is
+        reported once: it is forgotten here, and comes back with its next report."""
+        out: dict[str, set[str]] = {}
+        for v in self.clusters.values():
+            if v.state != "Ready":
+                continue
+            gone = {n for n, since in v.node_gone_since.items() if now - since > timeout}
+            if gone:
+                out[v.name] = gone
+                for n in gone:
+                    del v.node_gone_since[n]
+        return out
 
     def capacity(self, held: Held) -> tuple[ClusterCapacity, ...]:
         """What the scheduler may use: reported free GPUs minus what open attempts hold."""

@@ -320,6 +320,15 @@ class Hub:
                     return reconcile.fail_cluster(s, name, now=now, settings=settings)
 
                 await self._publish((await self.store.tx(lose)).orders)
+            for cluster, nodes in self.inventory.nodes_lost(
+                now, settings.timing.failover_timeout_s
+            ).items():
+                log.warning("nodes lost", extra={"cluster": cluster, "nodes": sorted(nodes)})
+
+                def lose_nodes(s: Session, c: str = cluster, n: set[str] = nodes) -> reconcile.Outbox:
+                    return reconcile.fail_nodes(s, c, n, now=now, settings=settings)
+
+                await self._publish((await self.store.tx(lose_nodes)).orders)
         frozen = [
             (v.name, dict(v.labels), v.state, list(v.nodes), v.address)
             for v in self.inventory.clusters.values()
