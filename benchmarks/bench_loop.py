@@ -25,11 +25,19 @@ JOBS = 200
 
 
 def manifest(name: str, slices: int, gpu_type: str = "H100") -> str:
-    return yaml.safe_dump({
-        "apiVersion": "orrery/v1", "kind": "TrainingJob", "metadata": {"name": name},
-        "spec": {"slices": slices, "gpusPerSlice": 1, "gpuType": gpu_type,
-                 "command": [sys.executable, "-c", "import time; time.sleep(30)"]},
-    })
+    return yaml.safe_dump(
+        {
+            "apiVersion": "orrery/v1",
+            "kind": "TrainingJob",
+            "metadata": {"name": name},
+            "spec": {
+                "slices": slices,
+                "gpusPerSlice": 1,
+                "gpuType": gpu_type,
+                "command": [sys.executable, "-c", "import time; time.sleep(30)"],
+            },
+        }
+    )
 
 
 def submit_to_running(api: httpx.Client, slices: int) -> float:

@@ -27,12 +27,21 @@ def test_time_to_recover(tmp_path: Path) -> None:
     times: list[float] = []
     with Federation(tmp_path / "fed", spokes=spokes, timings=TIMINGS) as fed, fed.client() as c:
         for trial in range(TRIALS):
-            job = c.submit(yaml.safe_dump({
-                "apiVersion": "orrery/v1", "kind": "TrainingJob",
-                "metadata": {"name": f"trial-{trial}"},
-                "spec": {"slices": 2, "gpusPerSlice": 4, "restartPolicy": "Gang",
-                         "command": [sys.executable, "-c", "import time; time.sleep(120)"]},
-            }))
+            job = c.submit(
+                yaml.safe_dump(
+                    {
+                        "apiVersion": "orrery/v1",
+                        "kind": "TrainingJob",
+                        "metadata": {"name": f"trial-{trial}"},
+                        "spec": {
+                            "slices": 2,
+                            "gpusPerSlice": 4,
+                            "restartPolicy": "Gang",
+                            "command": [sys.executable, "-c", "import time; time.sleep(120)"],
+                        },
+                    }
+                )
+            )
             while not all(s.phase == "Running" for s in c.job(job.id).status.slices):
                 time.sleep(0.01)
             victim = c.job(job.id).status.slices[0].cluster
@@ -41,8 +50,10 @@ def test_time_to_recover(tmp_path: Path) -> None:
             fed.kill_spoke(victim)
             while True:
                 j = c.job(job.id)
-                if all(s.phase == "Running" and s.epoch >= 2 and s.cluster != victim
-                       for s in j.status.slices):
+                if all(
+                    s.phase == "Running" and s.epoch >= 2 and s.cluster != victim
+                    for s in j.status.slices
+                ):
                     times.append(time.monotonic() - t0)
                     break
                 assert time.monotonic() - t0 < 60, j
@@ -52,9 +63,11 @@ def test_time_to_recover(tmp_path: Path) -> None:
             fed.wait_ready()
     figures = {
         "trials": TRIALS,
-        "heartbeat_s": TIMINGS.heartbeat_s, "failover_timeout_s": TIMINGS.failover_s,
+        "heartbeat_s": TIMINGS.heartbeat_s,
+        "failover_timeout_s": TIMINGS.failover_s,
         "lease_s": TIMINGS.lease_s,
-        "p50_s": round(percentile(times, 50), 2), "p99_s": round(percentile(times, 99), 2),
+        "p50_s": round(percentile(times, 50), 2),
+        "p99_s": round(percentile(times, 99), 2),
         "max_s": round(max(times), 2),
         "p50_minus_failover_s": round(percentile(times, 50) - TIMINGS.failover_s, 2),
         "kubernetes_default_eviction_s": 340,

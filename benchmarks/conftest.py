@@ -14,8 +14,12 @@ RESULTS = Path(__file__).parent / "results"
 
 def record(name: str, figures: dict[str, Any]) -> None:
     RESULTS.mkdir(exist_ok=True)
-    entry = {"at": time.strftime("%Y-%m-%dT%H:%M:%S"), "machine": platform.node(),
-             "cpus": __import__("os").cpu_count(), **figures}
+    entry = {
+        "at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "machine": platform.node(),
+        "cpus": __import__("os").cpu_count(),
+        **figures,
+    }
     with open(RESULTS / f"{name}.jsonl", "a") as f:
         f.write(json.dumps(entry) + "\n")
     print(f"\n[{name}] " + json.dumps(figures, indent=2))

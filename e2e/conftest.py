@@ -9,6 +9,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -41,20 +42,36 @@ def federation(tmp_path: Path) -> Iterator[Callable[..., Federation]]:
         fed.stop()
 
 
-def manifest(name: str, out: Path, *, slices: int, gpus: int = 4, restart: str = "Gang",
-             max_retries: int = 3, args: list[str] | None = None,
-             labels: dict[str, str] | None = None) -> str:
-    return yaml.safe_dump({
-        "apiVersion": "orrery/v1", "kind": "TrainingJob",
-        "metadata": {"name": name, "labels": labels or {}},
-        "spec": {"slices": slices, "gpusPerSlice": gpus, "restartPolicy": restart,
-                 "maxRetries": max_retries,
-                 "command": [sys.executable, str(WORKLOAD), "--out", str(out), *(args or [])]},
-    })
+def manifest(
+    name: str,
+    out: Path,
+    *,
+    slices: int,
+    gpus: int = 4,
+    restart: str = "Gang",
+    max_retries: int = 3,
+    args: list[str] | None = None,
+    labels: dict[str, str] | None = None,
+) -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "orrery/v1",
+            "kind": "TrainingJob",
+            "metadata": {"name": name, "labels": labels or {}},
+            "spec": {
+                "slices": slices,
+                "gpusPerSlice": gpus,
+                "restartPolicy": restart,
+                "maxRetries": max_retries,
+                "command": [sys.executable, str(WORKLOAD), "--out", str(out), *(args or [])],
+            },
+        }
+    )
 
 
-def wait_for(c: HubClient, job_id: str, pred: Callable[[JobPublic], bool], timeout: float,
-             what: str) -> JobPublic:
+def wait_for(
+    c: HubClient, job_id: str, pred: Callable[[JobPublic], bool], timeout: float, what: str
+) -> JobPublic:
     deadline = time.monotonic() + timeout
     while True:
         j = c.job(job_id)
@@ -87,7 +104,7 @@ def assert_never_twice(out: Path) -> None:
     """For each slice index, the run intervals of its epochs never overlap in time."""
     for index, by_epoch in intervals(out).items():
         ordered = sorted(by_epoch.items())
-        for (e1, (_, end1)), (e2, (start2, _)) in zip(ordered, ordered[1:], strict=False):
+        for (e1, (_, end1)), (e2, (start2, _)) in pairwise(ordered):
             assert end1 < start2, (
                 f"slice {index}: epoch {e1} ran until {end1:.3f}, epoch {e2} started {start2:.3f}"
             )

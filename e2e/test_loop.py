@@ -17,15 +17,24 @@ def test_a_job_runs_every_slice_exactly_once(federation, tmp_path: Path) -> None
     out = tmp_path / "out"
     with fed.client() as c:
         assert {x.name for x in c.clusters()} == {"eu-west", "us-east", "ap-south"}
-        job = c.submit(manifest("three", out, slices=3, args=["--steps", "3", "--step-time",
-                                                                "0.05", "--once-marker"]))
+        job = c.submit(
+            manifest(
+                "three",
+                out,
+                slices=3,
+                args=["--steps", "3", "--step-time", "0.05", "--once-marker"],
+            )
+        )
         done = final(c, job.id)
         attempts = c.attempts(job.id)
     assert done.status.phase == "Succeeded", done.status.reason
     # --once-marker creates ran-<slice> exclusively: a second run of any slice would fail.
     assert sorted(p.name for p in out.glob("ran-*")) == ["ran-0", "ran-1", "ran-2"]
     assert sorted((a.index, a.epoch, a.phase) for a in attempts) == [
-        (0, 1, "Succeeded"), (1, 1, "Succeeded"), (2, 1, "Succeeded")]
+        (0, 1, "Succeeded"),
+        (1, 1, "Succeeded"),
+        (2, 1, "Succeeded"),
+    ]
     # 4 GPUs per slice, 4 per cluster: three slices needed three clusters.
     assert len({a.cluster for a in attempts}) == 3
     done_lines = [r for r in steps(out) if r.get("done")]

@@ -63,22 +63,36 @@ def test_a_partitioned_spoke_stops_its_slices_before_they_run_elsewhere(  # type
 ) -> None:
     ns, host_if, host_ip = netns
     out = tmp_path / "out"
-    fed = federation(spokes("island", "mainland"), nats_host=host_ip,
-                     spoke_prefix={"island": ["ip", "netns", "exec", ns]})
+    fed = federation(
+        spokes("island", "mainland"),
+        nats_host=host_ip,
+        spoke_prefix={"island": ["ip", "netns", "exec", ns]},
+    )
     with fed.client() as c:
         island = {x.name: x for x in c.clusters()}["island"]
         assert island.state == "Ready"
         # Both clusters fit the slice equally; ties go by name, so "island" gets it.
-        job = c.submit(manifest("castaway", out, slices=1, restart="Slice",
-                                args=["--steps", "80", "--step-time", "0.1",
-                                      "--checkpoint-every", "5"]))
+        job = c.submit(
+            manifest(
+                "castaway",
+                out,
+                slices=1,
+                restart="Slice",
+                args=["--steps", "80", "--step-time", "0.1", "--checkpoint-every", "5"],
+            )
+        )
         wait_for(c, job.id, lambda j: (j.status.checkpoint_step or 0) >= 4, 20, "a checkpoint")
         assert c.job(job.id).status.slices[0].cluster == "island"
 
         cut_at = time.time()
         sh("ip", "link", "set", host_if, "down")
-        moved = wait_for(c, job.id, lambda j: j.status.slices[0].epoch >= 2
-                         and j.status.slices[0].phase == "Running", 30, "the move")
+        moved = wait_for(
+            c,
+            job.id,
+            lambda j: j.status.slices[0].epoch >= 2 and j.status.slices[0].phase == "Running",
+            30,
+            "the move",
+        )
         assert moved.status.slices[0].cluster == "mainland"
         assert {x.name: x.state for x in c.clusters()}["island"] == "Lost"
         # The island stopped its slice within its lease (+ grace, + one supervisor poll),

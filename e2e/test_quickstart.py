@@ -22,8 +22,13 @@ def _procs_under(folder: Path) -> list[str]:
 
 def test_demo_exits_0_after_the_job_survives_a_killed_spoke(tmp_path: Path) -> None:
     state = tmp_path / "demo"
-    p = subprocess.run([*ORRERY, "demo", "--state", str(state)], capture_output=True, text=True,
-                       timeout=120, env={**os.environ, "COLUMNS": "120"})
+    p = subprocess.run(
+        [*ORRERY, "demo", "--state", str(state)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     assert "SIGKILL the spoke agent" in p.stdout
     assert "demo: the job succeeded" in p.stdout
@@ -33,9 +38,13 @@ def test_demo_exits_0_after_the_job_survives_a_killed_spoke(tmp_path: Path) -> N
 
 def test_up_starts_a_federation_and_sigterm_stops_all_of_it(tmp_path: Path) -> None:
     state = tmp_path / "fed"
-    proc = subprocess.Popen([*ORRERY, "up", "--spokes", "2", "--port", "0", "--state", str(state),
-                             "--fast"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "COLUMNS": "120"})
+    proc = subprocess.Popen(
+        [*ORRERY, "up", "--spokes", "2", "--port", "0", "--state", str(state), "--fast"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "COLUMNS": "120"},
+    )
     assert proc.stdout is not None
     seen = ""
     deadline = time.monotonic() + 60

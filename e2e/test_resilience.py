@@ -4,6 +4,7 @@ workload itself recorded, not from what the hub believes)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -20,8 +21,9 @@ def test_spoke_sigkill_mid_gang_moves_the_gang_and_resumes(federation, tmp_path:
     out = tmp_path / "out"
     with fed.client() as c:
         job = c.submit(manifest("gang", out, slices=2, args=RUN))
-        j = wait_for(c, job.id, lambda j: (j.status.checkpoint_step or 0) >= 9, 30,
-                     "a checkpoint at step 9")
+        j = wait_for(
+            c, job.id, lambda j: (j.status.checkpoint_step or 0) >= 9, 30, "a checkpoint at step 9"
+        )
         victim = next(s.cluster for s in j.status.slices if s.index == 0)
         assert victim is not None
         fed.kill_spoke(victim)
@@ -40,7 +42,9 @@ def test_spoke_sigkill_mid_gang_moves_the_gang_and_resumes(federation, tmp_path:
     assert done.status.restarts == 0  # an infrastructure failure does not use up retries
 
 
-def test_hub_sigkill_and_restart_loses_nothing_and_restarts_nothing(federation, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_hub_sigkill_and_restart_loses_nothing_and_restarts_nothing(
+    federation, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     fed = federation(spokes("eu-west", "us-east"))
     out = tmp_path / "out"
     with fed.client() as c:
@@ -73,12 +77,17 @@ def test_nats_kill_and_restart_mid_run(federation, tmp_path: Path) -> None:  # t
     assert {r["slice"] for r in steps(out) if r.get("done")} == {0, 1}
 
 
-def test_retries_are_exhausted_with_backoff_and_exit_codes_recorded(federation, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_retries_are_exhausted_with_backoff_and_exit_codes_recorded(
+    federation, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     fed = federation(spokes("eu-west"))
     out = tmp_path / "out"
     with fed.client() as c:
-        job = c.submit(manifest("doomed", out, slices=1, max_retries=2, restart="Slice",
-                                args=["--fail-code", "3"]))
+        job = c.submit(
+            manifest(
+                "doomed", out, slices=1, max_retries=2, restart="Slice", args=["--fail-code", "3"]
+            )
+        )
         done = final(c, job.id, timeout=30)
         events = c.events(job.id)
         attempts = c.attempts(job.id)
@@ -89,7 +98,7 @@ def test_retries_are_exhausted_with_backoff_and_exit_codes_recorded(federation, 
     assert all("exit code 3" in e.message for e in failures)
     assert [(a.epoch, a.exit_code) for a in attempts] == [(1, 3), (2, 3), (3, 3)]
     # Backoff: each retry started no sooner than the previous attempt ended.
-    for prev, nxt in zip(attempts, attempts[1:], strict=False):
+    for prev, nxt in pairwise(attempts):
         assert prev.ended_at is not None and nxt.assigned_at >= prev.ended_at - 0.5
 
 

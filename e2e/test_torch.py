@@ -17,18 +17,39 @@ import yaml
 from e2e.conftest import assert_never_twice, final, spokes, steps, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.torch]
-torch = pytest.importorskip("torch", reason="PyTorch is not installed (./dev torch installs the CPU build)")
+torch = pytest.importorskip(
+    "torch", reason="PyTorch is not installed (./dev torch installs the CPU build)"
+)
 
 DDP = Path(__file__).parent / "workloads" / "ddp.py"
 
 
 def ddp_job(name: str, out: Path, tag: str) -> str:
-    return yaml.safe_dump({
-        "apiVersion": "orrery/v1", "kind": "TrainingJob", "metadata": {"name": name},
-        "spec": {"slices": 2, "gpusPerSlice": 4, "restartPolicy": "Gang", "maxRetries": 3,
-                 "command": [sys.executable, str(DDP), "--out", str(out), "--tag", tag,
-                             "--steps", "60", "--step-time", "0.08"]},
-    })
+    return yaml.safe_dump(
+        {
+            "apiVersion": "orrery/v1",
+            "kind": "TrainingJob",
+            "metadata": {"name": name},
+            "spec": {
+                "slices": 2,
+                "gpusPerSlice": 4,
+                "restartPolicy": "Gang",
+                "maxRetries": 3,
+                "command": [
+                    sys.executable,
+                    str(DDP),
+                    "--out",
+                    str(out),
+                    "--tag",
+                    tag,
+                    "--steps",
+                    "60",
+                    "--step-time",
+                    "0.08",
+                ],
+            },
+        }
+    )
 
 
 def test_resumed_training_is_bit_identical(federation, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -41,8 +62,13 @@ def test_resumed_training_is_bit_identical(federation, tmp_path: Path) -> None: 
         assert len(ref_clusters) == 2, "two ranks on two spokes"
 
         job = c.submit(ddp_job("interrupted", broken, "interrupted"))
-        j = wait_for(c, job.id, lambda j: (j.status.checkpoint_step or 0) >= 19, 60,
-                     "a checkpoint at step 19")
+        j = wait_for(
+            c,
+            job.id,
+            lambda j: (j.status.checkpoint_step or 0) >= 19,
+            60,
+            "a checkpoint at step 19",
+        )
         victim = next(s.cluster for s in j.status.slices if s.index == 1)
         assert victim is not None
         fed.kill_spoke(victim)

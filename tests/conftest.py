@@ -18,8 +18,13 @@ from orrery_hub.settings import HubSettings, Timing
 
 PG_ADMIN_URL = os.environ.get("ORRERY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
-FAST = Timing(heartbeat_interval_s=0.2, lease_s=1.0, kill_grace_s=0.3, failover_timeout_s=2.0,
-              max_clock_drift_s=0.1)
+FAST = Timing(
+    heartbeat_interval_s=0.2,
+    lease_s=1.0,
+    kill_grace_s=0.3,
+    failover_timeout_s=2.0,
+    max_clock_drift_s=0.1,
+)
 
 
 @pytest.fixture(scope="session")
@@ -31,8 +36,14 @@ def nats_server() -> Iterator[NatsServer]:
 
 @pytest.fixture
 async def hub(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Hub]:
-    settings = HubSettings(state_dir=tmp_path / "hub", nats_url=nats_server.url, port=0,
-                           timing=FAST, backoff_base_s=0.05, backoff_max_s=0.2)
+    settings = HubSettings(
+        state_dir=tmp_path / "hub",
+        nats_url=nats_server.url,
+        port=0,
+        timing=FAST,
+        backoff_base_s=0.05,
+        backoff_max_s=0.2,
+    )
     async with running_hub(settings) as h:
         yield h
 
@@ -65,7 +76,7 @@ def pg_url() -> Iterator[str]:
     try:
         with admin.connect() as c:
             c.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for this test: {exc}")
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     yield url

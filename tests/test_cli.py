@@ -15,9 +15,16 @@ from orrery.natsserver import free_port
 ORRERY = [sys.executable, "-m", "orrery.cli.main"]
 
 
-def run(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*ORRERY, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**os.environ, "COLUMNS": "200", **(env or {})})
+def run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*ORRERY, *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "200", **(env or {})},
+    )
 
 
 def assert_clean_failure(p: subprocess.CompletedProcess[str], words: str) -> None:
@@ -32,8 +39,10 @@ def test_missing_file(tmp_path: Path) -> None:
 
 def test_invalid_manifest_names_each_field(tmp_path: Path) -> None:
     f = tmp_path / "bad.yaml"
-    f.write_text("apiVersion: orrery/v1\nkind: TrainingJob\nmetadata: {name: x}\n"
-                 "spec: {slices: 0, gpusPerSlice: many, command: [a]}\n")
+    f.write_text(
+        "apiVersion: orrery/v1\nkind: TrainingJob\nmetadata: {name: x}\n"
+        "spec: {slices: 0, gpusPerSlice: many, command: [a]}\n"
+    )
     p = run("submit", str(f))
     assert_clean_failure(p, "spec.slices")
     assert "spec.gpusPerSlice" in p.stderr
@@ -61,28 +70,49 @@ def test_hub_refuses_unsafe_timing_in_one_line(tmp_path: Path) -> None:
 def test_spoke_with_a_bad_inventory(tmp_path: Path) -> None:
     inv = tmp_path / "inv.yaml"
     inv.write_text("nodes:\n  - {name: a, gpus: 99}\n")
-    p = run("spoke", "--nats", "nats://127.0.0.1:1", "--cluster", "c1", "--inventory", str(inv),
-            "--state", str(tmp_path / "s"))
+    p = run(
+        "spoke",
+        "--nats",
+        "nats://127.0.0.1:1",
+        "--cluster",
+        "c1",
+        "--inventory",
+        str(inv),
+        "--state",
+        str(tmp_path / "s"),
+    )
     assert_clean_failure(p, "nodes[0].gpus")
-    p = run("spoke", "--nats", "nats://127.0.0.1:1", "--cluster", "Bad_Name",
-            "--inventory", str(inv), "--state", str(tmp_path / "s"))
+    p = run(
+        "spoke",
+        "--nats",
+        "nats://127.0.0.1:1",
+        "--cluster",
+        "Bad_Name",
+        "--inventory",
+        str(inv),
+        "--state",
+        str(tmp_path / "s"),
+    )
     assert_clean_failure(p, "--cluster")
 
 
 @pytest.mark.e2e
 def test_submit_wait_jobs_cancel_clusters_against_a_real_federation(tmp_path: Path) -> None:
-    from orrery.federation import Federation, SpokeSpec
-
     from e2e.conftest import TIMINGS
 
-    fed = Federation(tmp_path / "fed", spokes=[SpokeSpec("eu-west", "eu-west-1", "H100", 1, 4)],
-                     timings=TIMINGS)
+    from orrery.federation import Federation, SpokeSpec
+
+    fed = Federation(
+        tmp_path / "fed", spokes=[SpokeSpec("eu-west", "eu-west-1", "H100", 1, 4)], timings=TIMINGS
+    )
     with fed:
         assert fed.api_url is not None
         env = {"ORRERY_HUB": fed.api_url}
         ok = tmp_path / "ok.yaml"
-        ok.write_text("apiVersion: orrery/v1\nkind: TrainingJob\nmetadata: {name: ok}\n"
-                      f"spec: {{gpusPerSlice: 1, command: [{sys.executable!r}, -c, 'print(1)']}}\n")
+        ok.write_text(
+            "apiVersion: orrery/v1\nkind: TrainingJob\nmetadata: {name: ok}\n"
+            f"spec: {{gpusPerSlice: 1, command: [{sys.executable!r}, -c, 'print(1)']}}\n"
+        )
         p = run("submit", str(ok), "--wait", env=env)
         assert p.returncode == 0, p.stderr
         assert "Succeeded" in p.stdout
@@ -96,8 +126,10 @@ def test_submit_wait_jobs_cancel_clusters_against_a_real_federation(tmp_path: Pa
         assert_clean_failure(run("cancel", job_id, env=env), "already Succeeded")
         assert_clean_failure(run("jobs", "no-such-job", env=env), "not found")
         big = tmp_path / "big.yaml"
-        big.write_text("apiVersion: orrery/v1\nkind: TrainingJob\nmetadata: {name: big}\n"
-                       "spec: {gpusPerSlice: 64, gpuType: H100, command: [x]}\n")
+        big.write_text(
+            "apiVersion: orrery/v1\nkind: TrainingJob\nmetadata: {name: big}\n"
+            "spec: {gpusPerSlice: 64, gpuType: H100, command: [x]}\n"
+        )
         p = run("submit", str(big), env=env)
         big_id = p.stdout.split()[1]
         from e2e.conftest import wait_for

@@ -38,8 +38,11 @@ def main() -> None:
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
     dist.init_process_group(
-        "gloo", init_method=f"tcp://{ctx.master_addr}:{ctx.master_port}",
-        rank=ctx.rank, world_size=ctx.world_size, timeout=timedelta(seconds=30),
+        "gloo",
+        init_method=f"tcp://{ctx.master_addr}:{ctx.master_port}",
+        rank=ctx.rank,
+        world_size=ctx.world_size,
+        timeout=timedelta(seconds=30),
     )
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.Tanh(), torch.nn.Linear(32, 1))
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
@@ -53,8 +56,21 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     log = os.open(out / "steps.jsonl", os.O_CREAT | os.O_APPEND | os.O_WRONLY)
     for step in range(start, args.steps):
-        os.write(log, (json.dumps({"slice": ctx.slice, "epoch": ctx.epoch, "step": step,
-                                   "t": time.time(), "resumed_from": start}) + "\n").encode())
+        os.write(
+            log,
+            (
+                json.dumps(
+                    {
+                        "slice": ctx.slice,
+                        "epoch": ctx.epoch,
+                        "step": step,
+                        "t": time.time(),
+                        "resumed_from": start,
+                    }
+                )
+                + "\n"
+            ).encode(),
+        )
         g = torch.Generator().manual_seed(1000 * step + ctx.rank)
         x = torch.randn(64, 16, generator=g)
         y = x.sum(dim=1, keepdim=True).sin()
@@ -77,8 +93,9 @@ def main() -> None:
             os.replace(tmp, path)
             workload.checkpoint(str(path), step=step)
     if ctx.rank == 0:
-        params = {k: [float(v).hex() for v in t.flatten().tolist()]
-                  for k, t in model.state_dict().items()}
+        params = {
+            k: [float(v).hex() for v in t.flatten().tolist()] for k, t in model.state_dict().items()
+        }
         (out / f"final-{args.tag}.json").write_text(json.dumps(params))
     dist.destroy_process_group()
 

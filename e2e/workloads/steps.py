@@ -27,8 +27,11 @@ def main() -> int:
     p.add_argument("--step-time", type=float, default=0.1)
     p.add_argument("--checkpoint-every", type=int, default=5)
     p.add_argument("--fail-code", type=int, default=0, help="exit with this code at step 0")
-    p.add_argument("--once-marker", action="store_true",
-                   help="create OUT/ran-<slice> exclusively: a second run of a slice fails")
+    p.add_argument(
+        "--once-marker",
+        action="store_true",
+        help="create OUT/ran-<slice> exclusively: a second run of a slice fails",
+    )
     args = p.parse_args()
     ctx = workload.context()
     out = Path(args.out)
@@ -42,8 +45,16 @@ def main() -> int:
         start = json.loads(Path(ctx.checkpoint).read_text())["step"] + 1
     log = os.open(out / "steps.jsonl", os.O_CREAT | os.O_APPEND | os.O_WRONLY)
     for step in range(start, args.steps):
-        line = json.dumps({"slice": ctx.slice, "epoch": ctx.epoch, "step": step,
-                           "t": time.time(), "pid": os.getpid(), "resumed_from": start})
+        line = json.dumps(
+            {
+                "slice": ctx.slice,
+                "epoch": ctx.epoch,
+                "step": step,
+                "t": time.time(),
+                "pid": os.getpid(),
+                "resumed_from": start,
+            }
+        )
         os.write(log, (line + "\n").encode())
         if args.fail_code:
             return args.fail_code
@@ -57,8 +68,13 @@ def main() -> int:
             tmp.write_text(json.dumps({"step": step}))
             os.replace(tmp, path)
             workload.checkpoint(str(path), step=step)
-    os.write(log, (json.dumps({"slice": ctx.slice, "epoch": ctx.epoch, "done": True,
-                               "t": time.time()}) + "\n").encode())
+    os.write(
+        log,
+        (
+            json.dumps({"slice": ctx.slice, "epoch": ctx.epoch, "done": True, "t": time.time()})
+            + "\n"
+        ).encode(),
+    )
     return 0
 
 

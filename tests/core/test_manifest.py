@@ -69,13 +69,25 @@ def _with(spec_line: str, *, drop: str | None = None) -> str:
         (GOOD.replace("gpusPerSlice: 8", "gpusPerSlice: eight"), "spec.gpusPerSlice", "integer"),
         (GOOD.replace("gpusPerSlice: 8", "gpusPerSlice: 65"), "spec.gpusPerSlice", "less than"),
         (GOOD.replace("slices: 4", "slices: 0"), "spec.slices", "greater than"),
-        (GOOD.replace("restartPolicy: Slice", "restartPolicy: Sometimes"), "spec.restartPolicy", "Gang"),
+        (
+            GOOD.replace("restartPolicy: Slice", "restartPolicy: Sometimes"),
+            "spec.restartPolicy",
+            "Gang",
+        ),
         (GOOD.replace("maxRuntime: 12h", "maxRuntime: soon"), "spec.maxRuntime", "not a duration"),
-        (GOOD.replace("name: llama-finetune", "name: Llama_Finetune"), "metadata.name", "lowercase"),
+        (
+            GOOD.replace("name: llama-finetune", "name: Llama_Finetune"),
+            "metadata.name",
+            "lowercase",
+        ),
         (GOOD.replace("command: [python, train.py]", "command: []"), "spec.command", "at least 1"),
         (GOOD.replace("gpuType: [H100, A100]", "gpuType: []"), "spec.gpuType", "empty list"),
         (GOOD.replace("EPOCHS", "1EPOCHS"), "spec.env", "environment variable"),
-        (GOOD.replace("queue: research", "queue: research\n  gpus: 3"), "spec.gpus", "unknown field"),
+        (
+            GOOD.replace("queue: research", "queue: research\n  gpus: 3"),
+            "spec.gpus",
+            "unknown field",
+        ),
         (GOOD.replace("apiVersion: orrery/v1", "apiVersion: orrery/v2"), "apiVersion", "orrery/v1"),
         (GOOD.replace("kind: TrainingJob", "kind: Pod"), "kind", "TrainingJob"),
     ],
@@ -102,7 +114,11 @@ def test_every_problem_is_reported_at_once() -> None:
         ("spec: [unclosed", "line 1"),
         ("- just\n- a list\n", "mapping"),
         ("", "mapping"),
-        ("apiVersion: orrery/v1\nkind: TrainingJob\nmetadata: {name: a}\nspec:\n  slices: 2\n\tbad: tab\n", "line"),
+        (
+            "apiVersion: orrery/v1\nkind: TrainingJob\nmetadata: {name: a}\n"
+            "spec:\n  slices: 2\n\tbad: tab\n",
+            "line",
+        ),
     ],
 )
 def test_documents_that_are_not_manifests(text: str, words: str) -> None:
@@ -113,7 +129,15 @@ def test_documents_that_are_not_manifests(text: str, words: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90s", 90), ("15m", 900), ("12h", 43200), ("1h30m", 5400), ("2d", 172800), ("45", 45), (7.5, 7.5)],
+    [
+        ("90s", 90),
+        ("15m", 900),
+        ("12h", 43200),
+        ("1h30m", 5400),
+        ("2d", 172800),
+        ("45", 45),
+        (7.5, 7.5),
+    ],
 )
 def test_durations(text: str | float, seconds: float) -> None:
     assert parse_duration(text) == seconds

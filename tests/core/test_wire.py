@@ -34,29 +34,80 @@ GOLDEN = Path(__file__).parent / "golden"
 
 SAMPLES = {
     "heartbeat": Heartbeat(
-        sender="spoke/eu-west", seq=7, cluster="eu-west", incarnation="abc123",
-        address="10.0.0.5", labels={"region": "eu-west-1"}, lease_s=10.0,
-        nodes=[NodeReport(name="n0", gpu_type="H100", gpu_memory_mib=81920, gpus=8, free=[4, 5, 6, 7])],
-        slices=[SliceReport(job="train-1a2b3c", index=0, epoch=2, phase=SlicePhase.RUNNING,
-                            node="n0", gpus=[0, 1, 2, 3], started_at=1700000000.5,
-                            progress=Progress(step=10, total_steps=100, metrics={"loss": 0.5},
-                                              checkpoint="/ckpt/9.pt", checkpoint_step=9))],
+        sender="spoke/eu-west",
+        seq=7,
+        cluster="eu-west",
+        incarnation="abc123",
+        address="10.0.0.5",
+        labels={"region": "eu-west-1"},
+        lease_s=10.0,
+        nodes=[
+            NodeReport(name="n0", gpu_type="H100", gpu_memory_mib=81920, gpus=8, free=[4, 5, 6, 7])
+        ],
+        slices=[
+            SliceReport(
+                job="train-1a2b3c",
+                index=0,
+                epoch=2,
+                phase=SlicePhase.RUNNING,
+                node="n0",
+                gpus=[0, 1, 2, 3],
+                started_at=1700000000.5,
+                progress=Progress(
+                    step=10,
+                    total_steps=100,
+                    metrics={"loss": 0.5},
+                    checkpoint="/ckpt/9.pt",
+                    checkpoint_step=9,
+                ),
+            )
+        ],
     ),
-    "heartbeat_ack": HeartbeatAck(sender="hub", seq=3,
-                                  forget=[SliceKey(job="train-1a2b3c", index=1, epoch=1)]),
+    "heartbeat_ack": HeartbeatAck(
+        sender="hub", seq=3, forget=[SliceKey(job="train-1a2b3c", index=1, epoch=1)]
+    ),
     "slice_status": SliceStatus(
-        sender="spoke/eu-west", seq=8, cluster="eu-west", incarnation="abc123",
-        slice=SliceReport(job="train-1a2b3c", index=1, epoch=1, phase=SlicePhase.FAILED,
-                          exit_code=137, reason="killed by signal SIGKILL", finished_at=1700000100.0),
+        sender="spoke/eu-west",
+        seq=8,
+        cluster="eu-west",
+        incarnation="abc123",
+        slice=SliceReport(
+            job="train-1a2b3c",
+            index=1,
+            epoch=1,
+            phase=SlicePhase.FAILED,
+            exit_code=137,
+            reason="killed by signal SIGKILL",
+            finished_at=1700000100.0,
+        ),
     ),
     "assignment": Assignment(
-        sender="hub", seq=11, job="train-1a2b3c", job_name="train", index=0, epoch=2,
-        world_size=2, node="n0", gpus=[0, 1, 2, 3], master_addr="10.0.0.5", master_port=29500,
-        command=["python", "train.py"], env={"EPOCHS": "3"}, checkpoint_dir="/ckpt",
-        checkpoint="/ckpt/9.pt", max_runtime_s=3600.0,
+        sender="hub",
+        seq=11,
+        job="train-1a2b3c",
+        job_name="train",
+        index=0,
+        epoch=2,
+        world_size=2,
+        node="n0",
+        gpus=[0, 1, 2, 3],
+        master_addr="10.0.0.5",
+        master_port=29500,
+        command=["python", "train.py"],
+        env={"EPOCHS": "3"},
+        checkpoint_dir="/ckpt",
+        checkpoint="/ckpt/9.pt",
+        max_runtime_s=3600.0,
     ),
-    "kill": Kill(sender="hub", seq=12, job="train-1a2b3c", index=0, epoch=1,
-                 reason="not the current epoch", grace_s=2.0),
+    "kill": Kill(
+        sender="hub",
+        seq=12,
+        job="train-1a2b3c",
+        index=0,
+        epoch=1,
+        reason="not the current epoch",
+        grace_s=2.0,
+    ),
 }
 
 

@@ -46,8 +46,12 @@ async def test_submit_get_list_cancel(api: httpx.AsyncClient) -> None:
 
 
 async def test_json_manifests_are_accepted(api: httpx.AsyncClient) -> None:
-    body = {"apiVersion": "orrery/v1", "kind": "TrainingJob", "metadata": {"name": "j"},
-            "spec": {"command": ["true"]}}
+    body = {
+        "apiVersion": "orrery/v1",
+        "kind": "TrainingJob",
+        "metadata": {"name": "j"},
+        "spec": {"command": ["true"]},
+    }
     r = await api.post("/v1/jobs", json=body)
     assert r.status_code == 201
 
@@ -59,7 +63,7 @@ async def test_json_manifests_are_accepted(api: httpx.AsyncClient) -> None:
         ("", "<document>", "empty"),
         ("- a\n- b\n", "<document>", "mapping"),
         (GOOD.replace("gpusPerSlice: 4", "gpusPerSlice: four"), "spec.gpusPerSlice", "integer"),
-        (GOOD.replace("command: [\"true\"]", "cmd: [\"true\"]"), "spec.command", "required"),
+        (GOOD.replace('command: ["true"]', 'cmd: ["true"]'), "spec.command", "required"),
         (GOOD.replace("slices: 2", "slices: 2, color: red"), "spec.color", "unknown field"),
         (GOOD.replace("name: api-job", "name: API JOB"), "metadata.name", "lowercase"),
     ],
@@ -77,13 +81,19 @@ async def test_bad_manifests_are_422_naming_the_field(
 
 
 async def test_not_utf8_is_422(api: httpx.AsyncClient) -> None:
-    r = await api.post("/v1/jobs", content=b"\xff\xfe\x00", headers={"content-type": "application/yaml"})
+    r = await api.post(
+        "/v1/jobs", content=b"\xff\xfe\x00", headers={"content-type": "application/yaml"}
+    )
     assert r.status_code == 422
 
 
 async def test_unknown_job_is_404(api: httpx.AsyncClient) -> None:
-    for method, path in [("GET", "/v1/jobs/nope"), ("DELETE", "/v1/jobs/nope"),
-                         ("GET", "/v1/jobs/nope/events"), ("GET", "/v1/jobs/nope/attempts")]:
+    for method, path in [
+        ("GET", "/v1/jobs/nope"),
+        ("DELETE", "/v1/jobs/nope"),
+        ("GET", "/v1/jobs/nope/events"),
+        ("GET", "/v1/jobs/nope/attempts"),
+    ]:
         r = await api.request(method, path)
         assert r.status_code == 404, (method, path)
         assert "nope" in r.json()["detail"]

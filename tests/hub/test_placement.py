@@ -24,12 +24,25 @@ def cluster(name: str, *nodes: NodeCapacity, ready: bool = True) -> ClusterCapac
     return ClusterCapacity(ClusterName(name), {"region": name}, ready, tuple(nodes))
 
 
-def job(jid: str, slices: int, gpus: int, *, types: list[str] | None = None, prio: int = 0,
-        seq: int = 0, gang: bool = True) -> JobRequest:
+def job(
+    jid: str,
+    slices: int,
+    gpus: int,
+    *,
+    types: list[str] | None = None,
+    prio: int = 0,
+    seq: int = 0,
+    gang: bool = True,
+) -> JobRequest:
     return JobRequest(
-        id=JobId(jid), name=jid, priority=prio, seq=seq, gpus_per_slice=gpus,
+        id=JobId(jid),
+        name=jid,
+        priority=prio,
+        seq=seq,
+        gpus_per_slice=gpus,
         gpu_types=frozenset(types) if types else None,
-        pending=tuple(SliceIndex(i) for i in range(slices)), gang=gang,
+        pending=tuple(SliceIndex(i) for i in range(slices)),
+        gang=gang,
     )
 
 
@@ -94,7 +107,9 @@ def test_independent_slices_take_what_fits() -> None:
 
 
 def test_gpu_types_are_respected_and_explained() -> None:
-    snap = Snapshot(clusters=(cluster("a", node("a0", "A100")),), jobs=(job("j", 1, 1, types=["H100"]),))
+    snap = Snapshot(
+        clusters=(cluster("a", node("a0", "A100")),), jobs=(job("j", 1, 1, types=["H100"]),)
+    )
     p = plan(snap, now=0)
     assert p.placements == ()
     assert p.waiting[JobId("j")].clusters[ClusterName("a")] == "no H100 GPUs"
@@ -110,20 +125,30 @@ def test_lost_clusters_are_never_used() -> None:
 def test_higher_priority_first_then_submission_order() -> None:
     snap = Snapshot(
         clusters=(cluster("a", node("a0")),),
-        jobs=(job("late-low", 1, 8, seq=1), job("early-high", 1, 8, prio=10, seq=2),
-              job("late-high", 1, 8, prio=10, seq=3)),
+        jobs=(
+            job("late-low", 1, 8, seq=1),
+            job("early-high", 1, 8, prio=10, seq=2),
+            job("late-high", 1, 8, prio=10, seq=3),
+        ),
     )
     assert [x.job for x in plan(snap, now=0).placements] == ["early-high"]
 
 
 def test_policy_filters_and_scores_are_honoured() -> None:
     base = job("j", 1, 8)
-    restricted = replace(base, allowed_clusters=frozenset({ClusterName("b")}),
-                         denied_reasons={ClusterName("a"): "forbidden by placement/x"})
-    snap = Snapshot(clusters=(cluster("a", node("a0")), cluster("b", node("b0"))), jobs=(restricted,))
+    restricted = replace(
+        base,
+        allowed_clusters=frozenset({ClusterName("b")}),
+        denied_reasons={ClusterName("a"): "forbidden by placement/x"},
+    )
+    snap = Snapshot(
+        clusters=(cluster("a", node("a0")), cluster("b", node("b0"))), jobs=(restricted,)
+    )
     assert plan(snap, now=0).placements[0].cluster == "b"
     preferring = replace(base, cluster_scores={ClusterName("b"): 5.0})
-    snap = Snapshot(clusters=(cluster("a", node("a0")), cluster("b", node("b0"))), jobs=(preferring,))
+    snap = Snapshot(
+        clusters=(cluster("a", node("a0")), cluster("b", node("b0"))), jobs=(preferring,)
+    )
     assert plan(snap, now=0).placements[0].cluster == "b"
 
 
@@ -131,14 +156,20 @@ def test_policy_filters_and_scores_are_honoured() -> None:
 
 nodes_st = st.lists(
     st.tuples(st.sampled_from(TYPES), st.sampled_from([1, 2, 4, 8]), st.integers(0, 8)),
-    min_size=1, max_size=4,
+    min_size=1,
+    max_size=4,
 )
 clusters_st = st.lists(st.tuples(nodes_st, st.booleans()), min_size=1, max_size=4)
 jobs_st = st.lists(
-    st.tuples(st.integers(1, 4), st.sampled_from([0, 1, 2, 4, 8]),
-              st.none() | st.lists(st.sampled_from(TYPES), min_size=1, max_size=2),
-              st.integers(0, 3), st.booleans()),
-    min_size=1, max_size=12,
+    st.tuples(
+        st.integers(1, 4),
+        st.sampled_from([0, 1, 2, 4, 8]),
+        st.none() | st.lists(st.sampled_from(TYPES), min_size=1, max_size=2),
+        st.integers(0, 3),
+        st.booleans(),
+    ),
+    min_size=1,
+    max_size=12,
 )
 
 
@@ -190,7 +221,11 @@ def test_invariants(cl: list, jl: list) -> None:
         for x in p.placements:
             k = jobs[x.job]
             same_shape = (k.gpus_per_slice, k.gpu_types, len(k.pending), k.gang) == (
-                j.gpus_per_slice, j.gpu_types, len(j.pending), j.gang)
+                j.gpus_per_slice,
+                j.gpu_types,
+                len(j.pending),
+                j.gang,
+            )
             if same_shape and per_job[jid] == 0:
                 assert (-k.priority, k.seq) < (-j.priority, j.seq), "priority order broken"
 

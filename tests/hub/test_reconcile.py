@@ -47,18 +47,31 @@ class Spoke:
         self.incarnation = "inc-1"
         self.seq = 0
         self.orders: list[Assignment | Kill] = []
-        self.nodes = [NodeReport(name="n0", gpu_type="H100", gpus=8, free=list(range(8))),
-                      NodeReport(name="n1", gpu_type="H100", gpus=8, free=list(range(8)))]
+        self.nodes = [
+            NodeReport(name="n0", gpu_type="H100", gpus=8, free=list(range(8))),
+            NodeReport(name="n1", gpu_type="H100", gpus=8, free=list(range(8))),
+        ]
 
     async def on_order(self, msg: Msg) -> None:
         self.orders.append(decode_order(msg.data))
 
-    async def beat(self, slices: list[SliceReport] | None = None, *, lease: float = 1.0,
-                   nodes: list[NodeReport] | None = None) -> HeartbeatAck:
+    async def beat(
+        self,
+        slices: list[SliceReport] | None = None,
+        *,
+        lease: float = 1.0,
+        nodes: list[NodeReport] | None = None,
+    ) -> HeartbeatAck:
         self.seq += 1
-        hb = Heartbeat(sender=self.name, seq=self.seq, cluster=self.name,
-                       incarnation=self.incarnation, lease_s=lease,
-                       nodes=self.nodes if nodes is None else nodes, slices=slices or [])
+        hb = Heartbeat(
+            sender=self.name,
+            seq=self.seq,
+            cluster=self.name,
+            incarnation=self.incarnation,
+            lease_s=lease,
+            nodes=self.nodes if nodes is None else nodes,
+            slices=slices or [],
+        )
         reply = await self.nc.request(self.subjects.heartbeat, encode(hb), timeout=5)
         return decode(reply.data, HeartbeatAck)
 
@@ -85,8 +98,16 @@ class Spoke:
 
 
 def running(a: Assignment, phase: SlicePhase = SlicePhase.RUNNING, **kw: object) -> SliceReport:
-    return SliceReport(job=a.job, index=a.index, epoch=a.epoch, phase=phase, node=a.node,
-                       gpus=a.gpus, started_at=time.time(), **kw)  # type: ignore[arg-type]
+    return SliceReport(
+        job=a.job,
+        index=a.index,
+        epoch=a.epoch,
+        phase=phase,
+        node=a.node,
+        gpus=a.gpus,
+        started_at=time.time(),
+        **kw,
+    )  # type: ignore[arg-type]
 
 
 @pytest.fixture
@@ -120,8 +141,9 @@ async def test_placement_resend_running_success_and_forget(spoke: Spoke) -> None
 
 
 async def test_a_slice_the_hub_never_gave_is_ordered_killed(spoke: Spoke) -> None:
-    ghost = SliceReport(job="ghost-000000", index=0, epoch=3, phase=SlicePhase.RUNNING, node="n0",
-                        gpus=[0])
+    ghost = SliceReport(
+        job="ghost-000000", index=0, epoch=3, phase=SlicePhase.RUNNING, node="n0", gpus=[0]
+    )
     await spoke.beat([ghost])
     await spoke.until(lambda: bool(spoke.kills()), "a kill order")
     k = spoke.kills()[0]
@@ -143,7 +165,9 @@ async def test_a_slice_that_vanishes_in_a_new_incarnation_is_placed_again(spoke:
     assert attempts[0]["phase"] == "Lost" and "vanished" in attempts[0]["reason"]
 
 
-async def test_a_node_gone_past_the_failover_timeout_moves_its_slices(spoke: Spoke, hub: Hub) -> None:
+async def test_a_node_gone_past_the_failover_timeout_moves_its_slices(
+    spoke: Spoke, hub: Hub
+) -> None:
     job_id = await spoke.submit()
     await spoke.until(lambda: len(spoke.assignments()) == 1, "an assignment")
     a = spoke.assignments()[0]
@@ -170,8 +194,11 @@ async def test_a_spoke_with_an_unsafe_lease_is_refused(spoke: Spoke, hub: Hub) -
 
 async def test_junk_on_report_subjects_is_dropped(spoke: Spoke, hub: Hub) -> None:
     before = hub.metrics.bad_messages._value.get()
-    for junk in (b"{", b'{"kind":"heartbeat"}', encode(spoke.assignments()[0]) if spoke.assignments()
-                 else b'{"kind":"kill"}'):
+    for junk in (
+        b"{",
+        b'{"kind":"heartbeat"}',
+        encode(spoke.assignments()[0]) if spoke.assignments() else b'{"kind":"kill"}',
+    ):
         await spoke.nc.publish(spoke.subjects.status, junk)
     other = Subjects("someone-else")
     hb = Heartbeat(sender="x", seq=1, cluster=spoke.name, incarnation="i", lease_s=1, nodes=[])

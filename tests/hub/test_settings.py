@@ -20,7 +20,10 @@ def test_defaults_keep_the_order() -> None:
     ("timing", "words"),
     [
         (Timing(lease_s=14, failover_timeout_s=15), r"must exceed lease \+ kill grace"),
-        (Timing(lease_s=10, kill_grace_s=5, failover_timeout_s=15), r"must exceed lease \+ kill grace"),
+        (
+            Timing(lease_s=10, kill_grace_s=5, failover_timeout_s=15),
+            r"must exceed lease \+ kill grace",
+        ),
         (Timing(heartbeat_interval_s=6, lease_s=10), "at least twice the heartbeat"),
         (Timing(heartbeat_interval_s=0), "must be positive"),
         (Timing(kill_grace_s=-1), "cannot be negative"),

@@ -56,8 +56,11 @@ def test_cancel_then_cancel_again_conflicts(url: str, tmp_path: Path) -> None:
     db = Database.connect(url)
     with db.session() as s:
         job_id = jobstore.submit(s, parse_manifest(MANIFEST), now=1.0, checkpoint_root=tmp_path).id
-        s.add(AttemptRow(job_id=job_id, index=0, epoch=1, cluster="c", node="n", gpus=[0, 1],
-                         assigned_at=1.0))
+        s.add(
+            AttemptRow(
+                job_id=job_id, index=0, epoch=1, cluster="c", node="n", gpus=[0, 1], assigned_at=1.0
+            )
+        )
     with db.session() as s:
         open_attempts = jobstore.cancel(s, job_id, now=2.0)
     assert [(a.index, a.epoch) for a in open_attempts] == [(0, 1)]

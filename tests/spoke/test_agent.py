@@ -11,7 +11,6 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import nats
-import pytest
 from nats.aio.msg import Msg
 
 from orrery.natsserver import NatsServer
@@ -71,16 +70,27 @@ class ScriptedHub:
 
 
 @contextlib.asynccontextmanager
-async def setup(nats_server: NatsServer, tmp_path: Path, *, lease: float = 5.0,
-                executor: FakeExecutor | None = None) -> AsyncIterator[tuple[ScriptedHub, Agent, FakeExecutor]]:
+async def setup(
+    nats_server: NatsServer,
+    tmp_path: Path,
+    *,
+    lease: float = 5.0,
+    executor: FakeExecutor | None = None,
+) -> AsyncIterator[tuple[ScriptedHub, Agent, FakeExecutor]]:
     cluster = f"c-{uuid.uuid4().hex[:6]}"
     nc = await nats.connect(nats_server.url)
     hub = ScriptedHub(nc, cluster)
     await nc.subscribe(f"orrery.v1.cluster.{cluster}.report.*", cb=hub.on_report)
     ex = executor or FakeExecutor()
-    settings = SpokeSettings(nats_url=nats_server.url, cluster=cluster, state_dir=tmp_path,
-                             region="eu-west-1", heartbeat_interval_s=0.05, lease_s=lease,
-                             kill_grace_s=0.1)
+    settings = SpokeSettings(
+        nats_url=nats_server.url,
+        cluster=cluster,
+        state_dir=tmp_path,
+        region="eu-west-1",
+        heartbeat_interval_s=0.05,
+        lease_s=lease,
+        kill_grace_s=0.1,
+    )
     agent = Agent(settings, ex, [Node("n0", "H100", 8, 81920)])
     task = asyncio.create_task(agent.run())
     try:
@@ -92,36 +102,59 @@ async def setup(nats_server: NatsServer, tmp_path: Path, *, lease: float = 5.0,
         await nc.close()
 
 
-def assign(job: str = "j", index: int = 0, epoch: int = 1, gpus: list[int] | None = None) -> Assignment:
-    return Assignment(sender="hub", seq=1, job=job, job_name=job, index=index, epoch=epoch,
-                      world_size=1, node="n0", gpus=gpus if gpus is not None else [0, 1],
-                      master_addr="127.0.0.1", master_port=29500, command=["x"],
-                      checkpoint_dir="/ck")
+def assign(
+    job: str = "j", index: int = 0, epoch: int = 1, gpus: list[int] | None = None
+) -> Assignment:
+    return Assignment(
+        sender="hub",
+        seq=1,
+        job=job,
+        job_name=job,
+        index=index,
+        epoch=epoch,
+        world_size=1,
+        node="n0",
+        gpus=gpus if gpus is not None else [0, 1],
+        master_addr="127.0.0.1",
+        master_port=29500,
+        command=["x"],
+        checkpoint_dir="/ck",
+    )
 
 
-async def test_heartbeat_reports_capacity_and_labels(nats_server: NatsServer, tmp_path: Path) -> None:
+async def test_heartbeat_reports_capacity_and_labels(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
     async with setup(nats_server, tmp_path) as (hub, agent, ex):
         hb = hub.heartbeats[-1]
         assert hb.labels == {"region": "eu-west-1"}
         assert [(n.name, n.gpu_type, n.gpus, n.free) for n in hb.nodes] == [
-            ("n0", "H100", 8, list(range(8)))]
+            ("n0", "H100", 8, list(range(8)))
+        ]
         await hub.order(assign(gpus=[0, 1]))
-        await hub.until(lambda: hub.heartbeats[-1].nodes[0].free == [2, 3, 4, 5, 6, 7],
-                        "GPUs 0,1 reported busy")
+        await hub.until(
+            lambda: hub.heartbeats[-1].nodes[0].free == [2, 3, 4, 5, 6, 7], "GPUs 0,1 reported busy"
+        )
         assert ex.lease_renewals > 0
 
 
-async def test_assignments_are_idempotent_and_reported(nats_server: NatsServer, tmp_path: Path) -> None:
+async def test_assignments_are_idempotent_and_reported(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
     async with setup(nats_server, tmp_path) as (hub, agent, ex):
         a = assign()
         await hub.order(a)
         await hub.order(a)  # a resend
-        await hub.until(lambda: any(s.slice.phase == SlicePhase.RUNNING for s in hub.statuses),
-                        "a Running status")
+        await hub.until(
+            lambda: any(s.slice.phase == SlicePhase.RUNNING for s in hub.statuses),
+            "a Running status",
+        )
         assert len(ex.launched) == 1
         ex.finish(a.key, 0)
-        await hub.until(lambda: hub.last_slices().get(("j", 0, 1)) == SlicePhase.SUCCEEDED,
-                        "Succeeded in the report")
+        await hub.until(
+            lambda: hub.last_slices().get(("j", 0, 1)) == SlicePhase.SUCCEEDED,
+            "Succeeded in the report",
+        )
         # The ending stays in every report until the hub says it has recorded it.
         hub.forget = [a.key]
         await hub.until(lambda: ("j", 0, 1) not in hub.last_slices(), "forgotten")
@@ -132,8 +165,10 @@ async def test_assignments_are_idempotent_and_reported(nats_server: NatsServer, 
 async def test_a_kill_fences_older_epochs_forever(nats_server: NatsServer, tmp_path: Path) -> None:
     async with setup(nats_server, tmp_path) as (hub, agent, ex):
         await hub.order(Kill(sender="hub", seq=1, job="j", index=0, epoch=2, reason="moved"))
-        await hub.until(lambda: hub.last_slices().get(("j", 0, 2)) == SlicePhase.KILLED,
-                        "a Killed tombstone report")
+        await hub.until(
+            lambda: hub.last_slices().get(("j", 0, 2)) == SlicePhase.KILLED,
+            "a Killed tombstone report",
+        )
         await hub.order(assign(epoch=2))  # arrives late: must never start
         await hub.order(assign(epoch=1))
         await hub.order(assign(epoch=3))
@@ -141,18 +176,24 @@ async def test_a_kill_fences_older_epochs_forever(nats_server: NatsServer, tmp_p
         assert [a.epoch for a in ex.launched] == [3]
 
 
-async def test_a_newer_epoch_supersedes_the_running_one(nats_server: NatsServer, tmp_path: Path) -> None:
+async def test_a_newer_epoch_supersedes_the_running_one(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
     async with setup(nats_server, tmp_path) as (hub, agent, ex):
         await hub.order(assign(epoch=1))
         await hub.until(lambda: len(ex.launched) == 1, "epoch 1 launched")
         await hub.order(assign(epoch=2, gpus=[2, 3]))
         await hub.until(lambda: len(ex.launched) == 2, "epoch 2 launched")
         assert ex.terminated[0][0] == ("j", 0, 1)
-        await hub.until(lambda: hub.last_slices().get(("j", 0, 1)) == SlicePhase.KILLED,
-                        "epoch 1 reported Killed")
+        await hub.until(
+            lambda: hub.last_slices().get(("j", 0, 1)) == SlicePhase.KILLED,
+            "epoch 1 reported Killed",
+        )
 
 
-async def test_busy_gpus_and_unknown_nodes_are_refused(nats_server: NatsServer, tmp_path: Path) -> None:
+async def test_busy_gpus_and_unknown_nodes_are_refused(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
     async with setup(nats_server, tmp_path) as (hub, agent, ex):
         await hub.order(assign(job="a", gpus=[0, 1]))
         await hub.order(assign(job="b", gpus=[1, 2]))
@@ -166,7 +207,9 @@ async def test_busy_gpus_and_unknown_nodes_are_refused(nats_server: NatsServer, 
         assert [a.job for a in ex.launched] == ["a"]
 
 
-async def test_bad_orders_are_dropped_and_the_agent_carries_on(nats_server: NatsServer, tmp_path: Path) -> None:
+async def test_bad_orders_are_dropped_and_the_agent_carries_on(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
     async with setup(nats_server, tmp_path) as (hub, agent, ex):
         for junk in (b"nonsense", b'{"kind": "assignment"}', b'{"kind": "kill", "v": 9}'):
             await hub.nc.publish(hub.subjects.orders, junk)
@@ -174,14 +217,16 @@ async def test_bad_orders_are_dropped_and_the_agent_carries_on(nats_server: Nats
         await hub.until(lambda: len(ex.launched) == 1, "the good order after the junk")
 
 
-async def test_the_lease_lapses_when_the_hub_stops_answering(nats_server: NatsServer, tmp_path: Path) -> None:
+async def test_the_lease_lapses_when_the_hub_stops_answering(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
     async with setup(nats_server, tmp_path, lease=0.5) as (hub, agent, ex):
         await hub.order(assign())
         await hub.until(lambda: len(ex.launched) == 1, "launched")
         hub.answer = False
         silent_since = time.time()
         await hub.until(lambda: bool(ex.terminated), "the lease-lapse stop", timeout=5)
-        (_, reason), = ex.terminated
+        ((_, reason),) = ex.terminated
         assert reason.startswith("lease lapsed")
         assert time.time() - silent_since >= 0.3
         # Cut off, it refuses new work; answered again, it runs what the hub resends.
@@ -196,7 +241,9 @@ async def test_the_lease_lapses_when_the_hub_stops_answering(nats_server: NatsSe
         await hub.until(lambda: [a.job for a in ex.launched] == ["j", "later"], "relaunch")
 
 
-async def test_decode_of_what_the_agent_sends_is_strict(nats_server: NatsServer, tmp_path: Path) -> None:
+async def test_decode_of_what_the_agent_sends_is_strict(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
     async with setup(nats_server, tmp_path) as (hub, agent, ex):
         raw = encode(agent.heartbeat())
         assert decode(raw, Heartbeat).cluster == agent.settings.cluster

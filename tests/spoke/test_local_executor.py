@@ -15,11 +15,27 @@ from orrery_spoke_agent.executor import slice_env
 from orrery_spoke_agent.executor.local import LocalExecutor, _alive
 
 
-def assignment(cmd: list[str], *, epoch: int = 1, index: int = 0, runtime: float | None = None) -> Assignment:
-    return Assignment(sender="hub", seq=1, job="job-1", job_name="job", index=index, epoch=epoch,
-                      world_size=2, node="n0", gpus=[2, 3], master_addr="127.0.0.1",
-                      master_port=29555, command=cmd, checkpoint_dir="/tmp/ck",
-                      checkpoint="/tmp/ck/3.json", env={"USER_VAR": "x"}, max_runtime_s=runtime)
+def assignment(
+    cmd: list[str], *, epoch: int = 1, index: int = 0, runtime: float | None = None
+) -> Assignment:
+    return Assignment(
+        sender="hub",
+        seq=1,
+        job="job-1",
+        job_name="job",
+        index=index,
+        epoch=epoch,
+        world_size=2,
+        node="n0",
+        gpus=[2, 3],
+        master_addr="127.0.0.1",
+        master_port=29555,
+        command=cmd,
+        checkpoint_dir="/tmp/ck",
+        checkpoint="/tmp/ck/3.json",
+        env={"USER_VAR": "x"},
+        max_runtime_s=runtime,
+    )
 
 
 def py(code: str) -> list[str]:
@@ -34,10 +50,12 @@ async def ex(tmp_path: Path) -> LocalExecutor:
 
 
 async def test_environment_exit_code_and_log(ex: LocalExecutor, tmp_path: Path) -> None:
-    code = ("import os, json; print(json.dumps({k: os.environ.get(k) for k in ["
-            "'RANK','WORLD_SIZE','MASTER_ADDR','MASTER_PORT','CUDA_VISIBLE_DEVICES','ORRERY_JOB',"
-            "'ORRERY_SLICE','ORRERY_EPOCH','ORRERY_CHECKPOINT_DIR','ORRERY_CHECKPOINT','USER_VAR']}));"
-            "raise SystemExit(7)")
+    code = (
+        "import os, json; print(json.dumps({k: os.environ.get(k) for k in ["
+        "'RANK','WORLD_SIZE','MASTER_ADDR','MASTER_PORT','CUDA_VISIBLE_DEVICES','ORRERY_JOB',"
+        "'ORRERY_SLICE','ORRERY_EPOCH','ORRERY_CHECKPOINT_DIR','ORRERY_CHECKPOINT','USER_VAR']}));"
+        "raise SystemExit(7)"
+    )
     a = assignment(py(code))
     await ex.launch(a, slice_env(a))
     outcome = await asyncio.wait_for(ex.wait(a.key), 20)
@@ -47,20 +65,31 @@ async def test_environment_exit_code_and_log(ex: LocalExecutor, tmp_path: Path) 
     import json
 
     env = json.loads(log.strip().splitlines()[-1])
-    assert env == {"RANK": "0", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
-                   "MASTER_PORT": "29555", "CUDA_VISIBLE_DEVICES": "2,3", "ORRERY_JOB": "job-1",
-                   "ORRERY_SLICE": "0", "ORRERY_EPOCH": "1", "ORRERY_CHECKPOINT_DIR": "/tmp/ck",
-                   "ORRERY_CHECKPOINT": "/tmp/ck/3.json", "USER_VAR": "x"}
+    assert env == {
+        "RANK": "0",
+        "WORLD_SIZE": "2",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29555",
+        "CUDA_VISIBLE_DEVICES": "2,3",
+        "ORRERY_JOB": "job-1",
+        "ORRERY_SLICE": "0",
+        "ORRERY_EPOCH": "1",
+        "ORRERY_CHECKPOINT_DIR": "/tmp/ck",
+        "ORRERY_CHECKPOINT": "/tmp/ck/3.json",
+        "USER_VAR": "x",
+    }
 
 
 async def test_terminate_kills_the_whole_process_group(ex: LocalExecutor, tmp_path: Path) -> None:
     pidfile = tmp_path / "child.pid"
     # The workload forks a grandchild that ignores SIGTERM; the group kill must still end it.
-    code = (f"import os, signal, time, subprocess, sys\n"
-            f"p = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
-            f"signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'])\n"
-            f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
-            f"time.sleep(60)\n")
+    code = (
+        f"import os, signal, time, subprocess, sys\n"
+        f"p = subprocess.Popen([sys.executable, '-c', 'import signal, time; "
+        f"signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)'])\n"
+        f"open({str(pidfile)!r}, 'w').write(str(p.pid))\n"
+        f"time.sleep(60)\n"
+    )
     a = assignment(py(code))
     await ex.launch(a, slice_env(a))
     deadline = time.monotonic() + 20
@@ -115,21 +144,30 @@ async def test_a_restarted_agent_adopts_running_and_reports_ended(tmp_path: Path
     outcome = await asyncio.wait_for(second.wait(running.key), 20)
     assert outcome.killed
     await second.release(ended.key)
-    assert 1 not in {f.assignment.index for f in await LocalExecutor(
-        tmp_path, lease_s=30, kill_grace_s=0.2).discover()}
+    assert 1 not in {
+        f.assignment.index
+        for f in await LocalExecutor(tmp_path, lease_s=30, kill_grace_s=0.2).discover()
+    }
 
 
 async def test_progress_is_read_from_the_workload_helper(ex: LocalExecutor) -> None:
-    code = ("from orrery import workload\n"
-            "workload.report(step=4, total_steps=10, metrics={'loss': 0.25})\n"
-            "workload.checkpoint('/ck/4.json', step=4)\n")
+    code = (
+        "from orrery import workload\n"
+        "workload.report(step=4, total_steps=10, metrics={'loss': 0.25})\n"
+        "workload.checkpoint('/ck/4.json', step=4)\n"
+    )
     a = assignment(py(code))
     await ex.launch(a, slice_env(a))
     await asyncio.wait_for(ex.wait(a.key), 20)
     p = ex.progress(a.key)
     assert p is not None
     assert (p.step, p.total_steps, p.metrics, p.checkpoint, p.checkpoint_step) == (
-        4, 10, {"loss": 0.25}, "/ck/4.json", 4)
+        4,
+        10,
+        {"loss": 0.25},
+        "/ck/4.json",
+        4,
+    )
 
 
 def test_alive_is_false_for_unknown_pids() -> None:

@@ -17,7 +17,7 @@ from orrery.ids import ClusterName, JobId, SliceIndex
 from orrery.manifest import RestartPolicy
 from orrery.wire import Assignment
 from orrery_hub.reconcile import assignment_for, master_port
-from orrery_hub.scheduler import JobRequest, Plan
+from orrery_hub.scheduler import JobRequest, Plan, SlicePlacement
 from orrery_hub.store.jobs import add_event
 from orrery_hub.store.models import AttemptRow, JobRow, SliceRow
 
@@ -37,14 +37,14 @@ def gather(s: Session, *, now: float) -> Gathered:
         held[(a.cluster, a.node)].update(a.gpus)
         open_slices[(a.job_id, a.index)] = a
     jobs = {
-        j.id: j
-        for j in s.exec(select(JobRow).where(col(JobRow.phase).in_(("Pending", "Running"))))
+        j.id: j for j in s.exec(select(JobRow).where(col(JobRow.phase).in_(("Pending", "Running"))))
     }
     pending: dict[str, list[SliceRow]] = defaultdict(list)
     if jobs:
         for sl in s.exec(
-            select(SliceRow).where(SliceRow.phase == "Pending",
-                                   col(SliceRow.job_id).in_(list(jobs)))
+            select(SliceRow).where(
+                SliceRow.phase == "Pending", col(SliceRow.job_id).in_(list(jobs))
+            )
         ):
             pending[sl.job_id].append(sl)
     requests = []
@@ -57,8 +57,10 @@ def gather(s: Session, *, now: float) -> Gathered:
         for sl in slices:
             stopping = open_slices.get((job_id, sl.index))
             if stopping is not None:
-                blocked[job_id] = (f"waiting for slice {sl.index} epoch {stopping.epoch} to "
-                                   f"stop on {stopping.cluster}")
+                blocked[job_id] = (
+                    f"waiting for slice {sl.index} epoch {stopping.epoch} to "
+                    f"stop on {stopping.cluster}"
+                )
             elif sl.not_before > now:
                 blocked[job_id] = f"retry backoff: {sl.not_before - now:.1f}s left"
             else:
@@ -69,14 +71,23 @@ def gather(s: Session, *, now: float) -> Gathered:
             continue
         gpu_type = spec.get("gpuType")
         types = (
-            None if gpu_type is None
-            else frozenset([gpu_type]) if isinstance(gpu_type, str) else frozenset(gpu_type)
+            None
+            if gpu_type is None
+            else frozenset([gpu_type])
+            if isinstance(gpu_type, str)
+            else frozenset(gpu_type)
         )
         requests.append(
             JobRequest(
-                id=JobId(job.id), name=job.name, priority=job.priority, seq=job.seq or 0,
-                gpus_per_slice=int(spec.get("gpusPerSlice", 1)), gpu_types=types,
-                pending=tuple(sorted(ready)), gang=gang, queue=job.queue,
+                id=JobId(job.id),
+                name=job.name,
+                priority=job.priority,
+                seq=job.seq or 0,
+                gpus_per_slice=int(spec.get("gpusPerSlice", 1)),
+                gpu_types=types,
+                pending=tuple(sorted(ready)),
+                gang=gang,
+                queue=job.queue,
                 labels=dict(job.labels),
             )
         )
@@ -93,19 +104,19 @@ def commit(
     now: float,
 ) -> list[tuple[str, Assignment]]:
     """Write the plan; skip any job that changed since the snapshot. Returns orders."""
-    by_job: dict[str, list] = defaultdict(list)
+    by_job: dict[str, list[SlicePlacement]] = defaultdict(list)
     for p in plan.placements:
         by_job[p.job].append(p)
     orders: list[tuple[str, Assignment]] = []
     for job_id, placements in by_job.items():
         job = s.exec(select(JobRow).where(JobRow.id == job_id)).first()
-        if job is None or job.version != versions.get(job_id) or job.phase not in (
-            "Pending", "Running"
+        if (
+            job is None
+            or job.version != versions.get(job_id)
+            or job.phase not in ("Pending", "Running")
         ):
             continue  # changed underneath the pass (e.g. cancelled): the next pass decides
-        slices = {
-            sl.index: sl for sl in s.exec(select(SliceRow).where(SliceRow.job_id == job_id))
-        }
+        slices = {sl.index: sl for sl in s.exec(select(SliceRow).where(SliceRow.job_id == job_id))}
         if any(slices[p.index].phase != "Pending" for p in placements):
             continue
         # Rank 0's address is the rendezvous for the whole gang.
@@ -127,12 +138,26 @@ def commit(
             sl.attempts += 1
             sl.updated_at = now
             s.add(sl)
-            s.add(AttemptRow(job_id=job_id, index=p.index, epoch=sl.epoch, cluster=p.cluster,
-                             node=p.node, gpus=list(p.gpus), assigned_at=now))
+            s.add(
+                AttemptRow(
+                    job_id=job_id,
+                    index=p.index,
+                    epoch=sl.epoch,
+                    cluster=p.cluster,
+                    node=p.node,
+                    gpus=list(p.gpus),
+                    assigned_at=now,
+                )
+            )
             orders.append((p.cluster, assignment_for(job, sl)))
         clusters = sorted({p.cluster for p in placements})
-        add_event(s, at=now, kind="Placed", job_id=job_id,
-                  message=f"{len(placements)} slice(s) placed on {', '.join(clusters)}")
+        add_event(
+            s,
+            at=now,
+            kind="Placed",
+            job_id=job_id,
+            message=f"{len(placements)} slice(s) placed on {', '.join(clusters)}",
+        )
         job.waiting = None
         job.reason = None
         job.version += 1
@@ -140,13 +165,11 @@ def commit(
     return orders
 
 
-def record_waiting(
-    s: Session, plan: Plan, blocked: dict[str, str], placed: set[str]
-) -> None:
+def record_waiting(s: Session, plan: Plan, blocked: dict[str, str], placed: set[str]) -> None:
     """Store why each unplaced job waits, where it changed."""
     reasons: dict[str, dict[str, str]] = {}
-    for job_id, w in plan.waiting.items():
-        reasons[job_id] = {"": w.summary, **{str(k): v for k, v in w.clusters.items()}}
+    for jid, w in plan.waiting.items():
+        reasons[str(jid)] = {"": w.summary, **{str(k): v for k, v in w.clusters.items()}}
     for job_id, why in blocked.items():
         if job_id not in reasons:
             reasons[job_id] = {"": why}

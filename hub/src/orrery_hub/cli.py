@@ -18,29 +18,83 @@ from orrery_hub.settings import HubSettings, Timing
 def command(app: typer.Typer) -> None:
     @app.command("hub")
     def hub(
-        port: Annotated[int, typer.Option(envvar="ORRERY_PORT", help="API port (0: any free)")] = 8080,
+        port: Annotated[
+            int, typer.Option(envvar="ORRERY_PORT", help="API port (0: any free)")
+        ] = 8080,
         host: Annotated[str, typer.Option(envvar="ORRERY_HOST", help="API address")] = "127.0.0.1",
-        db: Annotated[str | None, typer.Option(envvar="ORRERY_DB", help="SQLAlchemy URL; default SQLite in --state")] = None,
-        nats: Annotated[str | None, typer.Option(envvar="ORRERY_NATS", help="NATS URL; default: start an embedded nats-server")] = None,
-        policies: Annotated[Path | None, typer.Option(envvar="ORRERY_POLICIES", help="folder of policy files")] = None,
-        state: Annotated[Path, typer.Option(envvar="ORRERY_STATE", help="folder for the database, checkpoints and logs")] = Path(".orrery/hub"),
-        heartbeat_interval: Annotated[float, typer.Option(envvar="ORRERY_HEARTBEAT_INTERVAL", help="expected spoke heartbeat interval, s")] = 1.0,
-        lease: Annotated[float, typer.Option(envvar="ORRERY_LEASE", help="spoke lease, s: a spoke cut off this long stops its slices")] = 10.0,
-        failover_timeout: Annotated[float, typer.Option(envvar="ORRERY_FAILOVER_TIMEOUT", help="a cluster silent this long is Lost, s")] = 15.0,
-        kill_grace: Annotated[float, typer.Option(envvar="ORRERY_KILL_GRACE", help="SIGTERM to SIGKILL, s")] = 2.0,
-        backoff: Annotated[float, typer.Option(envvar="ORRERY_BACKOFF", help="first retry backoff, s (doubles per failure)")] = 1.0,
-        ready_file: Annotated[Path | None, typer.Option(envvar="ORRERY_READY_FILE", help="write the API and NATS URLs here once serving")] = None,
+        db: Annotated[
+            str | None,
+            typer.Option(envvar="ORRERY_DB", help="SQLAlchemy URL; default SQLite in --state"),
+        ] = None,
+        nats: Annotated[
+            str | None,
+            typer.Option(
+                envvar="ORRERY_NATS", help="NATS URL; default: start an embedded nats-server"
+            ),
+        ] = None,
+        policies: Annotated[
+            Path | None, typer.Option(envvar="ORRERY_POLICIES", help="folder of policy files")
+        ] = None,
+        state: Annotated[
+            Path,
+            typer.Option(
+                envvar="ORRERY_STATE", help="folder for the database, checkpoints and logs"
+            ),
+        ] = Path(".orrery/hub"),
+        heartbeat_interval: Annotated[
+            float,
+            typer.Option(
+                envvar="ORRERY_HEARTBEAT_INTERVAL", help="expected spoke heartbeat interval, s"
+            ),
+        ] = 1.0,
+        lease: Annotated[
+            float,
+            typer.Option(
+                envvar="ORRERY_LEASE",
+                help="spoke lease, s: a spoke cut off this long stops its slices",
+            ),
+        ] = 10.0,
+        failover_timeout: Annotated[
+            float,
+            typer.Option(
+                envvar="ORRERY_FAILOVER_TIMEOUT", help="a cluster silent this long is Lost, s"
+            ),
+        ] = 15.0,
+        kill_grace: Annotated[
+            float, typer.Option(envvar="ORRERY_KILL_GRACE", help="SIGTERM to SIGKILL, s")
+        ] = 2.0,
+        backoff: Annotated[
+            float,
+            typer.Option(
+                envvar="ORRERY_BACKOFF", help="first retry backoff, s (doubles per failure)"
+            ),
+        ] = 1.0,
+        ready_file: Annotated[
+            Path | None,
+            typer.Option(
+                envvar="ORRERY_READY_FILE", help="write the API and NATS URLs here once serving"
+            ),
+        ] = None,
     ) -> None:
         """Run the hub: REST API, store, scheduler and reconcile loop."""
         from orrery_hub.service import Hub
 
         logs.setup()
         settings = HubSettings(
-            state_dir=state, db_url=db, nats_url=nats, host=host, port=port,
+            state_dir=state,
+            db_url=db,
+            nats_url=nats,
+            host=host,
+            port=port,
             policies_dir=policies,
-            timing=Timing(heartbeat_interval_s=heartbeat_interval, lease_s=lease,
-                          failover_timeout_s=failover_timeout, kill_grace_s=kill_grace),
-            backoff_base_s=backoff, backoff_max_s=max(60.0, backoff),
+            timing=Timing(
+                heartbeat_interval_s=heartbeat_interval,
+                lease_s=lease,
+                failover_timeout_s=failover_timeout,
+                kill_grace_s=kill_grace,
+            ),
+            backoff_base_s=backoff,
+            backoff_max_s=max(60.0, backoff),
         )
 
         def on_ready(e: object) -> None:

@@ -51,8 +51,12 @@ class Inventory:
         came_back = v is not None and v.state == "Lost"
         if v is None:
             v = ClusterView(
-                name=hb.cluster, labels={}, address=hb.address, executor=hb.executor,
-                incarnation=hb.incarnation, last_seen=now,
+                name=hb.cluster,
+                labels={},
+                address=hb.address,
+                executor=hb.executor,
+                incarnation=hb.incarnation,
+                last_seen=now,
             )
             self.clusters[hb.cluster] = v
         reported = {n.name: n for n in hb.nodes}
@@ -115,12 +119,13 @@ class Inventory:
                     taken = held.get((v.name, n.name), set())
                     free = tuple(sorted(i for i in set(n.free) if i not in taken))
                 nodes.append(
-                    NodeCapacity(name=NodeName(n.name), gpu_type=n.gpu_type, gpus=n.gpus,
-                                 free=free)
+                    NodeCapacity(name=NodeName(n.name), gpu_type=n.gpu_type, gpus=n.gpus, free=free)
                 )
             out.append(
                 ClusterCapacity(
-                    name=ClusterName(v.name), labels=dict(v.labels), ready=v.state == "Ready",
+                    name=ClusterName(v.name),
+                    labels=dict(v.labels),
+                    ready=v.state == "Ready",
                     nodes=tuple(nodes),
                 )
             )
@@ -140,10 +145,15 @@ class Inventory:
                 t[1] += free
             out.append(
                 ClusterPublic(
-                    name=v.name, region=v.labels.get("region"), labels=v.labels, state=v.state,
-                    executor=v.executor, nodes=len(v.nodes),
+                    name=v.name,
+                    region=v.labels.get("region"),
+                    labels=v.labels,
+                    state=v.state,
+                    executor=v.executor,
+                    nodes=len(v.nodes),
                     gpus={k: GpuCount(total=a, free=b) for k, (a, b) in sorted(gpus.items())},
-                    last_heartbeat=v.last_seen, running_slices=v.running,
+                    last_heartbeat=v.last_seen,
+                    running_slices=v.running,
                 )
             )
         return out

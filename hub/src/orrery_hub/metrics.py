@@ -12,14 +12,21 @@ class HubMetrics:
         self.jobs_submitted = Counter("orrery_jobs_submitted", "Jobs accepted", registry=r)
         self.jobs = Gauge("orrery_jobs", "Jobs by phase", ["phase"], registry=r)
         self.clusters = Gauge("orrery_clusters", "Clusters by state", ["state"], registry=r)
-        self.gpus = Gauge("orrery_gpus", "GPUs by cluster, type and state",
-                          ["cluster", "gpu_type", "state"], registry=r)
+        self.gpus = Gauge(
+            "orrery_gpus",
+            "GPUs by cluster, type and state",
+            ["cluster", "gpu_type", "state"],
+            registry=r,
+        )
         self.heartbeats = Counter("orrery_heartbeats", "Heartbeats received", registry=r)
-        self.bad_messages = Counter("orrery_bad_messages", "Messages dropped as invalid",
-                                    registry=r)
+        self.bad_messages = Counter(
+            "orrery_bad_messages", "Messages dropped as invalid", registry=r
+        )
         self.orders = Counter("orrery_orders", "Orders published", ["kind"], registry=r)
         self.placements = Counter("orrery_slices_placed", "Slices placed", registry=r)
         self.pass_seconds = Histogram(
-            "orrery_schedule_pass_seconds", "Scheduling pass duration (gather, plan, commit)",
-            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r,
+            "orrery_schedule_pass_seconds",
+            "Scheduling pass duration (gather, plan, commit)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
         )

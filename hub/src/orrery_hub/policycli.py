@@ -40,14 +40,15 @@ PoliciesOpt = Annotated[
 ]
 HubOpt = Annotated[
     str | None,
-    typer.Option("--hub", envvar="ORRERY_HUB",
-                 help=f"a hub (e.g. {DEFAULT_HUB}): alone, the hub checks against its policies, "
-                 "inventory and usage; with --policies, its clusters are used here"),
+    typer.Option(
+        "--hub",
+        envvar="ORRERY_HUB",
+        help=f"a hub (e.g. {DEFAULT_HUB}): alone, the hub checks against its policies, "
+        "inventory and usage; with --policies, its clusters are used here",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the report as JSON")]
-FolderArg = Annotated[
-    Path, typer.Argument(envvar="ORRERY_POLICIES", help="folder of policy files")
-]
+FolderArg = Annotated[Path, typer.Argument(envvar="ORRERY_POLICIES", help="folder of policy files")]
 
 
 class PolicyClient(HubClient):
@@ -85,8 +86,11 @@ def _money(v: float | None) -> str:
 
 
 def render(report: CheckReport, *, name: str, policies_note: str) -> None:
-    word = {"admitted": "[green]admitted[/green]", "denied": "[red]denied[/red]",
-            "held": "[yellow]held[/yellow] (queued, waits for budget)"}[report.decision]
+    word = {
+        "admitted": "[green]admitted[/green]",
+        "denied": "[red]denied[/red]",
+        "held": "[yellow]held[/yellow] (queued, waits for budget)",
+    }[report.decision]
     console.print(f"[bold]{name}[/bold]: {word}   {policies_note}")
     for d in report.denials:
         console.print(f"  denied by {d.policy}: {d.reason}")
@@ -98,17 +102,22 @@ def render(report: CheckReport, *, name: str, policies_note: str) -> None:
     types = ", ".join(report.gpu_types) if report.gpu_types is not None else "any"
     console.print(f"  GPU types: {types}")
     if report.max_runtime_seconds is not None:
-        console.print(f"  max runtime: {format_duration(report.max_runtime_seconds)} "
-                      f"({report.max_runtime_source})")
+        console.print(
+            f"  max runtime: {format_duration(report.max_runtime_seconds)} "
+            f"({report.max_runtime_source})"
+        )
     est = report.estimated_cost
-    cost = (_money(est.low) if est.low == est.high else f"{_money(est.low)} to {_money(est.high)}")
+    cost = _money(est.low) if est.low == est.high else f"{_money(est.low)} to {_money(est.high)}"
     if est.low is None:
         cost = "unknown (no price for its GPU types)"
-    console.print(f"  estimated cost: {cost} ({est.gpus} GPUs x "
-                  f"{format_duration(est.runtime_seconds)})")
+    console.print(
+        f"  estimated cost: {cost} ({est.gpus} GPUs x {format_duration(est.runtime_seconds)})"
+    )
     if not report.clusters_known:
-        console.print("  clusters: unknown offline — without a hub this check cannot tell which "
-                      "clusters exist (give --hub URL)")
+        console.print(
+            "  clusters: unknown offline — without a hub this check cannot tell which "
+            "clusters exist (give --hub URL)"
+        )
         return
     console.print(f"  eligible clusters: {', '.join(report.eligible_clusters) or 'none'}")
     if report.summary:
@@ -118,8 +127,9 @@ def render(report: CheckReport, *, name: str, policies_note: str) -> None:
 
 
 def command(app: typer.Typer) -> None:
-    policy = typer.Typer(no_args_is_help=True, help="Check jobs against placement, guardrail "
-                         "and cost policies.")
+    policy = typer.Typer(
+        no_args_is_help=True, help="Check jobs against placement, guardrail and cost policies."
+    )
     app.add_typer(policy, name="policy")
 
     @policy.command("check")
@@ -142,11 +152,15 @@ def command(app: typer.Typer) -> None:
             if hub is not None:
                 with PolicyClient(hub) as c:
                     clusters = [cluster_facts(x) for x in c.clusters()]
-            report = check_report(JobFacts.from_manifest(manifest), ps, NO_USAGE, time.time(),
-                                  clusters)
+            report = check_report(
+                JobFacts.from_manifest(manifest), ps, NO_USAGE, time.time(), clusters
+            )
             where = f"clusters of {hub}" if hub else "offline"
-            note = (f"(policies in {policies}, {len(ps.entries)} in force; {where}; "
-                    "usage not known)") if policies else "(no policies given: --policies DIR)"
+            note = (
+                (f"(policies in {policies}, {len(ps.entries)} in force; {where}; usage not known)")
+                if policies
+                else "(no policies given: --policies DIR)"
+            )
         if as_json:
             typer.echo(report.model_dump_json(by_alias=True, indent=2))
         else:
@@ -162,5 +176,7 @@ def command(app: typer.Typer) -> None:
         ps = load_policies(policies)
         for e in ps.entries:
             console.print(f"{e.kind.lower()}/{e.name}  {e.origin}  sha256:{e.sha256[:12]}")
-        console.print(f"{len(ps.entries)} policies from {len(ps.sources)} files; "
-                      f"digest sha256:{ps.digest[:12]}")
+        console.print(
+            f"{len(ps.entries)} policies from {len(ps.sources)} files; "
+            f"digest sha256:{ps.digest[:12]}"
+        )

@@ -26,7 +26,8 @@ def policy_files(folder: Path) -> list[Path]:
     if not folder.is_dir():
         raise InvalidInput(f"policy folder {folder}: not a folder")
     return sorted(
-        p for p in folder.iterdir()
+        p
+        for p in folder.iterdir()
         if p.suffix in SUFFIXES and p.is_file() and not p.name.startswith(".")
     )
 
@@ -60,8 +61,10 @@ class PolicyHolder:
     def __init__(self, folder: Path | None, initial: PolicySet | None = None) -> None:
         self.folder = folder
         self._lock = threading.Lock()  # one reload at a time; reads need no lock
-        self.current: PolicySet = initial if initial is not None else (
-            load_policies(folder) if folder is not None else EMPTY
+        self.current: PolicySet = (
+            initial
+            if initial is not None
+            else (load_policies(folder) if folder is not None else EMPTY)
         )
 
     def reload(self) -> Reload:

@@ -38,11 +38,22 @@ class Outbox:
     forget: list[SliceKey] = field(default_factory=list)
     changed: bool = False  # something a scheduling pass should look at
 
-    def kill(self, cluster: str, job: str, index: int, epoch: int, reason: str,
-             grace_s: float) -> None:
+    def kill(
+        self, cluster: str, job: str, index: int, epoch: int, reason: str, grace_s: float
+    ) -> None:
         self.orders.append(
-            (cluster, Kill(sender="hub", seq=0, job=job, index=index, epoch=epoch,
-                           reason=reason, grace_s=grace_s))
+            (
+                cluster,
+                Kill(
+                    sender="hub",
+                    seq=0,
+                    job=job,
+                    index=index,
+                    epoch=epoch,
+                    reason=reason,
+                    grace_s=grace_s,
+                ),
+            )
         )
 
     def extend(self, other: Outbox) -> None:
@@ -62,11 +73,22 @@ def assignment_for(job: JobRow, sl: SliceRow) -> Assignment:
 
     runtime = spec.get("maxRuntime")
     return Assignment(
-        sender="hub", seq=0, job=job.id, job_name=job.name, index=sl.index, epoch=sl.epoch,
-        world_size=int(spec.get("slices", 1)), node=sl.node or "", gpus=list(sl.gpus),
-        master_addr=sl.master_addr or "127.0.0.1", master_port=sl.master_port or 29500,
-        command=list(spec["command"]), image=spec.get("image"), env=dict(spec.get("env", {})),
-        checkpoint_dir=job.checkpoint_dir, checkpoint=job.checkpoint,
+        sender="hub",
+        seq=0,
+        job=job.id,
+        job_name=job.name,
+        index=sl.index,
+        epoch=sl.epoch,
+        world_size=int(spec.get("slices", 1)),
+        node=sl.node or "",
+        gpus=list(sl.gpus),
+        master_addr=sl.master_addr or "127.0.0.1",
+        master_port=sl.master_port or 29500,
+        command=list(spec["command"]),
+        image=spec.get("image"),
+        env=dict(spec.get("env", {})),
+        checkpoint_dir=job.checkpoint_dir,
+        checkpoint=job.checkpoint,
         max_runtime_s=parse_duration(runtime) if runtime is not None else None,
     )
 
@@ -88,9 +110,9 @@ def _slices(s: Session, job_id: str) -> list[SliceRow]:
 
 def _attempt(s: Session, job_id: str, index: int, epoch: int) -> AttemptRow | None:
     return s.exec(
-        select(AttemptRow).where(
-            AttemptRow.job_id == job_id, AttemptRow.index == index, AttemptRow.epoch == epoch
-        ).order_by(col(AttemptRow.id).desc())
+        select(AttemptRow)
+        .where(AttemptRow.job_id == job_id, AttemptRow.index == index, AttemptRow.epoch == epoch)
+        .order_by(col(AttemptRow.id).desc())
     ).first()
 
 
@@ -116,8 +138,9 @@ def _refresh_job_phase(s: Session, job: JobRow, slices: list[SliceRow], now: flo
     s.add(job)
 
 
-def _fail_job(s: Session, job: JobRow, reason: str, now: float, out: Outbox,
-              settings: HubSettings) -> None:
+def _fail_job(
+    s: Session, job: JobRow, reason: str, now: float, out: Outbox, settings: HubSettings
+) -> None:
     job.phase = "Failed"
     job.reason = reason
     job.finished_at = now
@@ -129,8 +152,9 @@ def _fail_job(s: Session, job: JobRow, reason: str, now: float, out: Outbox,
             sl.phase = "Failed"
             sl.updated_at = now
             s.add(sl)
-    for a in s.exec(select(AttemptRow).where(AttemptRow.job_id == job.id,
-                                             col(AttemptRow.ended_at).is_(None))):
+    for a in s.exec(
+        select(AttemptRow).where(AttemptRow.job_id == job.id, col(AttemptRow.ended_at).is_(None))
+    ):
         out.kill(a.cluster, job.id, a.index, a.epoch, "job failed", settings.timing.kill_grace_s)
     add_event(s, at=now, kind="Failed", job_id=job.id, message=reason)
     log.warning("job failed", extra={"job": job.id, "reason": reason})
@@ -183,46 +207,94 @@ def close_attempt(
         sl.phase = "Succeeded"
         sl.updated_at = now
         s.add(sl)
-        add_event(s, at=now, kind="SliceSucceeded", job_id=job.id, index=sl.index,
-                  epoch=sl.epoch, cluster=a.cluster, message=f"slice {sl.index} exited 0")
+        add_event(
+            s,
+            at=now,
+            kind="SliceSucceeded",
+            job_id=job.id,
+            index=sl.index,
+            epoch=sl.epoch,
+            cluster=a.cluster,
+            message=f"slice {sl.index} exited 0",
+        )
         _refresh_job_phase(s, job, slices, now)
         return
 
     infra = reason is not None and reason.startswith(INFRA_REASONS)
     what = f"exit code {exit_code}" if exit_code is not None else (reason or phase)
-    add_event(s, at=now, kind="SliceFailed", job_id=job.id, index=sl.index, epoch=sl.epoch,
-              cluster=a.cluster, message=f"slice {sl.index} epoch {sl.epoch} on {a.cluster}: "
-              f"{what}" + (f" ({reason})" if reason and exit_code is not None else ""))
+    add_event(
+        s,
+        at=now,
+        kind="SliceFailed",
+        job_id=job.id,
+        index=sl.index,
+        epoch=sl.epoch,
+        cluster=a.cluster,
+        message=f"slice {sl.index} epoch {sl.epoch} on {a.cluster}: "
+        f"{what}" + (f" ({reason})" if reason and exit_code is not None else ""),
+    )
     max_retries = int(spec.get("maxRetries", 3))
     policy = spec.get("restartPolicy", RestartPolicy.GANG.value)
     if policy == RestartPolicy.SLICE.value:
         if not infra:
             sl.failures += 1
         if sl.failures > max_retries:
-            _fail_job(s, job, f"slice {sl.index} failed {sl.failures} times "
-                      f"(maxRetries {max_retries}); last: {what}", now, out, settings)
+            _fail_job(
+                s,
+                job,
+                f"slice {sl.index} failed {sl.failures} times "
+                f"(maxRetries {max_retries}); last: {what}",
+                now,
+                out,
+                settings,
+            )
             return
         _requeue(s, job, sl, now, 0.0 if infra else _backoff(settings, sl.failures))
-        add_event(s, at=now, kind="Requeued", job_id=job.id, index=sl.index, epoch=sl.epoch,
-                  message=f"slice {sl.index} will run again at epoch {sl.epoch}")
+        add_event(
+            s,
+            at=now,
+            kind="Requeued",
+            job_id=job.id,
+            index=sl.index,
+            epoch=sl.epoch,
+            message=f"slice {sl.index} will run again at epoch {sl.epoch}",
+        )
     else:
         if not infra:
             job.restarts += 1
         if job.restarts > max_retries:
-            _fail_job(s, job, f"gang failed {job.restarts} times (maxRetries {max_retries}); "
-                      f"last: slice {sl.index} {what}", now, out, settings)
+            _fail_job(
+                s,
+                job,
+                f"gang failed {job.restarts} times (maxRetries {max_retries}); "
+                f"last: slice {sl.index} {what}",
+                now,
+                out,
+                settings,
+            )
             return
         delay = 0.0 if infra else _backoff(settings, job.restarts)
         for other in slices:
             if other.phase in ACTIVE or other.phase == "Pending":
                 if other.index != sl.index and other.phase in ACTIVE and other.cluster:
-                    out.kill(other.cluster, job.id, other.index, other.epoch,
-                             f"gang restart after slice {sl.index} failed",
-                             settings.timing.kill_grace_s)
+                    out.kill(
+                        other.cluster,
+                        job.id,
+                        other.index,
+                        other.epoch,
+                        f"gang restart after slice {sl.index} failed",
+                        settings.timing.kill_grace_s,
+                    )
                 _requeue(s, job, other, now, delay)
-        add_event(s, at=now, kind="GangRestart", job_id=job.id, epoch=sl.epoch,
-                  message=f"restarting all {len(slices)} slices at epoch {sl.epoch}"
-                  + (f" from checkpoint {job.checkpoint}" if job.checkpoint else ""))
+        add_event(
+            s,
+            at=now,
+            kind="GangRestart",
+            job_id=job.id,
+            epoch=sl.epoch,
+            message=f"restarting all {len(slices)} slices at epoch {sl.epoch}"
+            + (f" from checkpoint {job.checkpoint}" if job.checkpoint else ""),
+        )
     _refresh_job_phase(s, job, slices, now)
 
 
@@ -231,7 +303,9 @@ def _record_progress(job: JobRow, sl: SliceRow, r: SliceReport) -> None:
         return
     sl.progress = r.progress.model_dump(exclude_none=True)
     p = r.progress
-    if p.checkpoint and (job.checkpoint_step is None or (p.checkpoint_step or 0) >= job.checkpoint_step):
+    if p.checkpoint and (
+        job.checkpoint_step is None or (p.checkpoint_step or 0) >= job.checkpoint_step
+    ):
         job.checkpoint = p.checkpoint
         job.checkpoint_step = p.checkpoint_step
 
@@ -262,8 +336,12 @@ def apply_reports(
         sl = next((x for x in _slices(s, r.job) if x.index == r.index), None) if job else None
         a = _attempt(s, r.job, r.index, r.epoch) if job else None
         current = (
-            job is not None and sl is not None and job.phase not in FINAL_JOB_PHASES
-            and sl.epoch == r.epoch and sl.phase in ACTIVE and sl.cluster == cluster
+            job is not None
+            and sl is not None
+            and job.phase not in FINAL_JOB_PHASES
+            and sl.epoch == r.epoch
+            and sl.phase in ACTIVE
+            and sl.cluster == cluster
         )
         if r.phase.terminal:
             if a is not None and a.cluster == cluster and a.ended_at is None:
@@ -272,15 +350,29 @@ def apply_reports(
                 if job is not None and sl is not None and current:
                     _record_progress(job, sl, r)
                     s.add(job)
-                phase = {SlicePhase.SUCCEEDED: "Succeeded", SlicePhase.FAILED: "Failed",
-                         SlicePhase.KILLED: "Killed"}[r.phase]
-                close_attempt(s, a, phase=phase, now=now, ended_at=r.finished_at,
-                              exit_code=r.exit_code, reason=r.reason, settings=settings, out=out)
+                phase = {
+                    SlicePhase.SUCCEEDED: "Succeeded",
+                    SlicePhase.FAILED: "Failed",
+                    SlicePhase.KILLED: "Killed",
+                }[r.phase]
+                close_attempt(
+                    s,
+                    a,
+                    phase=phase,
+                    now=now,
+                    ended_at=r.finished_at,
+                    exit_code=r.exit_code,
+                    reason=r.reason,
+                    settings=settings,
+                    out=out,
+                )
             out.forget.append(r.key)
             continue
         if not current:
-            log.info("ordering stale slice killed", extra={
-                "job": r.job, "slice": r.index, "epoch": r.epoch, "cluster": cluster})
+            log.info(
+                "ordering stale slice killed",
+                extra={"job": r.job, "slice": r.index, "epoch": r.epoch, "cluster": cluster},
+            )
             out.kill(cluster, r.job, r.index, r.epoch, "not the current epoch", grace)
             continue
         assert job is not None and sl is not None
@@ -290,8 +382,16 @@ def apply_reports(
             s.add(a)
         if sl.phase == "Assigned":
             sl.phase = "Running"
-            add_event(s, at=now, kind="Running", job_id=job.id, index=sl.index, epoch=sl.epoch,
-                      cluster=cluster, message=f"slice {sl.index} running on {cluster}/{sl.node}")
+            add_event(
+                s,
+                at=now,
+                kind="Running",
+                job_id=job.id,
+                index=sl.index,
+                epoch=sl.epoch,
+                cluster=cluster,
+                message=f"slice {sl.index} running on {cluster}/{sl.node}",
+            )
         sl.confirmed_by = confirm
         _record_progress(job, sl, r)
         sl.updated_at = now
@@ -303,8 +403,7 @@ def apply_reports(
         return out
     # What the hub placed here that the spoke did not mention.
     open_here = s.exec(
-        select(AttemptRow).where(AttemptRow.cluster == cluster,
-                                 col(AttemptRow.ended_at).is_(None))
+        select(AttemptRow).where(AttemptRow.cluster == cluster, col(AttemptRow.ended_at).is_(None))
     ).all()
     for a in open_here:
         if (a.job_id, a.index, a.epoch) in reported:
@@ -312,8 +411,12 @@ def apply_reports(
         job = _job(s, a.job_id)
         sl = next((x for x in _slices(s, a.job_id) if x.index == a.index), None) if job else None
         current = (
-            job is not None and sl is not None and job.phase not in FINAL_JOB_PHASES
-            and sl.epoch == a.epoch and sl.phase in ACTIVE and sl.cluster == cluster
+            job is not None
+            and sl is not None
+            and job.phase not in FINAL_JOB_PHASES
+            and sl.epoch == a.epoch
+            and sl.phase in ACTIVE
+            and sl.cluster == cluster
         )
         if not current:
             # Make sure it never starts; the spoke answers with a Killed report.
@@ -321,11 +424,20 @@ def apply_reports(
             continue
         assert job is not None and sl is not None
         confirmed_inc, _, confirmed_seq = (sl.confirmed_by or "").partition(":")
-        if sl.phase == "Running" and sl.confirmed_by and (
-            confirmed_inc != incarnation or int(confirmed_seq) < seq
+        if (
+            sl.phase == "Running"
+            and sl.confirmed_by
+            and (confirmed_inc != incarnation or int(confirmed_seq) < seq)
         ):
-            close_attempt(s, a, phase="Lost", now=now, reason="vanished from its spoke's report",
-                          settings=settings, out=out)
+            close_attempt(
+                s,
+                a,
+                phase="Lost",
+                now=now,
+                reason="vanished from its spoke's report",
+                settings=settings,
+                out=out,
+            )
         else:
             out.orders.append((cluster, assignment_for(job, sl)))  # resend: it may be lost
     return out
@@ -334,24 +446,45 @@ def apply_reports(
 def fail_cluster(s: Session, cluster: str, *, now: float, settings: HubSettings) -> Outbox:
     """The cluster is Lost: its spoke's lease has stopped its slices; place them elsewhere."""
     out = Outbox()
-    for a in s.exec(select(AttemptRow).where(AttemptRow.cluster == cluster,
-                                             col(AttemptRow.ended_at).is_(None))).all():
-        close_attempt(s, a, phase="Lost", now=now, reason="cluster lost (silent past the "
-                      "failover timeout)", settings=settings, out=out)
-    add_event(s, at=now, kind="ClusterLost", cluster=cluster,
-              message=f"{cluster} silent past {settings.timing.failover_timeout_s}s")
+    for a in s.exec(
+        select(AttemptRow).where(AttemptRow.cluster == cluster, col(AttemptRow.ended_at).is_(None))
+    ).all():
+        close_attempt(
+            s,
+            a,
+            phase="Lost",
+            now=now,
+            reason="cluster lost (silent past the failover timeout)",
+            settings=settings,
+            out=out,
+        )
+    add_event(
+        s,
+        at=now,
+        kind="ClusterLost",
+        cluster=cluster,
+        message=f"{cluster} silent past {settings.timing.failover_timeout_s}s",
+    )
     return out
 
 
-def fail_nodes(s: Session, cluster: str, nodes: set[str], *, now: float,
-               settings: HubSettings) -> Outbox:
+def fail_nodes(
+    s: Session, cluster: str, nodes: set[str], *, now: float, settings: HubSettings
+) -> Outbox:
     """Nodes the spoke no longer reports (or reports not ready): their slices move."""
     out = Outbox()
-    for a in s.exec(select(AttemptRow).where(AttemptRow.cluster == cluster,
-                                             col(AttemptRow.ended_at).is_(None))).all():
+    for a in s.exec(
+        select(AttemptRow).where(AttemptRow.cluster == cluster, col(AttemptRow.ended_at).is_(None))
+    ).all():
         if a.node in nodes:
-            out.kill(cluster, a.job_id, a.index, a.epoch, "node lost",
-                     settings.timing.kill_grace_s)
-            close_attempt(s, a, phase="Lost", now=now, reason=f"node lost ({a.node})",
-                          settings=settings, out=out)
+            out.kill(cluster, a.job_id, a.index, a.epoch, "node lost", settings.timing.kill_grace_s)
+            close_attempt(
+                s,
+                a,
+                phase="Lost",
+                now=now,
+                reason=f"node lost ({a.node})",
+                settings=settings,
+                out=out,
+            )
     return out

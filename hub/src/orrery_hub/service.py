@@ -23,7 +23,12 @@ import uvicorn
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from sqlmodel import Session, select
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from orrery.errors import InvalidInput, Unavailable
 from orrery.manifest import JobManifest
@@ -86,7 +91,9 @@ class Hub:
         try:
             sock.bind((s.host, s.port))
         except OSError as exc:
-            raise Unavailable(f"--port: cannot listen on {s.host}:{s.port}: {exc.strerror}") from None
+            raise Unavailable(
+                f"--port: cannot listen on {s.host}:{s.port}: {exc.strerror}"
+            ) from None
         port = sock.getsockname()[1]
         try:
             await self._restore()
@@ -131,8 +138,13 @@ class Hub:
 
             return [
                 ClusterView(
-                    name=c.name, labels=dict(c.labels), address=c.address, executor=c.executor,
-                    incarnation=c.incarnation or "", last_seen=now, state="Ready",
+                    name=c.name,
+                    labels=dict(c.labels),
+                    address=c.address,
+                    executor=c.executor,
+                    incarnation=c.incarnation or "",
+                    last_seen=now,
+                    state="Ready",
                     nodes=[NodeReport.model_validate(n) for n in c.nodes],
                 )
                 for c in s.exec(select(ClusterRow))
@@ -155,17 +167,25 @@ class Hub:
             log.debug("nats: %s", exc)
 
         async for attempt in AsyncRetrying(
-            stop=stop_after_delay(30), wait=wait_random_exponential(multiplier=0.2, max=2),
-            retry=retry_if_exception_type((OSError, nats.errors.NoServersError,
-                                           asyncio.TimeoutError)),
+            stop=stop_after_delay(30),
+            wait=wait_random_exponential(multiplier=0.2, max=2),
+            retry=retry_if_exception_type(
+                (OSError, nats.errors.NoServersError, asyncio.TimeoutError)
+            ),
             reraise=True,
         ):
             with attempt:
                 self.nc = await nats.connect(
-                    url, name="orrery-hub", max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.25, connect_timeout=2, ping_interval=5,
-                    max_outstanding_pings=2, disconnected_cb=disconnected,
-                    reconnected_cb=reconnected, error_cb=error,
+                    url,
+                    name="orrery-hub",
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,
+                    connect_timeout=2,
+                    ping_interval=5,
+                    max_outstanding_pings=2,
+                    disconnected_cb=disconnected,
+                    reconnected_cb=reconnected,
+                    error_cb=error,
                 )
         self._connected = True
         assert self.nc is not None
@@ -185,7 +205,9 @@ class Hub:
             m = decode_any(msg.data)
         except WireError as exc:
             self.metrics.bad_messages.inc()
-            log.warning("dropped invalid message", extra={"subject": msg.subject, "error": str(exc)})
+            log.warning(
+                "dropped invalid message", extra={"subject": msg.subject, "error": str(exc)}
+            )
             return
         cluster = Subjects.cluster_of(msg.subject)
         if isinstance(m, Heartbeat | SliceStatus) and m.cluster != cluster:
@@ -210,20 +232,28 @@ class Hub:
         t = self.settings.timing
         if hb.lease_s + t.kill_grace_s + t.max_clock_drift_s >= t.failover_timeout_s:
             # Its slices could outlive the moment this hub places them elsewhere: refuse it.
-            reason = (f"lease {hb.lease_s}s + kill grace {t.kill_grace_s}s + clock drift "
-                      f"{t.max_clock_drift_s}s must stay below the hub's failover timeout "
-                      f"{t.failover_timeout_s}s; restart the spoke with a shorter --lease")
+            reason = (
+                f"lease {hb.lease_s}s + kill grace {t.kill_grace_s}s + clock drift "
+                f"{t.max_clock_drift_s}s must stay below the hub's failover timeout "
+                f"{t.failover_timeout_s}s; restart the spoke with a shorter --lease"
+            )
             log.error("refused spoke", extra={"cluster": hb.cluster, "reason": reason})
-            await msg.respond(encode(HeartbeatAck(sender="hub", seq=next(self._seq),
-                                                  accepted=False, reason=reason)))
+            await msg.respond(
+                encode(
+                    HeartbeatAck(sender="hub", seq=next(self._seq), accepted=False, reason=reason)
+                )
+            )
             return
         known = hb.cluster in self.inventory.clusters
-        view, came_back = self.inventory.observe(hb, now)
+        _, came_back = self.inventory.observe(hb, now)
         if came_back:
             log.info("cluster back", extra={"cluster": hb.cluster})
-        persist = (not known or came_back
-                   or now - self._last_persist.get(hb.cluster, 0) > 5
-                   or self._last_free.get(hb.cluster) is None)
+        persist = (
+            not known
+            or came_back
+            or now - self._last_persist.get(hb.cluster, 0) > 5
+            or self._last_free.get(hb.cluster) is None
+        )
         free = [(n.name, tuple(n.free)) for n in hb.nodes]
         capacity_changed = self._last_free.get(hb.cluster) != free
         self._last_free[hb.cluster] = free
@@ -245,11 +275,22 @@ class Hub:
                 row.last_heartbeat = now
                 s.add(row)
                 if not known:
-                    jobstore.add_event(s, at=now, kind="ClusterJoined", cluster=hb.cluster,
-                                       message=f"{hb.cluster} joined with {len(hb.nodes)} node(s)")
+                    jobstore.add_event(
+                        s,
+                        at=now,
+                        kind="ClusterJoined",
+                        cluster=hb.cluster,
+                        message=f"{hb.cluster} joined with {len(hb.nodes)} node(s)",
+                    )
             return reconcile.apply_reports(
-                s, cluster=hb.cluster, incarnation=hb.incarnation, seq=hb.seq,
-                reports=list(hb.slices), complete=True, now=now, settings=settings,
+                s,
+                cluster=hb.cluster,
+                incarnation=hb.incarnation,
+                seq=hb.seq,
+                reports=list(hb.slices),
+                complete=True,
+                now=now,
+                settings=settings,
             )
 
         out = await self.store.tx(work)
@@ -264,8 +305,14 @@ class Hub:
         settings = self.settings
         out = await self.store.tx(
             lambda s: reconcile.apply_reports(
-                s, cluster=st.cluster, incarnation=st.incarnation, seq=st.seq,
-                reports=[st.slice], complete=False, now=now, settings=settings,
+                s,
+                cluster=st.cluster,
+                incarnation=st.incarnation,
+                seq=st.seq,
+                reports=[st.slice],
+                complete=False,
+                now=now,
+                settings=settings,
             )
         )
         await self._publish(out.orders)
@@ -283,7 +330,9 @@ class Hub:
                 await self.nc.publish(Subjects(cluster).orders, encode(stamped))
                 self.metrics.orders.labels(order.kind).inc()
             except Exception as exc:  # NATS down: the next heartbeat repairs it
-                log.warning("could not publish order", extra={"cluster": cluster, "error": str(exc)})
+                log.warning(
+                    "could not publish order", extra={"cluster": cluster, "error": str(exc)}
+                )
                 return
         try:
             await self.nc.flush(timeout=1)
@@ -325,7 +374,9 @@ class Hub:
             ).items():
                 log.warning("nodes lost", extra={"cluster": cluster, "nodes": sorted(nodes)})
 
-                def lose_nodes(s: Session, c: str = cluster, n: set[str] = nodes) -> reconcile.Outbox:
+                def lose_nodes(
+                    s: Session, c: str = cluster, n: set[str] = nodes
+                ) -> reconcile.Outbox:
                     return reconcile.fail_nodes(s, c, n, now=now, settings=settings)
 
                 await self._publish((await self.store.tx(lose_nodes)).orders)
@@ -340,9 +391,16 @@ class Hub:
             g = applier.gather(s, now=now)
             inv = Inventory()
             for name, labels, state, nodes, address in frozen:
-                inv.clusters[name] = ClusterView(name=name, labels=labels, address=address,
-                                                 executor="", incarnation="", last_seen=now,
-                                                 state=state, nodes=nodes)
+                inv.clusters[name] = ClusterView(
+                    name=name,
+                    labels=labels,
+                    address=address,
+                    executor="",
+                    incarnation="",
+                    last_seen=now,
+                    state=state,
+                    nodes=nodes,
+                )
             p = plan(Snapshot(clusters=inv.capacity(g.held), jobs=g.requests), now)
             orders = applier.commit(s, p, versions=g.versions, addresses=addresses, now=now)
             applier.record_waiting(s, p, g.blocked, {p.job for p in p.placements})
@@ -353,8 +411,10 @@ class Hub:
         if orders:
             self.metrics.placements.inc(len(orders))
             for cluster, a in orders:
-                log.info("assigned", extra={"job": a.job, "slice": a.index, "epoch": a.epoch,
-                                            "cluster": cluster})
+                log.info(
+                    "assigned",
+                    extra={"job": a.job, "slice": a.index, "epoch": a.epoch, "cluster": cluster},
+                )
         await self._publish(list(orders))
 
     # ---- what the API calls ----------------------------------------------------------
@@ -385,8 +445,18 @@ class Hub:
         def work(s: Session) -> tuple[JobPublic, list[tuple[str, Assignment | Kill]]]:
             open_attempts = jobstore.cancel(s, job_id, now=now)
             kills: list[tuple[str, Assignment | Kill]] = [
-                (a.cluster, Kill(sender="hub", seq=0, job=a.job_id, index=a.index,
-                                 epoch=a.epoch, reason="cancelled", grace_s=grace))
+                (
+                    a.cluster,
+                    Kill(
+                        sender="hub",
+                        seq=0,
+                        job=a.job_id,
+                        index=a.index,
+                        epoch=a.epoch,
+                        reason="cancelled",
+                        grace_s=grace,
+                    ),
+                )
                 for a in open_attempts
             ]
             return jobstore.get(s, job_id), kills

@@ -22,8 +22,13 @@ class PolicyDenied(OrreryError):
 
 
 class HubClient:
-    def __init__(self, base_url: str = DEFAULT_HUB, *, timeout: float = 10.0,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        base_url: str = DEFAULT_HUB,
+        *,
+        timeout: float = 10.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
 
@@ -74,20 +79,28 @@ class HubClient:
             r = once()
         else:
             r = Retrying(
-                stop=stop_after_attempt(3), wait=wait_random_exponential(multiplier=0.1, max=1),
-                retry=retry_if_exception_type(Unavailable), reraise=True,
+                stop=stop_after_attempt(3),
+                wait=wait_random_exponential(multiplier=0.1, max=1),
+                retry=retry_if_exception_type(Unavailable),
+                reraise=True,
             )(once)
         self._raise_for(r)
         return r
 
     def submit(self, manifest_text: str) -> JobPublic:
-        r = self._request("POST", "/v1/jobs", idempotent=False, content=manifest_text.encode(),
-                          headers={"content-type": "application/yaml"})
+        r = self._request(
+            "POST",
+            "/v1/jobs",
+            idempotent=False,
+            content=manifest_text.encode(),
+            headers={"content-type": "application/yaml"},
+        )
         return JobPublic.model_validate(r.json())
 
     def job(self, job_id: str) -> JobPublic:
-        return JobPublic.model_validate(self._request("GET", f"/v1/jobs/{job_id}",
-                                                      idempotent=True).json())
+        return JobPublic.model_validate(
+            self._request("GET", f"/v1/jobs/{job_id}", idempotent=True).json()
+        )
 
     def jobs(self, *, phase: str | None = None) -> list[JobPublic]:
         params = {"phase": phase} if phase else {}

@@ -30,7 +30,9 @@ def main() -> None:
     ctx = workload.context()
 
     rng = random.Random(1234)
-    data = [(x, 3.0 * x + 2.0 + rng.gauss(0, 0.1)) for x in (rng.uniform(-1, 1) for _ in range(256))]
+    data = [
+        (x, 3.0 * x + 2.0 + rng.gauss(0, 0.1)) for x in (rng.uniform(-1, 1) for _ in range(256))
+    ]
     w, b, start = 0.0, 0.0, 0
     if ctx.checkpoint:
         state = json.loads(Path(ctx.checkpoint).read_text())
@@ -41,7 +43,7 @@ def main() -> None:
 
     loss = 0.0
     for step in range(start, args.steps):
-        batch = data[(step * 32) % len(data):][:32]
+        batch = data[(step * 32) % len(data) :][:32]
         gw = sum(2 * (w * x + b - y) * x for x, y in batch) / len(batch)
         gb = sum(2 * (w * x + b - y) for x, y in batch) / len(batch)
         w, b = w - args.lr * gw, b - args.lr * gb

@@ -57,9 +57,17 @@ class SpokeSpec:
     labels: dict[str, str] = field(default_factory=dict)
 
     def inventory(self) -> dict[str, object]:
-        return {"nodes": [{"name": f"{self.name}-node", "gpuType": self.gpu_type,
-                           "gpus": self.gpus_per_node, "gpuMemoryMiB": 81920,
-                           "count": self.nodes}]}
+        return {
+            "nodes": [
+                {
+                    "name": f"{self.name}-node",
+                    "gpuType": self.gpu_type,
+                    "gpus": self.gpus_per_node,
+                    "gpuMemoryMiB": 81920,
+                    "count": self.nodes,
+                }
+            ]
+        }
 
 
 def default_spokes(n: int) -> list[SpokeSpec]:
@@ -73,11 +81,19 @@ def default_spokes(n: int) -> list[SpokeSpec]:
 
 
 class Federation:
-    def __init__(self, state_dir: Path, *, spokes: list[SpokeSpec], port: int = 0,
-                 timings: Timings | None = None, policies: Path | None = None,
-                 python: str = sys.executable, extra_env: dict[str, str] | None = None,
-                 nats_host: str = "127.0.0.1",
-                 spoke_prefix: dict[str, list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        spokes: list[SpokeSpec],
+        port: int = 0,
+        timings: Timings | None = None,
+        policies: Path | None = None,
+        python: str = sys.executable,
+        extra_env: dict[str, str] | None = None,
+        nats_host: str = "127.0.0.1",
+        spoke_prefix: dict[str, list[str]] | None = None,
+    ) -> None:
         self.state = state_dir.resolve()
         self.spec = {s.name: s for s in spokes}
         self.port = port
@@ -98,8 +114,9 @@ class Federation:
     def start(self, timeout: float = 60.0) -> Federation:
         self.state.mkdir(parents=True, exist_ok=True)
         (self.state / "logs").mkdir(exist_ok=True)
-        self.nats = NatsServer(host=self.nats_host,
-                               log_file=self.state / "logs" / "nats-server.log").start()
+        self.nats = NatsServer(
+            host=self.nats_host, log_file=self.state / "logs" / "nats-server.log"
+        ).start()
         self.start_hub(timeout=timeout)
         for name in self.spec:
             self.start_spoke(name)
@@ -108,29 +125,56 @@ class Federation:
 
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         with open(self.state / "logs" / log_name, "ab") as log:
-            return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, env=self.env,
-                                    cwd=self.state, start_new_session=True)
+            return subprocess.Popen(
+                args,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.state,
+                start_new_session=True,
+            )
 
     def start_hub(self, timeout: float = 60.0) -> None:
         assert self.nats is not None
         t = self.timings
         ready = self.state / "hub-ready.json"
         ready.unlink(missing_ok=True)
-        port = self.port or (free_port() if self.api_url is None else int(self.api_url.rsplit(":", 1)[1]))
-        args = [self.python, "-m", "orrery_hub", "--port", str(port), "--nats", self.nats.url,
-                "--state", str(self.state / "hub"), "--ready-file", str(ready),
-                "--heartbeat-interval", str(t.heartbeat_s), "--lease", str(t.lease_s),
-                "--failover-timeout", str(t.failover_s), "--kill-grace", str(t.kill_grace_s),
-                "--backoff", str(t.backoff_s)]
+        port = self.port or (
+            free_port() if self.api_url is None else int(self.api_url.rsplit(":", 1)[1])
+        )
+        args = [
+            self.python,
+            "-m",
+            "orrery_hub",
+            "--port",
+            str(port),
+            "--nats",
+            self.nats.url,
+            "--state",
+            str(self.state / "hub"),
+            "--ready-file",
+            str(ready),
+            "--heartbeat-interval",
+            str(t.heartbeat_s),
+            "--lease",
+            str(t.lease_s),
+            "--failover-timeout",
+            str(t.failover_s),
+            "--kill-grace",
+            str(t.kill_grace_s),
+            "--backoff",
+            str(t.backoff_s),
+        ]
         if self.policies:
             args += ["--policies", str(self.policies)]
         self.hub = self._spawn(args, "hub.log")
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if self.hub.poll() is not None:
-                raise Unavailable(f"the hub exited ({self.hub.returncode}); see "
-                                  f"{self.state / 'logs' / 'hub.log'}")
+                raise Unavailable(
+                    f"the hub exited ({self.hub.returncode}); see {self.state / 'logs' / 'hub.log'}"
+                )
             if time.monotonic() > deadline:
                 raise Unavailable("the hub did not become ready in time")
             time.sleep(0.05)
@@ -142,12 +186,28 @@ class Federation:
         inv = self.state / "inventories" / f"{name}.yaml"
         inv.parent.mkdir(exist_ok=True)
         inv.write_text(yaml.safe_dump(s.inventory()))
-        args = [*self.spoke_prefix.get(name, []),
-                self.python, "-m", "orrery_spoke_agent", "--nats", self.nats.url,
-                "--cluster", name, "--region", s.region, "--inventory", str(inv),
-                "--state", str(self.state / "spokes" / name),
-                "--heartbeat-interval", str(t.heartbeat_s), "--lease", str(t.lease_s),
-                "--kill-grace", str(t.kill_grace_s)]
+        args = [
+            *self.spoke_prefix.get(name, []),
+            self.python,
+            "-m",
+            "orrery_spoke_agent",
+            "--nats",
+            self.nats.url,
+            "--cluster",
+            name,
+            "--region",
+            s.region,
+            "--inventory",
+            str(inv),
+            "--state",
+            str(self.state / "spokes" / name),
+            "--heartbeat-interval",
+            str(t.heartbeat_s),
+            "--lease",
+            str(t.lease_s),
+            "--kill-grace",
+            str(t.kill_grace_s),
+        ]
         for k, v in s.labels.items():
             args += ["--label", f"{k}={v}"]
         self.spokes[name] = self._spawn(args, f"spoke-{name}.log")

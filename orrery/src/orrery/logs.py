@@ -19,7 +19,9 @@ class KeyValueFormatter(logging.Formatter):
         t = time.strftime("%H:%M:%S", time.localtime(record.created))
         ms = int(record.msecs)
         extras = " ".join(
-            f"{k}={v}" for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
+            f"{k}={v}"
+            for k, v in record.__dict__.items()
+            if k not in _STANDARD and not k.startswith("_")
         )
         line = f"{t}.{ms:03d} {record.levelname:<7} {record.name}: {record.getMessage()}"
         if extras:

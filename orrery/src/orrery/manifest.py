@@ -140,8 +140,10 @@ class JobSpec(_Model):
 
     @property
     def max_runtime_s(self) -> float:
-        return parse_duration(self.max_runtime) if self.max_runtime is not None else (
-            DEFAULT_MAX_RUNTIME_S
+        return (
+            parse_duration(self.max_runtime)
+            if self.max_runtime is not None
+            else (DEFAULT_MAX_RUNTIME_S)
         )
 
     @property
@@ -183,8 +185,8 @@ def problems_of(exc: ValidationError) -> list[tuple[str, str]]:
         out.append((_loc(loc), msg))
     # One field may fail several union branches; keep the first reason per location.
     seen: dict[str, str] = {}
-    for loc, msg in out:
-        seen.setdefault(loc, msg)
+    for where, why in out:
+        seen.setdefault(where, why)
     return list(seen.items())
 
 
@@ -195,9 +197,11 @@ def load_document(text: str, *, source: str = "manifest") -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        raise ManifestError([("", f"not valid YAML at {where}: {exc.problem}")], source=source)
+        raise ManifestError(
+            [("", f"not valid YAML at {where}: {exc.problem}")], source=source
+        ) from None
     except yaml.YAMLError as exc:
-        raise ManifestError([("", f"not valid YAML: {exc}")], source=source)
+        raise ManifestError([("", f"not valid YAML: {exc}")], source=source) from None
 
 
 def manifest_from_data(data: Any, *, source: str = "manifest") -> JobManifest:
@@ -218,5 +222,3 @@ def parse_manifest(text: str, *, source: str = "manifest") -> JobManifest:
 
 def manifest_to_json(manifest: JobManifest) -> str:
     return json.dumps(manifest.model_dump(mode="json", by_alias=True, exclude_none=True))
-
-

@@ -49,8 +49,9 @@ def wait_for_port(host: str, port: int, timeout: float) -> bool:
 class NatsServer:
     """One nats-server on ``host:port``; ``port`` stays the same across restarts."""
 
-    def __init__(self, *, host: str = "127.0.0.1", port: int | None = None,
-                 log_file: Path | None = None) -> None:
+    def __init__(
+        self, *, host: str = "127.0.0.1", port: int | None = None, log_file: Path | None = None
+    ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.log_file = log_file
@@ -64,8 +65,9 @@ class NatsServer:
         args = [binary(), "-a", self.host, "-p", str(self.port), "--no_advertise"]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         try:
-            self.proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+            self.proc = subprocess.Popen(
+                args, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            )
         finally:
             if self.log_file:
                 out.close()  # type: ignore[union-attr]

@@ -27,7 +27,12 @@ from urllib.parse import urlparse
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_delay, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from orrery.wire import (
     Assignment,
@@ -84,8 +89,14 @@ def outbound_address(nats_url: str) -> str:
 
 
 class Agent:
-    def __init__(self, settings: SpokeSettings, executor: Executor, nodes: list[Node], *,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: SpokeSettings,
+        executor: Executor,
+        nodes: list[Node],
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         settings.check()
         self.settings = settings
         self.executor = executor
@@ -105,8 +116,16 @@ class Agent:
         self.heartbeat_ok = asyncio.Event()  # set at the first acknowledged heartbeat
 
     def _log(self, msg: str, a: Assignment | SliceKey, **kw: object) -> None:
-        log.info(msg, extra={"job": a.job, "slice": a.index, "epoch": a.epoch,
-                             "cluster": self.settings.cluster, **kw})
+        log.info(
+            msg,
+            extra={
+                "job": a.job,
+                "slice": a.index,
+                "epoch": a.epoch,
+                "cluster": self.settings.cluster,
+                **kw,
+            },
+        )
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -158,17 +177,25 @@ class Agent:
             log.debug("nats: %s", exc)
 
         async for attempt in AsyncRetrying(
-            stop=stop_after_delay(300), wait=wait_random_exponential(multiplier=0.2, max=5),
-            retry=retry_if_exception_type((OSError, nats.errors.NoServersError,
-                                           asyncio.TimeoutError)),
+            stop=stop_after_delay(300),
+            wait=wait_random_exponential(multiplier=0.2, max=5),
+            retry=retry_if_exception_type(
+                (OSError, nats.errors.NoServersError, asyncio.TimeoutError)
+            ),
             reraise=True,
         ):
             with attempt:
                 self.nc = await nats.connect(
-                    self.settings.nats_url, name=f"orrery-spoke-{self.settings.cluster}",
-                    max_reconnect_attempts=-1, reconnect_time_wait=0.25, connect_timeout=2,
-                    ping_interval=5, max_outstanding_pings=2, disconnected_cb=disconnected,
-                    reconnected_cb=reconnected, error_cb=error,
+                    self.settings.nats_url,
+                    name=f"orrery-spoke-{self.settings.cluster}",
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.25,
+                    connect_timeout=2,
+                    ping_interval=5,
+                    max_outstanding_pings=2,
+                    disconnected_cb=disconnected,
+                    reconnected_cb=reconnected,
+                    error_cb=error,
                 )
         assert self.nc is not None
         await self.nc.subscribe(self.subjects.orders, cb=self._on_order)
@@ -186,27 +213,43 @@ class Agent:
             if not at.phase.terminal:
                 used.setdefault(at.a.node, set()).update(at.a.gpus)
         return [
-            NodeReport(name=n.name, gpu_type=n.gpu_type, gpu_memory_mib=n.gpu_memory_mib,
-                       gpus=n.gpus,
-                       free=[i for i in range(n.gpus) if i not in used.get(n.name, set())])
+            NodeReport(
+                name=n.name,
+                gpu_type=n.gpu_type,
+                gpu_memory_mib=n.gpu_memory_mib,
+                gpus=n.gpus,
+                free=[i for i in range(n.gpus) if i not in used.get(n.name, set())],
+            )
             for n in self.nodes.values()
         ]
 
     def heartbeat(self) -> Heartbeat:
         nodes = self.current_nodes()
         return Heartbeat(
-            sender=f"spoke/{self.settings.cluster}", seq=next(self._seq),
-            cluster=self.settings.cluster, incarnation=self.incarnation, address=self.address,
-            labels=self.settings.all_labels, executor=self.executor.name,
-            lease_s=self.settings.lease_s, nodes=nodes,
+            sender=f"spoke/{self.settings.cluster}",
+            seq=next(self._seq),
+            cluster=self.settings.cluster,
+            incarnation=self.incarnation,
+            address=self.address,
+            labels=self.settings.all_labels,
+            executor=self.executor.name,
+            lease_s=self.settings.lease_s,
+            nodes=nodes,
             slices=[self._report(at) for at in self.attempts.values()],
         )
 
     def _report(self, at: Attempt) -> SliceReport:
         return SliceReport(
-            job=at.a.job, index=at.a.index, epoch=at.a.epoch, phase=at.phase, node=at.a.node,
-            gpus=list(at.a.gpus), exit_code=at.exit_code, reason=at.reason,
-            started_at=at.started_at, finished_at=at.finished_at,
+            job=at.a.job,
+            index=at.a.index,
+            epoch=at.a.epoch,
+            phase=at.phase,
+            node=at.a.node,
+            gpus=list(at.a.gpus),
+            exit_code=at.exit_code,
+            reason=at.reason,
+            started_at=at.started_at,
+            finished_at=at.finished_at,
             progress=self.executor.progress(at.key),
         )
 
@@ -219,8 +262,11 @@ class Agent:
         # only come before the hub's, whatever the reply's delay.
         sent_at = self.clock()
         try:
-            reply = await self.nc.request(self.subjects.heartbeat, encode(hb),
-                                          timeout=max(1.0, self.settings.heartbeat_interval_s))
+            reply = await self.nc.request(
+                self.subjects.heartbeat,
+                encode(hb),
+                timeout=max(1.0, self.settings.heartbeat_interval_s),
+            )
             ack = decode(reply.data, HeartbeatAck)
         except WireError as exc:
             log.warning("invalid heartbeat reply dropped: %s", exc)
@@ -229,8 +275,9 @@ class Agent:
             log.debug("heartbeat unanswered: %r", exc)
             return False
         if not ack.accepted:
-            log.error("hub refused this spoke: %s", ack.reason,
-                      extra={"cluster": self.settings.cluster})
+            log.error(
+                "hub refused this spoke: %s", ack.reason, extra={"cluster": self.settings.cluster}
+            )
             return False
         self.last_ack = sent_at
         if self.lease_lapsed:
@@ -255,10 +302,13 @@ class Agent:
             running = any(not at.phase.terminal for at in self.attempts.values())
             if since > self.settings.lease_s and running and not self.lease_lapsed:
                 self.lease_lapsed = True
-                log.warning("lease lapsed: stopping every slice",
-                            extra={"cluster": self.settings.cluster, "silent_s": round(since, 1)})
-                await self._stop_all(f"lease lapsed: no reply from the hub for {since:.1f}s",
-                                     infra=True)
+                log.warning(
+                    "lease lapsed: stopping every slice",
+                    extra={"cluster": self.settings.cluster, "silent_s": round(since, 1)},
+                )
+                await self._stop_all(
+                    f"lease lapsed: no reply from the hub for {since:.1f}s", infra=True
+                )
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
 
     # ---- orders ----------------------------------------------------------------------
@@ -287,8 +337,9 @@ class Agent:
             return  # we run a newer epoch already
         for old in same:
             if not old.phase.terminal:
-                await self.executor.terminate(old.key, self.settings.kill_grace_s,
-                                              f"superseded by epoch {a.epoch}")
+                await self.executor.terminate(
+                    old.key, self.settings.kill_grace_s, f"superseded by epoch {a.epoch}"
+                )
         if self.lease_lapsed:
             return  # the hub will resend once it hears from us again
         at = Attempt(a, SlicePhase.STARTING)
@@ -315,15 +366,23 @@ class Agent:
     def _check_fit(self, a: Assignment) -> str | None:
         if self.executor.capacity() is not None:
             known = {n.name for n in self.executor.capacity() or []}
-            return None if a.node in known else f"node lost: {a.node!r} is not a node of {self.settings.cluster}"
+            return (
+                None
+                if a.node in known
+                else f"node lost: {a.node!r} is not a node of {self.settings.cluster}"
+            )
         node = self.nodes.get(a.node)
         if node is None:
             return f"node lost: {a.node!r} is not a node of {self.settings.cluster}"
         bad = [g for g in a.gpus if not 0 <= g < node.gpus]
         if bad:
             return f"node lost: {a.node} has no GPU {bad}"
-        busy = {g for at in self.attempts.values() if not at.phase.terminal and at.a.node == a.node
-                for g in at.a.gpus} & set(a.gpus)
+        busy = {
+            g
+            for at in self.attempts.values()
+            if not at.phase.terminal and at.a.node == a.node
+            for g in at.a.gpus
+        } & set(a.gpus)
         if busy:
             return f"gpus busy: {a.node} GPUs {sorted(busy)} are in use"
         return None
@@ -339,11 +398,23 @@ class Agent:
                     await self.executor.terminate(at.key, k.grace_s, k.reason or "killed by hub")
         if not hit:
             # Never had it: say so, so the hub can close that attempt.
-            a = Assignment(sender="hub", seq=0, job=k.job, job_name=k.job, index=k.index,
-                           epoch=k.epoch, world_size=1, node="-", master_addr="-",
-                           master_port=1, command=["-"], checkpoint_dir="-")
-            at = Attempt(a, SlicePhase.KILLED, finished_at=self.clock(),
-                         reason="killed before it started")
+            a = Assignment(
+                sender="hub",
+                seq=0,
+                job=k.job,
+                job_name=k.job,
+                index=k.index,
+                epoch=k.epoch,
+                world_size=1,
+                node="-",
+                master_addr="-",
+                master_port=1,
+                command=["-"],
+                checkpoint_dir="-",
+            )
+            at = Attempt(
+                a, SlicePhase.KILLED, finished_at=self.clock(), reason="killed before it started"
+            )
             self.attempts[_k(a.key)] = at
             await self._send_status(at)
 
@@ -366,8 +437,9 @@ class Agent:
             log.exception("watching slice failed")
             outcome = Outcome(exit_code=None, reason=f"vanished: {exc}", finished_at=self.clock())
         self._finish(at, outcome)
-        self._log("slice ended", at.a, phase=at.phase.value, exit_code=at.exit_code,
-                  reason=at.reason)
+        self._log(
+            "slice ended", at.a, phase=at.phase.value, exit_code=at.exit_code, reason=at.reason
+        )
         await self._send_status(at)
 
     def _finish(self, at: Attempt, o: Outcome) -> None:
@@ -384,9 +456,13 @@ class Agent:
     async def _send_status(self, at: Attempt) -> None:
         if self.nc is None or not self.nc.is_connected:
             return  # the next heartbeat carries it
-        st = SliceStatus(sender=f"spoke/{self.settings.cluster}", seq=next(self._seq),
-                         cluster=self.settings.cluster, incarnation=self.incarnation,
-                         slice=self._report(at))
+        st = SliceStatus(
+            sender=f"spoke/{self.settings.cluster}",
+            seq=next(self._seq),
+            cluster=self.settings.cluster,
+            incarnation=self.incarnation,
+            slice=self._report(at),
+        )
         try:
             await self.nc.publish(self.subjects.status, encode(st))
             await self.nc.flush(timeout=1)

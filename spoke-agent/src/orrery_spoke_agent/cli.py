@@ -28,18 +28,52 @@ def command(app: typer.Typer) -> None:
     def spoke(
         nats: Annotated[str, typer.Option(envvar="ORRERY_NATS", help="NATS URL of the hub")],
         cluster: Annotated[str, typer.Option(envvar="ORRERY_CLUSTER", help="this cluster's name")],
-        region: Annotated[str | None, typer.Option(envvar="ORRERY_REGION", help="region label")] = None,
-        label: Annotated[list[str] | None, typer.Option(envvar="ORRERY_LABEL", help="KEY=VALUE, repeatable")] = None,
-        executor: Annotated[str, typer.Option(envvar="ORRERY_EXECUTOR", help="local or kubernetes")] = "local",
-        inventory: Annotated[Path | None, typer.Option(envvar="ORRERY_INVENTORY", help="declared nodes (YAML); default: NVML")] = None,
-        kubeconfig: Annotated[Path | None, typer.Option(envvar="ORRERY_KUBECONFIG", help="kubeconfig; default: in-cluster")] = None,
-        context: Annotated[str | None, typer.Option(envvar="ORRERY_CONTEXT", help="kubeconfig context")] = None,
-        namespace: Annotated[str, typer.Option(envvar="ORRERY_NAMESPACE", help="namespace for slice Jobs")] = "orrery",
-        state: Annotated[Path | None, typer.Option(envvar="ORRERY_STATE", help="folder for attempts, logs and the lease")] = None,
-        address: Annotated[str | None, typer.Option(envvar="ORRERY_ADDRESS", help="address slices are reached at (MASTER_ADDR)")] = None,
-        heartbeat_interval: Annotated[float, typer.Option(envvar="ORRERY_HEARTBEAT_INTERVAL", help="seconds between heartbeats")] = 1.0,
-        lease: Annotated[float, typer.Option(envvar="ORRERY_LEASE", help="cut off from the hub this long, slices stop (s)")] = 10.0,
-        kill_grace: Annotated[float, typer.Option(envvar="ORRERY_KILL_GRACE", help="SIGTERM to SIGKILL (s)")] = 2.0,
+        region: Annotated[
+            str | None, typer.Option(envvar="ORRERY_REGION", help="region label")
+        ] = None,
+        label: Annotated[
+            list[str] | None, typer.Option(envvar="ORRERY_LABEL", help="KEY=VALUE, repeatable")
+        ] = None,
+        executor: Annotated[
+            str, typer.Option(envvar="ORRERY_EXECUTOR", help="local or kubernetes")
+        ] = "local",
+        inventory: Annotated[
+            Path | None,
+            typer.Option(envvar="ORRERY_INVENTORY", help="declared nodes (YAML); default: NVML"),
+        ] = None,
+        kubeconfig: Annotated[
+            Path | None,
+            typer.Option(envvar="ORRERY_KUBECONFIG", help="kubeconfig; default: in-cluster"),
+        ] = None,
+        context: Annotated[
+            str | None, typer.Option(envvar="ORRERY_CONTEXT", help="kubeconfig context")
+        ] = None,
+        namespace: Annotated[
+            str, typer.Option(envvar="ORRERY_NAMESPACE", help="namespace for slice Jobs")
+        ] = "orrery",
+        state: Annotated[
+            Path | None,
+            typer.Option(envvar="ORRERY_STATE", help="folder for attempts, logs and the lease"),
+        ] = None,
+        address: Annotated[
+            str | None,
+            typer.Option(
+                envvar="ORRERY_ADDRESS", help="address slices are reached at (MASTER_ADDR)"
+            ),
+        ] = None,
+        heartbeat_interval: Annotated[
+            float,
+            typer.Option(envvar="ORRERY_HEARTBEAT_INTERVAL", help="seconds between heartbeats"),
+        ] = 1.0,
+        lease: Annotated[
+            float,
+            typer.Option(
+                envvar="ORRERY_LEASE", help="cut off from the hub this long, slices stop (s)"
+            ),
+        ] = 10.0,
+        kill_grace: Annotated[
+            float, typer.Option(envvar="ORRERY_KILL_GRACE", help="SIGTERM to SIGKILL (s)")
+        ] = 2.0,
     ) -> None:
         """Run a spoke agent for one cluster."""
         from orrery_spoke_agent.agent import Agent
@@ -49,18 +83,26 @@ def command(app: typer.Typer) -> None:
         logs.setup()
         try:
             settings = SpokeSettings(
-                nats_url=nats, cluster=cluster, region=region, labels=_labels(label or []),
-                executor=executor, inventory_file=inventory, address=address,
+                nats_url=nats,
+                cluster=cluster,
+                region=region,
+                labels=_labels(label or []),
+                executor=executor,
+                inventory_file=inventory,
+                address=address,
                 state_dir=state or Path(".orrery") / "spokes" / cluster,
-                heartbeat_interval_s=heartbeat_interval, lease_s=lease, kill_grace_s=kill_grace,
+                heartbeat_interval_s=heartbeat_interval,
+                lease_s=lease,
+                kill_grace_s=kill_grace,
             )
             settings.check()
             settings.state_dir.mkdir(parents=True, exist_ok=True)
             if executor == "kubernetes":
                 from orrery_spoke_agent.executor.kubernetes import build as build_k8s
 
-                ex, nodes = build_k8s(settings, kubeconfig=kubeconfig, context=context,
-                                      namespace=namespace)
+                ex, nodes = build_k8s(
+                    settings, kubeconfig=kubeconfig, context=context, namespace=namespace
+                )
             else:
                 from orrery_spoke_agent.executor.local import LocalExecutor
 

@@ -72,11 +72,17 @@ def run(folder: Path) -> int:
     started = time.time()
     with open(folder / "output.log", "ab") as log:
         proc = subprocess.Popen(
-            cfg["command"], env=cfg["env"], stdout=log, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, start_new_session=True, cwd=cfg.get("cwd"),
+            cfg["command"],
+            env=cfg["env"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            cwd=cfg.get("cwd"),
         )
-    write_json(folder / "started.json", {"pid": proc.pid, "started_at": started,
-                                         "supervisor": os.getpid()})
+    write_json(
+        folder / "started.json", {"pid": proc.pid, "started_at": started, "supervisor": os.getpid()}
+    )
     reason: str | None = None
     killed = False
     while True:
@@ -114,8 +120,16 @@ def run(folder: Path) -> int:
     code = rc if rc >= 0 else 128 - rc
     if rc < 0 and reason is None:
         reason = f"killed by signal {signal.Signals(-rc).name}"
-    write_json(folder / "exit.json", {"code": code, "reason": reason, "killed": killed,
-                                      "started_at": started, "finished_at": finished})
+    write_json(
+        folder / "exit.json",
+        {
+            "code": code,
+            "reason": reason,
+            "killed": killed,
+            "started_at": started,
+            "finished_at": finished,
+        },
+    )
     return 0
 
 

@@ -40,8 +40,9 @@ def _problem(exc: OrreryError) -> JSONResponse:
     fields = None
     if isinstance(exc, ManifestError):
         fields = [{"field": loc or "<document>", "reason": why} for loc, why in exc.problems]
-    body = Problem(error=type(exc).__name__, detail=exc.message, retryable=exc.retryable,
-                   fields=fields)
+    body = Problem(
+        error=type(exc).__name__, detail=exc.message, retryable=exc.retryable, fields=fields
+    )
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
 
 
@@ -98,23 +99,39 @@ def create_app(hub: Hub) -> FastAPI:
             raise InvalidInput(f"phase: must be one of {', '.join(JOB_PHASES)}")
         return JobList(items=await hub.list_jobs(phase, limit))
 
-    @app.get("/v1/jobs/{job_id}", response_model=JobPublic, response_model_by_alias=True,
-             responses={404: {"model": Problem}})
+    @app.get(
+        "/v1/jobs/{job_id}",
+        response_model=JobPublic,
+        response_model_by_alias=True,
+        responses={404: {"model": Problem}},
+    )
     async def get_job(job_id: str) -> JobPublic:
         return await hub.get_job(job_id)
 
-    @app.delete("/v1/jobs/{job_id}", response_model=JobPublic, response_model_by_alias=True,
-                responses={404: {"model": Problem}, 409: {"model": Problem}})
+    @app.delete(
+        "/v1/jobs/{job_id}",
+        response_model=JobPublic,
+        response_model_by_alias=True,
+        responses={404: {"model": Problem}, 409: {"model": Problem}},
+    )
     async def cancel_job(job_id: str) -> JobPublic:
         return await hub.cancel(job_id)
 
-    @app.get("/v1/jobs/{job_id}/events", response_model=list[EventView],
-             response_model_by_alias=True, responses={404: {"model": Problem}})
+    @app.get(
+        "/v1/jobs/{job_id}/events",
+        response_model=list[EventView],
+        response_model_by_alias=True,
+        responses={404: {"model": Problem}},
+    )
     async def job_events(job_id: str) -> Any:
         return await hub.events(job_id)
 
-    @app.get("/v1/jobs/{job_id}/attempts", response_model=list[AttemptView],
-             response_model_by_alias=True, responses={404: {"model": Problem}})
+    @app.get(
+        "/v1/jobs/{job_id}/attempts",
+        response_model=list[AttemptView],
+        response_model_by_alias=True,
+        responses={404: {"model": Problem}},
+    )
     async def job_attempts(job_id: str) -> Any:
         return await hub.attempts(job_id)
 
@@ -125,8 +142,9 @@ def create_app(hub: Hub) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         ok = hub.healthy
-        return JSONResponse({"status": "ok" if ok else "degraded", "nats": ok},
-                            status_code=200 if ok else 503)
+        return JSONResponse(
+            {"status": "ok" if ok else "degraded", "nats": ok}, status_code=200 if ok else 503
+        )
 
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
@@ -141,7 +159,8 @@ def create_app(hub: Hub) -> FastAPI:
                 hub.metrics.gpus.labels(c.name, t, "free").set(g.free)
         for state, n in states.items():
             hub.metrics.clusters.labels(state).set(n)
-        return PlainTextResponse(generate_latest(hub.metrics.registry),
-                                 media_type=CONTENT_TYPE_LATEST)
+        return PlainTextResponse(
+            generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST
+        )
 
     return app

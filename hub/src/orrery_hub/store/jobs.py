@@ -34,7 +34,12 @@ def add_event(
 ) -> None:
     s.add(
         EventRow(
-            at=at, kind=kind, message=message, job_id=job_id, index=index, epoch=epoch,
+            at=at,
+            kind=kind,
+            message=message,
+            job_id=job_id,
+            index=index,
+            epoch=epoch,
             cluster=cluster,
         )
     )
@@ -65,8 +70,13 @@ def submit(s: Session, manifest: JobManifest, *, now: float, checkpoint_root: Pa
     s.add(job)
     for i in range(spec.slices):
         s.add(SliceRow(job_id=job_id, index=i, updated_at=now))
-    add_event(s, at=now, kind="Submitted", job_id=job_id,
-              message=f"{spec.slices} slice(s) × {spec.gpus_per_slice} GPU(s), queue {spec.queue}")
+    add_event(
+        s,
+        at=now,
+        kind="Submitted",
+        job_id=job_id,
+        message=f"{spec.slices} slice(s) × {spec.gpus_per_slice} GPU(s), queue {spec.queue}",
+    )
     s.flush()
     return job
 
@@ -101,8 +111,14 @@ def view(job: JobRow, slices: list[SliceRow]) -> JobPublic:
             waiting=waiting,
             slices=[
                 SliceView(
-                    index=sl.index, phase=sl.phase, epoch=sl.epoch, attempts=sl.attempts,
-                    cluster=sl.cluster, node=sl.node, gpus=list(sl.gpus), progress=sl.progress,
+                    index=sl.index,
+                    phase=sl.phase,
+                    epoch=sl.epoch,
+                    attempts=sl.attempts,
+                    cluster=sl.cluster,
+                    node=sl.node,
+                    gpus=list(sl.gpus),
+                    progress=sl.progress,
                 )
                 for sl in slices
             ],
@@ -172,8 +188,9 @@ def events(s: Session, job_id: str) -> list[EventView]:
     get_row(s, job_id)
     rows = s.exec(select(EventRow).where(EventRow.job_id == job_id).order_by(col(EventRow.id)))
     return [
-        EventView(at=e.at, kind=e.kind, message=e.message, index=e.index, epoch=e.epoch,
-                  cluster=e.cluster)
+        EventView(
+            at=e.at, kind=e.kind, message=e.message, index=e.index, epoch=e.epoch, cluster=e.cluster
+        )
         for e in rows
     ]
 
@@ -185,9 +202,17 @@ def attempts(s: Session, job_id: str) -> list[AttemptView]:
     )
     return [
         AttemptView(
-            index=a.index, epoch=a.epoch, cluster=a.cluster, node=a.node, gpus=list(a.gpus),
-            phase=a.phase, assigned_at=a.assigned_at, started_at=a.started_at,
-            ended_at=a.ended_at, exit_code=a.exit_code, reason=a.reason,
+            index=a.index,
+            epoch=a.epoch,
+            cluster=a.cluster,
+            node=a.node,
+            gpus=list(a.gpus),
+            phase=a.phase,
+            assigned_at=a.assigned_at,
+            started_at=a.started_at,
+            ended_at=a.ended_at,
+            exit_code=a.exit_code,
+            reason=a.reason,
         )
         for a in rows
     ]

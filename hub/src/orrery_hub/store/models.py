@@ -78,7 +78,9 @@ class AttemptRow(SQLModel, table=True):
     cluster: str = Field(max_length=63)
     node: str
     gpus: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    phase: str = Field(default="Assigned", max_length=16)  # Assigned Running Succeeded Failed Killed Lost
+    phase: str = Field(
+        default="Assigned", max_length=16
+    )  # Assigned Running Succeeded Failed Killed Lost
     assigned_at: float
     started_at: float | None = None  # spoke clock: when the process started
     ended_at: float | None = None  # spoke clock where known, else hub clock at detection

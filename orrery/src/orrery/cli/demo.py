@@ -29,17 +29,34 @@ DEADLINE_S = 90.0
 
 
 def demo_manifest() -> str:
-    return yaml.safe_dump({
-        "apiVersion": "orrery/v1",
-        "kind": "TrainingJob",
-        "metadata": {"name": "demo-train", "labels": {"team": "demo"}},
-        "spec": {
-            "queue": "research", "slices": 2, "gpusPerSlice": 4, "gpuType": "H100",
-            "restartPolicy": "Gang", "maxRetries": 3, "maxRuntime": "10m",
-            "command": [sys.executable, "-m", "orrery.demo_train", "--steps", "80",
-                        "--step-time", "0.1", "--checkpoint-every", "10"],
+    return yaml.safe_dump(
+        {
+            "apiVersion": "orrery/v1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "demo-train", "labels": {"team": "demo"}},
+            "spec": {
+                "queue": "research",
+                "slices": 2,
+                "gpusPerSlice": 4,
+                "gpuType": "H100",
+                "restartPolicy": "Gang",
+                "maxRetries": 3,
+                "maxRuntime": "10m",
+                "command": [
+                    sys.executable,
+                    "-m",
+                    "orrery.demo_train",
+                    "--steps",
+                    "80",
+                    "--step-time",
+                    "0.1",
+                    "--checkpoint-every",
+                    "10",
+                ],
+            },
         },
-    }, sort_keys=False)
+        sort_keys=False,
+    )
 
 
 def run_demo(state: Path, *, port: int, kill: bool, console: Console) -> int:
@@ -70,14 +87,20 @@ def run_demo(state: Path, *, port: int, kill: bool, console: Console) -> int:
                     live.update(views.job_detail(j, c.events(job.id)))
                     if j.final:
                         break
-                    if (kill and killed is None and j.status.phase == "Running"
-                            and (j.status.checkpoint_step or 0) >= 29):
+                    if (
+                        kill
+                        and killed is None
+                        and j.status.phase == "Running"
+                        and (j.status.checkpoint_step or 0) >= 29
+                    ):
                         killed = next(s.cluster for s in j.status.slices if s.index == 0)
                         kill_step = j.status.checkpoint_step
                         assert killed is not None
                         fed.kill_spoke(killed)
-                        console.print(f"3. [red]SIGKILL the spoke agent of {killed}[/red] "
-                                      f"(checkpoint at step {kill_step})")
+                        console.print(
+                            f"3. [red]SIGKILL the spoke agent of {killed}[/red] "
+                            f"(checkpoint at step {kill_step})"
+                        )
                     if time.monotonic() - started > DEADLINE_S:
                         console.print("[red]demo: the job did not finish in time[/red]")
                         return 1
@@ -89,8 +112,12 @@ def run_demo(state: Path, *, port: int, kill: bool, console: Console) -> int:
         summary.add_column(style="bold")
         summary.add_column()
         summary.add_row("job", f"{j.id}: {j.status.phase}")
-        summary.add_row("epochs", ", ".join(
-            f"slice {a.index} epoch {a.epoch} on {a.cluster} ({a.phase})" for a in attempts))
+        summary.add_row(
+            "epochs",
+            ", ".join(
+                f"slice {a.index} epoch {a.epoch} on {a.cluster} ({a.phase})" for a in attempts
+            ),
+        )
         if killed:
             summary.add_row("killed", f"spoke {killed} at checkpoint step {kill_step}")
             moved = [e for e in events if e.kind in ("ClusterLost", "GangRestart", "Placed")]
@@ -99,8 +126,11 @@ def run_demo(state: Path, *, port: int, kill: bool, console: Console) -> int:
         summary.add_row("wall time", f"{elapsed:.1f}s")
         console.print(summary)
         ok = j.status.phase == "Succeeded"
-        console.print("[green]demo: the job succeeded[/green]" if ok
-                      else f"[red]demo: the job ended {j.status.phase}[/red]")
+        console.print(
+            "[green]demo: the job succeeded[/green]"
+            if ok
+            else f"[red]demo: the job ended {j.status.phase}[/red]"
+        )
         return 0 if ok else 1
     finally:
         fed.stop()

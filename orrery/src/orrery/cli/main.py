@@ -24,7 +24,9 @@ from orrery.manifest import parse_manifest
 from orrery.resources import FINAL_JOB_PHASES
 
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
     help="Orrery: one control plane for GPUs in many clusters.",
 )
 console = Console()
@@ -51,7 +53,12 @@ def _read(path: Path) -> str:
 @app.command()
 def submit(
     file: Annotated[Path, typer.Argument(help="job manifest, YAML or JSON")],
-    wait: Annotated[bool, typer.Option("--wait", envvar="ORRERY_WAIT", help="wait until it ends; exit 0 only if it succeeds")] = False,
+    wait: Annotated[
+        bool,
+        typer.Option(
+            "--wait", envvar="ORRERY_WAIT", help="wait until it ends; exit 0 only if it succeeds"
+        ),
+    ] = False,
     hub: HubOpt = DEFAULT_HUB,
 ) -> None:
     """Submit a job manifest."""
@@ -62,8 +69,10 @@ def submit(
         console.print(f"submitted [bold]{job.id}[/bold] ({job.status.phase})")
         if wait:
             final = _watch(c, job.id, live=sys.stdout.isatty())
-            console.print(f"{final.id}: {final.status.phase}"
-                          + (f" ({final.status.reason})" if final.status.reason else ""))
+            console.print(
+                f"{final.id}: {final.status.phase}"
+                + (f" ({final.status.reason})" if final.status.reason else "")
+            )
             raise typer.Exit(0 if final.status.phase == "Succeeded" else 1)
 
 
@@ -86,8 +95,12 @@ def _watch(c: HubClient, job_id: str, *, live: bool, interval: float = 0.5):  # 
 @app.command()
 def jobs(
     job_id: Annotated[str | None, typer.Argument(help="one job's detail")] = None,
-    watch: Annotated[bool, typer.Option("--watch", "-w", envvar="ORRERY_WATCH", help="live view until it ends")] = False,
-    phase: Annotated[str | None, typer.Option(envvar="ORRERY_PHASE", help="only jobs in this phase")] = None,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", envvar="ORRERY_WATCH", help="live view until it ends")
+    ] = False,
+    phase: Annotated[
+        str | None, typer.Option(envvar="ORRERY_PHASE", help="only jobs in this phase")
+    ] = None,
     hub: HubOpt = DEFAULT_HUB,
 ) -> None:
     """List jobs, or show one with its slices and why it waits."""
@@ -123,19 +136,32 @@ def clusters(hub: HubOpt = DEFAULT_HUB) -> None:
 
 @app.command()
 def up(
-    spokes: Annotated[int, typer.Option(envvar="ORRERY_SPOKES", min=1, max=50, help="spoke agents to start")] = 3,
+    spokes: Annotated[
+        int, typer.Option(envvar="ORRERY_SPOKES", min=1, max=50, help="spoke agents to start")
+    ] = 3,
     port: Annotated[int, typer.Option(envvar="ORRERY_PORT", help="hub API port")] = 8080,
-    policies: Annotated[Path | None, typer.Option(envvar="ORRERY_POLICIES", help="policy folder")] = None,
-    state: Annotated[Path, typer.Option(envvar="ORRERY_STATE", help="state folder")] = Path(".orrery/federation"),
-    fast: Annotated[bool, typer.Option(envvar="ORRERY_FAST", help="demo timings: failover in seconds")] = False,
+    policies: Annotated[
+        Path | None, typer.Option(envvar="ORRERY_POLICIES", help="policy folder")
+    ] = None,
+    state: Annotated[Path, typer.Option(envvar="ORRERY_STATE", help="state folder")] = Path(
+        ".orrery/federation"
+    ),
+    fast: Annotated[
+        bool, typer.Option(envvar="ORRERY_FAST", help="demo timings: failover in seconds")
+    ] = False,
 ) -> None:
     """A whole federation on this machine: NATS, the hub, and N simulated GPU clusters."""
-    from orrery.federation import Federation, Timings, default_spokes
-
     import signal
 
-    fed = Federation(state, spokes=default_spokes(spokes), port=port, policies=policies,
-                     timings=Timings.fast() if fast else Timings())
+    from orrery.federation import Federation, Timings, default_spokes
+
+    fed = Federation(
+        state,
+        spokes=default_spokes(spokes),
+        port=port,
+        policies=policies,
+        timings=Timings.fast() if fast else Timings(),
+    )
 
     def on_term(_sig: int, _frame: object) -> None:
         raise KeyboardInterrupt  # run the finally below: the children are in other sessions
@@ -158,7 +184,9 @@ def up(
 
 @app.command()
 def demo(
-    state: Annotated[Path, typer.Option(envvar="ORRERY_STATE", help="state folder (wiped first)")] = Path(".orrery/demo"),
+    state: Annotated[
+        Path, typer.Option(envvar="ORRERY_STATE", help="state folder (wiped first)")
+    ] = Path(".orrery/demo"),
     port: Annotated[int, typer.Option(envvar="ORRERY_PORT", help="hub API port (0: any free)")] = 0,
     kill: Annotated[bool, typer.Option(envvar="ORRERY_KILL", help="kill a spoke mid-run")] = True,
 ) -> None:

@@ -11,8 +11,16 @@ from rich.text import Text
 from orrery.duration import format_duration
 from orrery.resources import ClusterPublic, EventView, JobPublic
 
-PHASE_STYLE = {"Pending": "yellow", "Running": "cyan", "Succeeded": "green", "Failed": "red",
-               "Cancelled": "magenta", "Assigned": "blue", "Lost": "red", "Ready": "green"}
+PHASE_STYLE = {
+    "Pending": "yellow",
+    "Running": "cyan",
+    "Succeeded": "green",
+    "Failed": "red",
+    "Cancelled": "magenta",
+    "Assigned": "blue",
+    "Lost": "red",
+    "Ready": "green",
+}
 
 
 def phase(text: str) -> Text:
@@ -35,12 +43,25 @@ def jobs_table(jobs: list[JobPublic]) -> Table:
         note = j.status.reason or ""
         if j.status.phase == "Running":
             steps = [s.progress.get("step") for s in j.status.slices if s.progress]
-            total = next((s.progress.get("totalSteps") or s.progress.get("total_steps")
-                          for s in j.status.slices if s.progress), None)
+            total = next(
+                (
+                    s.progress.get("totalSteps") or s.progress.get("total_steps")
+                    for s in j.status.slices
+                    if s.progress
+                ),
+                None,
+            )
             if steps and total:
                 note = f"step {min(x for x in steps if x is not None)}/{total}"
-        t.add_row(j.id, phase(j.status.phase), spec.get("queue", "default"),
-                  f"{running}/{n}", str(n * g), note[:80], _age(j.status.created_at))
+        t.add_row(
+            j.id,
+            phase(j.status.phase),
+            spec.get("queue", "default"),
+            f"{running}/{n}",
+            str(n * g),
+            note[:80],
+            _age(j.status.created_at),
+        )
     return t
 
 
@@ -54,9 +75,12 @@ def job_detail(j: JobPublic, events: list[EventView] | None = None) -> Group:
     head.add_row("Phase", phase(st.phase))
     gpu_type = spec.get("gpuType")
     types = "/".join(gpu_type) if isinstance(gpu_type, list) else (gpu_type or "any GPU")
-    head.add_row("Shape", f"{spec.get('slices', 1)} slice(s) × {spec.get('gpusPerSlice', 1)} "
-                 f"{types}, restart {spec.get('restartPolicy', 'Gang')}, "
-                 f"restarts {st.restarts}/{spec.get('maxRetries', 3)}")
+    head.add_row(
+        "Shape",
+        f"{spec.get('slices', 1)} slice(s) × {spec.get('gpusPerSlice', 1)} "
+        f"{types}, restart {spec.get('restartPolicy', 'Gang')}, "
+        f"restarts {st.restarts}/{spec.get('maxRetries', 3)}",
+    )
     if st.reason:
         head.add_row("Reason", st.reason)
     if st.checkpoint:
@@ -77,9 +101,16 @@ def job_detail(j: JobPublic, events: list[EventView] | None = None) -> Group:
         step, total = p.get("step"), p.get("total_steps")
         prog = f"{step + 1}/{total}" if step is not None and total else "-"
         loss = p.get("metrics", {}).get("loss")
-        s.add_row(str(sl.index), phase(sl.phase), str(sl.epoch), sl.cluster or "-",
-                  sl.node or "-", ",".join(map(str, sl.gpus)) or "-", prog,
-                  f"{loss:.4f}" if isinstance(loss, float) else "-")
+        s.add_row(
+            str(sl.index),
+            phase(sl.phase),
+            str(sl.epoch),
+            sl.cluster or "-",
+            sl.node or "-",
+            ",".join(map(str, sl.gpus)) or "-",
+            prog,
+            f"{loss:.4f}" if isinstance(loss, float) else "-",
+        )
     parts.append(s)
     if events:
         e = Table(title="Events", title_justify="left")
@@ -94,10 +125,25 @@ def job_detail(j: JobPublic, events: list[EventView] | None = None) -> Group:
 
 def clusters_table(clusters: list[ClusterPublic]) -> Table:
     t = Table(title="Clusters", title_justify="left")
-    for col in ("NAME", "REGION", "STATE", "NODES", "GPUS (free/total)", "SLICES", "LAST HEARTBEAT"):
+    for col in (
+        "NAME",
+        "REGION",
+        "STATE",
+        "NODES",
+        "GPUS (free/total)",
+        "SLICES",
+        "LAST HEARTBEAT",
+    ):
         t.add_column(col)
     for c in clusters:
         gpus = ", ".join(f"{k} {v.free}/{v.total}" for k, v in c.gpus.items()) or "-"
-        t.add_row(c.name, c.region or "-", phase(c.state), str(c.nodes), gpus,
-                  str(c.running_slices), _age(c.last_heartbeat))
+        t.add_row(
+            c.name,
+            c.region or "-",
+            phase(c.state),
+            str(c.nodes),
+            gpus,
+            str(c.running_slices),
+            _age(c.last_heartbeat),
+        )
     return t

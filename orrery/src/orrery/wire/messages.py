@@ -28,7 +28,7 @@ class _Wire(BaseModel):
 
 
 class _Envelope(_Wire):
-    v: Literal[1] = PROTOCOL_VERSION
+    v: Literal[1] = 1  # PROTOCOL_VERSION
     sender: Name
     seq: int = Field(ge=0)
     sig: str | None = None  # reserved: a signature over the rest, once enrollment lands

@@ -59,8 +59,9 @@ class FakeExecutor:
         self.terminated.append((k, reason))
         fut = self._future(k)
         if not fut.done():
-            fut.set_result(Outcome(exit_code=None, reason=reason, finished_at=time.time(),
-                                   killed=True))
+            fut.set_result(
+                Outcome(exit_code=None, reason=reason, finished_at=time.time(), killed=True)
+            )
 
     def progress(self, key: SliceKey) -> Progress | None:
         return None

@@ -73,22 +73,33 @@ class LocalExecutor:
         full["ORRERY_PROGRESS_FILE"] = str(folder / "progress.json")
         full["PYTHONUNBUFFERED"] = "1"
         launch = {
-            "command": a.command, "env": full, "lease_file": str(self.lease_file),
-            "lease_s": self.lease_s, "grace_s": self.kill_grace_s,
-            "max_runtime_s": a.max_runtime_s, "cwd": os.getcwd(),
+            "command": a.command,
+            "env": full,
+            "lease_file": str(self.lease_file),
+            "lease_s": self.lease_s,
+            "grace_s": self.kill_grace_s,
+            "max_runtime_s": a.max_runtime_s,
+            "cwd": os.getcwd(),
         }
         (folder / "assignment.json").write_text(a.model_dump_json())
         (folder / "launch.json").write_text(json.dumps(launch))
         started = time.time()
+        err_fd = os.open(folder / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         try:
             proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "orrery_spoke_agent.supervise", str(folder),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-                stderr=open(folder / "supervisor.log", "ab"),  # noqa: SIM115
+                sys.executable,
+                "-m",
+                "orrery_spoke_agent.supervise",
+                str(folder),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=err_fd,
                 start_new_session=True,  # not in the agent's group: survives its crash
             )
         except OSError as exc:
             raise LaunchError(f"cannot start supervisor: {exc}") from None
+        finally:
+            os.close(err_fd)  # the child has its own copy
         self._procs[self._k(a.key)] = proc
         return started
 
@@ -97,8 +108,12 @@ class LocalExecutor:
             data = json.loads((folder / "exit.json").read_text())
         except (OSError, ValueError):
             return Outcome(exit_code=None, reason=fallback, finished_at=time.time())
-        return Outcome(exit_code=int(data["code"]), reason=data.get("reason"),
-                       finished_at=float(data["finished_at"]), killed=bool(data.get("killed")))
+        return Outcome(
+            exit_code=int(data["code"]),
+            reason=data.get("reason"),
+            finished_at=float(data["finished_at"]),
+            killed=bool(data.get("killed")),
+        )
 
     async def wait(self, key: SliceKey) -> Outcome:
         k = self._k(key)
@@ -110,7 +125,8 @@ class LocalExecutor:
             return self._outcome(folder, "vanished: its supervisor died")
         pid = self._pids.get(k)
         while pid is not None and _alive(pid) and not (folder / "exit.json").exists():
-            await asyncio.sleep(ADOPTED_POLL_S)  # not our child: no wait() to block on
+            # Not our child (adopted after a restart): there is no wait() to block on.
+            await asyncio.sleep(ADOPTED_POLL_S)  # noqa: ASYNC110
         self._pids.pop(k, None)
         return self._outcome(folder, "vanished: its supervisor died")
 
@@ -166,9 +182,17 @@ class LocalExecutor:
                 self._pids[self._k(a.key)] = sup_pid
                 found.append(Found(a, started_at, None))
             else:
-                found.append(Found(a, started_at, Outcome(
-                    exit_code=None, reason="vanished: gone when the agent restarted",
-                    finished_at=time.time())))
+                found.append(
+                    Found(
+                        a,
+                        started_at,
+                        Outcome(
+                            exit_code=None,
+                            reason="vanished: gone when the agent restarted",
+                            finished_at=time.time(),
+                        ),
+                    )
+                )
         return found
 
     async def release(self, key: SliceKey) -> None:
