@@ -115,3 +115,23 @@ async def test_health_metrics_clusters_and_openapi(api: httpx.AsyncClient) -> No
     for path in ("/v1/jobs", "/v1/jobs/{job_id}", "/v1/clusters", "/healthz", "/metrics"):
         assert path in spec["paths"]
     assert "application/yaml" in spec["paths"]["/v1/jobs"]["post"]["requestBody"]["content"]
+
+
+@pytest.mark.postgres
+async def test_a_hub_on_postgresql_serves_and_restarts(tmp_path, nats_server, pg_url) -> None:  # type: ignore[no-untyped-def]
+    from tests.conftest import FAST, running_hub
+
+    from orrery_hub.settings import HubSettings
+
+    settings = HubSettings(state_dir=tmp_path, db_url=pg_url, nats_url=nats_server.url, port=0,
+                           timing=FAST)
+    async with running_hub(settings) as h:
+        assert h.endpoints is not None
+        async with httpx.AsyncClient(base_url=h.endpoints.api_url) as c:
+            job_id = (await c.post("/v1/jobs", content=GOOD)).json()["id"]
+    async with running_hub(settings) as h:  # restarted on the same database
+        assert h.endpoints is not None
+        async with httpx.AsyncClient(base_url=h.endpoints.api_url) as c:
+            r = await c.get(f"/v1/jobs/{job_id}")
+            assert r.status_code == 200
+            assert r.json()["status"]["phase"] == "Pending"

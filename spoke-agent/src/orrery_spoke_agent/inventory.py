@@ -96,6 +96,7 @@ def from_nvml() -> list[Node] | None:
 
 
 def gpu_type_of(product: str) -> str:
-    """'NVIDIA H100 80GB HBM3' -> 'H100': the family name policies and manifests use."""
+    """'NVIDIA H100 80GB HBM3' -> 'H100', 'NVIDIA A100-SXM4-80GB' -> 'A100': the family
+    name manifests and policies use (memory size is reported separately)."""
     words = product.replace("NVIDIA", "").replace("Tesla", "").split()
-    return words[0] if words else product
+    return words[0].split("-")[0] if words else product
