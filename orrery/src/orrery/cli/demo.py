@@ -120,9 +120,18 @@ def run_demo(state: Path, *, port: int, kill: bool, console: Console) -> int:
         )
         if killed:
             summary.add_row("killed", f"spoke {killed} at checkpoint step {kill_step}")
-            moved = [e for e in events if e.kind in ("ClusterLost", "GangRestart", "Placed")]
-            summary.add_row("recovery", "; ".join(e.message for e in moved))
-        summary.add_row("resumed from", str(j.status.checkpoint))
+            restart = next((e for e in events if e.kind == "GangRestart"), None)
+            placed = [e for e in events if e.kind == "Placed"]
+            if restart is not None:
+                summary.add_row("recovery", restart.message)
+            if len(placed) > 1:
+                summary.add_row("placed again", placed[-1].message)
+            first = min(
+                (a.started_at for a in attempts if a.epoch > 1 and a.started_at), default=None
+            )
+            lost = next((a.ended_at for a in attempts if a.phase == "Lost" and a.ended_at), None)
+            if first is not None and lost is not None:
+                summary.add_row("cluster Lost → running again", f"{first - lost:.2f}s")
         summary.add_row("wall time", f"{elapsed:.1f}s")
         console.print(summary)
         ok = j.status.phase == "Succeeded"
