@@ -98,7 +98,7 @@ class EmulatedCluster:
         from kubernetes import config
 
         self.kubeconfig = write_kubeconfig(self.dir / "kubeconfig", self.url)
-        self.api = config.new_client_from_config(
+        self.api = config.new_client_from_config(  # type: ignore[no-untyped-call]
             config_file=str(self.kubeconfig), context="emulated"
         )
 
@@ -141,7 +141,7 @@ class EmulatedCluster:
     def jobs(self) -> list[dict[str, Any]]:
         from kubernetes import client
 
-        raw = client.BatchV1Api(self.api).list_namespaced_job(NS, _preload_content=False)
+        raw: Any = client.BatchV1Api(self.api).list_namespaced_job(NS, _preload_content=False)
         return list(json.loads(raw.data)["items"])
 
     def slice_jobs(self) -> dict[tuple[int, int], dict[str, Any]]:
@@ -156,7 +156,8 @@ class EmulatedCluster:
 
         name = f"{job['metadata']['name']}-x1y2z"
         try:
-            raw = client.CoreV1Api(self.api).read_namespaced_pod(name, NS, _preload_content=False)
+            raw: Any = client.CoreV1Api(self.api).read_namespaced_pod(name, NS,
+                                                                      _preload_content=False)
         except client.ApiException:
             return False
         return bool(json.loads(raw.data)["status"].get("phase") == "Running")

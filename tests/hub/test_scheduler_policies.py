@@ -3,10 +3,13 @@ a small hand-made case with the expected placement spelled out."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
-from orrery_hub.scheduler import Policy, QueueConfig
+from orrery_hub.scheduler import Policy, QueueConfig, Snapshot, plan
 from tests.hub.test_scheduler_helpers import (
+    fleet,
     gpus_by_queue,
     job,
     jobs,
@@ -21,6 +24,8 @@ QUOTA = Policy(quotas=True)
 QUOTA_PREEMPT = Policy(quotas=True, preemption=True)
 PREEMPT = Policy(preemption=True)
 BACKFILL = Policy(backfill=True)
+COHORT_4_4 = [QueueConfig("A", guaranteed=4, cohort="c"),
+              QueueConfig("B", guaranteed=4, cohort="c")]
 
 # --- fair share ---------------------------------------------------------------------------
 
@@ -91,7 +96,7 @@ def test_quota_and_borrowing(case: str, queues: list[QueueConfig], expect_a: int
 
 
 def test_reclaim_preempts_the_borrower_not_the_owner() -> None:
-    queues = [QueueConfig("A", guaranteed=4, cohort="c"), QueueConfig("B", guaranteed=4, cohort="c")]
+    queues = COHORT_4_4
     # A borrowed B's idle half: 8 one-GPU jobs, the later ones checkpointed more recently.
     busy = [running(f"A-{i}", queue="A", on=[("c1", "n0", 1)], started=0, checkpoint=10 * i)
             for i in range(8)]
@@ -106,7 +111,7 @@ def test_reclaim_preempts_the_borrower_not_the_owner() -> None:
 
 
 def test_no_reclaim_from_a_queue_within_its_guarantee() -> None:
-    queues = [QueueConfig("A", guaranteed=4, cohort="c"), QueueConfig("B", guaranteed=4, cohort="c")]
+    queues = COHORT_4_4
     busy = [running(f"A-{i}", queue="A", on=[("c1", "n0", 1)]) for i in range(4)]
     # B holds its 4: its extra job would borrow, and A lends nothing it uses.
     busy += [running(f"B-{i}", queue="B", on=[("c1", "n0", 1)]) for i in range(4)]
@@ -217,3 +222,21 @@ def test_small_jobs_fill_the_fragmented_cluster_first() -> None:
     busy = [running("x", on=[("b", "n0", 7)])]
     p = run({"a": [8], "b": [8]}, [job("one")], busy=busy)
     assert p.placements[0].cluster == "b"
+
+
+@pytest.mark.parametrize(
+    ("policy", "expect_cluster", "t4_job_placed"),
+    [(Policy(), "t4", False), (Policy(type_aware=True), "g2", True)],
+)
+def test_type_aware_spares_the_gpus_constrained_jobs_need(
+    policy: Policy, expect_cluster: str, t4_job_placed: bool
+) -> None:
+    # A job that takes T4 or G2 comes first; a T4-only job waits behind it. Tightest fit
+    # alone puts the flexible job on the small T4 cluster and leaves the T4 job nowhere.
+    t4, _ = fleet({"t4": [2]}, gpu_type="T4")
+    g2, _ = fleet({"g2": [8]}, gpu_type="G2")
+    flexible = replace(job("flex", gpus=2), gpu_types=frozenset({"T4", "G2"}))
+    only_t4 = job("t4-only", gpus=2, gpu_type="T4")
+    p = plan(Snapshot(t4 + g2, (flexible, only_t4), policy=policy), 0.0)
+    assert p.for_job(flexible.id)[0].cluster == expect_cluster
+    assert ("t4-only" in placed(p)) is t4_job_placed

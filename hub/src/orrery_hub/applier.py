@@ -1,25 +1,71 @@
 """Between the store and the pure scheduler: build its snapshot, commit its plan.
 
-``gather`` reads what waits for placement into plain ``JobRequest`` values; ``commit``
-writes a plan back, checking that nothing changed underneath it (each job's ``version``
-and each slice's phase), and returns the assignments to publish. One applier, one
-transaction per pass: the scheduler never sees the database.
+``Applier.gather`` reads what waits for placement into plain ``JobRequest`` values, with
+the policy engine's filters, scores and quota blocks attached; ``commit`` writes a plan
+back, checking that nothing changed underneath it (each job's ``version`` and each slice's
+phase), and returns the assignments to publish. One applier per hub, called only from the
+store thread, so its caches need no lock.
+
+What a job asks for never changes after submission, so it is read from the store once and
+cached (``QueuedJob``); a pass then reads only ids, versions and slice phases. Wait reasons
+are written only when they change.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 
+from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from orrery.ids import ClusterName, JobId, SliceIndex
-from orrery.manifest import RestartPolicy
+from orrery.manifest import JobManifest, RestartPolicy
 from orrery.wire import Assignment
+from orrery_hub.policy import ClusterFacts, Constraints, Evaluator, JobFacts, PolicySet, Usage
+from orrery_hub.policy.facts import Period
 from orrery_hub.reconcile import assignment_for, master_port
 from orrery_hub.scheduler import JobRequest, Plan, SlicePlacement
 from orrery_hub.store.jobs import add_event
-from orrery_hub.store.models import AttemptRow, JobRow, SliceRow
+from orrery_hub.store.models import AttemptRow, AuditRow, JobRow, SliceRow
+
+ACTIVE_JOB = ("Pending", "Running")
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """What a job asks for: fixed at submission, read once."""
+
+    id: JobId
+    name: str
+    priority: int
+    seq: int
+    queue: str
+    labels: Mapping[str, str]
+    slices: int
+    gpus_per_slice: int
+    gpu_types: frozenset[str] | None
+    gang: bool
+    facts: JobFacts  # the same, as the policy engine sees it
+
+    @classmethod
+    def of(cls, row: JobRow) -> QueuedJob:
+        m = JobManifest.model_validate(row.manifest)
+        spec = m.spec
+        return cls(
+            id=JobId(row.id),
+            name=row.name,
+            priority=row.priority,
+            seq=row.seq or 0,
+            queue=row.queue,
+            labels=dict(row.labels),
+            slices=spec.slices,
+            gpus_per_slice=spec.gpus_per_slice,
+            gpu_types=spec.gpu_types,
+            gang=spec.restart_policy == RestartPolicy.GANG,
+            facts=JobFacts.from_manifest(m, job_id=JobId(row.id), seq=row.seq or 0),
+        )
 
 
 @dataclass(frozen=True)
@@ -28,161 +74,261 @@ class Gathered:
     versions: dict[str, int]
     held: dict[tuple[str, str], set[int]]  # GPUs held by open attempts, per (cluster, node)
     blocked: dict[str, str]  # job -> why it is not offered to the scheduler this pass
+    summaries: dict[str, str]  # job -> the policy engine's one-line reason, if it has one
+    usage: Usage
 
 
-def gather(s: Session, *, now: float) -> Gathered:
-    held: dict[tuple[str, str], set[int]] = defaultdict(set)
-    open_slices: dict[tuple[str, int], AttemptRow] = {}
-    for a in s.exec(select(AttemptRow).where(col(AttemptRow.ended_at).is_(None))):
-        held[(a.cluster, a.node)].update(a.gpus)
-        open_slices[(a.job_id, a.index)] = a
-    jobs = {
-        j.id: j for j in s.exec(select(JobRow).where(col(JobRow.phase).in_(("Pending", "Running"))))
-    }
-    pending: dict[str, list[SliceRow]] = defaultdict(list)
-    if jobs:
-        for sl in s.exec(
-            select(SliceRow).where(
-                SliceRow.phase == "Pending", col(SliceRow.job_id).in_(list(jobs))
+class Applier:
+    def __init__(self) -> None:
+        self._jobs: dict[str, QueuedJob] = {}
+        self._waiting: dict[str, dict[str, str]] = {}
+        self._evaluator: Evaluator | None = None
+
+    def job(self, s: Session, job_id: str) -> QueuedJob | None:
+        q = self._jobs.get(job_id)
+        if q is None:
+            row = s.exec(select(JobRow).where(JobRow.id == job_id)).first()
+            if row is None:
+                return None
+            q = self._jobs[job_id] = QueuedJob.of(row)
+        return q
+
+    def _load(self, s: Session, ids: Sequence[str]) -> None:
+        missing = [i for i in ids if i not in self._jobs]
+        for i in range(0, len(missing), 500):
+            for row in s.exec(select(JobRow).where(col(JobRow.id).in_(missing[i : i + 500]))):
+                self._jobs[row.id] = QueuedJob.of(row)
+
+    def forget(self, job_ids: Sequence[str]) -> None:
+        for j in job_ids:
+            self._jobs.pop(j, None)
+            self._waiting.pop(j, None)
+
+    # ---- gather -------------------------------------------------------------------------
+
+    def held_by_job(self, s: Session) -> dict[str, int]:
+        """GPUs each job holds through its open attempts."""
+        out: dict[str, int] = defaultdict(int)
+        for jid, gpus in s.exec(
+            select(AttemptRow.job_id, AttemptRow.gpus).where(col(AttemptRow.ended_at).is_(None))
+        ):
+            out[jid] += len(gpus)
+        return dict(out)
+
+    def held(self, s: Session) -> dict[tuple[str, str], set[int]]:
+        held: dict[tuple[str, str], set[int]] = defaultdict(set)
+        for cluster, node, gpus in s.exec(
+            select(AttemptRow.cluster, AttemptRow.node, AttemptRow.gpus).where(
+                col(AttemptRow.ended_at).is_(None)
             )
         ):
-            pending[sl.job_id].append(sl)
-    requests = []
-    blocked: dict[str, str] = {}
-    for job_id, slices in pending.items():
-        job = jobs[job_id]
-        spec = job.manifest["spec"]
-        gang = spec.get("restartPolicy", RestartPolicy.GANG.value) == RestartPolicy.GANG.value
-        ready: list[SliceIndex] = []
-        for sl in slices:
-            stopping = open_slices.get((job_id, sl.index))
-            if stopping is not None:
-                blocked[job_id] = (
-                    f"waiting for slice {sl.index} epoch {stopping.epoch} to "
-                    f"stop on {stopping.cluster}"
+            held[(cluster, node)].update(gpus)
+        return dict(held)
+
+    def gather(
+        self,
+        s: Session,
+        *,
+        now: float,
+        policies: PolicySet,
+        clusters: Sequence[ClusterFacts] = (),
+        spend: Mapping[tuple[str, Period], float] | None = None,
+    ) -> Gathered:
+        held: dict[tuple[str, str], set[int]] = defaultdict(set)
+        stopping: dict[tuple[str, int], tuple[int, str]] = {}
+        # Open attempts are the running slices: few, next to the queue.
+        open_rows = [
+            (a.job_id, a.index, a.epoch, a.cluster, a.node, a.gpus)
+            for a in s.exec(select(AttemptRow).where(col(AttemptRow.ended_at).is_(None)))
+        ]
+        versions = {
+            jid: v
+            for jid, v in s.exec(
+                select(JobRow.id, JobRow.version).where(col(JobRow.phase).in_(ACTIVE_JOB))
+            )
+        }
+        pending: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for jid, index, not_before in s.exec(
+            select(SliceRow.job_id, SliceRow.index, SliceRow.not_before).where(
+                SliceRow.phase == "Pending"
+            )
+        ):
+            if jid in versions:
+                pending[jid].append((index, not_before))
+        self._load(s, [*pending, *{r[0] for r in open_rows}])
+
+        by_team: dict[str, int] = defaultdict(int)
+        by_queue: dict[str, int] = defaultdict(int)
+        for jid, index, epoch, cluster, node, gpus in open_rows:
+            held[(cluster, node)].update(gpus)
+            stopping[(jid, index)] = (epoch, cluster)
+            q = self._jobs.get(jid)
+            if q is not None:
+                by_team[q.facts.team] += len(gpus)
+                by_queue[q.queue] += len(gpus)
+        usage = Usage(
+            gpus_by_team=dict(by_team), gpus_by_queue=dict(by_queue), spend=dict(spend or {})
+        )
+
+        ready_by_job: list[tuple[QueuedJob, tuple[SliceIndex, ...]]] = []
+        blocked: dict[str, str] = {}
+        for jid, slices in pending.items():
+            q = self._jobs[jid]
+            ready: list[SliceIndex] = []
+            for index, not_before in slices:
+                old = stopping.get((jid, index))
+                if old is not None:
+                    blocked[jid] = f"waiting for slice {index} epoch {old[0]} to stop on {old[1]}"
+                elif not_before > now:
+                    blocked[jid] = f"retry backoff: {not_before - now:.1f}s left"
+                else:
+                    ready.append(SliceIndex(index))
+            if (q.gang and len(ready) < len(slices)) or not ready:
+                continue  # a gang is placed whole, once every member is free to go
+            ready_by_job.append((q, tuple(sorted(ready))))
+
+        constraints: dict[JobId, Constraints] = {}
+        if not policies.empty and ready_by_job:
+            if self._evaluator is None or not self._evaluator.serves(policies, clusters):
+                self._evaluator = Evaluator(policies, clusters)
+            facts = [replace(q.facts, pending_slices=len(r)) for q, r in ready_by_job]
+            constraints = self._evaluator.constraints_for_pass(facts, usage)
+
+        requests: list[JobRequest] = []
+        summaries: dict[str, str] = {}
+        for q, indices in ready_by_job:
+            c = constraints.get(q.id)
+            if c is not None and c.summary:
+                summaries[q.id] = c.summary
+            if c is not None and c.blocked:
+                blocked[q.id] = "; ".join(c.blocked)
+                continue
+            requests.append(
+                JobRequest(
+                    id=q.id,
+                    name=q.name,
+                    priority=q.priority,
+                    seq=q.seq,
+                    gpus_per_slice=q.gpus_per_slice,
+                    gpu_types=c.gpu_types if c is not None else q.gpu_types,
+                    pending=indices,
+                    gang=q.gang,
+                    queue=q.queue,
+                    labels=q.labels,
+                    allowed_clusters=c.allowed_clusters if c is not None else None,
+                    denied_reasons=c.denied_reasons if c is not None else {},
+                    cluster_scores=c.cluster_scores if c is not None else {},
                 )
-            elif sl.not_before > now:
-                blocked[job_id] = f"retry backoff: {sl.not_before - now:.1f}s left"
+            )
+        live = set(versions) | {r[0] for r in open_rows}
+        if len(self._jobs) > len(live) + 1000:  # finished jobs: nothing will ask again
+            for jid in [j for j in self._jobs if j not in live]:
+                self.forget([jid])
+        return Gathered(tuple(requests), versions, dict(held), blocked, summaries, usage)
+
+    # ---- commit -------------------------------------------------------------------------
+
+    def commit(
+        self,
+        s: Session,
+        plan: Plan,
+        *,
+        versions: dict[str, int],
+        addresses: Mapping[str, str],
+        gpu_types: Mapping[tuple[str, str], str | None],
+        now: float,
+        digest: str,
+    ) -> list[tuple[str, Assignment]]:
+        """Write the plan; skip any job that changed since the snapshot. Returns orders."""
+        by_job: dict[JobId, list[SlicePlacement]] = defaultdict(list)
+        for p in plan.placements:
+            by_job[p.job].append(p)
+        orders: list[tuple[str, Assignment]] = []
+        for jid, placements in by_job.items():
+            job_id = str(jid)
+            job = s.exec(select(JobRow).where(JobRow.id == job_id)).first()
+            if job is None or job.version != versions.get(job_id) or job.phase not in ACTIVE_JOB:
+                continue  # changed underneath the pass (e.g. cancelled): the next pass decides
+            slices = {
+                sl.index: sl for sl in s.exec(select(SliceRow).where(SliceRow.job_id == job_id))
+            }
+            if any(slices[p.index].phase != "Pending" for p in placements):
+                continue
+            # Rank 0's address is the rendezvous for the whole gang, fresh for each epoch.
+            zero = next((p for p in placements if p.index == 0), None)
+            if zero is not None:
+                m_addr = addresses.get(zero.cluster, "127.0.0.1")
+                m_port = master_port(job_id, slices[0].epoch)
             else:
-                ready.append(SliceIndex(sl.index))
-        if gang and len(ready) < len(slices):
-            continue  # a gang is placed whole, once every member is free to go
-        if not ready:
-            continue
-        gpu_type = spec.get("gpuType")
-        types = (
-            None
-            if gpu_type is None
-            else frozenset([gpu_type])
-            if isinstance(gpu_type, str)
-            else frozenset(gpu_type)
-        )
-        requests.append(
-            JobRequest(
-                id=JobId(job.id),
-                name=job.name,
-                priority=job.priority,
-                seq=job.seq or 0,
-                gpus_per_slice=int(spec.get("gpusPerSlice", 1)),
-                gpu_types=types,
-                pending=tuple(sorted(ready)),
-                gang=gang,
-                queue=job.queue,
-                labels=dict(job.labels),
+                m_addr = slices[0].master_addr or "127.0.0.1"
+                m_port = slices[0].master_port or master_port(job_id, slices[0].epoch)
+            for p in placements:
+                sl = slices[p.index]
+                sl.phase = "Assigned"
+                sl.cluster = p.cluster
+                sl.node = p.node
+                sl.gpus = list(p.gpus)
+                sl.master_addr = m_addr
+                sl.master_port = m_port
+                sl.attempts += 1
+                sl.updated_at = now
+                s.add(sl)
+                s.add(
+                    AttemptRow(
+                        job_id=job_id,
+                        index=p.index,
+                        epoch=sl.epoch,
+                        cluster=p.cluster,
+                        node=p.node,
+                        gpus=list(p.gpus),
+                        assigned_at=now,
+                        gpu_type=gpu_types.get((p.cluster, p.node)),
+                    )
+                )
+                orders.append((p.cluster, assignment_for(job, sl)))
+            where = ", ".join(sorted({p.cluster for p in placements}))
+            add_event(
+                s,
+                at=now,
+                kind="Placed",
+                job_id=job_id,
+                message=f"{len(placements)} slice(s) placed on {where}",
             )
-        )
-    versions = {j.id: j.version for j in jobs.values()}
-    return Gathered(tuple(requests), versions, dict(held), blocked)
-
-
-def commit(
-    s: Session,
-    plan: Plan,
-    *,
-    versions: dict[str, int],
-    addresses: dict[str, str],
-    now: float,
-) -> list[tuple[str, Assignment]]:
-    """Write the plan; skip any job that changed since the snapshot. Returns orders."""
-    by_job: dict[str, list[SlicePlacement]] = defaultdict(list)
-    for p in plan.placements:
-        by_job[p.job].append(p)
-    orders: list[tuple[str, Assignment]] = []
-    for job_id, placements in by_job.items():
-        job = s.exec(select(JobRow).where(JobRow.id == job_id)).first()
-        if (
-            job is None
-            or job.version != versions.get(job_id)
-            or job.phase not in ("Pending", "Running")
-        ):
-            continue  # changed underneath the pass (e.g. cancelled): the next pass decides
-        slices = {sl.index: sl for sl in s.exec(select(SliceRow).where(SliceRow.job_id == job_id))}
-        if any(slices[p.index].phase != "Pending" for p in placements):
-            continue
-        # Rank 0's address is the rendezvous for the whole gang.
-        zero = next((p for p in placements if p.index == 0), None)
-        if zero is not None:
-            m_addr = addresses.get(zero.cluster, "127.0.0.1")
-            m_port = master_port(job_id, slices[0].epoch)
-        else:
-            m_addr = slices[0].master_addr or "127.0.0.1"
-            m_port = slices[0].master_port or master_port(job_id, slices[0].epoch)
-        for p in placements:
-            sl = slices[p.index]
-            sl.phase = "Assigned"
-            sl.cluster = p.cluster
-            sl.node = p.node
-            sl.gpus = list(p.gpus)
-            sl.master_addr = m_addr
-            sl.master_port = m_port
-            sl.attempts += 1
-            sl.updated_at = now
-            s.add(sl)
             s.add(
-                AttemptRow(
+                AuditRow(
+                    at=now,
+                    kind="place",
                     job_id=job_id,
-                    index=p.index,
-                    epoch=sl.epoch,
-                    cluster=p.cluster,
-                    node=p.node,
-                    gpus=list(p.gpus),
-                    assigned_at=now,
+                    decision="placed",
+                    detail=f"slices {sorted(p.index for p in placements)} on {where}",
+                    policies=[],
+                    digest=digest,
                 )
             )
-            orders.append((p.cluster, assignment_for(job, sl)))
-        clusters = sorted({p.cluster for p in placements})
-        add_event(
-            s,
-            at=now,
-            kind="Placed",
-            job_id=job_id,
-            message=f"{len(placements)} slice(s) placed on {', '.join(clusters)}",
-        )
-        job.waiting = None
-        job.reason = None
-        job.version += 1
-        s.add(job)
-    return orders
-
-
-def record_waiting(s: Session, plan: Plan, blocked: dict[str, str], placed: set[str]) -> None:
-    """Store why each unplaced job waits, where it changed."""
-    reasons: dict[str, dict[str, str]] = {}
-    for jid, w in plan.waiting.items():
-        reasons[str(jid)] = {"": w.summary, **{str(k): v for k, v in w.clusters.items()}}
-    for job_id, why in blocked.items():
-        if job_id not in reasons:
-            reasons[job_id] = {"": why}
-    if not reasons:
-        return
-    for job in s.exec(select(JobRow).where(col(JobRow.id).in_(list(reasons)))):
-        if job.id in placed or job.phase not in ("Pending", "Running"):
-            continue
-        r = reasons[job.id]
-        if job.waiting != r:
-            job.waiting = r
-            job.reason = r[""]
+            job.waiting = None
+            job.reason = None
+            job.version += 1
             s.add(job)
+            self._waiting.pop(job_id, None)
+        return orders
+
+    def record_waiting(self, s: Session, plan: Plan, g: Gathered) -> None:
+        """Store why each unplaced job waits, where that changed since the last pass."""
+        reasons: dict[str, dict[str, str]] = {}
+        for waiting_id, w in plan.waiting.items():
+            summary = g.summaries.get(waiting_id, w.summary)
+            reasons[str(waiting_id)] = {"": summary, **{str(k): v for k, v in w.clusters.items()}}
+        for blocked_id, why in g.blocked.items():
+            reasons.setdefault(blocked_id, {"": why})
+        for job_id, r in reasons.items():
+            if self._waiting.get(job_id) == r:
+                continue
+            s.exec(
+                update(JobRow)
+                .where(col(JobRow.id) == job_id, col(JobRow.phase).in_(ACTIVE_JOB))
+                .values(waiting=r, reason=r[""])
+            )
+            self._waiting[job_id] = r
 
 
 ClusterAddresses = dict[ClusterName, str]

@@ -114,6 +114,7 @@ def command(app: typer.Typer) -> None:
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, hub.stop)
+            loop.add_signal_handler(signal.SIGHUP, hub.request_reload)
             await hub.run(on_ready=on_ready)
 
         try:

@@ -10,6 +10,7 @@ class HubMetrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.jobs_submitted = Counter("orrery_jobs_submitted", "Jobs accepted", registry=r)
+        self.jobs_denied = Counter("orrery_jobs_denied", "Jobs refused by policy", registry=r)
         self.jobs = Gauge("orrery_jobs", "Jobs by phase", ["phase"], registry=r)
         self.clusters = Gauge("orrery_clusters", "Clusters by state", ["state"], registry=r)
         self.gpus = Gauge(

@@ -58,8 +58,7 @@ class PolicyClient(HubClient):
         return self
 
     def check(self, manifest_text: str) -> CheckReport:
-        r = self._request("POST", CHECK_PATH, idempotent=True, json={"manifest": manifest_text})
-        return CheckReport.model_validate(r.json())
+        return CheckReport.model_validate(self.check_policy(manifest_text))
 
 
 def cluster_facts(c: ClusterPublic) -> ClusterFacts:

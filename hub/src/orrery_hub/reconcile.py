@@ -138,7 +138,7 @@ def _refresh_job_phase(s: Session, job: JobRow, slices: list[SliceRow], now: flo
     s.add(job)
 
 
-def _fail_job(
+def fail_job(
     s: Session, job: JobRow, reason: str, now: float, out: Outbox, settings: HubSettings
 ) -> None:
     job.phase = "Failed"
@@ -239,7 +239,7 @@ def close_attempt(
         if not infra:
             sl.failures += 1
         if sl.failures > max_retries:
-            _fail_job(
+            fail_job(
                 s,
                 job,
                 f"slice {sl.index} failed {sl.failures} times "
@@ -263,7 +263,7 @@ def close_attempt(
         if not infra:
             job.restarts += 1
         if job.restarts > max_retries:
-            _fail_job(
+            fail_job(
                 s,
                 job,
                 f"gang failed {job.restarts} times (maxRetries {max_retries}); "

@@ -30,13 +30,15 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from orrery.errors import InvalidInput, Unavailable
+from orrery.errors import Forbidden, InvalidInput, Unavailable
 from orrery.manifest import JobManifest
 from orrery.natsserver import NatsServer
 from orrery.resources import ClusterPublic, JobPublic
 from orrery.wire import Assignment, Heartbeat, HeartbeatAck, Kill, SliceStatus, Subjects, encode
 from orrery.wire.codec import WireError, decode_any
-from orrery_hub import applier, reconcile
+from orrery_hub import reconcile
+from orrery_hub.applier import Applier
+from orrery_hub.gate import ClusterShape, PolicyGate, cluster_facts
 from orrery_hub.inventory import ClusterView, Inventory
 from orrery_hub.metrics import HubMetrics
 from orrery_hub.scheduler import Snapshot, plan
@@ -62,7 +64,11 @@ class Hub:
         self.clock = clock
         self.inventory = Inventory()
         self.metrics = HubMetrics()
+        # Policies first: a bad set refuses the start before anything is opened.
+        self.gate = PolicyGate(settings.policies_dir)
+        self.applier = Applier()
         self.store = StoreRunner(Database.connect(settings.database_url))
+        self._reload_requested = False
         self.nc: NATS | None = None
         self._nats_server: NatsServer | None = None
         self._wake = asyncio.Event()
@@ -193,6 +199,18 @@ class Hub:
 
     def wake(self) -> None:
         self._wake.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload the policy files at the next pass (on the store thread)."""
+        self._reload_requested = True
+        self.wake()
+
+    def _shapes(self) -> tuple[ClusterShape, ...]:
+        return tuple(
+            ClusterShape(v.name, dict(v.labels), tuple(v.nodes))
+            for v in self.inventory.clusters.values()
+            if v.state == "Ready"
+        )
 
     def stop(self) -> None:
         """Ask ``run()`` to finish: the API stops serving, loops end, NATS closes."""
@@ -380,15 +398,25 @@ class Hub:
                     return reconcile.fail_nodes(s, c, n, now=now, settings=settings)
 
                 await self._publish((await self.store.tx(lose_nodes)).orders)
+        if self._reload_requested:
+            self._reload_requested = False
+            await self.store.tx(lambda s: self.gate.reload(s, now=now))
+        await self._enforce_runtime(now)
         frozen = [
             (v.name, dict(v.labels), v.state, list(v.nodes), v.address)
             for v in self.inventory.clusters.values()
         ]
         addresses = {v[0]: v[4] for v in frozen}
+        gpu_types = {(v[0], n.name): n.gpu_type for v in frozen for n in v[3]}
+        facts = cluster_facts(self._shapes())
+        gate, applier = self.gate, self.applier
 
         def schedule(s: Session) -> list[tuple[str, Assignment]]:
             started = time.perf_counter()
-            g = applier.gather(s, now=now)
+            policies = gate.current
+            g = applier.gather(
+                s, now=now, policies=policies, clusters=facts, spend=gate.spend(s, applier, now)
+            )
             inv = Inventory()
             for name, labels, state, nodes, address in frozen:
                 inv.clusters[name] = ClusterView(
@@ -402,8 +430,16 @@ class Hub:
                     nodes=nodes,
                 )
             p = plan(Snapshot(clusters=inv.capacity(g.held), jobs=g.requests), now)
-            orders = applier.commit(s, p, versions=g.versions, addresses=addresses, now=now)
-            applier.record_waiting(s, p, g.blocked, {p.job for p in p.placements})
+            orders = applier.commit(
+                s,
+                p,
+                versions=g.versions,
+                addresses=addresses,
+                gpu_types=gpu_types,
+                now=now,
+                digest=policies.digest,
+            )
+            applier.record_waiting(s, p, g)
             self.metrics.pass_seconds.observe(time.perf_counter() - started)
             return orders
 
@@ -417,17 +453,56 @@ class Hub:
                 )
         await self._publish(list(orders))
 
+    async def _enforce_runtime(self, now: float) -> None:
+        """A running job past its max runtime (its own or a guardrail's) is stopped, Failed."""
+        settings, gate, applier = self.settings, self.gate, self.applier
+
+        def work(s: Session) -> reconcile.Outbox:
+            out = reconcile.Outbox()
+            for job_id, reason in gate.runtime_stops(s, applier, now):
+                job = s.exec(select(JobRow).where(JobRow.id == job_id)).first()
+                if job is not None:
+                    reconcile.fail_job(s, job, reason, now, out, settings)
+                    gate.audit(
+                        s, at=now, kind="runtime", job_id=job_id, decision="stopped", detail=reason
+                    )
+            return out
+
+        await self._publish((await self.store.tx(work)).orders)
+
     # ---- what the API calls ----------------------------------------------------------
 
     async def submit(self, manifest: JobManifest) -> JobPublic:
         now = self.clock()
         root = self.settings.checkpoints
 
+        gate, applier = self.gate, self.applier
+        facts = cluster_facts(self._shapes())
+
         def work(s: Session) -> JobPublic:
+            verdict = gate.admit(s, applier, manifest, now=now, clusters=facts)  # or Forbidden
             job = jobstore.submit(s, manifest, now=now, checkpoint_root=root)
+            names = [policy for policy, _ in (*verdict.denials, *verdict.holds)]
+            if verdict.decision == "held":
+                job.reason = f"held: {verdict.message()}"
+                job.waiting = {"": job.reason}
+                s.add(job)
+            gate.audit(
+                s,
+                at=now,
+                kind="admit",
+                job_id=job.id,
+                decision=verdict.decision,
+                detail=verdict.message() if names else f"estimated cost {verdict.estimate.text()}",
+                policies=names,
+            )
             return jobstore.view(job, jobstore.slices_of(s, job.id))
 
-        out = await self.store.tx(work)
+        try:
+            out = await self.store.tx(work)
+        except Forbidden:
+            self.metrics.jobs_denied.inc()
+            raise
         self.metrics.jobs_submitted.inc()
         self.wake()
         return out
@@ -473,10 +548,109 @@ class Hub:
         return await self.store.tx(lambda s: jobstore.attempts(s, job_id))
 
     async def clusters(self) -> list[ClusterPublic]:
-        def held(s: Session) -> dict[tuple[str, str], set[int]]:
-            return applier.gather(s, now=self.clock()).held
+        return self.inventory.public(await self.store.tx(self.applier.held))
 
-        return self.inventory.public(await self.store.tx(held))
+    # ---- policies, usage, audit ------------------------------------------------------
+
+    def policies_info(self) -> dict[str, Any]:
+        p = self.gate.current
+        return {
+            "folder": str(self.settings.policies_dir) if self.settings.policies_dir else None,
+            "digest": p.digest,
+            "sources": [
+                {"path": src.path, "sha256": src.sha256, "policies": list(src.policies)}
+                for src in p.sources
+            ],
+            "entries": [
+                {
+                    "kind": e.kind,
+                    "name": e.name,
+                    "file": e.origin.path,
+                    "line": e.origin.line,
+                    "sha256": e.sha256,
+                }
+                for e in p.entries
+            ],
+        }
+
+    async def reload_policies(self) -> dict[str, Any]:
+        now = self.clock()
+        r = await self.store.tx(lambda s: self.gate.reload(s, now=now))
+        if r.error is not None:
+            raise r.error
+        self.wake()  # the next pass uses the new set; running slices are not touched
+        return {"changed": r.changed, **self.policies_info()}
+
+    async def check_policy(self, manifest: JobManifest) -> Any:
+        now = self.clock()
+        facts = cluster_facts(self._shapes())
+        return await self.store.tx(
+            lambda s: self.gate.check(s, self.applier, manifest, now=now, clusters=facts)
+        )
+
+    async def usage(self, *, team: str | None, since: float | None) -> dict[str, Any]:
+        from orrery_hub import usage as accounting
+
+        now = self.clock()
+        policies = self.gate.current
+
+        def work(s: Session) -> dict[str, Any]:
+            lines = accounting.report(s, policies, now=now, since=since, team=team)
+            teams: dict[str, dict[str, float]] = {}
+            for ln in lines:
+                t = teams.setdefault(ln.team, {"gpuSeconds": 0.0, "cost": 0.0})
+                t["gpuSeconds"] += ln.gpu_seconds
+                t["cost"] += ln.cost
+            current = self.gate.usage(s, self.applier, now)
+            return {
+                "since": since,
+                "now": now,
+                "jobs": [
+                    {
+                        "job": ln.job,
+                        "team": ln.team,
+                        "queue": ln.queue,
+                        "attempts": ln.attempts,
+                        "gpuSeconds": round(ln.gpu_seconds, 3),
+                        "cost": round(ln.cost, 4),
+                    }
+                    for ln in lines
+                ],
+                "teams": {
+                    k: {"gpuSeconds": round(v["gpuSeconds"], 3), "cost": round(v["cost"], 4)}
+                    for k, v in sorted(teams.items())
+                },
+                "gpusInUse": {
+                    "byTeam": dict(current.gpus_by_team),
+                    "byQueue": dict(current.gpus_by_queue),
+                },
+            }
+
+        return await self.store.tx(work)
+
+    async def audit(self, *, job: str | None, limit: int) -> list[dict[str, Any]]:
+        from sqlmodel import col
+
+        from orrery_hub.store.models import AuditRow
+
+        def work(s: Session) -> list[dict[str, Any]]:
+            q = select(AuditRow).order_by(col(AuditRow.id).desc()).limit(limit)
+            if job:
+                q = q.where(AuditRow.job_id == job)
+            return [
+                {
+                    "at": a.at,
+                    "kind": a.kind,
+                    "job": a.job_id,
+                    "decision": a.decision,
+                    "detail": a.detail,
+                    "policies": a.policies,
+                    "digest": a.digest,
+                }
+                for a in s.exec(q)
+            ]
+
+        return await self.store.tx(work)
 
     async def job_counts(self) -> dict[str, int]:
         def work(s: Session) -> dict[str, int]:

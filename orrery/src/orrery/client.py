@@ -11,14 +11,20 @@ from typing import Any
 import httpx
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
-from orrery.errors import Conflict, InvalidInput, ManifestError, NotFound, OrreryError, Unavailable
+from orrery.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    ManifestError,
+    NotFound,
+    Unavailable,
+)
 from orrery.resources import AttemptView, ClusterList, ClusterPublic, EventView, JobList, JobPublic
 
 DEFAULT_HUB = "http://127.0.0.1:8080"
 
 
-class PolicyDenied(OrreryError):
-    """403: policies refuse the job; ``message`` names each and why."""
+PolicyDenied = Forbidden  # 403: policies refuse the job; the message names each and why
 
 
 class HubClient:
@@ -122,6 +128,27 @@ class HubClient:
     def clusters(self) -> list[ClusterPublic]:
         r = self._request("GET", "/v1/clusters", idempotent=True)
         return ClusterList.model_validate(r.json()).items
+
+    def usage(self, *, team: str | None = None, since: str | None = None) -> dict[str, Any]:
+        params = {k: v for k, v in (("team", team), ("since", since)) if v is not None}
+        r = self._request("GET", "/v1/usage", idempotent=True, params=params)
+        return dict(r.json())
+
+    def policies(self) -> dict[str, Any]:
+        return dict(self._request("GET", "/v1/policies", idempotent=True).json())
+
+    def reload_policies(self) -> dict[str, Any]:
+        return dict(self._request("POST", "/v1/policies:reload", idempotent=False).json())
+
+    def check_policy(self, manifest_text: str) -> dict[str, Any]:
+        r = self._request(
+            "POST", "/v1/policies:check", idempotent=True, json={"manifest": manifest_text}
+        )
+        return dict(r.json())
+
+    def audit(self, *, job: str | None = None) -> list[dict[str, Any]]:
+        params = {"job": job} if job else {}
+        return list(self._request("GET", "/v1/audit", idempotent=True, params=params).json())
 
     def healthy(self) -> bool:
         try:

@@ -3,6 +3,7 @@
     OrreryError                      base; ``retryable`` says whether trying again may help
     ├── InvalidInput                 a user's manifest, policy or flag is wrong: never retry
     │   └── ManifestError            names the field (``loc``) and the reason
+    ├── Forbidden                    policies refuse it (each named, with why): never retry
     ├── NotFound                     the thing asked for does not exist: never retry
     ├── Conflict                     the request clashes with current state: never retry as is
     └── Unavailable                  a dependency (hub, NATS, database) cannot be reached:
@@ -40,6 +41,10 @@ class ManifestError(InvalidInput):
         self.source = source
         detail = "; ".join(f"{loc}: {reason}" if loc else reason for loc, reason in problems)
         super().__init__(f"invalid {source}: {detail}")
+
+
+class Forbidden(OrreryError):
+    """Policies refuse the request; ``message`` names each denying policy and why."""
 
 
 class NotFound(OrreryError):

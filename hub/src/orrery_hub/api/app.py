@@ -7,6 +7,8 @@ errors into HTTP statuses:
 
 from __future__ import annotations
 
+import json
+import time
 from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import FastAPI, Query, Request
@@ -15,7 +17,16 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from orrery import __version__
-from orrery.errors import Conflict, InvalidInput, ManifestError, NotFound, OrreryError, Unavailable
+from orrery.duration import parse_duration
+from orrery.errors import (
+    Conflict,
+    Forbidden,
+    InvalidInput,
+    ManifestError,
+    NotFound,
+    OrreryError,
+    Unavailable,
+)
 from orrery.manifest import JobManifest, parse_manifest
 from orrery.resources import (
     JOB_PHASES,
@@ -32,7 +43,14 @@ if TYPE_CHECKING:
 
 MAX_BODY = 1024 * 1024
 
-_STATUS = {ManifestError: 422, InvalidInput: 422, NotFound: 404, Conflict: 409, Unavailable: 503}
+_STATUS = {
+    ManifestError: 422,
+    InvalidInput: 422,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    Unavailable: 503,
+}
 
 
 def _problem(exc: OrreryError) -> JSONResponse:
@@ -44,6 +62,19 @@ def _problem(exc: OrreryError) -> JSONResponse:
         error=type(exc).__name__, detail=exc.message, retryable=exc.retryable, fields=fields
     )
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
+
+
+async def _text(request: Request) -> str:
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise InvalidInput(f"manifest larger than {MAX_BODY} bytes")
+    try:
+        text = body.decode()
+    except UnicodeDecodeError:
+        raise ManifestError([("", "manifest is not UTF-8 text")]) from None
+    if not text.strip():
+        raise ManifestError([("", "empty request body; send a manifest")])
+    return text
 
 
 def create_app(hub: Hub) -> FastAPI:
@@ -78,17 +109,7 @@ def create_app(hub: Hub) -> FastAPI:
         summary="Submit a job manifest (JSON or YAML)",
     )
     async def submit(request: Request) -> JobPublic:
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise InvalidInput(f"manifest larger than {MAX_BODY} bytes")
-        try:
-            text = body.decode()
-        except UnicodeDecodeError:
-            raise ManifestError([("", "manifest is not UTF-8 text")]) from None
-        if not text.strip():
-            raise ManifestError([("", "empty request body; send a manifest")])
-        manifest = parse_manifest(text)
-        return await hub.submit(manifest)
+        return await hub.submit(parse_manifest(await _text(request)))
 
     @app.get("/v1/jobs", response_model=JobList, response_model_by_alias=True)
     async def list_jobs(
@@ -138,6 +159,66 @@ def create_app(hub: Hub) -> FastAPI:
     @app.get("/v1/clusters", response_model=ClusterList, response_model_by_alias=True)
     async def clusters() -> ClusterList:
         return ClusterList(items=await hub.clusters())
+
+    @app.get("/v1/policies", summary="The policy set in force: sources, hashes, entries")
+    async def policies() -> dict[str, Any]:
+        return hub.policies_info()
+
+    @app.post(
+        "/v1/policies:reload",
+        responses={422: {"model": Problem}},
+        summary="Reload the policy folder; a bad file keeps the previous set in force",
+    )
+    async def reload_policies() -> dict[str, Any]:
+        return await hub.reload_policies()
+
+    @app.post(
+        "/v1/policies:check",
+        responses={422: {"model": Problem}},
+        summary="Evaluate a manifest against the policies and the fleet; submits nothing",
+    )
+    async def check_policy(request: Request) -> Any:
+        text = await _text(request)
+        # The body is {"manifest": "<text>"} (what `orrery policy check --hub` sends), or
+        # the manifest itself.
+        try:
+            data = json.loads(text)
+        except ValueError:
+            data = None
+        if (
+            isinstance(data, dict)
+            and set(data) == {"manifest"}
+            and isinstance(data["manifest"], str)
+        ):
+            text = data["manifest"]
+        report = await hub.check_policy(parse_manifest(text))
+        return report.model_dump(mode="json", by_alias=True)
+
+    @app.get("/v1/usage", summary="GPU-seconds and cost per job and team; GPUs in use now")
+    async def usage(
+        team: Annotated[str | None, Query(description="only this team")] = None,
+        since: Annotated[
+            str | None, Query(description="a duration back from now (e.g. 7d) or a Unix time")
+        ] = None,
+    ) -> dict[str, Any]:
+        start: float | None = None
+        if since is not None:
+            try:
+                start = (
+                    float(since)
+                    if since.replace(".", "", 1).isdigit() and float(since) > 1e9
+                    else time.time() - parse_duration(since)
+                )
+            except ValueError as exc:
+                raise InvalidInput(f"since: {exc}") from None
+        return await hub.usage(team=team, since=start)
+
+    @app.get("/v1/audit", summary="Admit, deny, hold, placement and reload decisions")
+    async def audit(
+        job: Annotated[str | None, Query(description="only this job")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+    ) -> list[dict[str, Any]]:
+        return await hub.audit(job=job, limit=limit)
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -10,6 +10,9 @@ its reconcile loop (``runtime_exceeded``) and for accounting (``price_of``); the
     admit(job, policies, usage, now) -> Admission
     constraints(job, clusters, policies, usage) -> Constraints
     constraints_for_pass(jobs, clusters, policies, usage) -> {job id: Constraints}
+    Evaluator(policies, clusters).constraints_for_pass(jobs, usage)
+                                    the same, memoised across passes: keep one while
+                                    ``evaluator.serves(policies, clusters)``
     runtime_exceeded(job, policies, started_at, now) -> RuntimeStop | None
     estimate_cost(...) / price_of(policies, cluster, gpu_type, spot=) / period_start(...)
 
@@ -26,9 +29,9 @@ from orrery_hub.policy.engine import (
     constraints,
     constraints_for_pass,
     runtime_exceeded,
-    scheduler_order,
 )
 from orrery_hub.policy.facts import NO_TEAM, NO_USAGE, ClusterFacts, JobFacts, Usage
+from orrery_hub.policy.ledger import Evaluator
 from orrery_hub.policy.parse import EMPTY, Issue, PolicyError, build_policy_set
 from orrery_hub.policy.policyset import PolicyEntry, PolicySet, Source
 from orrery_hub.policy.report import CheckReport, CheckRequest, check_report
@@ -44,6 +47,7 @@ __all__ = [
     "ClusterFacts",
     "Constraints",
     "CostEstimate",
+    "Evaluator",
     "Issue",
     "JobFacts",
     "PolicyEntry",
@@ -63,5 +67,4 @@ __all__ = [
     "period_start",
     "price_of",
     "runtime_exceeded",
-    "scheduler_order",
 ]

@@ -12,7 +12,7 @@ the guardrail's, or the manifest default of 24h).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -93,11 +93,11 @@ def estimate_cost(
                 per[c.name] = gpus * price * hours
         values: Iterable[float] = per.values()
     else:
-        values = [
-            gpus * p.per_gpu_hour * hours
-            for p in policies.prices
-            if types is None or p.gpu_type in types
-        ]
+        # No clusters known: every price set for the job's types, on-demand ones only where
+        # there are any (spot capacity is not a job's to count on), as the README says.
+        usable = [p for p in policies.prices if types is None or p.gpu_type in types]
+        on_demand = [p for p in usable if not p.spot]
+        values = [gpus * p.per_gpu_hour * hours for p in (on_demand or usable)]
     vals = list(values)
     if job.gpus_per_slice == 0:
         vals = [0.0]
@@ -127,15 +127,37 @@ def period_end(period: Period, now: float) -> float:
 
 
 def cost_scores(
-    policies: PolicySet, clusters: Iterable[ClusterFacts], types: frozenset[str] | None
+    weight: float, prices: Mapping[ClusterName, float]
 ) -> dict[ClusterName, float]:
     """Cheaper clusters score higher: ``weight x (1 - price / dearest price)``, so the
     dearest gets 0, a free one the full weight, and unpriced clusters 0."""
-    w = policies.cost_weight
-    if w <= 0 or not policies.prices:
+    if weight <= 0 or not prices:
         return {}
-    prices = {c.name: p for c in clusters if (p := cluster_price(policies, c, types)) is not None}
-    top = max(prices.values(), default=0.0)
+    top = max(prices.values())
     if top <= 0:
         return {}
-    return {name: w * (1.0 - p / top) for name, p in prices.items() if p < top}
+    return {name: weight * (1.0 - p / top) for name, p in prices.items() if p < top}
+
+
+class PriceTable:
+    """Prices of one set of clusters, looked up once per (cluster, GPU type) for a whole
+    pass: ``price_of`` walks every price rule, a pass asks thousands of times."""
+
+    def __init__(self, policies: PolicySet, clusters: Iterable[ClusterFacts]) -> None:
+        self.by_cluster: dict[ClusterName, dict[str, float]] = {}
+        for c in clusters:
+            row: dict[str, float] = {}
+            for t in c.gpu_types:
+                p = price_of(policies, c.name, t, spot=c.spot)
+                if p is not None:
+                    row[t] = p
+            self.by_cluster[c.name] = row
+
+    def cluster_price(self, cluster: ClusterName, types: frozenset[str] | None) -> float | None:
+        row = self.by_cluster.get(cluster)
+        if not row:
+            return None
+        if types is None:
+            return min(row.values())
+        prices = [p for t, p in row.items() if t in types]
+        return min(prices) if prices else None

@@ -108,6 +108,3 @@ class Usage:
 
 NO_USAGE = Usage()
 
-
-def cluster_name(name: str) -> ClusterName:
-    return ClusterName(name)

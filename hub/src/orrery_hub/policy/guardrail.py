@@ -9,7 +9,7 @@ denied; a job that names only disallowed types is denied.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -98,30 +98,7 @@ def runtime_limit(job: JobFacts, rules: Sequence[GuardrailRule]) -> RuntimeLimit
 QuotaKey = tuple[Literal["team", "queue"], str]
 
 
-@dataclass(frozen=True, slots=True)
-class QuotaCheck:
-    blocked: str | None  # why the job does not fit a quota now; None: it fits them all
-    charge: tuple[QuotaKey, ...]  # the quota buckets its GPUs count against
-
-
-def quota_check(
-    job: JobFacts, rules: Sequence[GuardrailRule], used: Callable[[QuotaKey], int]
-) -> QuotaCheck:
-    """Whether the job's pending GPUs fit every quota that applies to it, given ``used``."""
-    need = job.pending_gpus
-    keys: list[QuotaKey] = []
-    for r in rules:
-        if r.quota_gpus is None:
-            continue
-        key: QuotaKey = (r.quota_per, job.team if r.quota_per == "team" else job.queue)
-        now_used = used(key)
-        if now_used + need > r.quota_gpus:
-            who = team_text(key[1]) if key[0] == "team" else f"queue {key[1]}"
-            return QuotaCheck(
-                f"{who} quota {now_used}/{r.quota_gpus} GPUs in use, job needs {need} "
-                f"({r.ref})",
-                (),
-            )
-        if key not in keys:
-            keys.append(key)
-    return QuotaCheck(None, tuple(keys))
+def quota_reason(rule: GuardrailRule, key: QuotaKey, used: int, need: int) -> str:
+    """Why a job does not fit a quota now, as ``orrery jobs`` shows it on every cluster."""
+    who = team_text(key[1]) if key[0] == "team" else f"queue {key[1]}"
+    return f"{who} quota {used}/{rule.quota_gpus} GPUs in use, job needs {need} ({rule.ref})"

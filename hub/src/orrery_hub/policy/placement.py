@@ -13,7 +13,7 @@ Precedence (also in ``policies/README.md``):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from orrery.ids import ClusterName
@@ -25,33 +25,86 @@ from orrery_hub.policy.policyset import PlacementRule
 class PlacementVerdict:
     restricted: bool  # some applying rule requires or forbids: allowed is authoritative
     allowed: frozenset[ClusterName]
-    reasons: dict[ClusterName, str]  # for each cluster not allowed, every rule that says no
-    scores: dict[ClusterName, float]  # allowed clusters with a non-zero preference
+    reasons: Mapping[ClusterName, str]  # for each cluster not allowed, every rule that says no
+    scores: Mapping[ClusterName, float]  # allowed clusters with a non-zero preference
 
 
-def evaluate(rules: Sequence[PlacementRule], clusters: Sequence[ClusterFacts]) -> PlacementVerdict:
-    restricted = any(r.require is not None or r.forbid is not None for r in rules)
-    allowed: set[ClusterName] = set()
-    reasons: dict[ClusterName, str] = {}
-    scores: dict[ClusterName, float] = {}
+@dataclass(frozen=True, slots=True)
+class RuleOnClusters:
+    """One rule against every cluster, computed once per set of clusters: jobs differ in
+    which rules apply to them, not in what a rule says about a cluster."""
+
+    restricts: bool
+    denied: dict[ClusterName, str]
+    prefers: dict[ClusterName, float]
+
+
+def rule_on_clusters(r: PlacementRule, clusters: Sequence[ClusterFacts]) -> RuleOnClusters:
+    denied: dict[ClusterName, str] = {}
+    prefers: dict[ClusterName, float] = {}
     for c in clusters:
-        why: list[str] = []
-        for r in rules:
-            if r.forbid is not None and r.forbid.matches(c.name, c.labels):
-                why.append(f"forbidden by {r.ref} (forbids {r.forbid.text()})")
-            if r.require is not None and not r.require.matches(c.name, c.labels):
-                why.append(
-                    f"forbidden by {r.ref} (requires {r.require.text()}; "
-                    f"has {r.require.why_not(c.name, c.labels)})"
-                )
+        why = []
+        if r.forbid is not None and r.forbid.matches(c.name, c.labels):
+            why.append(f"forbidden by {r.ref} (forbids {r.forbid.text()})")
+        if r.require is not None and not r.require.matches(c.name, c.labels):
+            why.append(f"forbidden by {r.ref} (requires {r.require.text()}; "
+                       f"has {r.require.why_not(c.name, c.labels)})")
         if why:
-            reasons[c.name] = "; ".join(why)
-            continue
-        allowed.add(c.name)
-        score = sum(w for r in rules for sel, w in r.prefer if sel.matches(c.name, c.labels))
+            denied[c.name] = "; ".join(why)
+        score = sum(w for sel, w in r.prefer if sel.matches(c.name, c.labels))
         if score:
-            scores[c.name] = score
-    return PlacementVerdict(restricted, frozenset(allowed), reasons, scores)
+            prefers[c.name] = score
+    return RuleOnClusters(r.require is not None or r.forbid is not None, denied, prefers)
+
+
+class JoinedReasons(Mapping[ClusterName, str]):
+    """Each cluster's reasons from every rule that rules it out, joined when asked: built
+    per job in O(rules), read only for the jobs whose reasons someone looks at."""
+
+    def __init__(self, parts: tuple[dict[ClusterName, str], ...]) -> None:
+        self._parts = parts
+        self._keys: set[ClusterName] | None = None
+
+    def __getitem__(self, key: ClusterName) -> str:
+        found = [p[key] for p in self._parts if key in p]
+        if not found:
+            raise KeyError(key)
+        return "; ".join(found)
+
+    def _all(self) -> set[ClusterName]:
+        if self._keys is None:
+            self._keys = set().union(*self._parts)
+        return self._keys
+
+    def __iter__(self) -> Iterator[ClusterName]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def __contains__(self, key: object) -> bool:
+        return any(key in p for p in self._parts)
+
+
+def combine(
+    parts: Sequence[RuleOnClusters], every: frozenset[ClusterName]
+) -> PlacementVerdict:
+    """The verdict of several rules together (the precedence above)."""
+    restricting = [p for p in parts if p.restricts and p.denied]
+    restricted = any(p.restricts for p in parts)
+    if not restricting:
+        allowed = every
+        reasons: Mapping[ClusterName, str] = {}
+    else:
+        allowed = every.difference(*(p.denied for p in restricting))
+        reasons = (restricting[0].denied if len(restricting) == 1
+                   else JoinedReasons(tuple(p.denied for p in restricting)))
+    scores: dict[ClusterName, float] = {}
+    for p in parts:
+        for name, w in p.prefers.items():
+            if name in allowed:
+                scores[name] = scores.get(name, 0.0) + w
+    return PlacementVerdict(restricted, allowed, reasons, {n: s for n, s in scores.items() if s})
 
 
 def conflict_summary(rules: Sequence[PlacementRule], verdict: PlacementVerdict) -> str | None:

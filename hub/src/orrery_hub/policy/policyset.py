@@ -8,7 +8,7 @@ as often as there are distinct profiles.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -105,6 +105,64 @@ class PolicyEntry:
 class Matched:
     placements: tuple[PlacementRule, ...]
     guardrails: tuple[GuardrailRule, ...]
+    # Positions of those rules in the set: equal keys, equal rules (cheap to hash).
+    placement_key: tuple[int, ...] = ()
+    guardrail_key: tuple[int, ...] = ()
+
+
+IndexKey = tuple[str, str, str]  # ("team", "", value) / ("queue", "", v) / ("label", key, v)
+
+
+class RuleIndex:
+    """Which rules could match a job, found by dict lookups instead of asking every rule.
+
+    A rule whose ``match`` names a team, a queue or a label by plain value (no glob) is
+    filed under one such value; the rest are always candidates. Candidates are then
+    checked in full, so the index only saves work and never changes an answer.
+    """
+
+    def __init__(self, matchers: Sequence[JobMatcher]) -> None:
+        self.always: list[int] = []
+        self.by_value: dict[IndexKey, list[int]] = {}
+        keys: set[str] = set()
+        for i, m in enumerate(matchers):
+            filed = _filing(m)
+            if filed is None:
+                self.always.append(i)
+                continue
+            for k in filed:
+                self.by_value.setdefault(k, []).append(i)
+                if k[0] == "label":
+                    keys.add(k[1])
+        self.label_keys = tuple(sorted(keys))
+
+    def candidates(self, labels: Mapping[str, str], queue: str, team: str | None) -> list[int]:
+        found = list(self.always)
+        get = self.by_value.get
+        for k in (("team", "", team or ""), ("queue", "", queue)):
+            hit = get(k)
+            if hit:
+                found += hit
+        for key in self.label_keys:
+            value = labels.get(key)
+            if value is not None:
+                hit = get(("label", key, value))
+                if hit:
+                    found += hit
+        found.sort()
+        return found
+
+
+def _filing(m: JobMatcher) -> list[IndexKey] | None:
+    """The plain values a matcher can be filed under, or None: check it for every job."""
+    if m.team is not None and all(g.regex is None for g in m.team.globs):
+        return [("team", "", g.text) for g in m.team.globs]
+    if m.queue is not None and all(g.regex is None for g in m.queue.globs):
+        return [("queue", "", g.text) for g in m.queue.globs]
+    for key, want in m.labels:
+        if all(g.regex is None for g in want.globs):
+            return [("label", key, g.text) for g in want.globs]
+    return None
 
 
 ProfileKey = tuple[str, str, tuple[str | None, ...]]
@@ -124,6 +182,13 @@ class PolicySet:
     _memo: dict[ProfileKey, Matched] = field(
         default_factory=dict, compare=False, repr=False, hash=False
     )
+    _placement_index: RuleIndex = field(init=False, compare=False, repr=False)
+    _guardrail_index: RuleIndex = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # Built here rather than by the caller so that every PolicySet has them.
+        object.__setattr__(self, "_placement_index", RuleIndex([r.match for r in self.placements]))
+        object.__setattr__(self, "_guardrail_index", RuleIndex([r.match for r in self.guardrails]))
 
     @property
     def empty(self) -> bool:
@@ -140,13 +205,19 @@ class PolicySet:
         if hit is not None:
             return hit
         team = job.labels.get("team")
+        pk = tuple(
+            i for i in self._placement_index.candidates(job.labels, job.queue, team)
+            if self.placements[i].match.matches(job.labels, job.queue, team)
+        )
+        gk = tuple(
+            i for i in self._guardrail_index.candidates(job.labels, job.queue, team)
+            if self.guardrails[i].match.matches(job.labels, job.queue, team)
+        )
         found = Matched(
-            placements=tuple(
-                p for p in self.placements if p.match.matches(job.labels, job.queue, team)
-            ),
-            guardrails=tuple(
-                g for g in self.guardrails if g.match.matches(job.labels, job.queue, team)
-            ),
+            placements=tuple(self.placements[i] for i in pk),
+            guardrails=tuple(self.guardrails[i] for i in gk),
+            placement_key=pk,
+            guardrail_key=gk,
         )
         if len(self._memo) >= _MEMO_LIMIT:
             self._memo.clear()

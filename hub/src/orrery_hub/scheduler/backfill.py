@@ -49,7 +49,7 @@ def _usable(fit: ClusterFit, types: TypeKey) -> dict[NodeName, int]:
     allowed = set(fit._types(types))
     return {
         n.name: len(n.free)
-        for n in fit.nodes
+        for n in fit.by_name.values()
         if n.gpu_type is not None and n.gpu_type in allowed and n.name not in fit.held
     }
 

@@ -6,9 +6,13 @@ Three orders, chosen by ``Policy``:
 * default: priority, then submission order, across every queue (the first release).
 * ``fair_share``: weighted dominant-resource fairness between tenants (queues, or teams).
   Only GPUs are counted, so a tenant's dominant share is its GPUs held divided by its
-  weight: the tenant furthest below its share offers its next job, and every placement
-  this pass raises that tenant's share at once, so the next free GPUs go to whoever now
-  has least. Within a tenant: priority, then submission order.
+  weight. Tenants offer their next job in this order: a queue still within its
+  guarantee before one that would borrow (as Kueue admits non-borrowing workloads
+  first: otherwise a reclaim would be undone by the borrower's requeued job); then the
+  higher priority of that job (priorities are global, so a job that preempted others is
+  offered the GPUs it freed before anyone below it); then the lowest share, so the next
+  free GPUs go to whoever has used least. Every placement this pass raises that
+  tenant's share at once. Within a tenant: priority, then submission order.
 
 Why a heap of tenants rather than one global sort key: shares change as the pass places,
 so the order cannot be known up front.
@@ -64,7 +68,8 @@ class Offer:
     ) -> None:
         self.policy = policy
         self._fair = policy.fair_share and not policy.fifo
-        self._charged: float = 0.0
+        self._pending_push: tuple[int, int, float, str] | None = None
+        self._charges = 0
         if not self._fair:
             # Two stable sorts with C-level keys beat one sort on a Python tuple key.
             self._flat = sorted(jobs, key=attrgetter("seq"))
@@ -74,26 +79,43 @@ class Offer:
             return
         self.usage = tenant_usage(policy, running)
         by_tenant: dict[str, list[JobRequest]] = {}
-        for j in jobs:
-            by_tenant.setdefault(tenant_of(policy, j.queue, j.team), []).append(j)
+        if policy.tenant == "queue":
+            for j in jobs:
+                got = by_tenant.get(j.queue)
+                if got is None:
+                    got = by_tenant[j.queue] = []
+                got.append(j)
+        else:
+            for j in jobs:
+                by_tenant.setdefault(tenant_of(policy, j.queue, j.team), []).append(j)
         self._lists: dict[str, list[JobRequest]] = {}
         self._heads: dict[str, int] = {}
         self._weights: dict[str, float] = {}
-        self._heap: list[tuple[float, str]] = []
+        self._guaranteed: dict[str, int] = {}
+        self._heap: list[tuple[int, int, float, str]] = []
         for t, js in by_tenant.items():
             js.sort(key=attrgetter("seq"))
             js.sort(key=attrgetter("priority"), reverse=True)
             self._lists[t] = js
             self._heads[t] = 0
-            q = queues.get(t)
+            q = queues.get(t) if policy.tenant == "queue" else None
             self._weights[t] = q.weight if q is not None and q.weight > 0 else 1.0
-            self._heap.append((self.share(t), t))
+            if q is not None and q.guaranteed is not None and policy.quotas:
+                self._guaranteed[t] = q.guaranteed
+            self._heap.append(self._key(t))
         heapq.heapify(self._heap)
 
     def share(self, tenant: str) -> float:
         return self.usage.get(tenant, 0.0) / self._weights.get(tenant, 1.0)
 
+    def _key(self, tenant: str) -> tuple[int, int, float, str]:
+        head = self._lists[tenant][self._heads[tenant]]
+        g = self._guaranteed.get(tenant)
+        within = g is not None and self.usage.get(tenant, 0.0) + head.gpus <= g
+        return (0 if within else 1, -head.priority, self.share(tenant), tenant)
+
     def charge(self, job: JobRequest, gpus: int) -> None:
+        self._charges += 1
         if self._fair:
             t = tenant_of(self.policy, job.queue, job.team)
             self.usage[t] = self.usage.get(t, 0.0) + gpus
@@ -106,16 +128,34 @@ class Offer:
             return
         heap = self._heap
         while heap:
-            s, t = heapq.heappop(heap)
-            if s != self.share(t):  # charged since it was pushed: shares only grow
-                heapq.heappush(heap, (self.share(t), t))
+            key = heapq.heappop(heap)
+            t = key[3]
+            now = self._key(t)
+            if now != key:  # charged since it was pushed: its key only grows
+                heapq.heappush(heap, now)
                 continue
-            i = self._heads[t]
-            self._heads[t] = i + 1
-            if i + 1 < len(self._lists[t]):
-                # Pushed before the yield so that ``rest`` sees it; re-keyed on pop.
-                heapq.heappush(heap, (s, t))
-            yield self._lists[t][i]
+            lst = self._lists[t]
+            while True:
+                i = self._heads[t]
+                self._heads[t] = i + 1
+                if i + 1 >= len(lst):
+                    yield lst[i]
+                    break
+                # Pushed before the yield so that ``rest`` sees it; re-keyed on pop. While
+                # this tenant stays first (nothing placed: the usual case in a full fleet),
+                # serve it without going through the heap.
+                nxt = self._key(t)
+                if heap and nxt > heap[0]:
+                    heapq.heappush(heap, nxt)
+                    yield lst[i]
+                    break
+                self._pending_push = nxt
+                charges = self._charges
+                yield lst[i]
+                self._pending_push = None
+                if self._charges != charges:  # charged meanwhile: back through the heap
+                    heapq.heappush(heap, self._key(t))
+                    break
 
     def rest(self) -> list[JobRequest]:
         """Jobs not offered yet, least-served tenant first: for a pass that has run out of
@@ -125,7 +165,10 @@ class Offer:
             self._pos = len(self._flat)
             return out
         out = []
-        for _, t in sorted(self._heap):
+        if self._pending_push is not None:
+            heapq.heappush(self._heap, self._pending_push)
+            self._pending_push = None
+        for *_, t in sorted(self._heap):
             out.extend(self._lists[t][self._heads[t] :])
             self._heads[t] = len(self._lists[t])
         self._heap.clear()

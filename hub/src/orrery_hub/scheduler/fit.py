@@ -18,12 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from orrery.ids import ClusterName, NodeName
-from orrery_hub.scheduler.snapshot import ClusterCapacity
+from orrery_hub.scheduler.snapshot import ClusterCapacity, NodeCapacity
 
 TypeKey = frozenset[str] | None
 
 
 class NodeFree:
+    """A node's free GPUs once this pass has taken some: made on first take (copy on
+    write), so a pass that touches ten nodes copies ten, not ten thousand."""
+
     __slots__ = ("free", "gpu_type", "gpus", "name")
 
     def __init__(self, name: NodeName, gpu_type: str | None, gpus: int, free: list[int]) -> None:
@@ -33,10 +36,64 @@ class NodeFree:
         self.free = free
 
 
+Node = NodeFree | NodeCapacity
+Buckets = dict[str | None, dict[int, dict[NodeName, Node]]]
+
+
 @dataclass(frozen=True, slots=True)
 class Take:
     node: NodeName
     gpus: tuple[int, ...]
+
+
+class _Index:
+    """The buckets of one ``ClusterCapacity``, built once and copied per pass."""
+
+    __slots__ = ("buckets", "by_name", "free_all", "nodes", "totals")
+
+    def __init__(self, nodes: tuple[NodeCapacity, ...]) -> None:
+        self.nodes = nodes
+        buckets: Buckets = {}
+        totals: dict[str | None, int] = {}
+        by_name: dict[NodeName, Node] = {}
+        free_all = 0
+        for n in nodes:
+            t = n.gpu_type
+            by_name[n.name] = n
+            by_count = buckets.get(t)
+            if by_count is None:
+                by_count = buckets[t] = {}
+                totals[t] = 0
+            k = len(n.free)
+            b = by_count.get(k)
+            if b is None:
+                b = by_count[k] = {}
+            b[n.name] = n
+            totals[t] += n.gpus
+            if t is not None:
+                free_all += k
+        self.buckets = buckets
+        self.totals = totals
+        self.by_name = by_name
+        self.free_all = free_all
+
+
+# Indexes of recently seen node tuples, by identity. A caller that keeps an unchanged
+# cluster's ``nodes`` tuple from pass to pass (the simulator does) skips the rebuild; one
+# that builds fresh tuples (the hub) only pays a dict lookup. The result never depends on
+# it: an entry is used only for the very tuple object it was built from.
+_INDEX: dict[int, _Index] = {}
+_INDEX_MAX = 1024
+
+
+def _index(nodes: tuple[NodeCapacity, ...]) -> _Index:
+    got = _INDEX.get(id(nodes))
+    if got is not None and got.nodes is nodes:
+        return got
+    if len(_INDEX) >= _INDEX_MAX:
+        _INDEX.clear()
+    got = _INDEX[id(nodes)] = _Index(nodes)
+    return got
 
 
 class ClusterFit:
@@ -46,36 +103,22 @@ class ClusterFit:
         self.name: ClusterName = cap.name
         self.labels = cap.labels
         self.ready = cap.ready
-        self.nodes: list[NodeFree] = []
-        self.by_name: dict[NodeName, NodeFree] = {}
+        ix = _index(cap.nodes)
+        self.nodes = cap.nodes
+        self.by_name: dict[NodeName, Node] = dict(ix.by_name)
         # gpu_type -> free count -> ordered set of nodes with exactly that many free
-        self.buckets: dict[str | None, dict[int, dict[NodeName, NodeFree]]] = {}
-        self.totals: dict[str | None, int] = {}
-        self.free_all = 0  # free GPUs outside holds, any type
+        self.buckets: Buckets = {
+            t: {k: dict(ns) for k, ns in by.items()} for t, by in ix.buckets.items()
+        }
+        self.totals = ix.totals
+        self.free_all = ix.free_all  # free GPUs outside holds, any type
         self.held: dict[NodeName, float] = {}  # node -> hold lasts until
         self._opened: list[NodeName] = []
         self._fit_cache: dict[tuple[int, TypeKey], int] = {}
         self._types_cache: dict[TypeKey, list[str | None]] = {}
-        buckets, totals, by_name, nodes = self.buckets, self.totals, self.by_name, self.nodes
-        free_all = 0
-        for n in cap.nodes:
-            t = n.gpu_type
-            node = NodeFree(n.name, t, n.gpus, list(n.free))  # ascending already
-            nodes.append(node)
-            by_name[n.name] = node
-            by_count = buckets.get(t)
-            if by_count is None:
-                by_count = buckets[t] = {}
-                totals[t] = 0
-            k = len(n.free)
-            b = by_count.get(k)
-            if b is None:
-                b = by_count[k] = {}
-            b[n.name] = node
-            totals[t] += n.gpus
-            if t is not None:
-                free_all += k
-        self.free_all = free_all
+
+    def node(self, name: NodeName) -> Node:
+        return self.by_name[name]
 
     def _types(self, types: TypeKey) -> list[str | None]:
         got = self._types_cache.get(types)
@@ -117,7 +160,7 @@ class ClusterFit:
     def total_gpus(self, types: TypeKey) -> int:
         return sum(self.totals[t] for t in self._types(types))
 
-    def _move(self, node: NodeFree, old: int) -> None:
+    def _move(self, node: Node, old: int) -> None:
         by_count = self.buckets[node.gpu_type]
         del by_count[old][node.name]
         by_count.setdefault(len(node.free), {})[node.name] = node
@@ -126,9 +169,9 @@ class ClusterFit:
         if self._fit_cache:
             self._fit_cache = {}
 
-    def _best_node(self, need: int, types: TypeKey) -> NodeFree | None:
+    def _best_node(self, need: int, types: TypeKey) -> Node | None:
         """The node with the fewest free GPUs that still has ``need`` free (best fit)."""
-        best: NodeFree | None = None
+        best: Node | None = None
         best_count = 1 << 30
         for t in self._types(types):
             for count, nodes in self.buckets[t].items():
@@ -147,12 +190,15 @@ class ClusterFit:
             first = self.nodes[0]
             return [Take(first.name, ()) for _ in range(n)]
         out: list[Take] = []
-        node: NodeFree | None
+        found: Node | None
         whole = self._best_node(n * gpus_per_slice, types) if n > 1 else None
         for _ in range(n):
-            node = whole if whole is not None else self._best_node(gpus_per_slice, types)
-            if node is None:  # the caller's fit check was wrong: a bug, not a user error
+            found = whole if whole is not None else self._best_node(gpus_per_slice, types)
+            if found is None:  # the caller's fit check was wrong: a bug, not a user error
                 raise AssertionError(f"{self.name}: slice does not fit")
+            node = self._own(found)
+            if whole is not None:
+                whole = node
             old = len(node.free)
             claimed, node.free = node.free[:gpus_per_slice], node.free[gpus_per_slice:]
             self._move(node, old)
@@ -160,6 +206,17 @@ class ClusterFit:
             out.append(Take(node.name, tuple(claimed)))
         self._changed()
         return out
+
+    def _own(self, node: Node) -> NodeFree:
+        """This pass's own mutable copy of ``node`` (copy on first write)."""
+        if isinstance(node, NodeFree):
+            return node
+        mine = NodeFree(node.name, node.gpu_type, node.gpus, list(node.free))
+        self.by_name[node.name] = mine
+        bucket = self.buckets[node.gpu_type][len(node.free)]
+        if node.name in bucket:
+            bucket[node.name] = mine
+        return mine
 
     # Holds: GPUs kept for a waiting job (see ``backfill`` and ``preemption``).
 

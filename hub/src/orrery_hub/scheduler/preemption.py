@@ -43,6 +43,10 @@ class Eviction:
 MayEvict = Callable[[RunningJob], str | None]
 # GPUs an eviction gives back to the preemptor's cohort (0 when it does not matter).
 Releases = Callable[[RunningJob], int]
+# GPUs that may be taken from a queue in all (its borrowed GPUs when it is another queue
+# under quota: evictions never push a queue below its guarantee, so reclaim and priority
+# preemption cannot undo each other).
+Budget = Callable[[str], float]
 
 
 def _fits(free: Mapping[NodeName, int], g: int) -> int:
@@ -58,6 +62,7 @@ def _in_cluster(
     need_release: int,
     may_evict: MayEvict,
     releases: Releases,
+    budget: Budget,
     now: float,
 ) -> Eviction | None:
     allowed = set(fit._types(types))
@@ -65,7 +70,7 @@ def _in_cluster(
     # but what its other jobs would free is not: count those alone.
     free = {
         x.name: 0 if x.name in fit.held else len(x.free)
-        for x in fit.nodes
+        for x in fit.by_name.values()
         if x.gpu_type is not None and x.gpu_type in allowed
     }
     candidates: list[Victim] = []
@@ -91,9 +96,14 @@ def _in_cluster(
     k = _fits(work, g)
     released = 0
     chosen: list[Victim] = []
+    spent: dict[str, float] = {}
     for v in candidates:
         if k >= n and released >= need_release:
             break
+        q = v.job.queue
+        if spent.get(q, 0.0) + v.job.gpus > budget(q):
+            continue
+        spent[q] = spent.get(q, 0.0) + v.job.gpus
         chosen.append(v)
         released += v.releases
         for node, c in v.frees.items():
@@ -127,6 +137,7 @@ def choose(
     need_release: int,
     may_evict: MayEvict,
     releases: Releases,
+    budget: Budget,
     now: float,
 ) -> Eviction | None:
     """The cheapest eviction, in one cluster, after which ``n`` slices of ``g`` fit."""
@@ -136,7 +147,7 @@ def choose(
             continue
         e = _in_cluster(
             fit, running_on.get(fit.name, ()), n, g, types, need_release,
-            may_evict, releases, now,
+            may_evict, releases, budget, now,
         )
         if e is None or not e.victims:
             continue

@@ -18,7 +18,7 @@ def need_text(job: JobRequest, n: int) -> str:
     if job.gpus_per_slice == 0:
         return f"needs {n} CPU-only slice{'s' if n != 1 else ''}"
     return (
-        f"needs {n} slice{'s' if n != 1 else ''} × {job.gpus_per_slice} "  # noqa: RUF001
+        f"needs {n} slice{'s' if n != 1 else ''} × {job.gpus_per_slice} "
         f"{types_text(job.gpu_types)}"
     )
 

@@ -146,6 +146,9 @@ class Policy:
     ``fair_share``: order by weighted dominant (GPU) share of each tenant, tenant being
     the queue, or the team when ``tenant`` is "team"; within a tenant priority then
     submission order. ``fifo``: submission order alone (the simulator's baseline).
+    ``type_aware``: a job that accepts several GPU types goes, among clusters that fit it
+    whole, to the one whose GPU type the fewest single-type jobs wait for, so it does not
+    take the scarce GPUs that constrained jobs need (tightest fit breaks ties).
     ``grace_s``: SIGTERM to SIGKILL for preempted victims; the hub sends it in the order.
     ``max_preemptions``: victims one pass may choose, so one pass never evicts half a fleet;
     ``preemption_attempts``: victim searches per pass, since each one costs a walk over
@@ -160,12 +163,15 @@ class Policy:
     backfill: bool = False
     grace_s: float = 30.0
     max_preemptions: int = 64
+    type_aware: bool = False
     preemption_attempts: int = 16  # victim searches per pass; the rest try next pass
 
     @staticmethod
     def full() -> Policy:
         """Every stage on: what ``orrery sim --policy orrery`` runs."""
-        return Policy(fair_share=True, quotas=True, preemption=True, backfill=True)
+        return Policy(
+            fair_share=True, quotas=True, preemption=True, backfill=True, type_aware=True
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -78,9 +78,9 @@ class AttemptRow(SQLModel, table=True):
     cluster: str = Field(max_length=63)
     node: str
     gpus: list[int] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    phase: str = Field(
-        default="Assigned", max_length=16
-    )  # Assigned Running Succeeded Failed Killed Lost
+    gpu_type: str | None = Field(default=None, max_length=128)  # for accounting and prices
+    # Assigned Running Succeeded Failed Killed Lost
+    phase: str = Field(default="Assigned", max_length=16)
     assigned_at: float
     started_at: float | None = None  # spoke clock: when the process started
     ended_at: float | None = None  # spoke clock where known, else hub clock at detection
@@ -115,3 +115,18 @@ class EventRow(SQLModel, table=True):
     cluster: str | None = None
     kind: str = Field(max_length=32)
     message: str
+
+
+class AuditRow(SQLModel, table=True):
+    """Every admit, deny, hold, placement and policy reload, with the policies in force."""
+
+    __tablename__ = "audit"
+
+    id: int | None = Field(default=None, primary_key=True)
+    at: float = Field(index=True)
+    kind: str = Field(max_length=32)  # admit deny hold place reload
+    job_id: str | None = Field(default=None, index=True, max_length=64)
+    decision: str = Field(max_length=32)
+    detail: str
+    policies: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    digest: str = Field(max_length=128)

@@ -135,6 +135,47 @@ def clusters(hub: HubOpt = DEFAULT_HUB) -> None:
 
 
 @app.command()
+def usage(
+    team: Annotated[str | None, typer.Option(envvar="ORRERY_TEAM", help="only this team")] = None,
+    since: Annotated[
+        str | None,
+        typer.Option(envvar="ORRERY_SINCE", help="how far back, e.g. 7d (default: all time)"),
+    ] = None,
+    hub: HubOpt = DEFAULT_HUB,
+) -> None:
+    """GPU-seconds and cost per team and job, from the attempts' real start and end."""
+    from rich.table import Table
+
+    with _client(hub) as c:
+        u = c.usage(team=team, since=since)
+    t = Table(title="Usage by team" + (f" (last {since})" if since else ""), title_justify="left")
+    for col in ("TEAM", "GPU-HOURS", "COST", "GPUS IN USE"):
+        t.add_column(col)
+    in_use = u["gpusInUse"]["byTeam"]
+    for name, v in u["teams"].items():
+        t.add_row(
+            name or "(no team)",
+            f"{v['gpuSeconds'] / 3600:.3f}",
+            f"{v['cost']:.2f}",
+            str(in_use.get(name, 0)),
+        )
+    console.print(t)
+    j = Table(title="By job", title_justify="left")
+    for col in ("JOB", "TEAM", "QUEUE", "ATTEMPTS", "GPU-SECONDS", "COST"):
+        j.add_column(col)
+    for row in u["jobs"]:
+        j.add_row(
+            row["job"],
+            row["team"] or "-",
+            row["queue"],
+            str(row["attempts"]),
+            f"{row['gpuSeconds']:.1f}",
+            f"{row['cost']:.4f}",
+        )
+    console.print(j)
+
+
+@app.command()
 def up(
     spokes: Annotated[
         int, typer.Option(envvar="ORRERY_SPOKES", min=1, max=50, help="spoke agents to start")

@@ -1,0 +1,78 @@
+"""``orrery sim``: replay a trace through the scheduler. Registered into the ``orrery`` CLI
+through the ``orrery.commands`` entry point (``hub/pyproject.toml``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from orrery_hub.sim.engine import POLICIES, Result, simulate
+from orrery_hub.sim.fleet import load_fleet
+from orrery_hub.sim.report import plot, summary
+from orrery_hub.sim.trace import TraceError, read_pods
+
+
+def run_sim(
+    trace: Path,
+    fleet_file: Path | None,
+    policies: list[str],
+    out: Path | None,
+    limit: int | None = None,
+    draw: bool = True,
+) -> dict[str, dict[str, Any]]:
+    """Run each policy on the same trace and fleet; write summary.json (and the plot)."""
+    unknown = [p for p in policies if p not in POLICIES]
+    if unknown:
+        raise TraceError(f"unknown policy {unknown[0]!r}; known: {', '.join(POLICIES)}")
+    if "fifo" not in policies:
+        policies = ["fifo", *policies]  # the baseline is always reported
+    tr = read_pods(trace, limit=limit)
+    fleet = load_fleet(fleet_file, trace)
+    results: list[Result] = [simulate(tr.jobs, fleet, p) for p in policies]
+    summaries = {r.policy: summary(r) for r in results}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "summary.json").write_text(json.dumps(summaries, indent=2, sort_keys=True) + "\n")
+        if draw:
+            plot(results, summaries, out / "policies.png")
+    return summaries
+
+
+_FLEET_HELP = "fleet YAML; default: one cluster per GPU model from the node list by the trace"
+_POLICY_HELP = f"policy to run (repeatable): {', '.join(POLICIES)}; fifo always runs"
+
+TraceArg = Annotated[Path, typer.Argument(help="pod list CSV (Alibaba GPU trace format)")]
+FleetOpt = Annotated[Path | None, typer.Option(envvar="ORRERY_FLEET", help=_FLEET_HELP)]
+PolicyOpt = Annotated[list[str] | None, typer.Option(envvar="ORRERY_POLICY", help=_POLICY_HELP)]
+OutOpt = Annotated[
+    Path, typer.Option(envvar="ORRERY_OUT", help="folder for summary.json and policies.png")
+]
+LimitOpt = Annotated[
+    int | None, typer.Option(envvar="ORRERY_LIMIT", help="read only the first N rows")
+]
+
+
+def command(app: typer.Typer) -> None:
+    @app.command("sim")
+    def sim(
+        trace: TraceArg,
+        fleet: FleetOpt = None,
+        policy: PolicyOpt = None,
+        out: OutOpt = Path("sim-out"),
+        limit: LimitOpt = None,
+    ) -> None:
+        """Replay a trace through the scheduler in simulated time; compare policies."""
+        try:
+            summaries = run_sim(trace, fleet, policy or ["orrery"], out, limit=limit)
+        except (TraceError, OSError) as exc:
+            typer.echo(f"orrery sim: {exc}", err=True)
+            raise typer.Exit(2) from None
+        cols = ["utilization", "jct_mean", "jct_p99", "wait_mean", "wait_p99", "jain",
+                "preemptions", "makespan"]
+        typer.echo("policy    " + "".join(f"{c:>14}" for c in cols))
+        for name, s in summaries.items():
+            typer.echo(f"{name:<10}" + "".join(f"{s[c]:>14.4g}" for c in cols))
+        typer.echo(f"wrote {out / 'summary.json'} and {out / 'policies.png'}")
