@@ -140,3 +140,35 @@ def test_residency_budget_and_usage(federation, tmp_path: Path) -> None:  # type
         policies = c.policies()
         assert [e["name"] for e in policies["entries"]] == ["eu-residency", "prices"]
         c.cancel(second.id)
+
+
+def test_sighup_reloads_and_a_broken_file_keeps_the_old_set(federation, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import subprocess
+    import time
+
+    folder = tmp_path / "policies"
+    folder.mkdir()
+    (folder / "a.yaml").write_text(POLICIES)
+    fed = federation([SpokeSpec("eu-west", "eu-west-1", "H100", 1, 4)], policies=folder)
+    assert fed.hub is not None and fed.api_url is not None
+    with fed.client() as c:
+        before = c.policies()["digest"]
+        (folder / "a.yaml").write_text(POLICIES.replace("limit: 10,", "limit: 20,"))
+        fed.hub.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        while c.policies()["digest"] == before:
+            assert time.monotonic() < deadline, "SIGHUP did not reload"
+            time.sleep(0.05)
+        good = c.policies()["digest"]
+        (folder / "a.yaml").write_text("apiVersion: orrery/v1\nkind: Cost\n  broken: [\n")
+        fed.hub.send_signal(signal.SIGHUP)
+        while not any(a["kind"] == "reload" and a["decision"] == "refused" for a in c.audit()):
+            assert time.monotonic() < deadline + 10, "the refused reload was not audited"
+            time.sleep(0.05)
+        assert c.policies()["digest"] == good
+        # The usage command prints the teams (none ran anything yet) without error.
+        p = subprocess.run([sys.executable, "-m", "orrery.cli.main", "usage", "--hub", fed.api_url,
+                            "--since", "7d"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0, p.stderr
+        assert "Usage by team (last 7d)" in p.stdout
