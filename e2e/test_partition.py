@@ -97,6 +97,10 @@ def test_a_partitioned_spoke_stops_its_slices_before_they_run_elsewhere(  # type
         assert {x.name: x.state for x in c.clusters()}["island"] == "Lost"
         # The island stopped its slice within its lease (+ grace, + one supervisor poll),
         # before the hub's failover timeout let it start elsewhere.
+        deadline = time.monotonic() + 20
+        while 2 not in intervals(out).get(0, {}):  # the hub knows before the workload writes
+            assert time.monotonic() < deadline, "epoch 2 recorded no step"
+            time.sleep(0.05)
         epoch1_end = intervals(out)[0][1][1]
         assert epoch1_end - cut_at < TIMINGS.lease_s + TIMINGS.kill_grace_s + 0.5
         epoch2_start = intervals(out)[0][2][0]

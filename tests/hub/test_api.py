@@ -119,9 +119,8 @@ async def test_health_metrics_clusters_and_openapi(api: httpx.AsyncClient) -> No
 
 @pytest.mark.postgres
 async def test_a_hub_on_postgresql_serves_and_restarts(tmp_path, nats_server, pg_url) -> None:  # type: ignore[no-untyped-def]
-    from tests.conftest import FAST, running_hub
-
     from orrery_hub.settings import HubSettings
+    from tests.conftest import FAST, running_hub
 
     settings = HubSettings(state_dir=tmp_path, db_url=pg_url, nats_url=nats_server.url, port=0,
                            timing=FAST)

@@ -208,13 +208,17 @@ class KubeApi(kmock.KubernetesEmulator):
         self._history.clear()
         self._generation += 1
 
-    def get(self, plural: str, namespace: str | None, name: str) -> Obj | None:
+    def end_watches(self) -> None:
+        """End every open watch (as an API server restart would); clients resume them."""
+        self._generation += 1
+
+    def stored(self, plural: str, namespace: str | None, name: str) -> Obj | None:
         for (res, ns, nm), obj in self._objects.items():
             if res.plural == plural and ns == namespace and nm == name and not obj.deleted:
                 return dict(obj.raw)
         return None
 
-    def all(self, plural: str) -> list[Obj]:
+    def stored_all(self, plural: str) -> list[Obj]:
         return [dict(obj.raw) for (res, _ns, _nm), obj in self._objects.items()
                 if res.plural == plural and not obj.deleted]
 
@@ -252,6 +256,12 @@ def tenant_pod(name: str, node: str, gpus: int, *, namespace: str = "other",
                 "name": "main", "image": "busybox",
                 "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]},
             "status": {"phase": phase}}
+
+
+def container_status(state: Obj, *, image: str = "emulated", ready: bool = False) -> Obj:
+    """A status of the slice's container, with the fields the client's models require."""
+    return {"name": "slice", "ready": ready, "restartCount": 0, "image": image,
+            "imageID": f"{image}@sha256:{'0' * 64}", "state": state}
 
 
 # ---- the job controller ----------------------------------------------------------------
@@ -310,11 +320,11 @@ class JobController:
             spec["nodeName"] = self.node_of(job)
         status: Obj = {"phase": phase, "startTime": _now()}
         if waiting:
-            status["containerStatuses"] = [{"name": "slice", "ready": False, "state": {
-                "waiting": {"reason": waiting, "message": f"emulated {waiting}"}}}]
+            status["containerStatuses"] = [container_status(
+                {"waiting": {"reason": waiting, "message": f"emulated {waiting}"}})]
         elif phase == "Running":
-            status["containerStatuses"] = [{"name": "slice", "ready": True,
-                                            "state": {"running": {"startedAt": _now()}}}]
+            status["containerStatuses"] = [container_status(
+                {"running": {"startedAt": _now()}}, ready=True)]
         if unschedulable:
             status["conditions"] = [{"type": "PodScheduled", "status": "False",
                                      "reason": "Unschedulable", "message": unschedulable}]
@@ -339,7 +349,7 @@ class JobController:
                 "finishedAt": _now()}
         await self.patch(f"/api/v1/namespaces/{self.ns}/pods/{pod_name}/status", {
             "status": {"phase": phase, "containerStatuses": [
-                {"name": "slice", "ready": False, "state": {"terminated": term}}]}})
+                container_status({"terminated": term})]}})
         cond = {"type": "Complete" if exit_code == 0 else "Failed", "status": "True",
                 "reason": None if exit_code == 0 else "BackoffLimitExceeded"}
         await self.patch(f"/apis/batch/v1/namespaces/{self.ns}/jobs/{job_name}/status", {

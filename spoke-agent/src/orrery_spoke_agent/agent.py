@@ -147,7 +147,11 @@ class Agent:
                 beat = tg.create_task(self._heartbeat_loop(), name="heartbeat")
                 await self._stop.wait()
                 beat.cancel()
-                await self._stop_all("agent shutting down", infra=True)
+                # Local slices die with a stopped agent. Kubernetes Jobs outlive it (a helm
+                # upgrade restarts the agent): their lease still bounds them, and the next
+                # agent adopts them.
+                if not getattr(self.executor, "outlives_agent", False):
+                    await self._stop_all("agent shutting down", infra=True)
         finally:
             if self.nc is not None and not self.nc.is_closed:
                 await self.nc.close()

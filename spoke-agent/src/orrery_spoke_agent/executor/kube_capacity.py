@@ -8,7 +8,9 @@ rules below are tested with dicts alone.
   Feature Discovery labels (``nvidia.com/gpu.product``, ``nvidia.com/gpu.memory``).
 - GPUs other tenants' pods request on a node are not offered; a pod counts while it is not
   Succeeded or Failed and is bound to the node.
-- A cordoned (``spec.unschedulable``) or NotReady node offers nothing.
+- A cordoned (``spec.unschedulable``) or NotReady node offers nothing. Only NotReady is
+  reported as not ready: the hub moves the slices of a node not ready past its failover
+  timeout, and a cordon alone (maintenance ahead) must not kill what runs there.
 - Free GPU *indices* are what the hub reasons in. Kubernetes picks the devices itself, so
   the indices are bookkeeping: the ones this spoke's own slices were assigned stay taken
   (the hub subtracts them too, so they must match), and other tenants' usage removes more.
@@ -41,7 +43,8 @@ class NodeInfo:
     product: str | None  # the raw product label, for the Job's node selector
     gpu_type: str | None  # the family name manifests and policies use ("H100")
     gpu_memory_mib: int
-    ready: bool  # Ready condition True and not cordoned
+    ready: bool  # the Ready condition is True
+    cordoned: bool  # spec.unschedulable: no new pods
     region: str | None
     zone: str | None
 
@@ -81,7 +84,7 @@ def node_info(node: Obj, resources: Iterable[str]) -> NodeInfo:
         name=str(meta.get("name", "")), resource=resource, gpus=gpus, product=product,
         gpu_type=(product_type(product) if product else "GPU") if gpus else None,
         gpu_memory_mib=quantity(labels.get(MEMORY_LABEL, 0)) if gpus else 0,
-        ready=ready_cond and not cordoned,
+        ready=ready_cond, cordoned=cordoned,
         region=labels.get(REGION_LABEL), zone=labels.get(ZONE_LABEL),
     )
 
@@ -112,7 +115,7 @@ def pod_holds(pod: Obj) -> bool:
 def free_indices(node: NodeInfo, own: set[int], others: int) -> list[int]:
     """The indices the hub may use on ``node``: not ``own`` (held by this spoke's slices,
     which the hub subtracts itself), and ``others`` fewer for other tenants' pods."""
-    if not node.ready or node.gpus == 0:
+    if not node.ready or node.cordoned or node.gpus == 0:
         return []
     candidates = [i for i in range(node.gpus) if i not in own]
     room = max(0, node.gpus - len(own & set(range(node.gpus))) - others)

@@ -36,8 +36,13 @@ L_EPOCH = f"{GROUP}/epoch"
 L_ATTEMPT = f"{GROUP}/attempt"  # the Job's name, on its pods too: how pods are matched
 A_JOB = f"{GROUP}/job"
 A_ASSIGNMENT = f"{GROUP}/assignment"
+A_PROGRESS = f"{GROUP}/progress"  # on the pod: the workload's last report (JSON)
 CONTAINER = "slice"
 
+# Why a pod failed without its container exiting, when the node (not the workload) is to
+# blame: eviction, node shutdown or loss, kubelet admission ("OutOfnvidia.com/gpu", ...).
+NODE_REASONS = {"Evicted", "NodeLost", "Shutdown", "Terminated", "NodeShutdown",
+                "UnexpectedAdmissionError", "NodeAffinity"}
 # Waiting reasons that no amount of waiting fixes.
 FATAL_WAITING = {"InvalidImageName", "ErrImageNeverPull"}
 # Waiting reasons that may clear (a registry hiccup) but fail the slice past the timeout.
@@ -230,7 +235,14 @@ def judge(job: Obj | None, pods: Sequence[Obj], *, now: float, launched_at: floa
             or (failed or {}).get("reason")
         if stop_reason is not None:
             return Outcome(exit_code=code, reason=stop_reason, finished_at=finished, killed=True)
-        return Outcome(exit_code=code if code is not None else None,
+        pod_status = (pod or {}).get("status") or {}
+        pod_reason = str(pod_status.get("reason") or "")
+        if code is None and (pod_reason in NODE_REASONS or pod_reason.startswith("OutOf")):
+            # The node, not the workload: the hub must not count it against the job.
+            return Outcome(exit_code=None, finished_at=finished,
+                           reason=f"node lost: pod {pod_reason}: "
+                                  f"{pod_status.get('message', '')}".strip(": "))
+        return Outcome(exit_code=code,
                        reason=f"{why}: {(failed or {}).get('message', '')}".strip(": ")
                        if why else None, finished_at=finished)
     if job is None:  # deleted: by this spoke (a kill) or by someone else

@@ -77,8 +77,10 @@ class Reflector:
         resp = self._resp
         if resp is not None:
             try:
-                resp.close()  # wakes the blocked read at once
-            except Exception:  # closing from another thread may race
+                # shutdown() (urllib3 >= 2.3) wakes the read blocked in the watch thread;
+                # close() alone does not.
+                getattr(resp, "shutdown", resp.close)()
+            except Exception:  # closing from another thread may race with the read
                 pass
         if self._thread.is_alive():
             self._thread.join(timeout)

@@ -38,9 +38,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from pydantic.alias_generators import to_camel
+from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -49,52 +47,26 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from orrery.errors import InvalidInput, ManifestError
-from orrery.manifest import problems_of
 from orrery.wire import Assignment, NodeReport, Progress, SliceKey
 from orrery_spoke_agent.executor import kube_capacity as capa
 from orrery_spoke_agent.executor import kube_jobs as kj
 from orrery_spoke_agent.executor.base import Executor, Found, LaunchError, Outcome
+from orrery_spoke_agent.executor.kube_config import (
+    CONFIG_ENV,
+    KubeConfig,
+    api_client,
+    load_config,
+)
 from orrery_spoke_agent.executor.kube_watch import Reflector
 from orrery_spoke_agent.inventory import Node
 from orrery_spoke_agent.settings import SpokeSettings
 
 log = logging.getLogger("orrery.spoke.kubernetes")
+__all__ = ["CONFIG_ENV", "KubeConfig", "KubeExecutor", "api_client", "build", "load_config"]
 
-CONFIG_ENV = "ORRERY_KUBE_EXECUTOR_CONFIG"
+SYNC_WAIT_S = 10.0  # build() waits this long for the first lists
 CHECK_S = 1.0  # how often a waiting slice re-checks its pending timeout without an event
 K = tuple[str, int, int]
-
-
-class KubeConfig(BaseModel):
-    """The executor's settings file (YAML, camelCase keys)."""
-
-    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True,
-                              frozen=True)
-    gpu_resources: list[str] = Field(default=["nvidia.com/gpu", "amd.com/gpu"], min_length=1)
-    default_image: str | None = None  # for assignments without spec.image
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
-    service_account: str | None = None  # the slices' pods' service account
-    image_pull_secrets: list[str] = Field(default_factory=list)
-    volumes: list[dict[str, Any]] = Field(default_factory=list)  # e.g. a checkpoint PVC
-    volume_mounts: list[dict[str, Any]] = Field(default_factory=list)
-    pending_timeout_s: float = Field(default=300.0, gt=0)  # unschedulable / image pull
-    watch_timeout_s: float = Field(default=60.0, ge=1)  # server-side watch timeout
-    api_workers: int = Field(default=4, ge=1, le=64)
-
-
-def load_config(path: Path | None) -> KubeConfig:
-    if path is None:
-        return KubeConfig()
-    source = f"{CONFIG_ENV} {path}"
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise InvalidInput(f"{source}: cannot read: {exc}") from None
-    try:
-        return KubeConfig.model_validate(data)
-    except ValidationError as exc:
-        raise ManifestError(problems_of(exc), source=source) from None
 
 
 def _k(key: SliceKey) -> K:
@@ -115,6 +87,9 @@ def _transient(exc: BaseException) -> bool:
 
 class KubeExecutor:
     name = "kubernetes"
+    # Its Jobs run on without the agent, fenced by their deadline (the lease) and adopted by
+    # the next agent: an agent that merely restarts (an upgrade) need not stop them.
+    outlives_agent = True
 
     def __init__(self, api_client: Any, cfg: KubeConfig, template: kj.JobTemplate, *,
                  clock: Callable[[], float] = time.time) -> None:
@@ -137,6 +112,7 @@ class KubeExecutor:
         self._live: set[K] = set()  # launched or adopted, not yet ended
         self._seen: set[str] = set()  # Job names the watch has shown at least once
         self._stop_reasons: dict[K, str] = {}
+        self._unreleased: set[str] = set()  # ended Jobs whose deletion has to be retried
         sel = kj.selector(self.cluster)
         wt, cl = cfg.watch_timeout_s, self.cluster
         self.nodes = Reflector("nodes", self.core.list_node, on_change=self._changed,
@@ -282,27 +258,44 @@ class KubeExecutor:
         k = _k(key)
         self._stop_reasons.setdefault(k, reason)
         self._log("deleting Job", key, reason=reason)
-        await self._delete_job(kj.job_name(key), foreground=True, grace_s=grace_s)
+        try:
+            await self._delete_job(kj.job_name(key), foreground=True, grace_s=grace_s)
+        except Exception as exc:
+            # Never raise into the agent (it stops slices in loops): the Job's deadline is
+            # no longer renewed (a stop reason is set), so it ends within a lease anyway,
+            # and the hub orders the kill again while the slice is still reported.
+            self._log("could not delete Job; its lease will stop it", key,
+                      level=logging.WARNING, error=str(exc)[:200])
         self._wake()
 
     def progress(self, key: SliceKey) -> Progress | None:
-        return None  # workload progress from pods: not carried yet (see the report file)
+        """What the workload last reported, from its pod's ``orrery.dev/progress``
+        annotation (JSON of ``Progress``), which the pods watch already brings: no extra
+        request. Nothing writes it yet: ``orrery.workload`` writes a file the agent cannot
+        read from another pod (see deploy/helm/README.md)."""
+        for pod in self._pods_of(kj.job_name(key)):
+            raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(kj.A_PROGRESS)
+            if raw:
+                try:
+                    data = json.loads(raw)
+                    if isinstance(data, dict):
+                        data.pop("_written", None)
+                    return Progress.model_validate(data)
+                except (ValueError, ValidationError):
+                    return None
+        return None
 
     def capacity(self) -> list[NodeReport] | None:
         if not (self.nodes.synced.is_set() and self.pods.synced.is_set()):
             return []  # nothing offered until both lists arrived
         infos = [capa.node_info(n, self.cfg.gpu_resources) for n in self.nodes.items()]
         by_name = {n.name: n for n in infos}
-        mine = kj.selector(self.cluster).split(",")
+        mine = [tuple(term.split("=", 1)) for term in kj.selector(self.cluster).split(",")]
         other: Counter[str] = Counter()
-        bound: set[str] = set()
         for p in self.pods.items():
-            meta = p.get("metadata") or {}
-            labels = meta.get("labels") or {}
+            labels = (p.get("metadata") or {}).get("labels") or {}
             node = (p.get("spec") or {}).get("nodeName")
-            if all(labels.get(k) == v for k, v in (s.split("=", 1) for s in mine)):
-                if node and capa.pod_holds(p):
-                    bound.add(labels.get(kj.L_ATTEMPT, ""))
+            if all(labels.get(k) == v for k, v in mine):
                 continue  # this spoke's own: counted by their assigned indices below
             info = by_name.get(node or "")
             if info is not None and info.resource and capa.pod_holds(p):
@@ -360,14 +353,27 @@ class KubeExecutor:
 
     async def release(self, key: SliceKey) -> None:
         k = _k(key)
-        try:
-            await self._delete_job(kj.job_name(key), foreground=False)
-        finally:
-            for d in (self._assignments, self._launched, self._stop_reasons):
-                d.pop(k, None)
-            self._live.discard(k)
+        for d in (self._assignments, self._launched, self._stop_reasons):
+            d.pop(k, None)
+        self._live.discard(k)
+        self._unreleased.add(kj.job_name(key))
+        await self._delete_released()
+
+    async def _delete_released(self) -> None:
+        """Delete the Jobs of ended attempts the hub has recorded; what fails (the API is
+        away) is tried again with the next lease renewal."""
+        for name in sorted(self._unreleased):
+            try:
+                await self._delete_job(name, foreground=False)
+            except Exception as exc:
+                log.warning("could not delete ended Job %s (will retry): %s", name,
+                            str(exc)[:200], extra={"cluster": self.cluster})
+                return
+            self._unreleased.discard(name)
 
     async def renew_lease(self, now: float) -> None:
+        if self._unreleased:
+            await self._delete_released()
         patches = []
         for k in list(self._live):
             a = self._assignments.get(k)
@@ -397,39 +403,22 @@ class KubeExecutor:
                           job_name=name, error=str(r)[:200])
 
     async def close(self) -> None:
-        for r in (self.nodes, self.pods, self.jobs):
-            await asyncio.to_thread(r.stop)
+        await asyncio.gather(*(asyncio.to_thread(r.stop) for r in (self.nodes, self.pods,
+                                                                     self.jobs)))
         self.pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- what the cluster says about itself -----------------------------------------------
 
     def topology(self) -> dict[str, str]:
-        """Region and zone, where every GPU node agrees on one (the well-known labels)."""
+        """Region and zone, where the GPU nodes that carry the well-known labels agree."""
         infos = [capa.node_info(n, self.cfg.gpu_resources) for n in self.nodes.items()]
         out = {}
         for label, values in (("region", {i.region for i in infos if i.gpus}),
                               ("zone", {i.zone for i in infos if i.gpus})):
-            if len(values) == 1 and None not in values:
-                out[label] = str(next(iter(values)))
+            values.discard(None)
+            if len(values) == 1:
+                out[label] = str(values.pop())
         return out
-
-
-def api_client(kubeconfig: Path | None, context: str | None) -> Any:
-    """A client from a kubeconfig (and context), or the pod's service account."""
-    from kubernetes import client, config
-
-    try:
-        if kubeconfig is not None:
-            return config.new_client_from_config(  # type: ignore[no-untyped-call]
-                config_file=str(kubeconfig), context=context)
-        conf = client.Configuration()
-        config.load_incluster_config(client_configuration=conf)  # type: ignore[no-untyped-call]
-        return client.ApiClient(conf)
-    except config.ConfigException as exc:
-        where = f"--kubeconfig {kubeconfig}" if kubeconfig else "in-cluster config"
-        raise InvalidInput(f"{where}: {exc}") from None
-    except OSError as exc:
-        raise InvalidInput(f"--kubeconfig {kubeconfig}: {exc.strerror}") from None
 
 
 def build(settings: SpokeSettings, *, kubeconfig: Path | None, context: str | None,
@@ -445,14 +434,19 @@ def build(settings: SpokeSettings, *, kubeconfig: Path | None, context: str | No
         volume_mounts=tuple(cfg.volume_mounts), kill_grace_s=settings.kill_grace_s,
         lease_s=settings.lease_s)
     ex = KubeExecutor(api_client(kubeconfig, context), cfg, template).start()
+    # Before the agent's first heartbeat, so its first report is the cluster's real
+    # capacity rather than none (bounded: an API still unreachable is retried by the
+    # reflectors, and the report fills in once they have listed).
+    deadline = time.monotonic() + SYNC_WAIT_S
+    synced = all(r.synced.wait(max(0.0, deadline - time.monotonic()))
+                 for r in (ex.nodes, ex.pods, ex.jobs))
+    if not synced:
+        log.warning("the API has not answered within %.0fs; carrying on", SYNC_WAIT_S,
+                    extra={"cluster": settings.cluster})
     # Region and zone from the nodes' topology labels, unless given: the labels dict is the
     # one the agent reports (the settings object itself is frozen).
-    if ex.nodes.synced.wait(10):
-        for label, value in ex.topology().items():
-            if label == "region" and settings.region:
-                continue
-            settings.labels.setdefault(label, value)
-    else:
-        log.warning("nodes not listed within 10s; region and zone labels not derived",
-                    extra={"cluster": settings.cluster})
+    for label, value in ex.topology().items():
+        if label == "region" and settings.region:
+            continue
+        settings.labels.setdefault(label, value)
     return ex, []

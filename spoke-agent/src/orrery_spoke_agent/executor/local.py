@@ -124,9 +124,9 @@ class LocalExecutor:
             self._procs.pop(k, None)
             return self._outcome(folder, "vanished: its supervisor died")
         pid = self._pids.get(k)
-        while pid is not None and _alive(pid) and not (folder / "exit.json").exists():
-            # Not our child (adopted after a restart): there is no wait() to block on.
-            await asyncio.sleep(ADOPTED_POLL_S)  # noqa: ASYNC110
+        # Not our child (adopted after a restart): there is no wait() to block on, so poll.
+        while pid is not None and _alive(pid) and not (folder / "exit.json").exists():  # noqa: ASYNC110
+            await asyncio.sleep(ADOPTED_POLL_S)
         self._pids.pop(k, None)
         return self._outcome(folder, "vanished: its supervisor died")
 
