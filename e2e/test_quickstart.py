@@ -46,15 +46,17 @@ def test_up_starts_a_federation_and_sigterm_stops_all_of_it(tmp_path: Path) -> N
         env={**os.environ, "COLUMNS": "120"},
     )
     assert proc.stdout is not None
-    seen = ""
-    deadline = time.monotonic() + 60
-    while "hub: " not in seen:
-        assert time.monotonic() < deadline and proc.poll() is None, seen
-        seen += proc.stdout.readline()
-    assert "eu-west" in seen and "us-east" in seen
-    assert len(_procs_under(state)) >= 3  # hub and two spokes (nats-server has no path arg)
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(30)
+    try:
+        seen = ""
+        deadline = time.monotonic() + 60
+        while "hub: " not in seen:
+            assert time.monotonic() < deadline and proc.poll() is None, seen
+            seen += proc.stdout.readline()
+        assert "eu-west" in seen and "us-east" in seen
+        assert len(_procs_under(state)) >= 3  # hub and two spokes (nats-server has no path)
+    finally:
+        proc.send_signal(signal.SIGTERM)  # even when an assertion failed: leave nothing behind
+        proc.wait(30)
     deadline = time.monotonic() + 15
     while _procs_under(state):
         assert time.monotonic() < deadline, _procs_under(state)

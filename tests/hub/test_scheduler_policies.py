@@ -240,3 +240,11 @@ def test_type_aware_spares_the_gpus_constrained_jobs_need(
     p = plan(Snapshot(t4 + g2, (flexible, only_t4), policy=policy), 0.0)
     assert p.for_job(flexible.id)[0].cluster == expect_cluster
     assert ("t4-only" in placed(p)) is t4_job_placed
+
+
+@pytest.mark.parametrize("policy", [Policy(), Policy.full()])
+def test_cpu_only_jobs_are_placed_on_a_full_fleet(policy: Policy) -> None:
+    busy = [running("x", on=[("c1", "n0", 8)], priority=100)]
+    p = run({"c1": [8]}, [job("gpu", gpus=1), job("cpu", gpus=0)], busy=busy, policy=policy)
+    assert placed(p) == {"cpu"}
+    assert "gpu" in p.waiting

@@ -17,8 +17,8 @@ its cycle the same way); see README.md for the picture:
    of its cohort's quota; the GPUs it will get are held for it meanwhile. Failing that,
    the first such job gets a reservation (EASY backfill). Either way it gets a reason.
 5. Capacity only shrinks during a pass, so once a job shape fails, larger requests of the
-   same shape fail too: remembered, not retried. Once nothing is free and nothing may be
-   preempted, the rest only need their reasons.
+   same shape fail too: remembered, not retried. Once no GPU is free, only jobs that may
+   preempt are still offered; the rest only need their reasons (``_tail``).
 """
 
 from __future__ import annotations
@@ -127,13 +127,14 @@ class _Pass:
         self.max_hold = -INF
         self._on: dict[ClusterName, list[tuple[RunningJob, tuple[RunningSlice, ...]]]] | None
         self._on = None
+        self._tables: dict[ClusterName, list[preemption.Entry]] = {}
 
     # --- the pass -----------------------------------------------------------------------
 
     def run(self) -> Plan:
         for job in self.offer:
-            if self.free_left <= 0 and not self._may_still_preempt():
-                self._wait_all([job, *self.offer.rest()])
+            if self.free_left <= 0:
+                self._tail([job, *self.offer.rest()])
                 break
             self._one(job)
         return Plan(
@@ -152,6 +153,50 @@ class _Pass:
             and self.victims < pol.max_preemptions
         )
 
+    def _tail(self, jobs: list[JobRequest]) -> None:
+        """No GPU is free: only a job that may preempt can still get one. Offer those (in
+        the order ``Offer.rest`` gives, least-served tenant first) while preemption
+        searches are left; the rest only need their reasons."""
+        if not self._may_still_preempt():
+            self._wait_all(jobs)
+            return
+        lowest = min(
+            (r.priority for r in self.running if r.preemptible and not r.stopping),
+            default=None,
+        )
+        q = self.quota
+        # Jobs alike in shape, priority and queue get the same answer until a preemption
+        # succeeds (which changes quotas and victims): ask once per kind. The others only
+        # need the reason for their shape (as in ``_wait_all``, in the same loop).
+        dead: set[tuple[object, ...]] = set()
+        reasons: dict[tuple[int, frozenset[str] | None, frozenset[ClusterName] | None, int],
+                      WaitReason] = {}
+        waiting = self.waiting
+        for job in jobs:
+            g, n = job.gpus_per_slice, len(job.pending)
+            if not n:
+                continue
+            if not g:
+                self._one(job)
+                continue
+            kind = (g, job.gpu_types, job.allowed_clusters, n, job.priority, job.queue)
+            if kind not in dead and self._may_still_preempt() and (
+                (lowest is not None and job.priority > lowest)
+                or (q is not None and q.within_guarantee(job.queue, job.gpus))
+            ):
+                before = len(self.preemptions)
+                self._one(job)
+                if len(self.preemptions) == before:
+                    dead.add(kind)
+                else:
+                    dead.clear()
+                continue
+            key = (g, job.gpu_types, job.allowed_clusters, n)
+            r = reasons.get(key)
+            if r is None:
+                r = reasons[key] = why(job, n, self.fits)
+            waiting[job.id] = r
+
     def _wait_all(self, jobs: list[JobRequest]) -> None:
         """Reasons for jobs that can no longer be placed this pass: the hot loop of a pass
         over a full fleet, so one reason per shape and one dict lookup per job. (Measured:
@@ -164,6 +209,9 @@ class _Pass:
             r = cache.get(key)
             if r is None:
                 if not key[3]:
+                    continue
+                if not key[0]:  # CPU-only slices need no free GPU: still placed
+                    self._one(job)
                     continue
                 r = cache[key] = why(job, key[3], self.fits)
             waiting[job.id] = r
@@ -332,6 +380,14 @@ class _Pass:
             self._on = on
         return self._on
 
+    def _table(self, cluster: ClusterName) -> list[preemption.Entry]:
+        """Possible victims on ``cluster``, cheapest first; built on first need."""
+        got = self._tables.get(cluster)
+        if got is None:
+            got = self._tables[cluster] = preemption.table(
+                self._running_on().get(cluster, ()), self.now)
+        return got
+
     def _may_evict(self, job: JobRequest, r: RunningJob) -> str | None:
         if r.id == job.id or r.id in self.evicted:
             return None
@@ -376,9 +432,9 @@ class _Pass:
             return min(r.gpus, q.borrowed(r.queue))
 
         ev = preemption.choose(
-            self._eligible(job), self._running_on(), n, job.gpus_per_slice,
+            self._eligible(job), self._table, n, job.gpus_per_slice,
             job.gpu_types, need_release, lambda r: self._may_evict(job, r), releases,
-            lambda queue: self._budget(job, queue), self.now,
+            lambda queue: self._budget(job, queue),
         )
         if ev is None or self.victims + len(ev.victims) > pol.max_preemptions:
             self.failed_preempt.add(key)

@@ -83,7 +83,7 @@ class _Index:
 # that builds fresh tuples (the hub) only pays a dict lookup. The result never depends on
 # it: an entry is used only for the very tuple object it was built from.
 _INDEX: dict[int, _Index] = {}
-_INDEX_MAX = 1024
+_INDEX_MAX = 256
 
 
 def _index(nodes: tuple[NodeCapacity, ...]) -> _Index:

@@ -49,13 +49,39 @@ Releases = Callable[[RunningJob], int]
 Budget = Callable[[str], float]
 
 
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """A running job as a possible victim in one cluster: what it would cost and free."""
+
+    job: RunningJob
+    cost: float
+    frees: Mapping[NodeName, int]  # GPUs it holds per node of this cluster
+
+
+def table(
+    on_cluster: Sequence[tuple[RunningJob, tuple[RunningSlice, ...]]], now: float
+) -> list[Entry]:
+    """One cluster's running jobs, cheapest eviction first; built once a pass (by
+    ``cycle``) and walked by every search, which can then stop at the first fit."""
+    out = []
+    for r, slices in on_cluster:
+        if r.stopping or not r.preemptible:
+            continue
+        frees: dict[NodeName, int] = {}
+        for sl in slices:
+            frees[sl.node] = frees.get(sl.node, 0) + len(sl.gpus)
+        out.append(Entry(r, r.lost_gpu_seconds(now), frees))
+    out.sort(key=lambda e: (e.cost, e.job.priority, -sum(e.frees.values()), e.job.id))
+    return out
+
+
 def _fits(free: Mapping[NodeName, int], g: int) -> int:
     return sum(c // g for c in free.values())
 
 
 def _in_cluster(
     fit: ClusterFit,
-    on_cluster: Sequence[tuple[RunningJob, tuple[RunningSlice, ...]]],
+    entries: Sequence[Entry],
     n: int,
     g: int,
     types: TypeKey,
@@ -63,53 +89,40 @@ def _in_cluster(
     may_evict: MayEvict,
     releases: Releases,
     budget: Budget,
-    now: float,
 ) -> Eviction | None:
     allowed = set(fit._types(types))
     # A held node's free GPUs are spoken for (by an earlier preemptor or a reservation),
     # but what its other jobs would free is not: count those alone.
-    free = {
+    work = {
         x.name: 0 if x.name in fit.held else len(x.free)
         for x in fit.by_name.values()
         if x.gpu_type is not None and x.gpu_type in allowed
     }
-    candidates: list[Victim] = []
-    for r, slices in on_cluster:
-        if r.stopping or not r.preemptible:
-            continue
-        why = may_evict(r)
-        if why is None:
-            continue
-        frees: dict[NodeName, int] = {}
-        for s in slices:
-            if s.node in free:
-                frees[s.node] = frees.get(s.node, 0) + len(s.gpus)
-        rel = releases(r)
-        if not frees and rel == 0:
-            continue
-        candidates.append(Victim(r, why, r.lost_gpu_seconds(now), frees, rel))
-    if not candidates:
-        return None
-    candidates.sort(key=lambda v: (v.cost, v.job.priority, -sum(v.frees.values()), v.job.id))
-
-    work = dict(free)
     k = _fits(work, g)
     released = 0
     chosen: list[Victim] = []
     spent: dict[str, float] = {}
-    for v in candidates:
+    for e in entries:  # cheapest first: stop at the first set that fits
         if k >= n and released >= need_release:
             break
-        q = v.job.queue
-        if spent.get(q, 0.0) + v.job.gpus > budget(q):
+        r = e.job
+        frees = {node: c for node, c in e.frees.items() if node in work}
+        rel = releases(r)
+        if not frees and rel == 0:
             continue
-        spent[q] = spent.get(q, 0.0) + v.job.gpus
-        chosen.append(v)
-        released += v.releases
-        for node, c in v.frees.items():
+        why = may_evict(r)
+        if why is None:
+            continue
+        q = r.queue
+        if spent.get(q, 0.0) + r.gpus > budget(q):
+            continue
+        spent[q] = spent.get(q, 0.0) + r.gpus
+        chosen.append(Victim(r, why, e.cost, frees, rel))
+        released += rel
+        for node, c in frees.items():
             k += (work[node] + c) // g - work[node] // g
             work[node] += c
-    if k < n or released < need_release:
+    if k < n or released < need_release or not chosen:
         return None
     # Drop victims the others make unnecessary, most expensive first.
     for v in sorted(chosen, key=lambda v: -v.cost):
@@ -130,7 +143,7 @@ def _in_cluster(
 
 def choose(
     fits: Sequence[ClusterFit],
-    running_on: Mapping[ClusterName, Sequence[tuple[RunningJob, tuple[RunningSlice, ...]]]],
+    tables: Callable[[ClusterName], Sequence[Entry]],
     n: int,
     g: int,
     types: TypeKey,
@@ -138,17 +151,14 @@ def choose(
     may_evict: MayEvict,
     releases: Releases,
     budget: Budget,
-    now: float,
 ) -> Eviction | None:
     """The cheapest eviction, in one cluster, after which ``n`` slices of ``g`` fit."""
     best: Eviction | None = None
+    if g <= 0:
+        return None
     for fit in fits:
-        if g <= 0:
-            continue
-        e = _in_cluster(
-            fit, running_on.get(fit.name, ()), n, g, types, need_release,
-            may_evict, releases, budget, now,
-        )
+        e = _in_cluster(fit, tables(fit.name), n, g, types, need_release, may_evict,
+                        releases, budget)
         if e is None or not e.victims:
             continue
         if best is None or (e.cost, len(e.victims), e.cluster) < (

@@ -37,7 +37,11 @@ def run_sim(
         out.mkdir(parents=True, exist_ok=True)
         (out / "summary.json").write_text(json.dumps(summaries, indent=2, sort_keys=True) + "\n")
         if draw:
-            plot(results, summaries, out / "policies.png")
+            try:
+                plot(results, summaries, out / "policies.png")
+            except ImportError:  # the plot needs the `sim` extra; the summary does not
+                typer.echo("orrery sim: no plot: install orrery-hub[sim] for matplotlib",
+                           err=True)
     return summaries
 
 

@@ -80,7 +80,7 @@ def plot(results: list[Result], summaries: dict[str, dict[str, Any]], path: Path
     ax1.set_xlabel("simulated time (h)")
     ax1.set_ylabel("GPUs allocated / fleet")
     ax1.set_title("GPU utilisation over time")
-    ax1.legend()
+    ax1.legend(fontsize="small")
     names = [r.policy for r in results]
     metrics = ["jct_mean", "jct_p99", "wait_mean", "wait_p99"]
     width = 0.8 / max(1, len(names))
@@ -91,7 +91,7 @@ def plot(results: list[Result], summaries: dict[str, dict[str, Any]], path: Path
     ax2.set_yscale("symlog")
     ax2.set_ylabel("seconds")
     ax2.set_title("completion and queueing time")
-    ax2.legend()
+    ax2.legend(fontsize="small", loc="upper left")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
