@@ -20,13 +20,19 @@ from dataclasses import dataclass, replace
 from sqlalchemy import update
 from sqlmodel import Session, col, select
 
-from orrery.ids import ClusterName, JobId, SliceIndex
+from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
 from orrery.manifest import JobManifest, RestartPolicy
-from orrery.wire import Assignment
+from orrery.wire import Assignment, Kill
 from orrery_hub.policy import ClusterFacts, Constraints, Evaluator, JobFacts, PolicySet, Usage
 from orrery_hub.policy.facts import Period
 from orrery_hub.reconcile import assignment_for, master_port
-from orrery_hub.scheduler import JobRequest, Plan, SlicePlacement
+from orrery_hub.scheduler import (
+    JobRequest,
+    Plan,
+    RunningJob,
+    RunningSlice,
+    SlicePlacement,
+)
 from orrery_hub.store.jobs import add_event
 from orrery_hub.store.models import AttemptRow, AuditRow, JobRow, SliceRow
 
@@ -76,6 +82,7 @@ class Gathered:
     blocked: dict[str, str]  # job -> why it is not offered to the scheduler this pass
     summaries: dict[str, str]  # job -> the policy engine's one-line reason, if it has one
     usage: Usage
+    running: tuple[RunningJob, ...] = ()  # what holds GPUs: for preemption and backfill
 
 
 class Applier:
@@ -137,10 +144,8 @@ class Applier:
         held: dict[tuple[str, str], set[int]] = defaultdict(set)
         stopping: dict[tuple[str, int], tuple[int, str]] = {}
         # Open attempts are the running slices: few, next to the queue.
-        open_rows = [
-            (a.job_id, a.index, a.epoch, a.cluster, a.node, a.gpus)
-            for a in s.exec(select(AttemptRow).where(col(AttemptRow.ended_at).is_(None)))
-        ]
+        open_attempts = list(s.exec(select(AttemptRow).where(col(AttemptRow.ended_at).is_(None))))
+        open_rows = [(a.job_id, a.index, a.epoch, a.cluster, a.node, a.gpus) for a in open_attempts]
         versions = {
             jid: v
             for jid, v in s.exec(
@@ -215,16 +220,127 @@ class Applier:
                     gang=q.gang,
                     queue=q.queue,
                     labels=q.labels,
+                    max_runtime=q.facts.max_runtime_s,
                     allowed_clusters=c.allowed_clusters if c is not None else None,
                     denied_reasons=c.denied_reasons if c is not None else {},
                     cluster_scores=c.cluster_scores if c is not None else {},
                 )
             )
+        running = self._running(s, open_attempts)
         live = set(versions) | {r[0] for r in open_rows}
         if len(self._jobs) > len(live) + 1000:  # finished jobs: nothing will ask again
             for jid in [j for j in self._jobs if j not in live]:
                 self.forget([jid])
-        return Gathered(tuple(requests), versions, dict(held), blocked, summaries, usage)
+        return Gathered(tuple(requests), versions, dict(held), blocked, summaries, usage, running)
+
+    def _running(self, s: Session, attempts: list[AttemptRow]) -> tuple[RunningJob, ...]:
+        """Jobs holding GPUs, as preemption and backfill see them. A job counts as stopping
+        when it is already ordered to stop: preempted, cancelled or failed, or an epoch that
+        is no longer its slice's current one."""
+        if not attempts:
+            return ()
+        by_job: dict[str, list[AttemptRow]] = defaultdict(list)
+        for a in attempts:
+            by_job[a.job_id].append(a)
+        ids = list(by_job)
+        jobs = {
+            jid: (phase, checkpoint_at)
+            for jid, phase, checkpoint_at in s.exec(
+                select(JobRow.id, JobRow.phase, JobRow.checkpoint_at).where(col(JobRow.id).in_(ids))
+            )
+        }
+        epochs = {
+            (jid, index): epoch
+            for jid, index, epoch in s.exec(
+                select(SliceRow.job_id, SliceRow.index, SliceRow.epoch).where(
+                    col(SliceRow.job_id).in_(ids)
+                )
+            )
+        }
+        out = []
+        for jid, rows in by_job.items():
+            q = self._jobs.get(jid)
+            if q is None or jid not in jobs:
+                continue
+            phase, checkpoint_at = jobs[jid]
+            preempted_for = next((a.preempted_for for a in rows if a.preempted_for), None)
+            stale = any(epochs.get((jid, a.index)) != a.epoch for a in rows)
+            out.append(
+                RunningJob(
+                    id=q.id,
+                    queue=q.queue,
+                    priority=q.priority,
+                    slices=tuple(
+                        RunningSlice(
+                            SliceIndex(a.index),
+                            ClusterName(a.cluster),
+                            NodeName(a.node),
+                            tuple(a.gpus),
+                        )
+                        for a in rows
+                    ),
+                    started_at=min(a.started_at or a.assigned_at for a in rows),
+                    last_checkpoint_at=checkpoint_at,
+                    max_runtime=q.facts.max_runtime_s,
+                    labels=q.labels,
+                    stopping=preempted_for is not None or stale or phase not in ACTIVE_JOB,
+                    preempted_for=JobId(preempted_for) if preempted_for else None,
+                )
+            )
+        return tuple(out)
+
+    def preempt(self, s: Session, plan: Plan, *, now: float, digest: str) -> list[tuple[str, Kill]]:
+        """Order the plan's victims to stop, with the grace to checkpoint. Once their
+        attempts report stopped they are requeued (``reconcile.close_attempt``: a Killed
+        attempt is not a failure), and the preemptor is placed in a later pass."""
+        orders: list[tuple[str, Kill]] = []
+        for p in plan.preemptions:
+            victims = list(
+                s.exec(
+                    select(AttemptRow).where(
+                        AttemptRow.job_id == p.victim, col(AttemptRow.ended_at).is_(None)
+                    )
+                )
+            )
+            for a in victims:  # the whole victim job, even where it spans clusters
+                if a.preempted_for is None:
+                    a.preempted_for = str(p.for_job)
+                    s.add(a)
+                orders.append(
+                    (
+                        a.cluster,
+                        Kill(
+                            sender="hub",
+                            seq=0,
+                            job=a.job_id,
+                            index=a.index,
+                            epoch=a.epoch,
+                            reason=f"preempted: {p.reason}",
+                            grace_s=p.grace_s,
+                        ),
+                    )
+                )
+            add_event(
+                s,
+                at=now,
+                kind="Preempting",
+                job_id=str(p.victim),
+                cluster=str(p.cluster),
+                message=f"preempted for {p.for_job}: {p.reason} (loses about "
+                f"{p.lost_gpu_seconds / 3600:.2f} GPU-hours since its last checkpoint)",
+            )
+            s.add(
+                AuditRow(
+                    at=now,
+                    kind="preempt",
+                    job_id=str(p.victim),
+                    decision="preempted",
+                    detail=f"for {p.for_job} on {p.cluster}: {p.reason}",
+                    policies=[],
+                    digest=digest,
+                )
+            )
+        return orders
 
     # ---- commit -------------------------------------------------------------------------
 

@@ -69,6 +69,11 @@ def command(app: typer.Typer) -> None:
                 envvar="ORRERY_BACKOFF", help="first retry backoff, s (doubles per failure)"
             ),
         ] = 1.0,
+        queues: Annotated[Path | None, typer.Option(envvar="ORRERY_QUEUES", help="queue weights, quotas and cohorts (YAML)")] = None,
+        fair_share: Annotated[bool, typer.Option(envvar="ORRERY_FAIR_SHARE", help="order queues by weighted GPU share")] = True,
+        preemption: Annotated[bool, typer.Option(envvar="ORRERY_PREEMPTION", help="let higher-priority or under-share jobs preempt")] = True,
+        backfill: Annotated[bool, typer.Option(envvar="ORRERY_BACKFILL", help="run short jobs on GPUs reserved for a waiting gang")] = True,
+        preemption_grace: Annotated[float, typer.Option(envvar="ORRERY_PREEMPTION_GRACE", help="a preempted slice's time to checkpoint before SIGKILL, s")] = 30.0,
         ready_file: Annotated[
             Path | None,
             typer.Option(
@@ -77,9 +82,18 @@ def command(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Run the hub: REST API, store, scheduler and reconcile loop."""
+        from orrery_hub.queues import load_queues
+        from orrery_hub.scheduler import Policy
         from orrery_hub.service import Hub
 
         logs.setup()
+        try:
+            queue_config = load_queues(queues) if queues is not None else ()
+        except OrreryError as exc:
+            typer.echo(f"orrery hub: {exc.message}", err=True)
+            raise typer.Exit(2) from None
+        scheduling = Policy(fair_share=fair_share, quotas=True, preemption=preemption,
+                            backfill=backfill, type_aware=True, grace_s=preemption_grace)
         settings = HubSettings(
             state_dir=state,
             db_url=db,
@@ -95,6 +109,8 @@ def command(app: typer.Typer) -> None:
             ),
             backoff_base_s=backoff,
             backoff_max_s=max(60.0, backoff),
+            scheduling=scheduling,
+            queues=queue_config,
         )
 
         def on_ready(e: object) -> None:

@@ -220,12 +220,17 @@ def close_attempt(
         _refresh_job_phase(s, job, slices, now)
         return
 
-    infra = reason is not None and reason.startswith(INFRA_REASONS)
+    # Stopped by the platform rather than failed by the workload: the spoke stopped it (its
+    # lease lapsed, it shut down), the hub lost it, or it was preempted. Requeued at once,
+    # not counted against maxRetries.
+    infra = phase in ("Killed", "Lost") or (reason is not None and reason.startswith(INFRA_REASONS))
     what = f"exit code {exit_code}" if exit_code is not None else (reason or phase)
+    if a.preempted_for:
+        what = f"preempted for {a.preempted_for}"
     add_event(
         s,
         at=now,
-        kind="SliceFailed",
+        kind="Preempted" if a.preempted_for else "SliceFailed",
         job_id=job.id,
         index=sl.index,
         epoch=sl.epoch,
@@ -298,7 +303,7 @@ def close_attempt(
     _refresh_job_phase(s, job, slices, now)
 
 
-def _record_progress(job: JobRow, sl: SliceRow, r: SliceReport) -> None:
+def _record_progress(job: JobRow, sl: SliceRow, r: SliceReport, now: float) -> None:
     if r.progress is None:
         return
     sl.progress = r.progress.model_dump(exclude_none=True)
@@ -306,6 +311,8 @@ def _record_progress(job: JobRow, sl: SliceRow, r: SliceReport) -> None:
     if p.checkpoint and (
         job.checkpoint_step is None or (p.checkpoint_step or 0) >= job.checkpoint_step
     ):
+        if job.checkpoint != p.checkpoint:
+            job.checkpoint_at = now
         job.checkpoint = p.checkpoint
         job.checkpoint_step = p.checkpoint_step
 
@@ -348,7 +355,7 @@ def apply_reports(
                 if a.started_at is None and r.started_at is not None:
                     a.started_at = r.started_at
                 if job is not None and sl is not None and current:
-                    _record_progress(job, sl, r)
+                    _record_progress(job, sl, r, now)
                     s.add(job)
                 phase = {
                     SlicePhase.SUCCEEDED: "Succeeded",
@@ -393,7 +400,7 @@ def apply_reports(
                 message=f"slice {sl.index} running on {cluster}/{sl.node}",
             )
         sl.confirmed_by = confirm
-        _record_progress(job, sl, r)
+        _record_progress(job, sl, r, now)
         sl.updated_at = now
         s.add(sl)
         s.add(job)

@@ -411,7 +411,7 @@ class Hub:
         facts = cluster_facts(self._shapes())
         gate, applier = self.gate, self.applier
 
-        def schedule(s: Session) -> list[tuple[str, Assignment]]:
+        def schedule(s: Session) -> list[tuple[str, Assignment | Kill]]:
             started = time.perf_counter()
             policies = gate.current
             g = applier.gather(
@@ -429,8 +429,18 @@ class Hub:
                     state=state,
                     nodes=nodes,
                 )
-            p = plan(Snapshot(clusters=inv.capacity(g.held), jobs=g.requests), now)
-            orders = applier.commit(
+            p = plan(
+                Snapshot(
+                    clusters=inv.capacity(g.held),
+                    jobs=g.requests,
+                    running=g.running,
+                    queues=settings.queues,
+                    policy=settings.scheduling,
+                ),
+                now,
+            )
+            orders: list[tuple[str, Assignment | Kill]] = []
+            orders += applier.commit(
                 s,
                 p,
                 versions=g.versions,
@@ -439,6 +449,7 @@ class Hub:
                 now=now,
                 digest=policies.digest,
             )
+            orders.extend(applier.preempt(s, p, now=now, digest=policies.digest))
             applier.record_waiting(s, p, g)
             self.metrics.pass_seconds.observe(time.perf_counter() - started)
             return orders
@@ -446,10 +457,10 @@ class Hub:
         orders = await self.store.tx(schedule)
         if orders:
             self.metrics.placements.inc(len(orders))
-            for cluster, a in orders:
+            for cluster, o in orders:
                 log.info(
-                    "assigned",
-                    extra={"job": a.job, "slice": a.index, "epoch": a.epoch, "cluster": cluster},
+                    "assigned" if isinstance(o, Assignment) else "preempting",
+                    extra={"job": o.job, "slice": o.index, "epoch": o.epoch, "cluster": cluster},
                 )
         await self._publish(list(orders))
 

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from orrery.errors import InvalidInput
+from orrery_hub.scheduler import Policy, QueueConfig
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,10 @@ class HubSettings:
     reconcile_interval_s: float = 0.5
     backoff_base_s: float = 1.0
     backoff_max_s: float = 60.0
+    # Which stages a scheduling pass runs (fair share, quotas, preemption, backfill, GPU-type
+    # awareness: all on by default), and the queues' weights, quotas and cohorts.
+    scheduling: Policy = field(default_factory=Policy.full)
+    queues: tuple[QueueConfig, ...] = ()
 
     @property
     def database_url(self) -> str:

@@ -93,6 +93,7 @@ class Federation:
         extra_env: dict[str, str] | None = None,
         nats_host: str = "127.0.0.1",
         spoke_prefix: dict[str, list[str]] | None = None,
+        hub_args: list[str] | None = None,
     ) -> None:
         self.state = state_dir.resolve()
         self.spec = {s.name: s for s in spokes}
@@ -104,6 +105,7 @@ class Federation:
         self.nats_host = nats_host
         # A command to wrap a spoke in, e.g. ["ip", "netns", "exec", NS] to cut it off later.
         self.spoke_prefix = spoke_prefix or {}
+        self.hub_args = hub_args or []  # extra `orrery hub` flags
         self.nats: NatsServer | None = None
         self.hub: subprocess.Popen[bytes] | None = None
         self.spokes: dict[str, subprocess.Popen[bytes]] = {}
@@ -168,6 +170,7 @@ class Federation:
         ]
         if self.policies:
             args += ["--policies", str(self.policies)]
+        args += self.hub_args
         self.hub = self._spawn(args, "hub.log")
         deadline = time.monotonic() + timeout
         while not ready.exists():

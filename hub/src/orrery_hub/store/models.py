@@ -42,6 +42,7 @@ class JobRow(SQLModel, table=True):
     checkpoint_dir: str
     checkpoint: str | None = None
     checkpoint_step: int | None = None
+    checkpoint_at: float | None = None  # hub time the last checkpoint was reported
     version: int = 0  # bumped on every change; the applier checks it
 
 
@@ -86,6 +87,7 @@ class AttemptRow(SQLModel, table=True):
     ended_at: float | None = None  # spoke clock where known, else hub clock at detection
     exit_code: int | None = None
     reason: str | None = None
+    preempted_for: str | None = Field(default=None, max_length=64)  # stopping to make room
 
 
 class ClusterRow(SQLModel, table=True):
