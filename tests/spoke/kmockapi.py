@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import datetime
+import itertools
 import json
 import signal
 import uuid
@@ -68,9 +69,15 @@ def matches(selector: str | None, labels: Mapping[str, str]) -> bool:
     return True
 
 
+_REVISIONS = itertools.count(1)  # process-wide, like one etcd behind every server
+
 @attrs.define(kw_only=True)
 class KubeApi(kmock.KubernetesEmulator):
-    _rv: int = attrs.field(default=1, init=False)
+    # resourceVersions are etcd revisions: they never go back, even when the API server
+    # restarts. Each emulated server starts a fresh million past the last one, so a client
+    # that resumes a watch from its old resourceVersion on a "restarted" server never waits
+    # for revisions that were already spent (a counter reset here once lost events).
+    _rv: int = attrs.field(factory=lambda: next(_REVISIONS) * 1_000_000, init=False)
     _history: list[tuple[int, Any, Obj]] = attrs.field(factory=list, init=False)
     _compacted: int = attrs.field(default=0, init=False)
     _generation: int = attrs.field(default=0, init=False)  # bumped to end every watch
