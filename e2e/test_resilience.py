@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from e2e.conftest import assert_never_twice, final, intervals, manifest, spokes, steps, wait_for
+from orrery.federation import Timings
 
 pytestmark = pytest.mark.e2e
 
@@ -45,7 +46,11 @@ def test_spoke_sigkill_mid_gang_moves_the_gang_and_resumes(federation, tmp_path:
 def test_hub_sigkill_and_restart_loses_nothing_and_restarts_nothing(
     federation, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    fed = federation(spokes("eu-west", "us-east"))
+    # Slices outlive a hub restart while their lease holds, so the lease must be longer than
+    # the hub takes to come back (~2 s here, importing SQLAlchemy included; production's
+    # 10 s lease leaves room). With the 2 s test lease they would, rightly, be stopped.
+    slow = Timings(heartbeat_s=0.25, lease_s=5.0, failover_s=7.0, kill_grace_s=0.5, backoff_s=0.1)
+    fed = federation(spokes("eu-west", "us-east"), timings=slow)
     out = tmp_path / "out"
     with fed.client() as c:
         job = c.submit(manifest("survivor", out, slices=2, args=RUN))
@@ -103,7 +108,10 @@ def test_retries_are_exhausted_with_backoff_and_exit_codes_recorded(
 
 
 def test_a_spoke_restarted_within_its_lease_adopts_its_slices(federation, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    fed = federation(spokes("eu-west", "us-east"))
+    # The restarted agent must renew the lease before it lapses: give it a lease well above
+    # an agent's start-up (~1 s), as production's 10 s does.
+    slow = Timings(heartbeat_s=0.25, lease_s=5.0, failover_s=7.0, kill_grace_s=0.5, backoff_s=0.1)
+    fed = federation(spokes("eu-west", "us-east"), timings=slow)
     out = tmp_path / "out"
     with fed.client() as c:
         job = c.submit(manifest("adoptee", out, slices=1, args=RUN))
