@@ -25,7 +25,7 @@ from orrery.manifest import JobManifest, RestartPolicy
 from orrery.wire import Assignment, Kill
 from orrery_hub.policy import ClusterFacts, Constraints, Evaluator, JobFacts, PolicySet, Usage
 from orrery_hub.policy.facts import Period
-from orrery_hub.reconcile import assignment_for, master_port
+from orrery_hub.reconcile import assignment_for, kill_order, master_port
 from orrery_hub.scheduler import (
     JobRequest,
     Plan,
@@ -307,17 +307,8 @@ class Applier:
                     a.preempted_for = str(p.for_job)
                     s.add(a)
                 orders.append(
-                    (
-                        a.cluster,
-                        Kill(
-                            sender="hub",
-                            seq=0,
-                            job=a.job_id,
-                            index=a.index,
-                            epoch=a.epoch,
-                            reason=f"preempted: {p.reason}",
-                            grace_s=p.grace_s,
-                        ),
+                    kill_order(
+                        a.cluster, a.job_id, a.index, a.epoch, f"preempted: {p.reason}", p.grace_s
                     )
                 )
             add_event(

@@ -22,10 +22,10 @@ from rich.console import Console
 
 from orrery.client import DEFAULT_HUB, HubClient
 from orrery.duration import format_duration
-from orrery.errors import InvalidInput, NotFound
 from orrery.ids import ClusterName
 from orrery.manifest import parse_manifest
 from orrery.resources import ClusterPublic
+from orrery.textfile import read_text
 from orrery_hub.policy import EMPTY, NO_USAGE, CheckReport, ClusterFacts, JobFacts, check_report
 from orrery_hub.policyload import load_policies
 
@@ -67,17 +67,6 @@ def cluster_facts(c: ClusterPublic) -> ClusterFacts:
     if c.region is not None:
         labels.setdefault("region", c.region)
     return ClusterFacts(name=ClusterName(c.name), labels=labels, gpu_types=frozenset(c.gpus))
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        raise NotFound(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InvalidInput(f"{path}: is a folder, not a manifest file") from None
-    except OSError as exc:
-        raise InvalidInput(f"{path}: {exc.strerror}") from None
 
 
 def _money(v: float | None) -> str:
@@ -139,7 +128,7 @@ def command(app: typer.Typer) -> None:
         as_json: JsonOpt = False,
     ) -> None:
         """Would this job be admitted, where could it run, what would it cost? Submits nothing."""
-        text = _read(file)
+        text = read_text(file, what="manifest file")
         manifest = parse_manifest(text, source=str(file))
         if hub is not None and policies is None:
             with PolicyClient(hub) as c:

@@ -41,25 +41,22 @@ class Outbox:
     def kill(
         self, cluster: str, job: str, index: int, epoch: int, reason: str, grace_s: float
     ) -> None:
-        self.orders.append(
-            (
-                cluster,
-                Kill(
-                    sender="hub",
-                    seq=0,
-                    job=job,
-                    index=index,
-                    epoch=epoch,
-                    reason=reason,
-                    grace_s=grace_s,
-                ),
-            )
-        )
+        self.orders.append(kill_order(cluster, job, index, epoch, reason, grace_s))
 
     def extend(self, other: Outbox) -> None:
         self.orders.extend(other.orders)
         self.forget.extend(other.forget)
         self.changed = self.changed or other.changed
+
+
+def kill_order(
+    cluster: str, job: str, index: int, epoch: int, reason: str, grace_s: float
+) -> tuple[str, Kill]:
+    """Stop ``job``'s slice ``index`` at ``epoch`` (or older) on ``cluster``."""
+    kill = Kill(
+        sender="hub", seq=0, job=job, index=index, epoch=epoch, reason=reason, grace_s=grace_s
+    )
+    return cluster, kill
 
 
 def master_port(job_id: str, epoch: int) -> int:

@@ -531,18 +531,7 @@ class Hub:
         def work(s: Session) -> tuple[JobPublic, list[tuple[str, Assignment | Kill]]]:
             open_attempts = jobstore.cancel(s, job_id, now=now)
             kills: list[tuple[str, Assignment | Kill]] = [
-                (
-                    a.cluster,
-                    Kill(
-                        sender="hub",
-                        seq=0,
-                        job=a.job_id,
-                        index=a.index,
-                        epoch=a.epoch,
-                        reason="cancelled",
-                        grace_s=grace,
-                    ),
-                )
+                reconcile.kill_order(a.cluster, a.job_id, a.index, a.epoch, "cancelled", grace)
                 for a in open_attempts
             ]
             return jobstore.get(s, job_id), kills

@@ -22,6 +22,7 @@ from orrery.client import DEFAULT_HUB, HubClient
 from orrery.errors import InvalidInput, ManifestError, NotFound, OrreryError
 from orrery.manifest import parse_manifest
 from orrery.resources import FINAL_JOB_PHASES
+from orrery.textfile import read_text
 
 app = typer.Typer(
     add_completion=False,
@@ -39,17 +40,6 @@ def _client(hub: str) -> HubClient:
     return HubClient(hub)
 
 
-def _read(path: Path) -> str:
-    try:
-        return path.read_text()
-    except FileNotFoundError:
-        raise NotFound(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise InvalidInput(f"{path}: is a folder, not a manifest file") from None
-    except OSError as exc:
-        raise InvalidInput(f"{path}: {exc.strerror}") from None
-
-
 @app.command()
 def submit(
     file: Annotated[Path, typer.Argument(help="job manifest, YAML or JSON")],
@@ -62,7 +52,7 @@ def submit(
     hub: HubOpt = DEFAULT_HUB,
 ) -> None:
     """Submit a job manifest."""
-    text = _read(file)
+    text = read_text(file, what="manifest file")
     parse_manifest(text, source=str(file))  # refuse locally first, with the same messages
     with _client(hub) as c:
         job = c.submit(text)
