@@ -73,6 +73,7 @@ def command(app: typer.Typer) -> None:
         fair_share: Annotated[bool, typer.Option(envvar="ORRERY_FAIR_SHARE", help="order queues by weighted GPU share")] = True,
         preemption: Annotated[bool, typer.Option(envvar="ORRERY_PREEMPTION", help="let higher-priority or under-share jobs preempt")] = True,
         backfill: Annotated[bool, typer.Option(envvar="ORRERY_BACKFILL", help="run short jobs on GPUs reserved for a waiting gang")] = True,
+        preemption_min_run: Annotated[float, typer.Option(envvar="ORRERY_PREEMPTION_MIN_RUN", help="a job placed less than this long ago is never preempted, s")] = 60.0,
         preemption_grace: Annotated[float, typer.Option(envvar="ORRERY_PREEMPTION_GRACE", help="a preempted slice's time to checkpoint before SIGKILL, s")] = 30.0,
         ready_file: Annotated[
             Path | None,
@@ -93,7 +94,8 @@ def command(app: typer.Typer) -> None:
             typer.echo(f"orrery hub: {exc.message}", err=True)
             raise typer.Exit(2) from None
         scheduling = Policy(fair_share=fair_share, quotas=True, preemption=preemption,
-                            backfill=backfill, type_aware=True, grace_s=preemption_grace)
+                            backfill=backfill, type_aware=True, grace_s=preemption_grace,
+                            min_run_s=preemption_min_run)
         settings = HubSettings(
             state_dir=state,
             db_url=db,

@@ -17,7 +17,7 @@ hub refuses to start with settings that break this order.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orrery.errors import InvalidInput
@@ -68,7 +68,7 @@ class HubSettings:
     backoff_max_s: float = 60.0
     # Which stages a scheduling pass runs (fair share, quotas, preemption, backfill, GPU-type
     # awareness: all on by default), and the queues' weights, quotas and cohorts.
-    scheduling: Policy = field(default_factory=Policy.full)
+    scheduling: Policy = field(default_factory=lambda: replace(Policy.full(), min_run_s=60.0))
     queues: tuple[QueueConfig, ...] = ()
 
     @property

@@ -385,7 +385,7 @@ class _Pass:
         got = self._tables.get(cluster)
         if got is None:
             got = self._tables[cluster] = preemption.table(
-                self._running_on().get(cluster, ()), self.now)
+                self._running_on().get(cluster, ()), self.now, self.policy.min_run_s)
         return got
 
     def _may_evict(self, job: JobRequest, r: RunningJob) -> str | None:

@@ -59,13 +59,18 @@ class Entry:
 
 
 def table(
-    on_cluster: Sequence[tuple[RunningJob, tuple[RunningSlice, ...]]], now: float
+    on_cluster: Sequence[tuple[RunningJob, tuple[RunningSlice, ...]]],
+    now: float,
+    min_run_s: float = 0.0,
 ) -> list[Entry]:
     """One cluster's running jobs, cheapest eviction first; built once a pass (by
-    ``cycle``) and walked by every search, which can then stop at the first fit."""
+    ``cycle``) and walked by every search, which can then stop at the first fit.
+
+    A job placed less than ``min_run_s`` ago is not a candidate: without this floor a job
+    could be preempted again and again, each time by another arrival, and never progress."""
     out = []
     for r, slices in on_cluster:
-        if r.stopping or not r.preemptible:
+        if r.stopping or not r.preemptible or now - r.started_at < min_run_s:
             continue
         frees: dict[NodeName, int] = {}
         for sl in slices:

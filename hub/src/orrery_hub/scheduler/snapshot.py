@@ -165,6 +165,9 @@ class Policy:
     max_preemptions: int = 64
     type_aware: bool = False
     preemption_attempts: int = 16  # victim searches per pass; the rest try next pass
+    # A job placed less than this long ago is never a victim, so no job is preempted over
+    # and over. 0 keeps the simulator's published figures; the hub defaults to 60 s.
+    min_run_s: float = 0.0
 
     @staticmethod
     def full() -> Policy:
