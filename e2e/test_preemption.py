@@ -42,7 +42,9 @@ def job(name: str, out: Path, *, priority: int, steps_: int) -> str:
 
 
 def test_a_higher_priority_job_preempts_and_the_victim_resumes(federation, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    fed = federation(spokes("solo"), hub_args=["--preemption-grace", "1", "--preemption-min-run", "0.5"])
+    fed = federation(
+        spokes("solo"), hub_args=["--preemption-grace", "1", "--preemption-min-run", "0.5"]
+    )
     low_out, high_out = tmp_path / "low", tmp_path / "high"
     with fed.client() as c:
         low = c.submit(job("low", low_out, priority=0, steps_=50))

@@ -240,12 +240,19 @@ def test_plan_is_deterministic(cl: list, jl: list) -> None:
 def test_a_job_placed_moments_ago_is_not_preempted_again() -> None:
     from orrery_hub.scheduler import Policy, RunningJob, RunningSlice
 
-    low = RunningJob(id=JobId("low"), queue="default", priority=0, started_at=100.0,
-                     slices=(RunningSlice(SliceIndex(0), ClusterName("a"), NodeName("a0"),
-                                          tuple(range(8))),))
-    snap = Snapshot(clusters=(cluster("a", node("a0", free=0)),),
-                    jobs=(job("high", 1, 8, prio=100),), running=(low,),
-                    policy=Policy(preemption=True, min_run_s=60.0))
+    low = RunningJob(
+        id=JobId("low"),
+        queue="default",
+        priority=0,
+        started_at=100.0,
+        slices=(RunningSlice(SliceIndex(0), ClusterName("a"), NodeName("a0"), tuple(range(8))),),
+    )
+    snap = Snapshot(
+        clusters=(cluster("a", node("a0", free=0)),),
+        jobs=(job("high", 1, 8, prio=100),),
+        running=(low,),
+        policy=Policy(preemption=True, min_run_s=60.0),
+    )
     # 10 s after it started: protected; 61 s after: fair game.
     assert plan(snap, now=110.0).preemptions == ()
     assert "high" in plan(snap, now=110.0).waiting
