@@ -128,11 +128,23 @@ def test_spoke_is_one_agent_with_least_privilege(helm: Helm, which: str) -> None
     for rule in cluster_role["rules"]:
         assert set(rule["verbs"]) <= {"get", "list", "watch"}, "cluster-wide: read only"
         assert set(rule["resources"]) <= {"nodes", "pods"}
-    (role,) = by["Role"]
+    roles = {r["metadata"]["name"].rsplit("-", 1)[-1]: r for r in by["Role"]}
+    role = roles["jobs"]
     slices_ns = (vals.get("slices") or {}).get("namespace") or "orrery-system"
     assert role["metadata"]["namespace"] == slices_ns
     jobs = [r for r in role["rules"] if "jobs" in r["resources"]]
     assert jobs and "delete" in jobs[0]["verbs"] and "create" in jobs[0]["verbs"]
+    if not (vals.get("slices") or {}).get("serviceAccount"):
+        # The slices' own account may only read and annotate pods, in their namespace.
+        progress = roles["progress"]
+        assert progress["metadata"]["namespace"] == slices_ns
+        assert progress["rules"] == [{"apiGroups": [""], "resources": ["pods"],
+                                      "verbs": ["get", "patch"]}]
+        (config,) = [c for c in by["ConfigMap"] if "kube-executor.yaml" in c["data"]]
+        assert "serviceAccount: \"" in config["data"]["kube-executor.yaml"]
+        slice_accounts = [s for s in by["ServiceAccount"]
+                          if s["metadata"]["name"].endswith("-slice")]
+        assert len(slice_accounts) == 1
     args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--executor=kubernetes" in args
     assert f"--namespace={slices_ns}" in args

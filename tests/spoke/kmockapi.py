@@ -80,6 +80,7 @@ class KubeApi(kmock.KubernetesEmulator):
     _rv: int = attrs.field(factory=lambda: next(_REVISIONS) * 1_000_000, init=False)
     _history: list[tuple[int, Any, Obj]] = attrs.field(factory=list, init=False)
     _compacted: int = attrs.field(default=0, init=False)
+    down: bool = attrs.field(default=False, init=False)  # see ``outage``
     _generation: int = attrs.field(default=0, init=False)  # bumped to end every watch
     _cond: asyncio.Condition | None = attrs.field(default=None, init=False)
 
@@ -105,6 +106,8 @@ class KubeApi(kmock.KubernetesEmulator):
         return None
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        if self.down:  # an outage: every call fails, as with an API server restarting
+            return aiohttp.web.Response(status=503, text="the emulated API server is down")
         res, action = request.resource, request.action
         if res is None or action not in (kmock.action.CREATE, kmock.action.UPDATE,
                                          kmock.action.DELETE):
@@ -214,6 +217,13 @@ class KubeApi(kmock.KubernetesEmulator):
         self._compacted = self._rv + 1
         self._history.clear()
         self._generation += 1
+
+    def outage(self, down: bool) -> None:
+        """Take the API down (open watches end, every request gets 503) or bring it back,
+        without giving up the listening socket: rebinding a just-freed port is racy."""
+        self.down = down
+        if down:
+            self.end_watches()
 
     def end_watches(self) -> None:
         """End every open watch (as an API server restart would); clients resume them."""

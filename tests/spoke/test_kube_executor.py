@@ -181,7 +181,12 @@ async def test_job_spec_and_success(cluster: Cluster) -> None:
     assert c["image"] == "ghcr.io/acme/train:1.4"
     assert c["command"] == ["python", "train.py"]
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "2"}
-    env = {e["name"]: e["value"] for e in c["env"]}
+    env = {e["name"]: e.get("value") for e in c["env"]}
+    field_refs = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+                  for e in c["env"] if "valueFrom" in e}
+    # The workload helper annotates its own pod: the downward API tells it which.
+    assert field_refs == {"ORRERY_POD_NAME": "metadata.name",
+                          "ORRERY_POD_NAMESPACE": "metadata.namespace"}
     assert env["ORRERY_EPOCH"] == "0"
     assert env["RANK"] == "0"
     assert env["EPOCHS"] == "3"
@@ -339,27 +344,63 @@ async def test_watches_recover_when_the_api_server_comes_back(tmp_path: Path,
     settings = SpokeSettings(nats_url="nats://127.0.0.1:1", cluster="kube-r",
                              state_dir=tmp_path / "spoke", lease_s=4.0)
     async with KubeApi() as api, kmock.Server(api) as srv:
-        port = srv.port
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(srv.url).rstrip("/"))
-        await JobController(srv.client, NS).create("/api/v1/nodes", gpu_node("before", gpus=2))
+        controller = JobController(srv.client, NS)
+        await controller.create("/api/v1/nodes", gpu_node("before", gpus=2))
         ex, _ = await asyncio.to_thread(build, settings, kubeconfig=kubeconfig,
                                         context="emulated", namespace=NS)
         assert isinstance(ex, KubeExecutor)
-        await eventually(lambda: "before" in by_name(ex.capacity()))
-        lists = ex.nodes.lists
-        api.end_watches()
-    try:
-        # The API server is gone (a restart): its replacement, on the same address, knows
-        # other nodes. The reflectors back off, list again and carry on watching.
-        async with KubeApi() as api2, kmock.Server(api2, port=port) as srv2:
-            await JobController(srv2.client, NS).create("/api/v1/nodes",
-                                                        gpu_node("after", gpus=4))
+        try:
+            await eventually(lambda: "before" in by_name(ex.capacity()))
+            lists = ex.nodes.lists
+            # The API server goes away (a restart): watches end, every call fails. The
+            # reflectors back off and keep trying; once it answers again they list anew
+            # and carry on watching.
+            api.outage(True)
+            await eventually(lambda: ex.nodes.errors > 0, within=20)
+            api.outage(False)
+            await eventually(lambda: ex.nodes.lists > lists, within=20)
+            await controller.create("/api/v1/nodes", gpu_node("after", gpus=4))
+            await controller.delete("/api/v1/nodes/before")
             await eventually(lambda: set(by_name(ex.capacity())) == {"after"}, within=20)
-            assert ex.nodes.lists > lists
-            await JobController(srv2.client, NS).create("/api/v1/nodes",
-                                                        gpu_node("later", gpus=1))
-            await eventually(lambda: "later" in by_name(ex.capacity()))
+        finally:
             await ex.close()
-            api2.end_watches()
-    finally:
-        await ex.close()
+
+
+
+async def test_the_workload_helper_reports_progress_through_its_pod(cluster: Cluster) -> None:
+    """A slice's orrery.workload calls annotate its own pod; the executor's pod watch turns
+    that into the progress (and checkpoint) the hub hands to the next epoch."""
+    import os
+    import sys
+
+    import yaml
+
+    ex = await cluster.executor()
+    await eventually(lambda: "gpu-a" in by_name(ex.capacity()))
+    a = assignment()
+    await ex.launch(a, slice_env(a))
+    pod = await cluster.ctl.start_pod(cluster.job(a))
+    server = yaml.safe_load(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    code = ("from orrery import workload\n"
+            "workload.report(step=7, total_steps=10, metrics={'loss': 0.5})\n"
+            "workload.checkpoint('/ck/7.pt', step=7)\n")
+    env = {**os.environ, "ORRERY_POD_NAME": pod["metadata"]["name"], "ORRERY_POD_NAMESPACE": NS,
+           "ORRERY_KUBE_API": server, "ORRERY_KUBE_TOKEN_FILE": "/nonexistent"}
+    env.pop("ORRERY_PROGRESS_FILE", None)
+    # A separate process: the emulated API server runs on this test's event loop.
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, env=env,
+                                                stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    assert proc.returncode == 0 and b"cannot report" not in err, err
+    got = await eventually(lambda: ex.progress(a.key))
+    assert (got.step, got.total_steps, got.checkpoint, got.checkpoint_step) == (7, 10, "/ck/7.pt", 7)
+    assert got.metrics == {"loss": 0.5}
+
+    # An API server it cannot reach costs the workload one warning, never its run.
+    env["ORRERY_KUBE_API"] = "http://127.0.0.1:1"
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, env=env,
+                                                stderr=asyncio.subprocess.PIPE)
+    _, err = await proc.communicate()
+    assert proc.returncode == 0
+    assert err.count(b"cannot report progress") == 1

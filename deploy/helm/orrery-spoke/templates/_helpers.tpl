@@ -28,6 +28,14 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{- define "orrery-spoke.sliceServiceAccount" -}}
+{{- if .Values.slices.serviceAccount -}}
+{{- .Values.slices.serviceAccount -}}
+{{- else if .Values.slices.reportProgress -}}
+{{- include "orrery-spoke.fullname" . }}-slice
+{{- end -}}
+{{- end -}}
+
 {{- define "orrery-spoke.slicesNamespace" -}}
 {{- default .Release.Namespace .Values.slices.namespace -}}
 {{- end -}}

@@ -107,7 +107,12 @@ def manifest(a: Assignment, env: Mapping[str, str], t: JobTemplate, *, resource:
     annotations = {A_JOB: a.job, A_ASSIGNMENT: a.model_dump_json()}
     container: dict[str, Any] = {
         "name": CONTAINER, "image": image, "command": list(a.command),
-        "env": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "env": [{"name": k, "value": v} for k, v in sorted(env.items())] + [
+            # orrery.workload reports progress and checkpoints by annotating its own pod.
+            {"name": "ORRERY_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            {"name": "ORRERY_POD_NAMESPACE",
+             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+        ],
     }
     if a.gpus:
         count = str(len(a.gpus))

@@ -50,6 +50,7 @@ class Reflector:
         self.cluster = cluster
         self.synced = threading.Event()
         self.lists = 0  # how many times it listed (a 410 or an error lists again)
+        self.errors = 0  # how many list or watch calls failed (logged, then retried)
         self._objs: dict[str, Obj] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
@@ -102,6 +103,7 @@ class Reflector:
                 if self._stop.is_set():
                     return
                 failures += 1
+                self.errors += 1
                 state = RetryCallState(Retrying(), None, (), {})
                 state.attempt_number = failures
                 delay = self._wait(state)
