@@ -25,13 +25,13 @@ from pydantic.alias_generators import to_camel
 
 from orrery.duration import parse_duration
 from orrery.errors import ManifestError
+from orrery.names import check_dns_label
 
 API_VERSION = "orrery/v1"
 MAX_SLICES = 4096
 MAX_GPUS_PER_SLICE = 64
 DEFAULT_MAX_RUNTIME_S = 24 * 3600.0
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _LABEL_KEY = re.compile(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -54,12 +54,7 @@ class Metadata(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError(
-                "must be 1-63 lowercase letters, digits or '-', starting and ending "
-                "with a letter or digit"
-            )
-        return v
+        return check_dns_label(v)
 
     @field_validator("labels")
     @classmethod

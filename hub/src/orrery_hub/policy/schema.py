@@ -10,18 +10,17 @@ Field names are camelCase in YAML, as in job manifests.
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from orrery.duration import parse_duration
+from orrery.names import check_dns_label
 
 API_VERSION = "orrery/v1"
 KINDS = ("Placement", "Guardrail", "Cost")
 
-_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 Glob = Annotated[
     str,
@@ -43,12 +42,7 @@ class PolicyMetadata(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not _NAME.match(v):
-            raise ValueError(
-                "must be 1-63 lowercase letters, digits or '-', starting and ending "
-                "with a letter or digit"
-            )
-        return v
+        return check_dns_label(v)
 
 
 class JobMatch(_Model):

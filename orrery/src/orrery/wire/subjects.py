@@ -10,15 +10,14 @@ one spoke are handled in the order it sent them.
 
 from __future__ import annotations
 
-import re
+from orrery.names import is_dns_label
 
 PREFIX = "orrery.v1.cluster"
-_CLUSTER = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 
 
 def valid_cluster_name(name: str) -> bool:
     """A cluster name must be usable as one NATS subject token (and a DNS label)."""
-    return bool(_CLUSTER.match(name))
+    return is_dns_label(name)
 
 
 class Subjects:
