@@ -43,6 +43,7 @@ async def hub(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Hub]:
         timing=FAST,
         backoff_base_s=0.05,
         backoff_max_s=0.2,
+        insecure=True,
     )
     async with running_hub(settings) as h:
         yield h

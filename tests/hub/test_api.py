@@ -123,7 +123,7 @@ async def test_a_hub_on_postgresql_serves_and_restarts(tmp_path, nats_server, pg
     from tests.conftest import FAST, running_hub
 
     settings = HubSettings(state_dir=tmp_path, db_url=pg_url, nats_url=nats_server.url, port=0,
-                           timing=FAST)
+                           timing=FAST, insecure=True)
     async with running_hub(settings) as h:
         assert h.endpoints is not None
         async with httpx.AsyncClient(base_url=h.endpoints.api_url) as c:

@@ -59,6 +59,7 @@ async def setup(
         port=0,
         timing=FAST,
         policies_dir=folder,
+        insecure=True,
     )
     async with running_hub(settings) as h:
         assert h.endpoints is not None

@@ -90,6 +90,7 @@ async def setup(
         heartbeat_interval_s=0.05,
         lease_s=lease,
         kill_grace_s=0.1,
+        insecure=True,
     )
     agent = Agent(settings, ex, [Node("n0", "H100", 8, 81920)])
     task = asyncio.create_task(agent.run())

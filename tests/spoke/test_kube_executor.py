@@ -87,7 +87,7 @@ async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncItera
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(srv.url).rstrip("/"))
         settings = SpokeSettings(nats_url="nats://127.0.0.1:1", cluster="kube-a",
                                  state_dir=tmp_path / "spoke", heartbeat_interval_s=0.5,
-                                 lease_s=4.0, kill_grace_s=1.0)
+                                 lease_s=4.0, kill_grace_s=1.0, insecure=True)
         c = Cluster(api, JobController(srv.client, NS), kubeconfig, settings, [])
         await c.add_node(gpu_node("gpu-a", gpus=8, region="eu-west-1", zone="eu-west-1a"))
         try:
@@ -342,7 +342,7 @@ async def test_watches_recover_when_the_api_server_comes_back(tmp_path: Path,
     cfg.write_text("watchTimeoutS: 2\n")
     monkeypatch.setenv(CONFIG_ENV, str(cfg))
     settings = SpokeSettings(nats_url="nats://127.0.0.1:1", cluster="kube-r",
-                             state_dir=tmp_path / "spoke", lease_s=4.0)
+                             state_dir=tmp_path / "spoke", lease_s=4.0, insecure=True)
     async with KubeApi() as api, kmock.Server(api) as srv:
         kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", str(srv.url).rstrip("/"))
         controller = JobController(srv.client, NS)

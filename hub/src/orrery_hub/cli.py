@@ -75,6 +75,7 @@ def command(app: typer.Typer) -> None:
         backfill: Annotated[bool, typer.Option(envvar="ORRERY_BACKFILL", help="run short jobs on GPUs reserved for a waiting gang")] = True,
         preemption_min_run: Annotated[float, typer.Option(envvar="ORRERY_PREEMPTION_MIN_RUN", help="a job placed less than this long ago is never preempted, s")] = 60.0,
         preemption_grace: Annotated[float, typer.Option(envvar="ORRERY_PREEMPTION_GRACE", help="a preempted slice's time to checkpoint before SIGKILL, s")] = 30.0,
+        insecure: Annotated[bool, typer.Option("--insecure", envvar="ORRERY_INSECURE", help="development only: plain NATS, unenrolled clusters accepted")] = False,
         ready_file: Annotated[
             Path | None,
             typer.Option(
@@ -113,6 +114,7 @@ def command(app: typer.Typer) -> None:
             backoff_max_s=max(60.0, backoff),
             scheduling=scheduling,
             queues=queue_config,
+            insecure=insecure,
         )
 
         def on_ready(e: object) -> None:

@@ -70,6 +70,9 @@ class HubSettings:
     # awareness: all on by default), and the queues' weights, quotas and cohorts.
     scheduling: Policy = field(default_factory=lambda: replace(Policy.full(), min_run_s=60.0))
     queues: tuple[QueueConfig, ...] = ()
+    # Development only: a plain NATS without TLS, and heartbeats from clusters that never
+    # enrolled (labels as they report them). Off by default: identity is required.
+    insecure: bool = False
 
     @property
     def database_url(self) -> str:

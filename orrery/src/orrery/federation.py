@@ -168,6 +168,8 @@ class Federation:
             "--backoff",
             str(t.backoff_s),
         ]
+        # Until enrollment lands in the federation, it runs in development mode.
+        args.append("--insecure")
         if self.policies:
             args += ["--policies", str(self.policies)]
         args += self.hub_args
@@ -210,6 +212,7 @@ class Federation:
             str(t.lease_s),
             "--kill-grace",
             str(t.kill_grace_s),
+            "--insecure",
         ]
         for k, v in s.labels.items():
             args += ["--label", f"{k}={v}"]

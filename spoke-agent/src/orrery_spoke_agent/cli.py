@@ -74,6 +74,14 @@ def command(app: typer.Typer) -> None:
         kill_grace: Annotated[
             float, typer.Option(envvar="ORRERY_KILL_GRACE", help="SIGTERM to SIGKILL (s)")
         ] = 2.0,
+        insecure: Annotated[
+            bool,
+            typer.Option(
+                "--insecure",
+                envvar="ORRERY_INSECURE",
+                help="development only: plain NATS, no enrolled identity",
+            ),
+        ] = False,
     ) -> None:
         """Run a spoke agent for one cluster."""
         from orrery_spoke_agent.agent import Agent
@@ -94,6 +102,7 @@ def command(app: typer.Typer) -> None:
                 heartbeat_interval_s=heartbeat_interval,
                 lease_s=lease,
                 kill_grace_s=kill_grace,
+                insecure=insecure,
             )
             settings.check()
             settings.state_dir.mkdir(parents=True, exist_ok=True)

@@ -23,6 +23,8 @@ class SpokeSettings:
     heartbeat_interval_s: float = 1.0
     lease_s: float = 10.0
     kill_grace_s: float = 2.0
+    # Development only: connect to a plain NATS without an enrolled identity. Off by default.
+    insecure: bool = False
 
     def check(self) -> None:
         if not valid_cluster_name(self.cluster):
