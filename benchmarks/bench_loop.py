@@ -61,7 +61,8 @@ def test_submit_to_running_and_api_throughput(tmp_path: Path) -> None:
     spokes = [SpokeSpec(f"bench-{i}", f"region-{i}", "H100", 4, 8) for i in range(4)]
     with Federation(tmp_path / "fed", spokes=spokes, timings=Timings(heartbeat_s=1.0)) as fed:
         assert fed.api_url is not None
-        with httpx.Client(base_url=fed.api_url, timeout=30) as api:
+        auth = {"Authorization": f"Bearer {fed.admin_token}"}
+        with httpx.Client(base_url=fed.api_url, timeout=30, headers=auth) as api:
             for _ in range(10):  # warm up connections, imports, caches
                 submit_to_running(api, 1)
             one = [submit_to_running(api, 1) for _ in range(JOBS)]
@@ -73,7 +74,7 @@ def test_submit_to_running_and_api_throughput(tmp_path: Path) -> None:
             body = manifest("queued", 1, gpu_type="NONE")
 
             def post(_: int) -> None:
-                with httpx.Client(base_url=fed.api_url, timeout=30) as c:  # type: ignore[arg-type]
+                with httpx.Client(base_url=fed.api_url, timeout=30, headers=auth) as c:  # type: ignore[arg-type]
                     c.post("/v1/jobs", content=body).raise_for_status()
 
             t0 = time.perf_counter()

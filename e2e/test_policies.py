@@ -169,6 +169,7 @@ def test_sighup_reloads_and_a_broken_file_keeps_the_old_set(federation, tmp_path
         assert c.policies()["digest"] == good
         # The usage command prints the teams (none ran anything yet) without error.
         p = subprocess.run([sys.executable, "-m", "orrery.cli.main", "usage", "--hub", fed.api_url,
-                            "--since", "7d"], capture_output=True, text=True, timeout=60)
+                            "--since", "7d", "--token", fed.admin_token], capture_output=True,
+                           text=True, timeout=60)
         assert p.returncode == 0, p.stderr
         assert "Usage by team (last 7d)" in p.stdout

@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 
 pytestmark = pytest.mark.e2e
@@ -38,22 +39,44 @@ def test_demo_exits_0_after_the_job_survives_a_killed_spoke(tmp_path: Path) -> N
 
 def test_up_starts_a_federation_and_sigterm_stops_all_of_it(tmp_path: Path) -> None:
     state = tmp_path / "fed"
+    config = tmp_path / "orrery-config.yaml"
     proc = subprocess.Popen(
         [*ORRERY, "up", "--spokes", "2", "--port", "0", "--state", str(state), "--fast"],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        env={**os.environ, "COLUMNS": "120"},
+        env={**os.environ, "COLUMNS": "120", "ORRERY_CONFIG": str(config)},
     )
     assert proc.stdout is not None
     try:
         seen = ""
         deadline = time.monotonic() + 60
-        while "hub: " not in seen:
+        while "export ORRERY_TOKEN=" not in seen:
             assert time.monotonic() < deadline and proc.poll() is None, seen
             seen += proc.stdout.readline()
         assert "eu-west" in seen and "us-east" in seen
         assert len(_procs_under(state)) >= 3  # hub and two spokes (nats-server has no path)
+        exports = dict(
+            line.removeprefix("export ").split("=", 1)
+            for line in seen.splitlines()
+            if line.startswith("export ")
+        )
+        hub, token = exports["ORRERY_HUB"], exports["ORRERY_TOKEN"]
+        # The printed token works, nothing works without one, and `orrery up` wrote an
+        # admin context (0600) that the CLI uses with no flags.
+        assert httpx.get(f"{hub}/v1/clusters").status_code == 401
+        r = httpx.get(f"{hub}/v1/clusters", headers={"Authorization": f"Bearer {token}"})
+        assert r.status_code == 200 and len(r.json()["items"]) == 2
+        assert config.stat().st_mode & 0o077 == 0
+        env = {k: v for k, v in os.environ.items() if k not in ("ORRERY_HUB", "ORRERY_TOKEN")}
+        p = subprocess.run(
+            [*ORRERY, "clusters"],
+            capture_output=True,
+            text=True,
+            env={**env, "ORRERY_CONFIG": str(config), "COLUMNS": "120"},
+            timeout=60,
+        )
+        assert p.returncode == 0 and "eu-west" in p.stdout, p.stderr
     finally:
         proc.send_signal(signal.SIGTERM)  # even when an assertion failed: leave nothing behind
         proc.wait(30)

@@ -18,6 +18,10 @@ from orrery_hub.settings import HubSettings, Timing
 
 PG_ADMIN_URL = os.environ.get("ORRERY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
+# The admin API token every in-process test hub accepts; tests send ADMIN (its header).
+ADMIN_TOKEN = "test-admin-" + uuid.uuid4().hex
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
 FAST = Timing(
     heartbeat_interval_s=0.2,
     lease_s=1.0,
@@ -44,6 +48,7 @@ async def hub(tmp_path: Path, nats_server: NatsServer) -> AsyncIterator[Hub]:
         backoff_base_s=0.05,
         backoff_max_s=0.2,
         insecure=True,
+        admin_token=ADMIN_TOKEN,
     )
     async with running_hub(settings) as h:
         yield h

@@ -23,7 +23,8 @@ def run(
         capture_output=True,
         text=True,
         timeout=timeout,
-        env={**os.environ, "COLUMNS": "200", **(env or {})},
+        # No config file of contexts from the machine: each test says what it uses.
+        env={**os.environ, "COLUMNS": "200", "ORRERY_CONFIG": os.devnull, **(env or {})},
     )
 
 
@@ -107,7 +108,7 @@ def test_submit_wait_jobs_cancel_clusters_against_a_real_federation(tmp_path: Pa
     )
     with fed:
         assert fed.api_url is not None
-        env = {"ORRERY_HUB": fed.api_url}
+        env = {"ORRERY_HUB": fed.api_url, "ORRERY_TOKEN": fed.admin_token}
         ok = tmp_path / "ok.yaml"
         ok.write_text(
             "apiVersion: orrery/v1\nkind: TrainingJob\nmetadata: {name: ok}\n"

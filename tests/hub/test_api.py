@@ -6,6 +6,7 @@ import httpx
 import pytest
 
 from orrery_hub.service import Hub
+from tests.conftest import ADMIN
 
 GOOD = """
 apiVersion: orrery/v1
@@ -18,7 +19,7 @@ spec: {slices: 2, gpusPerSlice: 4, gpuType: H100, command: ["true"]}
 @pytest.fixture
 async def api(hub: Hub) -> httpx.AsyncClient:
     assert hub.endpoints is not None
-    async with httpx.AsyncClient(base_url=hub.endpoints.api_url) as c:
+    async with httpx.AsyncClient(base_url=hub.endpoints.api_url, headers=ADMIN) as c:
         yield c  # type: ignore[misc]
 
 
@@ -124,13 +125,19 @@ async def test_a_hub_on_postgresql_serves_and_restarts(tmp_path, nats_server, pg
 
     settings = HubSettings(state_dir=tmp_path, db_url=pg_url, nats_url=nats_server.url, port=0,
                            timing=FAST, insecure=True)
+    # No admin token given: the first start makes one, 0600 in the state folder.
     async with running_hub(settings) as h:
         assert h.endpoints is not None
-        async with httpx.AsyncClient(base_url=h.endpoints.api_url) as c:
+        token_file = tmp_path / "admin.token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        auth = {"Authorization": f"Bearer {token}"}
+        async with httpx.AsyncClient(base_url=h.endpoints.api_url, headers=auth) as c:
             job_id = (await c.post("/v1/jobs", content=GOOD)).json()["id"]
     async with running_hub(settings) as h:  # restarted on the same database
         assert h.endpoints is not None
-        async with httpx.AsyncClient(base_url=h.endpoints.api_url) as c:
+        assert token_file.read_text().strip() == token  # the store has one: none made again
+        async with httpx.AsyncClient(base_url=h.endpoints.api_url, headers=auth) as c:
             r = await c.get(f"/v1/jobs/{job_id}")
             assert r.status_code == 200
             assert r.json()["status"]["phase"] == "Pending"

@@ -24,7 +24,7 @@ from orrery.wire import (
 )
 from orrery_hub.service import Hub
 from orrery_hub.settings import HubSettings
-from tests.conftest import FAST, running_hub
+from tests.conftest import ADMIN, ADMIN_TOKEN, FAST, running_hub
 
 GOOD = """
 apiVersion: orrery/v1
@@ -60,10 +60,11 @@ async def setup(
         timing=FAST,
         policies_dir=folder,
         insecure=True,
+        admin_token=ADMIN_TOKEN,
     )
     async with running_hub(settings) as h:
         assert h.endpoints is not None
-        async with httpx.AsyncClient(base_url=h.endpoints.api_url) as c:
+        async with httpx.AsyncClient(base_url=h.endpoints.api_url, headers=ADMIN) as c:
             yield h, c, folder
 
 

@@ -85,8 +85,8 @@ def test_json_report(manifest: Path) -> None:
 
 def fake_hub(handler: Any) -> type[policycli.PolicyClient]:
     class Fake(policycli.PolicyClient):
-        def __init__(self, base_url: str) -> None:
-            super().__init__(base_url, transport=httpx.MockTransport(handler))
+        def __init__(self, base_url: str, token: str | None = None) -> None:
+            super().__init__(base_url, transport=httpx.MockTransport(handler), token=token)
 
     return Fake
 

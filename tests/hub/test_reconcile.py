@@ -29,6 +29,7 @@ from orrery.wire import (
     encode,
 )
 from orrery_hub.service import Hub
+from tests.conftest import ADMIN
 
 JOB = """
 apiVersion: orrery/v1
@@ -114,7 +115,7 @@ def running(a: Assignment, phase: SlicePhase = SlicePhase.RUNNING, **kw: object)
 async def spoke(hub: Hub) -> AsyncIterator[Spoke]:
     assert hub.endpoints is not None
     nc = await nats.connect(hub.endpoints.nats_url)
-    async with httpx.AsyncClient(base_url=hub.endpoints.api_url) as api:
+    async with httpx.AsyncClient(base_url=hub.endpoints.api_url, headers=ADMIN) as api:
         s = Spoke(nc, api)
         await nc.subscribe(s.subjects.orders, cb=s.on_order)
         ack = await s.beat()

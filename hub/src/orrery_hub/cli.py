@@ -76,6 +76,22 @@ def command(app: typer.Typer) -> None:
         preemption_min_run: Annotated[float, typer.Option(envvar="ORRERY_PREEMPTION_MIN_RUN", help="a job placed less than this long ago is never preempted, s")] = 60.0,
         preemption_grace: Annotated[float, typer.Option(envvar="ORRERY_PREEMPTION_GRACE", help="a preempted slice's time to checkpoint before SIGKILL, s")] = 30.0,
         insecure: Annotated[bool, typer.Option("--insecure", envvar="ORRERY_INSECURE", help="development only: plain NATS, unenrolled clusters accepted")] = False,
+        admin_token_file: Annotated[
+            Path | None,
+            typer.Option(
+                envvar="ORRERY_ADMIN_TOKEN_FILE",
+                help="a file holding an admin API token (default: made at first start, "
+                "written to <state>/admin.token)",
+            ),
+        ] = None,
+        metrics_open: Annotated[
+            bool,
+            typer.Option(
+                "--metrics-open",
+                envvar="ORRERY_METRICS_OPEN",
+                help="serve /metrics without a token",
+            ),
+        ] = False,
         ready_file: Annotated[
             Path | None,
             typer.Option(
@@ -94,6 +110,16 @@ def command(app: typer.Typer) -> None:
         except OrreryError as exc:
             typer.echo(f"orrery hub: {exc.message}", err=True)
             raise typer.Exit(2) from None
+        admin_token: str | None = None
+        if admin_token_file is not None:
+            try:
+                admin_token = admin_token_file.read_text().strip()
+            except OSError as exc:
+                typer.echo(f"orrery hub: --admin-token-file: {exc.strerror}", err=True)
+                raise typer.Exit(2) from None
+            if not admin_token:
+                typer.echo("orrery hub: --admin-token-file: the file is empty", err=True)
+                raise typer.Exit(2)
         scheduling = Policy(fair_share=fair_share, quotas=True, preemption=preemption,
                             backfill=backfill, type_aware=True, grace_s=preemption_grace,
                             min_run_s=preemption_min_run)
@@ -115,6 +141,8 @@ def command(app: typer.Typer) -> None:
             scheduling=scheduling,
             queues=queue_config,
             insecure=insecure,
+            admin_token=admin_token,
+            metrics_open=metrics_open,
         )
 
         def on_ready(e: object) -> None:

@@ -47,6 +47,10 @@ HubOpt = Annotated[
         "inventory and usage; with --policies, its clusters are used here",
     ),
 ]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option("--token", envvar="ORRERY_TOKEN", help="API token", show_default=False),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the report as JSON")]
 FolderArg = Annotated[Path, typer.Argument(envvar="ORRERY_POLICIES", help="folder of policy files")]
 
@@ -125,20 +129,21 @@ def command(app: typer.Typer) -> None:
         file: ManifestArg,
         policies: PoliciesOpt = None,
         hub: HubOpt = None,
+        token: TokenOpt = None,
         as_json: JsonOpt = False,
     ) -> None:
         """Would this job be admitted, where could it run, what would it cost? Submits nothing."""
         text = read_text(file, what="manifest file")
         manifest = parse_manifest(text, source=str(file))
         if hub is not None and policies is None:
-            with PolicyClient(hub) as c:
+            with PolicyClient(hub, token=token) as c:
                 report = c.check(text)
             note = f"(policies of the hub at {hub})"
         else:
             ps = load_policies(policies) if policies is not None else EMPTY
             clusters = None
             if hub is not None:
-                with PolicyClient(hub) as c:
+                with PolicyClient(hub, token=token) as c:
                     clusters = [cluster_facts(x) for x in c.clusters()]
             report = check_report(
                 JobFacts.from_manifest(manifest), ps, NO_USAGE, time.time(), clusters

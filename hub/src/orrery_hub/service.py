@@ -38,6 +38,7 @@ from orrery.wire import Assignment, Heartbeat, HeartbeatAck, Kill, SliceStatus, 
 from orrery.wire.codec import WireError, decode_any
 from orrery_hub import reconcile
 from orrery_hub.applier import Applier
+from orrery_hub.auth import Authenticator, Principal, bootstrap_admin
 from orrery_hub.gate import ClusterShape, PolicyGate, cluster_facts
 from orrery_hub.inventory import ClusterView, Inventory
 from orrery_hub.metrics import HubMetrics
@@ -68,6 +69,7 @@ class Hub:
         self.gate = PolicyGate(settings.policies_dir)
         self.applier = Applier()
         self.store = StoreRunner(Database.connect(settings.database_url))
+        self.auth = Authenticator(self.store, admin_token=settings.admin_token, clock=clock)
         self._reload_requested = False
         self.nc: NATS | None = None
         self._nats_server: NatsServer | None = None
@@ -103,6 +105,12 @@ class Hub:
         port = sock.getsockname()[1]
         try:
             await self._restore()
+            if s.admin_token is None:
+                written = await self.store.tx(
+                    lambda db: bootstrap_admin(db, s.state_dir, self.clock())
+                )
+                if written is not None:
+                    log.warning("created an admin API token", extra={"path": str(written)})
             await self._connect(nats_url)
             from orrery_hub.api.app import create_app
 
@@ -651,6 +659,18 @@ class Hub:
             ]
 
         return await self.store.tx(work)
+
+    async def record_denial(
+        self, status: int, who: Principal | None, what: str, reason: str
+    ) -> None:
+        """A refused API call, in the audit log: who, what, why — never the token."""
+        now = self.clock()
+        caller = "anonymous" if who is None else f"{who.subject} ({who.role.value})"
+        decision = "unauthenticated" if status == 401 else "forbidden"
+        detail = f"{what} by {caller}: {reason}"
+        await self.store.tx(
+            lambda s: self.gate.audit(s, at=now, kind="auth", decision=decision, detail=detail)
+        )
 
     async def job_counts(self) -> dict[str, int]:
         def work(s: Session) -> dict[str, int]:

@@ -73,6 +73,10 @@ class HubSettings:
     # Development only: a plain NATS without TLS, and heartbeats from clusters that never
     # enrolled (labels as they report them). Off by default: identity is required.
     insecure: bool = False
+    # An admin API token (tests, ``orrery up``). Without one, the hub's first start makes
+    # one and writes it to ``<state_dir>/admin.token`` (0600).
+    admin_token: str | None = field(default=None, repr=False)
+    metrics_open: bool = False  # /metrics without a token (a scraper inside the perimeter)
 
     @property
     def database_url(self) -> str:

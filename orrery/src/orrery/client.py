@@ -17,6 +17,7 @@ from orrery.errors import (
     InvalidInput,
     ManifestError,
     NotFound,
+    Unauthenticated,
     Unavailable,
 )
 from orrery.resources import AttemptView, ClusterList, ClusterPublic, EventView, JobList, JobPublic
@@ -34,9 +35,18 @@ class HubClient:
         *,
         timeout: float = 10.0,
         transport: httpx.BaseTransport | None = None,
+        token: str | None = None,
+        verify: str | bool = True,
     ) -> None:
         self.base_url = base_url.rstrip("/")
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, transport=transport)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._http = httpx.Client(
+            base_url=self.base_url,
+            timeout=timeout,
+            transport=transport,
+            headers=headers,
+            verify=verify,
+        )
 
     def close(self) -> None:
         self._http.close()
@@ -61,6 +71,11 @@ class HubClient:
             raise ManifestError([(f["field"], f["reason"]) for f in body["fields"]])
         if r.status_code == 422:
             raise InvalidInput(detail)
+        if r.status_code == 401:
+            raise Unauthenticated(
+                f"the hub refused the credentials: {detail} (set --token or ORRERY_TOKEN, "
+                "or a context in the orrery config)"
+            )
         if r.status_code == 404:
             raise NotFound(detail)
         if r.status_code == 409:

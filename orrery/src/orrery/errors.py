@@ -3,7 +3,8 @@
     OrreryError                      base; ``retryable`` says whether trying again may help
     ├── InvalidInput                 a user's manifest, policy or flag is wrong: never retry
     │   └── ManifestError            names the field (``loc``) and the reason
-    ├── Forbidden                    policies refuse it (each named, with why): never retry
+    ├── Unauthenticated              no token, or one the hub does not accept (HTTP 401)
+    ├── Forbidden                    policies or the caller's role refuse it: never retry
     ├── NotFound                     the thing asked for does not exist: never retry
     ├── Conflict                     the request clashes with current state: never retry as is
     └── Unavailable                  a dependency (hub, NATS, database) cannot be reached:
@@ -41,6 +42,11 @@ class ManifestError(InvalidInput):
         self.source = source
         detail = "; ".join(f"{loc}: {reason}" if loc else reason for loc, reason in problems)
         super().__init__(f"invalid {source}: {detail}")
+
+
+class Unauthenticated(OrreryError):
+    """No credentials, or credentials the hub does not accept (unknown, expired, revoked).
+    The message says which, never what was sent."""
 
 
 class Forbidden(OrreryError):

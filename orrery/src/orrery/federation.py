@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -110,6 +111,27 @@ class Federation:
         self.hub: subprocess.Popen[bytes] | None = None
         self.spokes: dict[str, subprocess.Popen[bytes]] = {}
         self.api_url: str | None = None
+        self.admin_token_file = self.state / "admin.token"
+        self.admin_token = self._admin_token()
+
+    def _admin_token(self) -> str:
+        """The federation's admin API token: kept in ``<state>/admin.token`` (0600), so a
+        federation restarted on the same state keeps it."""
+        try:
+            token = self.admin_token_file.read_text().strip()
+        except FileNotFoundError:
+            token = ""
+        if token:
+            return token
+        token = "orrery-admin-" + secrets.token_urlsafe(32)
+        self.state.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.admin_token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, (token + "\n").encode())
+        finally:
+            os.close(fd)
+        return token
 
     # ---- processes -------------------------------------------------------------------
 
@@ -167,6 +189,8 @@ class Federation:
             str(t.kill_grace_s),
             "--backoff",
             str(t.backoff_s),
+            "--admin-token-file",
+            str(self.admin_token_file),
         ]
         # Until enrollment lands in the federation, it runs in development mode.
         args.append("--insecure")
@@ -247,7 +271,7 @@ class Federation:
 
     def client(self) -> HubClient:
         assert self.api_url is not None
-        return HubClient(self.api_url)
+        return HubClient(self.api_url, token=self.admin_token)
 
     def stop(self) -> None:
         procs = [*self.spokes.values(), self.hub]

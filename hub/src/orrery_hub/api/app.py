@@ -3,6 +3,9 @@ errors into HTTP statuses:
 
     InvalidInput / ManifestError -> 422 (each bad field named)     NotFound -> 404
     Conflict -> 409                                                Unavailable -> 503
+    Unauthenticated -> 401 (WWW-Authenticate: Bearer)              Forbidden -> 403
+
+Every route but /healthz declares the permission it needs (``require``, orrery_hub.auth).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from orrery.errors import (
     ManifestError,
     NotFound,
     OrreryError,
+    Unauthenticated,
     Unavailable,
 )
 from orrery.manifest import JobManifest, parse_manifest
@@ -37,6 +41,7 @@ from orrery.resources import (
     JobPublic,
     Problem,
 )
+from orrery_hub.auth import Guard, Permission, Principal, require
 
 if TYPE_CHECKING:
     from orrery_hub.service import Hub
@@ -44,6 +49,7 @@ if TYPE_CHECKING:
 MAX_BODY = 1024 * 1024
 
 _STATUS = {
+    Unauthenticated: 401,
     ManifestError: 422,
     InvalidInput: 422,
     Forbidden: 403,
@@ -61,7 +67,8 @@ def _problem(exc: OrreryError) -> JSONResponse:
     body = Problem(
         error=type(exc).__name__, detail=exc.message, retryable=exc.retryable, fields=fields
     )
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
 async def _text(request: Request) -> str:
@@ -85,6 +92,9 @@ def create_app(hub: Hub) -> FastAPI:
         "see the fleet.",
     )
 
+    app.state.guard = Guard(hub.auth, on_denied=hub.record_denial)
+    denied: dict[int | str, dict[str, Any]] = {401: {"model": Problem}, 403: {"model": Problem}}
+
     @app.exception_handler(OrreryError)
     async def _domain(_: Request, exc: OrreryError) -> JSONResponse:
         return _problem(exc)
@@ -96,7 +106,7 @@ def create_app(hub: Hub) -> FastAPI:
         status_code=201,
         response_model=JobPublic,
         response_model_by_alias=True,
-        responses={422: {"model": Problem}, 403: {"model": Problem}},
+        responses={**denied, 422: {"model": Problem}},
         openapi_extra={
             "requestBody": {
                 "required": True,
@@ -108,11 +118,14 @@ def create_app(hub: Hub) -> FastAPI:
         },
         summary="Submit a job manifest (JSON or YAML)",
     )
-    async def submit(request: Request) -> JobPublic:
+    async def submit(
+        request: Request, who: Annotated[Principal, require(Permission.JOBS_SUBMIT)]
+    ) -> JobPublic:
         return await hub.submit(parse_manifest(await _text(request)))
 
-    @app.get("/v1/jobs", response_model=JobList, response_model_by_alias=True)
+    @app.get("/v1/jobs", response_model=JobList, response_model_by_alias=True, responses=denied)
     async def list_jobs(
+        who: Annotated[Principal, require(Permission.JOBS_READ)],
         phase: Annotated[str | None, Query(description="only jobs in this phase")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
     ) -> JobList:
@@ -124,60 +137,82 @@ def create_app(hub: Hub) -> FastAPI:
         "/v1/jobs/{job_id}",
         response_model=JobPublic,
         response_model_by_alias=True,
-        responses={404: {"model": Problem}},
+        responses={**denied, 404: {"model": Problem}},
     )
-    async def get_job(job_id: str) -> JobPublic:
+    async def get_job(
+        job_id: str, who: Annotated[Principal, require(Permission.JOBS_READ)]
+    ) -> JobPublic:
         return await hub.get_job(job_id)
 
     @app.delete(
         "/v1/jobs/{job_id}",
         response_model=JobPublic,
         response_model_by_alias=True,
-        responses={404: {"model": Problem}, 409: {"model": Problem}},
+        responses={**denied, 404: {"model": Problem}, 409: {"model": Problem}},
     )
-    async def cancel_job(job_id: str) -> JobPublic:
+    async def cancel_job(
+        job_id: str, who: Annotated[Principal, require(Permission.JOBS_CANCEL)]
+    ) -> JobPublic:
         return await hub.cancel(job_id)
 
     @app.get(
         "/v1/jobs/{job_id}/events",
         response_model=list[EventView],
         response_model_by_alias=True,
-        responses={404: {"model": Problem}},
+        responses={**denied, 404: {"model": Problem}},
     )
-    async def job_events(job_id: str) -> Any:
+    async def job_events(
+        job_id: str, who: Annotated[Principal, require(Permission.JOBS_READ)]
+    ) -> Any:
         return await hub.events(job_id)
 
     @app.get(
         "/v1/jobs/{job_id}/attempts",
         response_model=list[AttemptView],
         response_model_by_alias=True,
-        responses={404: {"model": Problem}},
+        responses={**denied, 404: {"model": Problem}},
     )
-    async def job_attempts(job_id: str) -> Any:
+    async def job_attempts(
+        job_id: str, who: Annotated[Principal, require(Permission.JOBS_READ)]
+    ) -> Any:
         return await hub.attempts(job_id)
 
-    @app.get("/v1/clusters", response_model=ClusterList, response_model_by_alias=True)
-    async def clusters() -> ClusterList:
+    @app.get(
+        "/v1/clusters", response_model=ClusterList, response_model_by_alias=True, responses=denied
+    )
+    async def clusters(
+        who: Annotated[Principal, require(Permission.CLUSTERS_READ)],
+    ) -> ClusterList:
         return ClusterList(items=await hub.clusters())
 
-    @app.get("/v1/policies", summary="The policy set in force: sources, hashes, entries")
-    async def policies() -> dict[str, Any]:
+    @app.get(
+        "/v1/policies",
+        responses=denied,
+        summary="The policy set in force: sources, hashes, entries",
+    )
+    async def policies(
+        who: Annotated[Principal, require(Permission.POLICIES_READ)],
+    ) -> dict[str, Any]:
         return hub.policies_info()
 
     @app.post(
         "/v1/policies:reload",
-        responses={422: {"model": Problem}},
+        responses={**denied, 422: {"model": Problem}},
         summary="Reload the policy folder; a bad file keeps the previous set in force",
     )
-    async def reload_policies() -> dict[str, Any]:
+    async def reload_policies(
+        who: Annotated[Principal, require(Permission.POLICIES_ADMIN)],
+    ) -> dict[str, Any]:
         return await hub.reload_policies()
 
     @app.post(
         "/v1/policies:check",
-        responses={422: {"model": Problem}},
+        responses={**denied, 422: {"model": Problem}},
         summary="Evaluate a manifest against the policies and the fleet; submits nothing",
     )
-    async def check_policy(request: Request) -> Any:
+    async def check_policy(
+        request: Request, who: Annotated[Principal, require(Permission.POLICIES_READ)]
+    ) -> Any:
         text = await _text(request)
         # The body is {"manifest": "<text>"} (what `orrery policy check --hub` sends), or
         # the manifest itself.
@@ -194,8 +229,13 @@ def create_app(hub: Hub) -> FastAPI:
         report = await hub.check_policy(parse_manifest(text))
         return report.model_dump(mode="json", by_alias=True)
 
-    @app.get("/v1/usage", summary="GPU-seconds and cost per job and team; GPUs in use now")
+    @app.get(
+        "/v1/usage",
+        responses=denied,
+        summary="GPU-seconds and cost per job and team; GPUs in use now",
+    )
     async def usage(
+        who: Annotated[Principal, require(Permission.USAGE_READ)],
         team: Annotated[str | None, Query(description="only this team")] = None,
         since: Annotated[
             str | None, Query(description="a duration back from now (e.g. 7d) or a Unix time")
@@ -213,8 +253,11 @@ def create_app(hub: Hub) -> FastAPI:
                 raise InvalidInput(f"since: {exc}") from None
         return await hub.usage(team=team, since=start)
 
-    @app.get("/v1/audit", summary="Admit, deny, hold, placement and reload decisions")
+    @app.get(
+        "/v1/audit", responses=denied, summary="Admit, deny, hold, placement and reload decisions"
+    )
     async def audit(
+        who: Annotated[Principal, require(Permission.AUDIT_READ)],
         job: Annotated[str | None, Query(description="only this job")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
     ) -> list[dict[str, Any]]:
@@ -227,7 +270,11 @@ def create_app(hub: Hub) -> FastAPI:
             {"status": "ok" if ok else "degraded", "nats": ok}, status_code=200 if ok else 503
         )
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get(
+        "/metrics",
+        response_class=PlainTextResponse,
+        dependencies=[] if hub.settings.metrics_open else [require(Permission.CLUSTERS_READ)],
+    )
     async def metrics() -> PlainTextResponse:
         counts = await hub.job_counts()
         for phase in JOB_PHASES:

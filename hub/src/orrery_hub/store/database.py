@@ -18,7 +18,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from orrery.errors import InvalidInput, Unavailable
-from orrery_hub.store import models  # noqa: F401  (registers the tables)
+from orrery_hub.store import models, tokenrows  # noqa: F401  (registers the tables)
 
 
 class Database:

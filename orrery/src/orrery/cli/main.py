@@ -19,6 +19,7 @@ from rich.live import Live
 
 from orrery.cli import views
 from orrery.client import DEFAULT_HUB, HubClient
+from orrery.config import Context, connect, set_context
 from orrery.errors import InvalidInput, ManifestError, NotFound, OrreryError
 from orrery.manifest import parse_manifest
 from orrery.resources import FINAL_JOB_PHASES
@@ -33,11 +34,25 @@ app = typer.Typer(
 console = Console()
 err = Console(stderr=True)
 
-HubOpt = Annotated[str, typer.Option("--hub", envvar="ORRERY_HUB", help="hub URL")]
+HubOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--hub", envvar="ORRERY_HUB", help=f"hub URL (default: the context's, or {DEFAULT_HUB})"
+    ),
+]
+TokenOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token",
+        envvar="ORRERY_TOKEN",
+        help="API token (default: the current context's)",
+        show_default=False,
+    ),
+]
 
 
-def _client(hub: str) -> HubClient:
-    return HubClient(hub)
+def _client(hub: str | None, token: str | None) -> HubClient:
+    return connect(hub, token)
 
 
 @app.command()
@@ -49,12 +64,13 @@ def submit(
             "--wait", envvar="ORRERY_WAIT", help="wait until it ends; exit 0 only if it succeeds"
         ),
     ] = False,
-    hub: HubOpt = DEFAULT_HUB,
+    hub: HubOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """Submit a job manifest."""
     text = read_text(file, what="manifest file")
     parse_manifest(text, source=str(file))  # refuse locally first, with the same messages
-    with _client(hub) as c:
+    with _client(hub, token) as c:
         job = c.submit(text)
         console.print(f"submitted [bold]{job.id}[/bold] ({job.status.phase})")
         if wait:
@@ -91,10 +107,11 @@ def jobs(
     phase: Annotated[
         str | None, typer.Option(envvar="ORRERY_PHASE", help="only jobs in this phase")
     ] = None,
-    hub: HubOpt = DEFAULT_HUB,
+    hub: HubOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """List jobs, or show one with its slices and why it waits."""
-    with _client(hub) as c:
+    with _client(hub, token) as c:
         if job_id is None:
             if watch:
                 with Live(console=console, refresh_per_second=2) as lv:
@@ -110,17 +127,17 @@ def jobs(
 
 
 @app.command()
-def cancel(job_id: str, hub: HubOpt = DEFAULT_HUB) -> None:
+def cancel(job_id: str, hub: HubOpt = None, token: TokenOpt = None) -> None:
     """Cancel a job: its slices are stopped wherever they run."""
-    with _client(hub) as c:
+    with _client(hub, token) as c:
         j = c.cancel(job_id)
         console.print(f"{j.id}: {j.status.phase}")
 
 
 @app.command()
-def clusters(hub: HubOpt = DEFAULT_HUB) -> None:
+def clusters(hub: HubOpt = None, token: TokenOpt = None) -> None:
     """The fleet: each cluster, its state and its GPUs."""
-    with _client(hub) as c:
+    with _client(hub, token) as c:
         console.print(views.clusters_table(c.clusters()))
 
 
@@ -131,12 +148,13 @@ def usage(
         str | None,
         typer.Option(envvar="ORRERY_SINCE", help="how far back, e.g. 7d (default: all time)"),
     ] = None,
-    hub: HubOpt = DEFAULT_HUB,
+    hub: HubOpt = None,
+    token: TokenOpt = None,
 ) -> None:
     """GPU-seconds and cost per team and job, from the attempts' real start and end."""
     from rich.table import Table
 
-    with _client(hub) as c:
+    with _client(hub, token) as c:
         u = c.usage(team=team, since=since)
     t = Table(title="Usage by team" + (f" (last {since})" if since else ""), title_justify="left")
     for col in ("TEAM", "GPU-HOURS", "COST", "GPUS IN USE"):
@@ -203,7 +221,16 @@ def up(
         fed.start()
         with fed.client() as c:
             console.print(views.clusters_table(c.clusters()))
-        console.print(f"hub: [bold]{fed.api_url}[/bold]  (export ORRERY_HUB={fed.api_url})")
+        assert fed.api_url is not None
+        where = set_context(Context(name="local", hub=fed.api_url, token=fed.admin_token))
+        console.print(f"hub: [bold]{fed.api_url}[/bold]")
+        console.print(
+            f"admin context 'local' written to {where} (current): orrery jobs, orrery "
+            "clusters, ... use it. For scripts and other shells:"
+        )
+        # One line each, unwrapped, so a script can read them (eval "$(... | grep export)").
+        print(f"export ORRERY_HUB={fed.api_url}", flush=True)
+        print(f"export ORRERY_TOKEN={fed.admin_token}", flush=True)
         console.print(f"logs: {fed.state / 'logs'}.  Ctrl-C stops everything.")
         while True:
             time.sleep(3600)

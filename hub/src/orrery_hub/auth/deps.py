@@ -1,0 +1,63 @@
+"""The FastAPI side of auth: ``require(Permission.X)``, used on every route but /healthz::
+
+    @app.get("/v1/things")
+    async def things(who: Annotated[Principal, require(Permission.JOBS_READ)]) -> ...
+
+401 (with ``WWW-Authenticate: Bearer``) for no, unknown, expired or revoked token; 403
+naming the missing permission. Each denial is reported to ``Guard.on_denied`` (the hub
+writes it to the audit log: who, what, why — never the token).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Depends, Request
+
+from orrery.errors import Forbidden, Unauthenticated
+from orrery_hub.auth.authn import Authenticator
+from orrery_hub.auth.roles import Permission, Principal
+
+# (status, principal or None, "METHOD /path", reason) -> written somewhere durable
+DenialSink = Callable[[int, Principal | None, str, str], Awaitable[None]]
+
+
+@dataclass
+class Guard:
+    """What ``require`` finds on ``app.state.guard``."""
+
+    authenticator: Authenticator
+    on_denied: DenialSink | None = None
+
+    async def check(self, request: Request, permission: Permission) -> Principal:
+        what = f"{request.method} {request.url.path}"
+        try:
+            principal = await self.authenticator.authenticate(request.headers.get("authorization"))
+        except Unauthenticated as exc:
+            await self._denied(401, None, what, exc.message)
+            raise
+        if not principal.can(permission):
+            reason = (
+                f"permission {permission.value} required: role {principal.role.value} "
+                "does not have it"
+            )
+            await self._denied(403, principal, what, reason)
+            raise Forbidden(reason)
+        request.state.principal = principal
+        return principal
+
+    async def _denied(self, status: int, p: Principal | None, what: str, reason: str) -> None:
+        if self.on_denied is not None:
+            await self.on_denied(status, p, what, reason)
+
+
+def require(permission: Permission) -> Any:
+    """A dependency giving the calling ``Principal`` if it holds ``permission``."""
+
+    async def dep(request: Request) -> Principal:
+        guard: Guard = request.app.state.guard
+        return await guard.check(request, permission)
+
+    return Depends(dep)
