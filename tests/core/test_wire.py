@@ -81,6 +81,23 @@ SAMPLES = {
             finished_at=1700000100.0,
         ),
     ),
+    # A launch that can never work (no such file): a workload failure, counted (issue 10).
+    "slice_status_cause": SliceStatus(
+        sender="spoke/eu-west",
+        seq=9,
+        cluster="eu-west",
+        incarnation="abc123",
+        slice=SliceReport(
+            job="train-1a2b3c",
+            index=0,
+            epoch=3,
+            phase=SlicePhase.FAILED,
+            exit_code=127,
+            reason="launch failed: cannot exec /no/such/trainer: No such file or directory",
+            finished_at=1700000200.0,
+            cause="workload",
+        ),
+    ),
     "assignment": Assignment(
         sender="hub",
         seq=11,
@@ -125,6 +142,15 @@ def test_golden_files_decode_to_the_same_message(name: str) -> None:
 def test_round_trip(name: str) -> None:
     msg = SAMPLES[name]
     assert decode(encode(msg), type(msg)) == msg
+
+
+def test_a_report_without_cause_from_a_spoke_one_version_behind_still_decodes() -> None:
+    old = decode_any((GOLDEN / "slice_status.json").read_bytes())
+    assert isinstance(old, SliceStatus) and old.slice.cause is None
+    bad = json.loads(encode(SAMPLES["slice_status_cause"]))
+    bad["slice"]["cause"] = "cosmic rays"
+    with pytest.raises(WireError, match="cause"):
+        decode_any(json.dumps(bad).encode())
 
 
 def test_orders_decode_by_kind() -> None:

@@ -206,3 +206,273 @@ async def test_junk_on_report_subjects_is_dropped(spoke: Spoke, hub: Hub) -> Non
     await spoke.nc.publish(other.heartbeat, encode(hb))  # subject and body disagree
     await spoke.until(lambda: hub.metrics.bad_messages._value.get() >= before + 4, "4 drops")
     assert (await spoke.beat()).accepted  # and the hub carries on
+
+
+# ---- issue 10: never twice, never stuck ---------------------------------------------------
+
+FAILING = """
+apiVersion: orrery/v1
+kind: TrainingJob
+metadata: {name: launchfail}
+spec: {slices: 1, gpusPerSlice: 4, restartPolicy: Slice, maxRetries: 1, command: ["/no/such"]}
+"""
+
+
+def ended(a: Assignment, phase: SlicePhase, **kw: object) -> SliceReport:
+    return running(a, phase, finished_at=time.time(), **kw)
+
+
+async def keep_beating(
+    spoke: Spoke, slices: Callable[[], list[SliceReport]], until: Callable[[], bool], limit: float
+) -> float:
+    """Heartbeat every 0.1 s (the cluster stays Ready) until ``until()``; returns the time."""
+    t0 = time.monotonic()
+    while not until():
+        assert time.monotonic() - t0 < limit, f"timed out; orders: {spoke.orders}"
+        await spoke.beat(slices())
+        await asyncio.sleep(0.1)
+    return time.monotonic() - t0
+
+
+async def epoch_of(spoke: Spoke, job_id: str) -> tuple[int, str]:
+    sl = (await spoke.job(job_id))["status"]["slices"][0]
+    return sl["epoch"], sl["phase"]
+
+
+async def test_a_new_incarnation_omitting_a_running_slice_holds_it_for_the_lease_bound(
+    spoke: Spoke, hub: Hub
+) -> None:
+    job_id = await spoke.submit()
+    await spoke.until(lambda: len(spoke.assignments()) == 1, "an assignment")
+    a = spoke.assignments()[0]
+    await spoke.beat([running(a)])
+    bound = hub.settings.timing.fate_bound(1.0)
+    spoke.incarnation = "inc-2"  # claims a restart that lost the slice: its fate is unknown
+    t0 = time.monotonic()
+    await spoke.beat([])
+    # A restarted agent answering a kill it never had is no proof either.
+    await spoke.beat([ended(a, SlicePhase.KILLED, reason="killed before it started")])
+    await spoke.until(lambda: any(x.epoch == 2 for x in spoke.assignments()), "epoch 2")
+    waited = time.monotonic() - t0
+    assert waited >= bound - 0.05, f"epoch 2 placed {waited:.2f}s after, bound {bound}s"
+    attempts = (await spoke.api.get(f"/v1/jobs/{job_id}/attempts")).json()
+    assert attempts[0]["phase"] == "Lost" and "vanished" in attempts[0]["reason"]
+    job = await spoke.job(job_id)
+    assert job["status"]["restarts"] == 0
+    events = (await spoke.api.get(f"/v1/jobs/{job_id}/events")).json()
+    assert "FateUnknown" in [e["kind"] for e in events]
+
+
+async def test_held_gpus_stay_taken_and_a_report_of_life_lifts_the_hold(
+    spoke: Spoke, hub: Hub
+) -> None:
+    # A forged (or confused) heartbeat from another incarnation omits the running slice;
+    # the real agent keeps reporting it: it keeps running, nothing else starts.
+    job_id = await spoke.submit()
+    await spoke.until(lambda: len(spoke.assignments()) == 1, "an assignment")
+    a = spoke.assignments()[0]
+    await spoke.beat([running(a)])
+    spoke.incarnation = "forged"
+    await spoke.beat([])
+    clusters = (await spoke.api.get("/v1/clusters")).json()["items"]
+    mine = next(c for c in clusters if c["name"] == spoke.name)
+    assert mine["gpus"]["H100"]["free"] == 12  # the held attempt's 4 GPUs stay taken
+    spoke.incarnation = "inc-1"
+    bound = hub.settings.timing.fate_bound(1.0)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < bound + 1.0:
+        await spoke.beat([running(a)])
+        await asyncio.sleep(0.1)
+    assert [x.epoch for x in spoke.assignments()] == [1]
+    assert await epoch_of(spoke, job_id) == (1, "Running")
+    attempts = (await spoke.api.get(f"/v1/jobs/{job_id}/attempts")).json()
+    assert [(x["epoch"], x["phase"]) for x in attempts] == [(1, "Running")]
+
+
+async def test_a_vanished_report_is_held_not_forgotten_until_the_bound(
+    spoke: Spoke, hub: Hub
+) -> None:
+    job_id = await spoke.submit()
+    await spoke.until(lambda: len(spoke.assignments()) == 1, "an assignment")
+    a = spoke.assignments()[0]
+    await spoke.beat([running(a)])
+    gone = ended(a, SlicePhase.FAILED, reason="vanished: its supervisor died")
+    t0 = time.monotonic()
+    ack = await spoke.beat([gone])
+    assert ack.forget == []  # not recorded as ended: the spoke must keep reporting it
+    forgotten: list[object] = []
+
+    async def beat() -> None:
+        forgotten.extend((await spoke.beat([gone])).forget)
+
+    while not any(x.epoch == 2 for x in spoke.assignments()):
+        assert time.monotonic() - t0 < 10, "epoch 2 never placed"
+        await beat()
+        await asyncio.sleep(0.1)
+    assert time.monotonic() - t0 >= hub.settings.timing.fate_bound(1.0) - 0.05
+    await beat()
+    await beat()
+    assert [(k.job, k.epoch) for k in forgotten] == [(job_id, 1)] * len(forgotten) != []
+    job = await spoke.job(job_id)
+    assert job["status"]["slices"][0]["attempts"] == 2
+    assert job["status"]["restarts"] == 0
+
+
+async def test_a_launch_failure_counts_against_max_retries(spoke: Spoke) -> None:
+    job_id = await spoke.submit(FAILING)
+    for epoch in (1, 2):
+        await spoke.until(lambda e=epoch: any(x.epoch == e for x in spoke.assignments()), "epoch")
+        a = next(x for x in spoke.assignments() if x.epoch == epoch)
+        await spoke.beat(
+            [
+                ended(
+                    a,
+                    SlicePhase.FAILED,
+                    exit_code=127,
+                    reason="launch failed: cannot exec '/no/such': No such file or directory",
+                    cause="workload",
+                )
+            ]
+        )
+    deadline = time.monotonic() + 5
+    while (job := await spoke.job(job_id))["status"]["phase"] != "Failed":
+        assert time.monotonic() < deadline, job
+        await asyncio.sleep(0.05)
+    assert "failed 2 times (maxRetries 1)" in job["status"]["reason"]
+    assert [x.epoch for x in spoke.assignments() if x.job == job_id] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("phase", "reason", "cause", "platform"),
+    [
+        ("Failed", "exit 1", "workload", False),
+        ("Failed", "launch failed: cannot exec", "workload", False),
+        ("Failed", "vanished: its supervisor died", "workload", False),  # the spoke knows
+        ("Failed", "cannot create Job: 500", "platform", True),
+        ("Killed", "preempted", "platform", True),
+        # A spoke one version behind sends no cause: the phase and reason prefix decide.
+        ("Failed", "vanished: its supervisor died", None, True),
+        ("Failed", "gpus busy: n0", None, True),
+        ("Failed", None, None, False),
+        ("Killed", None, None, True),
+        ("Lost", "cluster lost", None, True),
+    ],
+)
+def test_which_endings_use_a_retry(
+    phase: str, reason: str | None, cause: str | None, platform: bool
+) -> None:
+    from orrery_hub.reconcile import platform_failure
+
+    assert platform_failure(phase, reason, cause) is platform
+
+
+def test_which_terminal_reports_prove_an_end() -> None:
+    from orrery_hub.reconcile import settles
+    from orrery_hub.store.models import AttemptRow
+
+    seen = AttemptRow(
+        job_id="j", index=0, epoch=1, cluster="c", node="n0", assigned_at=0, seen_by="inc-1"
+    )
+    never = seen.model_copy(update={"seen_by": None})
+
+    def r(phase: SlicePhase, reason: str | None = None, code: int | None = None) -> SliceReport:
+        return SliceReport(job="j", index=0, epoch=1, phase=phase, reason=reason, exit_code=code)
+
+    assert settles(r(SlicePhase.SUCCEEDED, code=0), seen, "inc-2")
+    assert settles(r(SlicePhase.FAILED, "exit", 1), seen, "inc-2")  # its exit record
+    assert settles(r(SlicePhase.KILLED, "lease lapsed"), seen, "inc-1")
+    assert not settles(r(SlicePhase.FAILED, "vanished: its supervisor died"), seen, "inc-1")
+    assert not settles(r(SlicePhase.KILLED, "killed before it started"), seen, "inc-2")
+    assert settles(r(SlicePhase.KILLED, "killed before it started"), never, "inc-2")
+
+
+async def test_an_assignment_never_confirmed_is_fenced_and_placed_again(
+    spoke: Spoke, hub: Hub
+) -> None:
+    job_id = await spoke.submit()
+    await spoke.until(lambda: len(spoke.assignments()) == 1, "an assignment")
+    t = hub.settings.timing
+    # The spoke never gets it (say the message is too large to deliver): it lists nothing.
+    took = await keep_beating(
+        spoke, list, lambda: any(x.epoch == 2 for x in spoke.assignments()), limit=15
+    )
+    assert took >= t.assign_timeout - 0.1
+    fence = [k for k in spoke.kills() if k.epoch == 1]
+    assert fence and fence[0].reason == "assignment timed out"
+    first_kill = spoke.orders.index(fence[0])
+    assert not any(  # never resent once fenced
+        isinstance(o, Assignment) and o.epoch == 1 for o in spoke.orders[first_kill:]
+    )
+    job = await spoke.job(job_id)
+    assert job["status"]["restarts"] == 0
+    attempts = (await spoke.api.get(f"/v1/jobs/{job_id}/attempts")).json()
+    assert attempts[0]["phase"] in ("Lost", "Killed")
+    assert "not confirmed" in attempts[0]["reason"] or "killed" in attempts[0]["reason"]
+
+
+async def test_a_fenced_assignment_answered_by_the_spoke_is_placed_again_at_once(
+    spoke: Spoke, hub: Hub
+) -> None:
+    await spoke.submit()
+    await spoke.until(lambda: len(spoke.assignments()) == 1, "an assignment")
+    await keep_beating(spoke, list, lambda: bool(spoke.kills()), limit=10)
+    k = spoke.kills()[0]
+    a = spoke.assignments()[0]
+    t0 = time.monotonic()
+    answer = ended(a, SlicePhase.KILLED, reason="killed before it started", cause="platform")
+    await keep_beating(
+        spoke, lambda: [answer], lambda: any(x.epoch == 2 for x in spoke.assignments()), limit=10
+    )
+    assert (k.epoch, k.reason) == (1, "assignment timed out")
+    assert time.monotonic() - t0 < hub.settings.timing.fate_bound(1.0)
+
+
+PREEMPTIBLE = """
+apiVersion: orrery/v1
+kind: TrainingJob
+metadata: {name: %s}
+spec: {slices: 2, gpusPerSlice: 8, priority: %d, restartPolicy: Gang, command: ["true"]}
+"""
+
+
+async def test_a_lost_preemption_kill_is_resent_from_heartbeats(tmp_path, nats_server) -> None:  # type: ignore[no-untyped-def]
+    from dataclasses import replace
+
+    from orrery_hub.settings import HubSettings
+    from tests.conftest import FAST, running_hub
+
+    settings = HubSettings(
+        state_dir=tmp_path / "hub",
+        nats_url=nats_server.url,
+        port=0,
+        timing=FAST,
+        scheduling=replace(HubSettings(tmp_path).scheduling, min_run_s=0.0, grace_s=5.0),
+    )
+    async with running_hub(settings) as hub:
+        assert hub.endpoints is not None
+        nc = await nats.connect(hub.endpoints.nats_url)
+        async with httpx.AsyncClient(base_url=hub.endpoints.api_url) as api:
+            s = Spoke(nc, api)
+            await nc.subscribe(s.subjects.orders, cb=s.on_order)
+            await s.beat()
+            low = await s.submit(PREEMPTIBLE % ("low", 0))
+            await s.until(lambda: len(s.assignments()) == 2, "the low job placed")
+            mine = list(s.assignments())
+            await s.beat([running(x) for x in mine])
+            high = await s.submit(PREEMPTIBLE % ("high", 100))
+            await s.until(lambda: bool(s.kills()), "a preemption kill")
+            # The spoke never got it: it keeps reporting both slices running.
+            await keep_beating(
+                s, lambda: [running(x) for x in mine], lambda: len(s.kills()) >= 6, limit=10
+            )
+            assert {(k.job, k.epoch) for k in s.kills()} == {(low, 1)}
+            assert all(k.reason.startswith("preempted") and k.grace_s == 5.0 for k in s.kills())
+            # Once they stop, the preemptor is placed.
+            stopped = [
+                ended(x, SlicePhase.KILLED, reason="preempted", cause="platform") for x in mine
+            ]
+            await keep_beating(
+                s, lambda: stopped, lambda: any(x.job == high for x in s.assignments()), limit=10
+            )
+            assert (await s.job(low))["status"]["restarts"] == 0
+        await nc.close()

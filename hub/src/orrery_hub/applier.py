@@ -292,7 +292,9 @@ class Applier:
     def preempt(self, s: Session, plan: Plan, *, now: float, digest: str) -> list[tuple[str, Kill]]:
         """Order the plan's victims to stop, with the grace to checkpoint. Once their
         attempts report stopped they are requeued (``reconcile.close_attempt``: a Killed
-        attempt is not a failure), and the preemptor is placed in a later pass."""
+        attempt is not a failure), and the preemptor is placed in a later pass. Until then
+        every heartbeat that still reports a victim running resends its kill
+        (``reconcile.apply_reports``), so a lost kill never leaves the preemptor waiting."""
         orders: list[tuple[str, Kill]] = []
         for p in plan.preemptions:
             victims = list(
@@ -305,6 +307,7 @@ class Applier:
             for a in victims:  # the whole victim job, even where it spans clusters
                 if a.preempted_for is None:
                     a.preempted_for = str(p.for_job)
+                    a.stop_grace_s = p.grace_s  # heartbeats resend the kill with it
                     s.add(a)
                 orders.append(
                     kill_order(

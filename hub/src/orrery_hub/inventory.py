@@ -30,6 +30,7 @@ class ClusterView:
     state: str = "Ready"
     nodes: list[NodeReport] = field(default_factory=list)
     running: int = 0
+    lease_s: float | None = None  # the spoke's lease, as it last reported it
     # Nodes this cluster had that are now missing from its reports or not ready, and since
     # when (hub clock): after the failover timeout their slices are placed again.
     node_gone_since: dict[str, float] = field(default_factory=dict)
@@ -75,6 +76,7 @@ class Inventory:
         v.executor = hb.executor
         v.incarnation = hb.incarnation
         v.last_seen = now
+        v.lease_s = hb.lease_s
         v.state = "Ready"
         v.nodes = list(hb.nodes)
         v.running = sum(1 for s in hb.slices if not s.phase.terminal)

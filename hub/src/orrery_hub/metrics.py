@@ -23,6 +23,12 @@ class HubMetrics:
         self.bad_messages = Counter(
             "orrery_bad_messages", "Messages dropped as invalid", registry=r
         )
+        self.ack_seconds = Histogram(
+            "orrery_heartbeat_ack_seconds",
+            "From a heartbeat's arrival to its reply (bounded by the ack wait)",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
         self.orders = Counter("orrery_orders", "Orders published", ["kind"], registry=r)
         self.placements = Counter("orrery_slices_placed", "Slices placed", registry=r)
         self.pass_seconds = Histogram(

@@ -178,6 +178,7 @@ def close_attempt(
     ended_at: float | None = None,
     exit_code: int | None = None,
     reason: str | None = None,
+    cause: str | None = None,
     settings: HubSettings,
     out: Outbox,
 ) -> None:
@@ -188,6 +189,8 @@ def close_attempt(
     a.ended_at = ended_at if ended_at is not None else now
     a.exit_code = exit_code
     a.reason = reason
+    a.cause = cause
+    a.fate_unknown_until = None
     s.add(a)
     out.changed = True  # an open attempt held GPUs, or blocked the next epoch
     job = _job(s, a.job_id)
@@ -219,8 +222,9 @@ def close_attempt(
 
     # Stopped by the platform rather than failed by the workload: the spoke stopped it (its
     # lease lapsed, it shut down), the hub lost it, or it was preempted. Requeued at once,
-    # not counted against maxRetries.
-    infra = phase in ("Killed", "Lost") or (reason is not None and reason.startswith(INFRA_REASONS))
+    # not counted against maxRetries. The spoke says which where it knows (``cause``); a
+    # spoke one version behind does not, and its reason's prefix decides.
+    infra = platform_failure(phase, reason, cause)
     what = f"exit code {exit_code}" if exit_code is not None else (reason or phase)
     if a.preempted_for:
         what = f"preempted for {a.preempted_for}"
@@ -300,6 +304,85 @@ def close_attempt(
     _refresh_job_phase(s, job, slices, now)
 
 
+def platform_failure(phase: str, reason: str | None, cause: str | None) -> bool:
+    """True when an ending is the platform's doing (not counted against maxRetries)."""
+    if cause is not None:
+        return cause == "platform"
+    return phase in ("Killed", "Lost") or (reason is not None and reason.startswith(INFRA_REASONS))
+
+
+def hold_unknown(
+    s: Session, a: AttemptRow, *, reason: str, now: float, bound: float, cause: str | None = None
+) -> None:
+    """The attempt's end is unknown: its process tree may still live. Keep it open (its
+    GPUs held, its slice's next epoch blocked) until ``bound`` from now, by when the
+    spoke's lease has stopped it; a report that settles it may close it sooner."""
+    if a.fate_unknown_until is not None:
+        return
+    a.fate_unknown_until = now + bound
+    a.reason = reason
+    a.cause = cause
+    s.add(a)
+    add_event(
+        s,
+        at=now,
+        kind="FateUnknown",
+        job_id=a.job_id,
+        index=a.index,
+        epoch=a.epoch,
+        cluster=a.cluster,
+        message=f"slice {a.index} epoch {a.epoch} on {a.cluster}: {reason}; "
+        f"held {bound:.1f}s (lease + kill grace + drift) before it runs again",
+    )
+    log.warning(
+        "attempt fate unknown; holding it",
+        extra={
+            "job": a.job_id,
+            "slice": a.index,
+            "epoch": a.epoch,
+            "cluster": a.cluster,
+            "reason": reason,
+            "hold_s": round(bound, 2),
+        },
+    )
+
+
+def settles(r: SliceReport, a: AttemptRow, incarnation: str) -> bool:
+    """Whether a terminal report proves the attempt's process tree is gone.
+
+    Not when the spoke itself lost track of it ("vanished": its supervisor died, its
+    markers are gone), nor when an incarnation other than the one that ran it answers
+    without an exit code (say, "killed before it started" from a restarted agent)."""
+    if r.phase == SlicePhase.SUCCEEDED:
+        return True
+    if (r.reason or "").startswith("vanished"):
+        return False
+    return not (a.seen_by is not None and a.seen_by != incarnation and r.exit_code is None)
+
+
+def settle_unknown(s: Session, *, now: float, settings: HubSettings) -> Outbox:
+    """Close the attempts whose fate stayed unknown past their bound, as Lost."""
+    out = Outbox()
+    for a in s.exec(
+        select(AttemptRow).where(
+            col(AttemptRow.ended_at).is_(None),
+            col(AttemptRow.fate_unknown_until).is_not(None),
+            col(AttemptRow.fate_unknown_until) <= now,
+        )
+    ).all():
+        close_attempt(
+            s,
+            a,
+            phase="Lost",
+            now=now,
+            reason=a.reason or "vanished",
+            cause=a.cause,
+            settings=settings,
+            out=out,
+        )
+    return out
+
+
 def _record_progress(job: JobRow, sl: SliceRow, r: SliceReport, now: float) -> None:
     if r.progress is None:
         return
@@ -324,15 +407,19 @@ def apply_reports(
     complete: bool,
     now: float,
     settings: HubSettings,
+    lease_s: float | None = None,
 ) -> Outbox:
     """Fold a spoke's slice reports into the desired state.
 
     ``complete`` is True for a heartbeat (it lists every slice the spoke knows): then a
-    slice the hub placed there but the spoke does not list is resent or declared vanished.
+    slice the hub placed there but the spoke does not list is resent, fenced when its
+    assignment was never confirmed in time, or held as vanished. ``lease_s``: the spoke's
+    lease, which bounds how long an attempt of unknown fate is held.
     """
     out = Outbox()
     confirm = f"{incarnation}:{seq}"
     grace = settings.timing.kill_grace_s
+    bound = settings.timing.fate_bound(lease_s)
     reported: set[tuple[str, int, int]] = set()
     for r in reports:
         reported.add((r.job, r.index, r.epoch))
@@ -359,19 +446,38 @@ def apply_reports(
                     SlicePhase.FAILED: "Failed",
                     SlicePhase.KILLED: "Killed",
                 }[r.phase]
-                close_attempt(
-                    s,
-                    a,
-                    phase=phase,
-                    now=now,
-                    ended_at=r.finished_at,
-                    exit_code=r.exit_code,
-                    reason=r.reason,
-                    settings=settings,
-                    out=out,
-                )
-            out.forget.append(r.key)
+                if settles(r, a, incarnation):
+                    close_attempt(
+                        s,
+                        a,
+                        phase=phase,
+                        now=now,
+                        ended_at=r.finished_at,
+                        exit_code=r.exit_code,
+                        reason=r.reason,
+                        cause=r.cause,
+                        settings=settings,
+                        out=out,
+                    )
+                else:
+                    why = r.reason or phase
+                    if a.seen_by is not None and a.seen_by != incarnation:
+                        why = f"{why} (said by an agent incarnation that never ran it)"
+                    hold_unknown(s, a, reason=why, now=now, bound=bound, cause=r.cause)
+            if a is None or a.ended_at is not None or a.cluster != cluster:
+                out.forget.append(r.key)  # recorded: the spoke may stop reporting it
             continue
+        if a is not None and a.cluster == cluster and a.ended_at is None:
+            # A sign of life: whatever made its fate unknown, it is known again.
+            if a.seen_by != incarnation:
+                a.seen_by = incarnation
+            if a.fate_unknown_until is not None:
+                a.fate_unknown_until = None
+                log.info(
+                    "attempt reported again; no longer held",
+                    extra={"job": r.job, "slice": r.index, "epoch": r.epoch, "cluster": cluster},
+                )
+            s.add(a)
         if not current:
             log.info(
                 "ordering stale slice killed",
@@ -380,6 +486,17 @@ def apply_reports(
             out.kill(cluster, r.job, r.index, r.epoch, "not the current epoch", grace)
             continue
         assert job is not None and sl is not None
+        if a is not None and a.preempted_for and a.ended_at is None:
+            # Preempted but still running: the kill may have been lost, so say it again,
+            # as for any other slice that should have stopped.
+            out.kill(
+                cluster,
+                r.job,
+                r.index,
+                r.epoch,
+                f"preempted for {a.preempted_for}",
+                a.stop_grace_s if a.stop_grace_s is not None else grace,
+            )
         if a is not None and a.started_at is None and r.started_at is not None:
             a.started_at = r.started_at
             a.phase = "Running"
@@ -412,6 +529,12 @@ def apply_reports(
     for a in open_here:
         if (a.job_id, a.index, a.epoch) in reported:
             continue
+        if a.fate_unknown_until is not None:
+            # Held: never resent (it may still run). Fenced if it was never seen running,
+            # so that a late delivery of its assignment does not start it.
+            if a.seen_by is None:
+                out.kill(cluster, a.job_id, a.index, a.epoch, "assignment timed out", grace)
+            continue
         job = _job(s, a.job_id)
         sl = next((x for x in _slices(s, a.job_id) if x.index == a.index), None) if job else None
         current = (
@@ -433,14 +556,21 @@ def apply_reports(
             and sl.confirmed_by
             and (confirmed_inc != incarnation or int(confirmed_seq) < seq)
         ):
-            close_attempt(
+            # Its spoke restarted, or says it no longer has it: no proof that its process
+            # tree is gone (a supervisor killed, a forged or confused report). Held.
+            hold_unknown(s, a, reason="vanished from its spoke's report", now=now, bound=bound)
+        elif sl.phase == "Assigned" and now - a.assigned_at > settings.timing.assign_timeout:
+            # Never confirmed: fence it (a late delivery must not start it) and hold it
+            # until the kill is answered or the bound passes; then it is placed again,
+            # without using a retry.
+            out.kill(cluster, a.job_id, a.index, a.epoch, "assignment timed out", grace)
+            hold_unknown(
                 s,
                 a,
-                phase="Lost",
+                reason=f"assignment not confirmed within {settings.timing.assign_timeout:.1f}s",
                 now=now,
-                reason="vanished from its spoke's report",
-                settings=settings,
-                out=out,
+                bound=bound,
+                cause="platform",
             )
         else:
             out.orders.append((cluster, assignment_for(job, sl)))  # resend: it may be lost

@@ -34,12 +34,22 @@ from orrery.errors import Forbidden, InvalidInput, Unavailable
 from orrery.manifest import JobManifest
 from orrery.natsserver import NatsServer
 from orrery.resources import ClusterPublic, JobPublic
-from orrery.wire import Assignment, Heartbeat, HeartbeatAck, Kill, SliceStatus, Subjects, encode
+from orrery.wire import (
+    Assignment,
+    Heartbeat,
+    HeartbeatAck,
+    Kill,
+    SliceKey,
+    SliceStatus,
+    Subjects,
+    encode,
+)
 from orrery.wire.codec import WireError, decode_any
 from orrery_hub import reconcile
 from orrery_hub.applier import Applier
 from orrery_hub.auth import Authenticator, Principal, bootstrap_admin
 from orrery_hub.gate import ClusterShape, PolicyGate, cluster_facts
+from orrery_hub.intake import Lanes
 from orrery_hub.inventory import ClusterView, Inventory
 from orrery_hub.metrics import HubMetrics
 from orrery_hub.scheduler import Snapshot, plan
@@ -81,6 +91,11 @@ class Hub:
         self.endpoints: Endpoints | None = None
         self._last_persist: dict[str, float] = {}
         self._last_free: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+        # Reports are processed per cluster, off the NATS callback (see ``intake``); what
+        # the last processed report let a spoke forget is what a hurried reply carries.
+        self.lanes: Lanes[list[SliceKey]] = Lanes()
+        self._forget: dict[str, list[SliceKey]] = {}
+        self._answering: set[asyncio.Task[None]] = set()
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -140,6 +155,9 @@ class Hub:
             sock.close()
             if self.nc is not None and not self.nc.is_closed:
                 await self.nc.close()
+            for t in list(self._answering):
+                t.cancel()
+            await self.lanes.close()
             self.store.close()
             if self._nats_server:
                 self._nats_server.stop()
@@ -244,7 +262,7 @@ class Hub:
             if isinstance(m, Heartbeat):
                 await self._on_heartbeat(m, msg)
             elif isinstance(m, SliceStatus):
-                await self._on_status(m)
+                self._on_status(m)
             else:
                 self.metrics.bad_messages.inc()
                 log.warning("dropped %s on a report subject", m.kind)
@@ -253,6 +271,9 @@ class Hub:
             log.exception("handling a report failed", extra={"cluster": cluster})
 
     async def _on_heartbeat(self, hb: Heartbeat, msg: Msg) -> None:
+        """Queue the heartbeat on its cluster's lane and answer it within the ack bound.
+
+        Nothing here waits for the store: this runs on the one callback all reports share."""
         now = self.clock()
         self.metrics.heartbeats.inc()
         t = self.settings.timing
@@ -270,10 +291,9 @@ class Hub:
                 )
             )
             return
-        known = hb.cluster in self.inventory.clusters
-        _, came_back = self.inventory.observe(hb, now)
-        if came_back:
-            log.info("cluster back", extra={"cluster": hb.cluster})
+        view = self.inventory.clusters.get(hb.cluster)
+        known = view is not None
+        came_back = view is not None and view.state == "Lost"
         persist = (
             not known
             or came_back
@@ -317,33 +337,79 @@ class Hub:
                 complete=True,
                 now=now,
                 settings=settings,
+                lease_s=hb.lease_s,
             )
 
-        out = await self.store.tx(work)
-        ack = HeartbeatAck(sender="hub", seq=next(self._seq), forget=out.forget)
-        await msg.respond(encode(ack))
-        await self._publish(out.orders)
-        if out.changed or capacity_changed or not known or came_back:
-            self.wake()
+        async def process() -> list[SliceKey]:
+            out = await self.store.tx(work)
+            self._forget[hb.cluster] = list(out.forget)
+            await self._publish(out.orders)
+            if out.changed or capacity_changed or not known or came_back:
+                self.wake()
+            return out.forget
 
-    async def _on_status(self, st: SliceStatus) -> None:
+        done = self.lanes.submit(hb.cluster, process, coalesce=True)
+        task = asyncio.create_task(self._answer(hb, msg, done, now))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(
+        self, hb: Heartbeat, msg: Msg, done: asyncio.Future[list[SliceKey] | None], arrived: float
+    ) -> None:
+        """Reply once the heartbeat is processed, or after ``ack_wait_s`` whatever happens:
+        the reply renews the spoke's lease, so it must never wait behind a long pass."""
+        forget: list[SliceKey] | None = None
+        try:
+            forget = await asyncio.wait_for(
+                asyncio.shield(done), timeout=self.settings.timing.ack_wait_s
+            )
+        except TimeoutError:
+            pass
+        if forget is None:  # not processed yet (or superseded, or failed)
+            forget = self._forget.get(hb.cluster, [])
+        ack = HeartbeatAck(sender="hub", seq=next(self._seq), forget=forget)
+        try:
+            await msg.respond(encode(ack))
+        except Exception as exc:
+            log.warning(
+                "could not answer heartbeat", extra={"cluster": hb.cluster, "error": str(exc)}
+            )
+            return  # not acknowledged: the cluster is not counted as heard from
+        self.metrics.ack_seconds.observe(max(0.0, self.clock() - arrived))
+        view = self.inventory.clusters.get(hb.cluster)
+        if view is not None and view.state == "Ready" and arrived < view.last_seen:
+            return  # a newer heartbeat was answered first
+        # Ready in /v1/clusters, and its failover clock restarted, only once acknowledged.
+        _, came_back = self.inventory.observe(hb, arrived)
+        if came_back:
+            log.info("cluster back", extra={"cluster": hb.cluster})
+
+    def _on_status(self, st: SliceStatus) -> None:
         now = self.clock()
         settings = self.settings
-        out = await self.store.tx(
-            lambda s: reconcile.apply_reports(
-                s,
-                cluster=st.cluster,
-                incarnation=st.incarnation,
-                seq=st.seq,
-                reports=[st.slice],
-                complete=False,
-                now=now,
-                settings=settings,
+        view = self.inventory.clusters.get(st.cluster)
+        lease = view.lease_s if view is not None else None
+
+        async def process() -> list[SliceKey]:
+            out = await self.store.tx(
+                lambda s: reconcile.apply_reports(
+                    s,
+                    cluster=st.cluster,
+                    incarnation=st.incarnation,
+                    seq=st.seq,
+                    reports=[st.slice],
+                    complete=False,
+                    now=now,
+                    settings=settings,
+                    lease_s=lease,
+                )
             )
-        )
-        await self._publish(out.orders)
-        if out.changed:
-            self.wake()
+            await self._publish(out.orders)
+            if out.changed:
+                self.wake()
+            return out.forget
+
+        self.lanes.submit(st.cluster, process)
 
     # ---- orders out ------------------------------------------------------------------
 
@@ -406,6 +472,10 @@ class Hub:
                     return reconcile.fail_nodes(s, c, n, now=now, settings=settings)
 
                 await self._publish((await self.store.tx(lose_nodes)).orders)
+        settled = await self.store.tx(
+            lambda s: reconcile.settle_unknown(s, now=now, settings=settings)
+        )
+        await self._publish(settled.orders)
         if self._reload_requested:
             self._reload_requested = False
             await self.store.tx(lambda s: self.gate.reload(s, now=now))

@@ -31,6 +31,24 @@ class Timing:
     kill_grace_s: float = 2.0
     failover_timeout_s: float = 15.0
     max_clock_drift_s: float = 0.5  # between hub and spoke rate of time, over one lease
+    # An assignment its spoke has not confirmed after this long is fenced (killed) and placed
+    # again, without using a retry. None: 3 heartbeat intervals + the lease.
+    assign_timeout_s: float | None = None
+    # A heartbeat is answered within this long whatever the hub is busy with: the reply
+    # waits at most this for the report to be processed, then goes out anyway.
+    ack_wait_s: float = 0.25
+
+    @property
+    def assign_timeout(self) -> float:
+        if self.assign_timeout_s is not None:
+            return self.assign_timeout_s
+        return 3 * self.heartbeat_interval_s + self.lease_s
+
+    def fate_bound(self, lease_s: float | None = None) -> float:
+        """How long an attempt whose end is unknown is held before the next epoch may
+        start: by then the spoke's lease has stopped it, kill grace and drift included."""
+        lease = max(self.lease_s, lease_s or 0.0)
+        return lease + self.kill_grace_s + self.max_clock_drift_s
 
     def check(self) -> None:
         for name in ("heartbeat_interval_s", "lease_s", "failover_timeout_s"):
@@ -38,6 +56,13 @@ class Timing:
                 raise InvalidInput(f"--{name[:-2].replace('_', '-')}: must be positive")
         if self.kill_grace_s < 0:
             raise InvalidInput("--kill-grace: cannot be negative")
+        if self.assign_timeout_s is not None and self.assign_timeout_s <= 0:
+            raise InvalidInput("--assign-timeout: must be positive")
+        if not 0 <= self.ack_wait_s <= self.lease_s / 4:
+            raise InvalidInput(
+                f"ack wait ({self.ack_wait_s}s) must be between 0 and a quarter of the lease "
+                f"({self.lease_s}s), or a busy hub lets spokes' leases lapse"
+            )
         if self.lease_s < 2 * self.heartbeat_interval_s:
             raise InvalidInput(
                 f"--lease ({self.lease_s}s) must be at least twice the heartbeat interval "

@@ -22,6 +22,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 from urllib.parse import urlparse
 
 import nats
@@ -67,6 +68,7 @@ class Attempt:
     finished_at: float | None = None
     exit_code: int | None = None
     reason: str | None = None
+    cause: Literal["workload", "platform"] | None = None  # why it failed, where known
 
     @property
     def key(self) -> SliceKey:
@@ -255,6 +257,7 @@ class Agent:
             started_at=at.started_at,
             finished_at=at.finished_at,
             progress=self.executor.progress(at.key),
+            cause=at.cause,
         )
 
     async def beat_once(self) -> bool:
@@ -350,6 +353,7 @@ class Agent:
         problem = self._check_fit(a)
         if problem:
             at.phase, at.reason, at.finished_at = SlicePhase.FAILED, problem, self.clock()
+            at.cause = "platform"  # this spoke's state, not the workload
             self.attempts[_k(a.key)] = at
             self._log("refused assignment", a, reason=problem)
             await self._send_status(at)
@@ -359,6 +363,8 @@ class Agent:
             at.started_at = await self.executor.launch(a, slice_env(a))
         except LaunchError as exc:
             at.phase, at.reason, at.finished_at = SlicePhase.FAILED, exc.reason, self.clock()
+            # Retryable: the platform failed (try again, elsewhere); not: the job never can.
+            at.cause = "platform" if exc.retryable else "workload"
             self._log("launch failed", a, reason=exc.reason)
             await self._send_status(at)
             return
@@ -417,7 +423,11 @@ class Agent:
                 checkpoint_dir="-",
             )
             at = Attempt(
-                a, SlicePhase.KILLED, finished_at=self.clock(), reason="killed before it started"
+                a,
+                SlicePhase.KILLED,
+                finished_at=self.clock(),
+                reason="killed before it started",
+                cause="platform",
             )
             self.attempts[_k(a.key)] = at
             await self._send_status(at)
@@ -452,10 +462,15 @@ class Agent:
         at.finished_at = o.finished_at
         if o.killed:
             at.phase = SlicePhase.KILLED
+            at.cause = "platform"  # stopped on an order, a lapsed lease, a shutdown
         elif o.exit_code == 0:
             at.phase = SlicePhase.SUCCEEDED
         else:
             at.phase = SlicePhase.FAILED
+            # Its own exit code (a launch that cannot exec included: 126/127) is the
+            # workload's; with none, the executor lost track or the platform stopped it,
+            # and the reason says which (the hub reads its prefix).
+            at.cause = "workload" if o.exit_code is not None else None
 
     async def _send_status(self, at: Attempt) -> None:
         if self.nc is None or not self.nc.is_connected:

@@ -70,16 +70,34 @@ def run(folder: Path) -> int:
     signal.signal(signal.SIGINT, on_term)
 
     started = time.time()
-    with open(folder / "output.log", "ab") as log:
-        proc = subprocess.Popen(
-            cfg["command"],
-            env=cfg["env"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            cwd=cfg.get("cwd"),
+    try:
+        with open(folder / "output.log", "ab") as log:
+            proc = subprocess.Popen(
+                cfg["command"],
+                env=cfg["env"],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                cwd=cfg.get("cwd"),
+            )
+    except OSError as exc:
+        # The command cannot start (no such file, permission denied, exec format error):
+        # the workload's fault, which no retry mends. Say so in the exit record (127/126,
+        # as a shell would); dying here instead would read as a supervisor that vanished.
+        write_json(
+            folder / "exit.json",
+            {
+                "code": 127 if isinstance(exc, FileNotFoundError) else 126,
+                "reason": f"launch failed: cannot exec {cfg['command'][0]!r}: "
+                f"{exc.strerror or exc}",
+                "killed": False,
+                "launch_failed": True,
+                "started_at": started,
+                "finished_at": time.time(),
+            },
         )
+        return 0
     write_json(
         folder / "started.json", {"pid": proc.pid, "started_at": started, "supervisor": os.getpid()}
     )

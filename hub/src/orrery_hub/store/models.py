@@ -8,7 +8,8 @@ Phases the hub keeps for a slice:
     Succeeded / Failed / Cancelled   final
 
 An attempt is open (``ended_at`` is None) until its spoke reports it stopped, or its
-cluster is declared Lost (by then the spoke's lease has stopped it). A slice is placed
+cluster is declared Lost (by then the spoke's lease has stopped it), or its fate has been
+unknown for a lease + kill grace + clock drift (``fate_unknown_until``). A slice is placed
 again only when its previous attempt is closed: that, with epochs, is what keeps one slice
 from ever running twice at once.
 """
@@ -88,6 +89,16 @@ class AttemptRow(SQLModel, table=True):
     exit_code: int | None = None
     reason: str | None = None
     preempted_for: str | None = Field(default=None, max_length=64)  # stopping to make room
+    stop_grace_s: float | None = None  # the preemption kill's grace, for resending it
+    cause: str | None = Field(default=None, max_length=16)  # workload | platform, if known
+    # Which spoke incarnation last reported it not ended: a later claim about it from
+    # another incarnation (that never ran it) is no proof of its end.
+    seen_by: str | None = Field(default=None, max_length=64)
+    # Its fate is unknown (it vanished from its spoke's report, its supervisor died, or its
+    # assignment was never confirmed): it stays open, holding its GPUs and blocking the next
+    # epoch, until this hub time — lease + kill grace + clock drift after the hub noticed —
+    # unless a report settles it first. Then it is closed as Lost.
+    fate_unknown_until: float | None = None
 
 
 class ClusterRow(SQLModel, table=True):

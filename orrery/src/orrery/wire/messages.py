@@ -84,6 +84,11 @@ class SliceReport(_Wire):
     started_at: float | None = None
     finished_at: float | None = None
     progress: Progress | None = None
+    # Why a Failed or Killed slice ended, where the spoke knows: "workload" (its own exit,
+    # or a launch that can never work: no such file, exec format error) counts against
+    # maxRetries; "platform" (a kill, a lapsed lease, a lost node) does not. None: a spoke
+    # one version behind, or not known; the hub then falls back to the reason's prefix.
+    cause: Literal["workload", "platform"] | None = None
 
     @property
     def key(self) -> SliceKey:
