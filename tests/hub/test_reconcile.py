@@ -439,19 +439,21 @@ async def test_a_lost_preemption_kill_is_resent_from_heartbeats(tmp_path, nats_s
     from dataclasses import replace
 
     from orrery_hub.settings import HubSettings
-    from tests.conftest import FAST, running_hub
+    from tests.conftest import ADMIN_TOKEN, FAST, running_hub
 
     settings = HubSettings(
         state_dir=tmp_path / "hub",
         nats_url=nats_server.url,
         port=0,
         timing=FAST,
+        insecure=True,
+        admin_token=ADMIN_TOKEN,
         scheduling=replace(HubSettings(tmp_path).scheduling, min_run_s=0.0, grace_s=5.0),
     )
     async with running_hub(settings) as hub:
         assert hub.endpoints is not None
         nc = await nats.connect(hub.endpoints.nats_url)
-        async with httpx.AsyncClient(base_url=hub.endpoints.api_url) as api:
+        async with httpx.AsyncClient(base_url=hub.endpoints.api_url, headers=ADMIN) as api:
             s = Spoke(nc, api)
             await nc.subscribe(s.subjects.orders, cb=s.on_order)
             await s.beat()
