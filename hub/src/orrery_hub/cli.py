@@ -92,6 +92,16 @@ def command(app: typer.Typer) -> None:
                 help="serve /metrics without a token",
             ),
         ] = False,
+        write_rate: Annotated[
+            float,
+            typer.Option(
+                envvar="ORRERY_WRITE_RATE",
+                help="writes per second per API token (token bucket; 0: no limit)",
+            ),
+        ] = 20.0,
+        write_burst: Annotated[
+            int, typer.Option(envvar="ORRERY_WRITE_BURST", help="writes a token may burst")
+        ] = 100,
         ready_file: Annotated[
             Path | None,
             typer.Option(
@@ -143,6 +153,8 @@ def command(app: typer.Typer) -> None:
             insecure=insecure,
             admin_token=admin_token,
             metrics_open=metrics_open,
+            write_rate_per_s=write_rate,
+            write_burst=write_burst,
         )
 
         def on_ready(e: object) -> None:

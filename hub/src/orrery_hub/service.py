@@ -599,8 +599,12 @@ class Hub:
     async def get_job(self, job_id: str) -> JobPublic:
         return await self.store.tx(lambda s: jobstore.get(s, job_id))
 
-    async def list_jobs(self, phase: str | None, limit: int) -> list[JobPublic]:
-        return await self.store.tx(lambda s: jobstore.list_jobs(s, phase=phase, limit=limit))
+    async def list_jobs(
+        self, phase: str | None, limit: int, *, team: str | None = None
+    ) -> list[JobPublic]:
+        return await self.store.tx(
+            lambda s: jobstore.list_jobs(s, phase=phase, limit=limit, team=team)
+        )
 
     async def cancel(self, job_id: str) -> JobPublic:
         now = self.clock()

@@ -102,6 +102,10 @@ class HubSettings:
     # one and writes it to ``<state_dir>/admin.token`` (0600).
     admin_token: str | None = field(default=None, repr=False)
     metrics_open: bool = False  # /metrics without a token (a scraper inside the perimeter)
+    # Writes per API token (token bucket): this many per second, bursts up to write_burst.
+    # 0 turns the limit off.
+    write_rate_per_s: float = 20.0
+    write_burst: int = 100
 
     @property
     def database_url(self) -> str:
@@ -117,3 +121,7 @@ class HubSettings:
             raise InvalidInput(f"--port: {self.port} is not a TCP port")
         if self.backoff_base_s < 0 or self.backoff_max_s < self.backoff_base_s:
             raise InvalidInput("backoff: base must be >= 0 and max >= base")
+        if not self.write_rate_per_s >= 0:
+            raise InvalidInput("--write-rate: must be >= 0 (0: no limit)")
+        if self.write_burst < 1:
+            raise InvalidInput("--write-burst: must be at least 1")

@@ -9,14 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
 
+from orrery.access import TokenCreated, TokenRequest, TokenView
 from orrery.errors import (
     Conflict,
     Forbidden,
     InvalidInput,
     ManifestError,
     NotFound,
+    TooManyRequests,
     Unauthenticated,
     Unavailable,
 )
@@ -76,6 +79,12 @@ class HubClient:
                 f"the hub refused the credentials: {detail} (set --token or ORRERY_TOKEN, "
                 "or a context in the orrery config)"
             )
+        if r.status_code == 429:
+            try:
+                wait = float(r.headers.get("retry-after", "1"))
+            except ValueError:
+                wait = 1.0
+            raise TooManyRequests(f"the hub is rate-limiting this token: {detail}", wait)
         if r.status_code == 404:
             raise NotFound(detail)
         if r.status_code == 409:
@@ -164,6 +173,36 @@ class HubClient:
     def audit(self, *, job: str | None = None) -> list[dict[str, Any]]:
         params = {"job": job} if job else {}
         return list(self._request("GET", "/v1/audit", idempotent=True, params=params).json())
+
+    # ---- API tokens (admin) ------------------------------------------------------------
+
+    def create_token(
+        self, *, role: str, team: str | None = None, name: str = "", ttl: str | None = None
+    ) -> TokenCreated:
+        try:
+            req = TokenRequest.model_validate(
+                {"role": role, "team": team, "name": name, "ttl": ttl}
+            )
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            loc = ".".join(str(x) for x in first["loc"])
+            msg = str(first["msg"]).removeprefix("Value error, ")
+            raise InvalidInput(f"{loc}: {msg}" if loc else msg) from None
+        r = self._request(
+            "POST",
+            "/v1/tokens",
+            idempotent=False,
+            json=req.model_dump(mode="json", by_alias=True, exclude_none=True),
+        )
+        return TokenCreated.model_validate(r.json())
+
+    def tokens(self) -> list[TokenView]:
+        r = self._request("GET", "/v1/tokens", idempotent=True)
+        return [TokenView.model_validate(t) for t in r.json()]
+
+    def revoke_token(self, token_id: str) -> TokenView:
+        r = self._request("DELETE", f"/v1/tokens/{token_id}", idempotent=False)
+        return TokenView.model_validate(r.json())
 
     def healthy(self) -> bool:
         try:

@@ -7,6 +7,7 @@
     ├── Forbidden                    policies or the caller's role refuse it: never retry
     ├── NotFound                     the thing asked for does not exist: never retry
     ├── Conflict                     the request clashes with current state: never retry as is
+    ├── TooManyRequests              over a rate limit: retry after ``retry_after_s``
     └── Unavailable                  a dependency (hub, NATS, database) cannot be reached:
                                      retry with backoff
 
@@ -59,6 +60,16 @@ class NotFound(OrreryError):
 
 class Conflict(OrreryError):
     """The request is valid but clashes with the current state (e.g. cancel a finished job)."""
+
+
+class TooManyRequests(OrreryError):
+    """Over a rate limit (HTTP 429): the same request may succeed after ``retry_after_s``."""
+
+    retryable = True
+
+    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class Unavailable(OrreryError):

@@ -28,6 +28,7 @@ from orrery.errors import (
     ManifestError,
     NotFound,
     OrreryError,
+    TooManyRequests,
     Unauthenticated,
     Unavailable,
 )
@@ -41,7 +42,9 @@ from orrery.resources import (
     JobPublic,
     Problem,
 )
+from orrery_hub.api.scope import bind_team, visible
 from orrery_hub.auth import Guard, Permission, Principal, require
+from orrery_hub.auth.ratelimit import RateLimiter, retry_after_header
 
 if TYPE_CHECKING:
     from orrery_hub.service import Hub
@@ -50,6 +53,7 @@ MAX_BODY = 1024 * 1024
 
 _STATUS = {
     Unauthenticated: 401,
+    TooManyRequests: 429,
     ManifestError: 422,
     InvalidInput: 422,
     Forbidden: 403,
@@ -68,6 +72,8 @@ def _problem(exc: OrreryError) -> JSONResponse:
         error=type(exc).__name__, detail=exc.message, retryable=exc.retryable, fields=fields
     )
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    if isinstance(exc, TooManyRequests):
+        headers = {"Retry-After": retry_after_header(exc.retry_after_s)}
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 
@@ -89,10 +95,21 @@ def create_app(hub: Hub) -> FastAPI:
         title="Orrery hub",
         version=__version__,
         description="GPU-first control plane across clusters: submit jobs, watch them, "
-        "see the fleet.",
+        "see the fleet. Every route but /healthz needs 'Authorization: Bearer <token>'.",
+        # The schema is served below, behind a token like everything else; the docs UIs
+        # would fetch it without one, so they are off.
+        openapi_url=None,
+        docs_url=None,
+        redoc_url=None,
     )
 
-    app.state.guard = Guard(hub.auth, on_denied=hub.record_denial)
+    rate = hub.settings.write_rate_per_s
+    app.state.guard = Guard(
+        hub.auth,
+        on_denied=hub.record_denial,
+        writes=RateLimiter(rate, hub.settings.write_burst) if rate > 0 else None,
+        clock=hub.clock,
+    )
     denied: dict[int | str, dict[str, Any]] = {401: {"model": Problem}, 403: {"model": Problem}}
 
     @app.exception_handler(OrreryError)
@@ -121,7 +138,7 @@ def create_app(hub: Hub) -> FastAPI:
     async def submit(
         request: Request, who: Annotated[Principal, require(Permission.JOBS_SUBMIT)]
     ) -> JobPublic:
-        return await hub.submit(parse_manifest(await _text(request)))
+        return await hub.submit(bind_team(parse_manifest(await _text(request)), who))
 
     @app.get("/v1/jobs", response_model=JobList, response_model_by_alias=True, responses=denied)
     async def list_jobs(
@@ -131,7 +148,8 @@ def create_app(hub: Hub) -> FastAPI:
     ) -> JobList:
         if phase is not None and phase not in JOB_PHASES:
             raise InvalidInput(f"phase: must be one of {', '.join(JOB_PHASES)}")
-        return JobList(items=await hub.list_jobs(phase, limit))
+        team = who.team if who.team_scoped else None
+        return JobList(items=await hub.list_jobs(phase, limit, team=team))
 
     @app.get(
         "/v1/jobs/{job_id}",
@@ -142,7 +160,7 @@ def create_app(hub: Hub) -> FastAPI:
     async def get_job(
         job_id: str, who: Annotated[Principal, require(Permission.JOBS_READ)]
     ) -> JobPublic:
-        return await hub.get_job(job_id)
+        return visible(await hub.get_job(job_id), who)
 
     @app.delete(
         "/v1/jobs/{job_id}",
@@ -153,6 +171,7 @@ def create_app(hub: Hub) -> FastAPI:
     async def cancel_job(
         job_id: str, who: Annotated[Principal, require(Permission.JOBS_CANCEL)]
     ) -> JobPublic:
+        visible(await hub.get_job(job_id), who)
         return await hub.cancel(job_id)
 
     @app.get(
@@ -164,6 +183,7 @@ def create_app(hub: Hub) -> FastAPI:
     async def job_events(
         job_id: str, who: Annotated[Principal, require(Permission.JOBS_READ)]
     ) -> Any:
+        visible(await hub.get_job(job_id), who)
         return await hub.events(job_id)
 
     @app.get(
@@ -175,6 +195,7 @@ def create_app(hub: Hub) -> FastAPI:
     async def job_attempts(
         job_id: str, who: Annotated[Principal, require(Permission.JOBS_READ)]
     ) -> Any:
+        visible(await hub.get_job(job_id), who)
         return await hub.attempts(job_id)
 
     @app.get(
@@ -226,7 +247,7 @@ def create_app(hub: Hub) -> FastAPI:
             and isinstance(data["manifest"], str)
         ):
             text = data["manifest"]
-        report = await hub.check_policy(parse_manifest(text))
+        report = await hub.check_policy(bind_team(parse_manifest(text), who))
         return report.model_dump(mode="json", by_alias=True)
 
     @app.get(
@@ -262,6 +283,16 @@ def create_app(hub: Hub) -> FastAPI:
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
     ) -> list[dict[str, Any]]:
         return await hub.audit(job=job, limit=limit)
+
+    from orrery_hub.api.tokens import token_routes
+
+    app.include_router(token_routes(hub, denied))
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(
+        who: Annotated[Principal, require(Permission.CLUSTERS_READ)],
+    ) -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     @app.get("/healthz")
     async def healthz() -> JSONResponse:

@@ -32,6 +32,7 @@ log = logging.getLogger("orrery.hub.auth")
 
 CACHE_S = 5.0
 ADMIN_FILE = "admin.token"
+SETTINGS_ADMIN_ID = "admin"  # the Principal.token_id of HubSettings.admin_token
 
 
 class Verifier(Protocol):
@@ -82,7 +83,9 @@ class Authenticator:
         if self._admin_digest is not None and hmac.compare_digest(
             tokens.digest(token), self._admin_digest
         ):
-            return Principal(token_id="admin", role=Role.ADMIN, team=None, subject="hub admin")
+            return Principal(
+                token_id=SETTINGS_ADMIN_ID, role=Role.ADMIN, team=None, subject="hub admin"
+            )
         parsed = tokens.parse(token)
         if parsed is not None:
             return await self._api_token(*parsed, now)

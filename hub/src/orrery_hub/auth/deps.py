@@ -16,9 +16,12 @@ from typing import Any
 
 from fastapi import Depends, Request
 
-from orrery.errors import Forbidden, Unauthenticated
-from orrery_hub.auth.authn import Authenticator
+from orrery.errors import Forbidden, TooManyRequests, Unauthenticated
+from orrery_hub.auth.authn import SETTINGS_ADMIN_ID, Authenticator
+from orrery_hub.auth.ratelimit import RateLimiter
 from orrery_hub.auth.roles import Permission, Principal
+
+_READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 # (status, principal or None, "METHOD /path", reason) -> written somewhere durable
 DenialSink = Callable[[int, Principal | None, str, str], Awaitable[None]]
@@ -30,6 +33,9 @@ class Guard:
 
     authenticator: Authenticator
     on_denied: DenialSink | None = None
+    # Writes (any method but GET/HEAD/OPTIONS) per token; None: unlimited.
+    writes: RateLimiter | None = None
+    clock: Callable[[], float] | None = None
 
     async def check(self, request: Request, permission: Permission) -> Principal:
         what = f"{request.method} {request.url.path}"
@@ -45,6 +51,22 @@ class Guard:
             )
             await self._denied(403, principal, what, reason)
             raise Forbidden(reason)
+        if (
+            self.writes is not None
+            and self.clock is not None
+            and request.method not in _READS
+            # The hub's configured admin token is the operator's own (benchmarks, `orrery
+            # up`); the limit is for the tokens handed to users and automation.
+            and principal.token_id != SETTINGS_ADMIN_ID
+        ):
+            wait = self.writes.take(principal.token_id, self.clock())
+            if wait > 0:
+                reason = (
+                    f"write rate limit of {self.writes.rate:g}/s (burst "
+                    f"{self.writes.burst:g}) reached for token {principal.token_id}; "
+                    f"retry in {wait:.1f}s"
+                )
+                raise TooManyRequests(reason, retry_after_s=wait)
         request.state.principal = principal
         return principal
 

@@ -138,10 +138,14 @@ def get(s: Session, job_id: str) -> JobPublic:
     return view(job, slices_of(s, job_id))
 
 
-def list_jobs(s: Session, *, phase: str | None = None, limit: int = 500) -> list[JobPublic]:
+def list_jobs(
+    s: Session, *, phase: str | None = None, limit: int = 500, team: str | None = None
+) -> list[JobPublic]:
     q = select(JobRow).order_by(col(JobRow.seq).desc()).limit(limit)
     if phase:
         q = q.where(JobRow.phase == phase)
+    if team is not None:  # a team-scoped caller sees its own team's jobs only
+        q = q.where(JobRow.team == team)
     jobs = list(s.exec(q))
     if not jobs:
         return []

@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
-from orrery.cli import views
+from orrery.cli import tokens, views
 from orrery.client import DEFAULT_HUB, HubClient
 from orrery.config import Context, connect, set_context
 from orrery.errors import InvalidInput, ManifestError, NotFound, OrreryError
@@ -252,6 +252,9 @@ def demo(
     from orrery.cli.demo import run_demo
 
     raise typer.Exit(run_demo(state, port=port, kill=kill, console=console))
+
+
+app.add_typer(tokens.app, name="token")
 
 
 def _plugins() -> None:
