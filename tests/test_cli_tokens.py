@@ -1,0 +1,114 @@
+"""`orrery token create|list|revoke`, and how the CLI finds its hub and token: flags,
+ORRERY_TOKEN, or the current context of the config file — against a real in-process hub."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from orrery_hub.service import Hub
+from tests.conftest import ADMIN_TOKEN
+
+ORRERY = [sys.executable, "-m", "orrery.cli.main"]
+
+
+def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if k not in ("ORRERY_HUB", "ORRERY_TOKEN")}
+    return subprocess.run(
+        [*ORRERY, *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**base, "COLUMNS": "200", **env},
+    )
+
+
+async def arun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(run, *args, env=env)  # the hub serves on this loop
+
+
+async def test_token_create_list_revoke_and_the_ways_to_pass_a_token(
+    hub: Hub, tmp_path: Path
+) -> None:
+    assert hub.endpoints is not None
+    url = hub.endpoints.api_url
+    nocfg = {"ORRERY_CONFIG": str(tmp_path / "none.yaml")}
+    admin = {**nocfg, "ORRERY_HUB": url, "ORRERY_TOKEN": ADMIN_TOKEN}
+
+    # No token at all: one clear line, no traceback.
+    p = await arun("jobs", "--hub", url, env=nocfg)
+    assert p.returncode != 0 and "Traceback" not in p.stderr
+    assert "no token" in p.stderr and "ORRERY_TOKEN" in p.stderr
+
+    p = await arun(
+        "token",
+        "create",
+        "--team",
+        "nlp",
+        "--role",
+        "member",
+        "--ttl",
+        "30d",
+        "--name",
+        "alice",
+        env=admin,
+    )
+    assert p.returncode == 0, p.stderr
+    token = p.stdout.strip()  # stdout holds the token alone
+    assert token.startswith("orr_") and "\n" not in token
+    token_id = token[4:].split(".")[0]
+    assert "role member, team nlp" in p.stderr and "Shown once" in p.stderr
+
+    # A member may not create tokens: 403 naming the permission.
+    p = await arun("token", "create", "--role", "admin", "--hub", url, "--token", token, env=nocfg)
+    assert p.returncode != 0 and "tokens:admin" in p.stderr
+    # Bad input is refused before it is sent, naming the field.
+    p = await arun("token", "create", "--role", "member", env=admin)
+    assert p.returncode == 2 and "team" in p.stderr and "Traceback" not in p.stderr
+
+    # The member submits through ORRERY_TOKEN; the job lands in its team.
+    job = tmp_path / "job.yaml"
+    job.write_text(
+        "apiVersion: orrery/v1\nkind: TrainingJob\nmetadata: {name: mine}\n"
+        "spec: {gpusPerSlice: 1, command: ['true']}\n"
+    )
+    member = {**nocfg, "ORRERY_HUB": url, "ORRERY_TOKEN": token}
+    p = await arun("submit", str(job), env=member)
+    assert p.returncode == 0, p.stderr
+    job_id = p.stdout.split()[1]
+    assert (await hub.get_job(job_id)).metadata["labels"] == {"team": "nlp"}
+
+    # A context file: hub and token from the current context, no flags, no env.
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "current-context": "work",
+                "contexts": [
+                    {"name": "work", "hub": url, "token": token},
+                    {"name": "other", "hub": "http://127.0.0.1:9", "token": "nope"},
+                ],
+            }
+        )
+    )
+    p = await arun("jobs", env={"ORRERY_CONFIG": str(cfg)})
+    assert p.returncode == 0 and job_id in p.stdout, p.stderr
+    # The context's token is not sent to a hub the context does not name.
+    p = await arun(
+        "jobs", "--hub", url.replace("127.0.0.1", "localhost"), env={"ORRERY_CONFIG": str(cfg)}
+    )
+    assert p.returncode != 0 and "no token" in p.stderr
+
+    p = await arun("token", "list", env=admin)
+    assert p.returncode == 0 and token_id in p.stdout and "alice" in p.stdout
+    assert token.split(".")[1] not in p.stdout  # never the secret
+
+    p = await arun("token", "revoke", token_id, env=admin)
+    assert p.returncode == 0 and "revoked" in p.stdout
+    p = await arun("jobs", env={"ORRERY_CONFIG": str(cfg)})
+    assert p.returncode != 0 and "revoked" in p.stderr and "Traceback" not in p.stderr
