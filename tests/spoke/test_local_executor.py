@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import pytest
 from orrery.wire import Assignment
 from orrery_spoke_agent.executor import slice_env
 from orrery_spoke_agent.executor.local import LocalExecutor, _alive
+from orrery_spoke_agent.executor.local_host import cgroup_path
 
 
 def assignment(
@@ -38,15 +40,25 @@ def assignment(
     )
 
 
+@pytest.fixture(autouse=True)
+def _no_cgroups_left(tmp_path: Path) -> Iterator[None]:
+    """Executors a test drops without close() leave their (empty) cgroup parent behind."""
+    yield
+    parent = cgroup_path(tmp_path)
+    if parent is not None and parent.exists():
+        parent.rmdir()
+
+
 def py(code: str) -> list[str]:
     return [sys.executable, "-c", code]
 
 
 @pytest.fixture
-async def ex(tmp_path: Path) -> LocalExecutor:
+async def ex(tmp_path: Path) -> AsyncIterator[LocalExecutor]:
     e = LocalExecutor(tmp_path, lease_s=30, kill_grace_s=0.5)
     await e.renew_lease(time.time())
-    return e
+    yield e
+    await e.close()
 
 
 async def test_environment_exit_code_and_log(ex: LocalExecutor, tmp_path: Path) -> None:

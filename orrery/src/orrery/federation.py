@@ -95,6 +95,7 @@ class Federation:
         nats_host: str = "127.0.0.1",
         spoke_prefix: dict[str, list[str]] | None = None,
         hub_args: list[str] | None = None,
+        run_as: str | None = None,
     ) -> None:
         self.state = state_dir.resolve()
         self.spec = {s.name: s for s in spokes}
@@ -107,6 +108,10 @@ class Federation:
         # A command to wrap a spoke in, e.g. ["ip", "netns", "exec", NS] to cut it off later.
         self.spoke_prefix = spoke_prefix or {}
         self.hub_args = hub_args or []  # extra `orrery hub` flags
+        # Local slices run as this user. Without one, a federation started as root (a
+        # development machine, CI, this repository's e2e tests) lets them run as root: it is
+        # the developer's own machine; a production spoke names an unprivileged user.
+        self.run_as = run_as
         self.nats: NatsServer | None = None
         self.hub: subprocess.Popen[bytes] | None = None
         self.spokes: dict[str, subprocess.Popen[bytes]] = {}
@@ -238,6 +243,10 @@ class Federation:
             str(t.kill_grace_s),
             "--insecure",
         ]
+        if self.run_as is not None:
+            args += ["--run-as", self.run_as]
+        elif os.geteuid() == 0:
+            args.append("--allow-root-slices")
         for k, v in s.labels.items():
             args += ["--label", f"{k}={v}"]
         self.spokes[name] = self._spawn(args, f"spoke-{name}.log")

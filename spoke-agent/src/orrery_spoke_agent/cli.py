@@ -82,6 +82,34 @@ def command(app: typer.Typer) -> None:
                 help="development only: plain NATS, no enrolled identity",
             ),
         ] = False,
+        run_as: Annotated[
+            str | None,
+            typer.Option(
+                envvar="ORRERY_RUN_AS", help="local slices run as this user (the agent as root)"
+            ),
+        ] = None,
+        allow_root_slices: Annotated[
+            bool,
+            typer.Option(
+                "--allow-root-slices",
+                envvar="ORRERY_ALLOW_ROOT_SLICES",
+                help="let local slices run as root (refused by default)",
+            ),
+        ] = False,
+        slice_tracking: Annotated[
+            str,
+            typer.Option(
+                envvar="ORRERY_SLICE_TRACKING",
+                help="auto, cgroup (v2, required) or pgroup (process groups + subreaper)",
+            ),
+        ] = "auto",
+        slice_retention: Annotated[
+            float,
+            typer.Option(
+                envvar="ORRERY_SLICE_RETENTION",
+                help="keep an ended local slice's folder this long after the hub recorded it (s)",
+            ),
+        ] = 86400.0,
     ) -> None:
         """Run a spoke agent for one cluster."""
         from orrery_spoke_agent.agent import Agent
@@ -103,6 +131,10 @@ def command(app: typer.Typer) -> None:
                 lease_s=lease,
                 kill_grace_s=kill_grace,
                 insecure=insecure,
+                run_as=run_as,
+                allow_root_slices=allow_root_slices,
+                slice_tracking=slice_tracking,
+                slice_retention_s=slice_retention,
             )
             settings.check()
             settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +146,12 @@ def command(app: typer.Typer) -> None:
                 )
             else:
                 from orrery_spoke_agent.executor.local import LocalExecutor
+                from orrery_spoke_agent.executor.local_host import (
+                    check_reachable,
+                    resolve_slice_user,
+                )
+
+                user = resolve_slice_user(run_as, allow_root=allow_root_slices)
 
                 if inventory is not None:
                     nodes = load_declared(inventory)
@@ -125,7 +163,15 @@ def command(app: typer.Typer) -> None:
                             "cluster's nodes in a file"
                         )
                     nodes = found
-                ex = LocalExecutor(settings.state_dir, lease_s=lease, kill_grace_s=kill_grace)
+                ex = LocalExecutor(
+                    settings.state_dir,
+                    lease_s=lease,
+                    kill_grace_s=kill_grace,
+                    user=user,
+                    tracking=slice_tracking,
+                    retention_s=slice_retention,
+                )
+                check_reachable(ex.work, user)
             asyncio.run(Agent(settings, ex, nodes).run())
         except OrreryError as exc:
             typer.echo(f"orrery spoke: {exc.message}", err=True)

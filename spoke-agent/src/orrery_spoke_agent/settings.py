@@ -25,6 +25,13 @@ class SpokeSettings:
     kill_grace_s: float = 2.0
     # Development only: connect to a plain NATS without an enrolled identity. Off by default.
     insecure: bool = False
+    # Local slices: the account they run as (default: the agent's, refused if that is root
+    # unless allow_root_slices), how their processes are tracked, how long the folders of
+    # ended attempts are kept once the hub has recorded their end.
+    run_as: str | None = None
+    allow_root_slices: bool = False
+    slice_tracking: str = "auto"
+    slice_retention_s: float = 86400.0
 
     def check(self) -> None:
         if not valid_cluster_name(self.cluster):
@@ -38,6 +45,8 @@ class SpokeSettings:
                 f"--lease ({self.lease_s}s) must be at least twice --heartbeat-interval "
                 f"({self.heartbeat_interval_s}s)"
             )
+        if not self.slice_retention_s >= 0:
+            raise InvalidInput("--slice-retention: must be zero or more seconds")
         if self.executor not in ("local", "kubernetes"):
             raise InvalidInput(f"--executor: {self.executor!r} is not one of local, kubernetes")
 

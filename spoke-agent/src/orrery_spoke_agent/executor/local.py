@@ -1,8 +1,12 @@
-"""Local executor: each slice a process group under a supervisor (see ``supervise``).
+"""Local executor: each slice a tracked process tree under a supervisor (see ``supervise``).
 
-Attempts live in ``STATE/slices/<job>/<index>/<epoch>/`` with their markers and log, so a
-restarted agent can adopt what still runs and report what ended while it was away.
-``CUDA_VISIBLE_DEVICES`` carries the GPU indices the hub chose.
+Attempts live in ``STATE/slices/<job>/<index>/<epoch>/`` (0700, the agent's: markers, the
+launch record, the log) with the workload's own folder (its HOME, where it reports
+progress) in ``STATE/work/<job>.<index>.<epoch>/`` (0700, the slice user's). A restarted
+agent adopts what still runs and reports what ended while it was away. Slices run as the
+configured slice user with an allow-listed environment; ``CUDA_VISIBLE_DEVICES`` carries
+the GPU indices the hub chose. Both folders are removed ``retention_s`` after the hub has
+recorded the attempt's end.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import asyncio
 import json
 import logging
 import os
+import shutil
+import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -20,10 +26,24 @@ from pydantic import ValidationError
 
 from orrery.wire import Assignment, NodeReport, Progress, SliceKey
 from orrery_spoke_agent.executor.base import Found, LaunchError, Outcome
+from orrery_spoke_agent.executor.local_host import (
+    SliceUser,
+    UnsafeKey,
+    attempt_name,
+    cgroup_parent,
+    private_dir,
+    read_small,
+)
+from orrery_spoke_agent.supervise import Track, remove_cgroup, write_json
 
 log = logging.getLogger("orrery.spoke.local")
 SUPERVISOR = str(Path(__file__).resolve().parent.parent / "supervise.py")
 ADOPTED_POLL_S = 0.2
+SWEEP_EVERY_S = 30.0
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+# The only variables of the agent's own environment a slice sees (besides the contract's
+# and the manifest's): credentials the agent holds never leak into workloads.
+PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "TZ")
 
 
 def _alive(pid: int) -> bool:
@@ -36,7 +56,7 @@ def _alive(pid: int) -> bool:
     # A zombie counts as dead: it ran its course and waits to be reaped.
     try:
         with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ", 1)[1][:1] != "Z"
+            return f.read().rsplit(") ", 1)[1][:1] != "Z"
     except OSError:
         return True
 
@@ -44,48 +64,109 @@ def _alive(pid: int) -> bool:
 class LocalExecutor:
     name = "local"
 
-    def __init__(self, state_dir: Path, *, lease_s: float, kill_grace_s: float) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        *,
+        lease_s: float,
+        kill_grace_s: float,
+        user: SliceUser | None = None,
+        tracking: str = "auto",
+        retention_s: float = 86400.0,
+    ) -> None:
+        self.state_dir = state_dir
         self.root = state_dir / "slices"
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.work = state_dir / "work"
+        private_dir(self.root)
+        self.work.mkdir(mode=0o711, parents=True, exist_ok=True)
+        os.chmod(self.work, 0o711)  # the slice user may pass through to its own folder only
         self.lease_file = state_dir / "lease"
         self.lease_s = lease_s
         self.kill_grace_s = kill_grace_s
+        self.user = user
+        self.retention_s = retention_s
+        self.cgroups = cgroup_parent(state_dir, tracking)
+        self.tracking = "cgroup" if self.cgroups is not None else "pgroup"
         self._procs: dict[tuple[str, int, int], asyncio.subprocess.Process] = {}
         self._pids: dict[tuple[str, int, int], int] = {}  # adopted supervisors
+        self._swept = 0.0
+        log.info(
+            "local slices: tracked by %s, run as %s",
+            self.tracking,
+            user.name if user else f"uid {os.geteuid()}",
+        )
 
     def _dir(self, key: SliceKey) -> Path:
-        return self.root / key.job / str(key.index) / str(key.epoch)
+        job, index, epoch = attempt_name(key)
+        return self.root / job / index / epoch
+
+    def _work(self, key: SliceKey) -> Path:
+        return self.work / ".".join(attempt_name(key))
 
     @staticmethod
     def _k(key: SliceKey) -> tuple[str, int, int]:
         return (key.job, key.index, key.epoch)
 
-    async def launch(self, a: Assignment, env: Mapping[str, str]) -> float:
-        folder = self._dir(a.key)
-        folder.mkdir(parents=True, exist_ok=True)
-        for stale in ("exit.json", "stop.json", "started.json", "released"):
-            (folder / stale).unlink(missing_ok=True)
-        full = dict(os.environ)
-        full.update(env)
+    def _env(
+        self, a: Assignment, env: Mapping[str, str], work: Path, marker: str
+    ) -> dict[str, str]:
+        full = {k: os.environ[k] for k in PASSED_THROUGH if k in os.environ}
         # `python` in a command means the Python this agent runs on, so the workload
         # helper (orrery.workload) is importable without further setup.
-        full["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full.get('PATH', '')}"
+        full["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{full.get('PATH', DEFAULT_PATH)}"
+        full["HOME"] = str(work)
+        if self.user is not None and self.user.switch:
+            full["USER"] = full["LOGNAME"] = self.user.name
+        full.update(env)
         full["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in a.gpus)
-        full["ORRERY_PROGRESS_FILE"] = str(folder / "progress.json")
+        full["ORRERY_PROGRESS_FILE"] = str(work / "progress.json")
         full["PYTHONUNBUFFERED"] = "1"
+        name, value = marker.split("=", 1)
+        full[name] = value
+        return full
+
+    async def launch(self, a: Assignment, env: Mapping[str, str]) -> float:
+        try:
+            folder, work = self._dir(a.key), self._work(a.key)
+        except UnsafeKey as exc:
+            raise LaunchError(f"refused: {exc}", retryable=False) from None
+        private_dir(folder.parent.parent)
+        private_dir(folder.parent)
+        private_dir(folder)
+        private_dir(work, self.user)
+        for stale in ("exit.json", "stop.json", "started.json", "released"):
+            (folder / stale).unlink(missing_ok=True)
+        cgroup = None
+        if self.cgroups is not None:
+            cg = self.cgroups / ".".join(attempt_name(a.key))
+            try:
+                cg.mkdir(exist_ok=True)
+            except OSError as exc:
+                raise LaunchError(f"cannot create the slice's cgroup {cg}: {exc}") from None
+            cgroup = str(cg)
+        marker = f"ORRERY_ATTEMPT={self.state_dir.resolve()}:{'.'.join(attempt_name(a.key))}"
+        switch = self.user is not None and self.user.switch
         launch = {
             "command": a.command,
-            "env": full,
+            "env": self._env(a, env, work, marker),
             "lease_file": str(self.lease_file),
             "lease_s": self.lease_s,
             "grace_s": self.kill_grace_s,
             "max_runtime_s": a.max_runtime_s,
-            "cwd": os.getcwd(),
+            # As another user the agent's own folder may be closed to it: start at home.
+            "cwd": str(work) if switch else os.getcwd(),
+            "marker": marker,
+            "cgroup": cgroup,
+            "user": (
+                {"uid": self.user.uid, "gid": self.user.gid, "groups": list(self.user.groups)}
+                if self.user is not None and switch
+                else None
+            ),
         }
-        (folder / "assignment.json").write_text(a.model_dump_json())
-        (folder / "launch.json").write_text(json.dumps(launch))
+        write_json(folder / "assignment.json", json.loads(a.model_dump_json()))
+        write_json(folder / "launch.json", launch)
         started = time.time()
-        err_fd = os.open(folder / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        err_fd = os.open(folder / "supervisor.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
         try:
             # The supervisor is stdlib only: run its file with -S -E (no site, no PYTHON*
             # variables), which halves its start-up. Eight slices start eight of them.
@@ -107,17 +188,52 @@ class LocalExecutor:
         self._procs[self._k(a.key)] = proc
         return started
 
-    def _outcome(self, folder: Path, fallback: str) -> Outcome:
+    def _outcome(self, folder: Path) -> Outcome | None:
         try:
             data = json.loads((folder / "exit.json").read_text())
-        except (OSError, ValueError):
-            return Outcome(exit_code=None, reason=fallback, finished_at=time.time())
-        return Outcome(
-            exit_code=int(data["code"]),
-            reason=data.get("reason"),
-            finished_at=float(data["finished_at"]),
-            killed=bool(data.get("killed")),
+            code = data["code"]
+            return Outcome(
+                exit_code=None if code is None else int(code),
+                reason=data.get("reason"),
+                finished_at=float(data["finished_at"]),
+                killed=bool(data.get("killed")),
+            )
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+
+    def _track(self, folder: Path) -> Track:
+        """The orphaned process tree of an attempt whose supervisor is gone."""
+        cfg = json.loads((folder / "launch.json").read_text())
+        leader = None
+        try:
+            leader = int(json.loads((folder / "started.json").read_text())["pid"])
+        except (OSError, ValueError, KeyError):
+            pass
+        return Track(marker=cfg["marker"], cgroup=cfg.get("cgroup"), leader=leader)
+
+    async def _vanished(self, folder: Path, why: str) -> Outcome:
+        """The supervisor died without an exit record (OOM killer, the workload killed it):
+        kill every process of the attempt that may still run, and only then call it ended."""
+        try:
+            track = self._track(folder)
+        except (OSError, ValueError, KeyError):
+            track = None
+        most = 0
+        while track is not None and (n := track.signal(signal.SIGKILL)):
+            most = max(most, n)
+            await asyncio.sleep(0.02)
+        if track is not None:
+            remove_cgroup(track.cgroup)
+        reason = f"vanished: {why}"
+        if most:
+            reason += f"; killed {most} leftover process(es)"
+            log.warning("%s in %s", reason, folder)
+        outcome = Outcome(exit_code=None, reason=reason, finished_at=time.time())
+        write_json(
+            folder / "exit.json",
+            {"code": None, "reason": reason, "finished_at": outcome.finished_at, "vanished": True},
         )
+        return outcome
 
     async def wait(self, key: SliceKey) -> Outcome:
         k = self._k(key)
@@ -126,19 +242,20 @@ class LocalExecutor:
         if proc is not None:
             await proc.wait()
             self._procs.pop(k, None)
-            return self._outcome(folder, "vanished: its supervisor died")
-        pid = self._pids.get(k)
-        # Not our child (adopted after a restart): there is no wait() to block on, so poll.
-        while pid is not None and _alive(pid) and not (folder / "exit.json").exists():  # noqa: ASYNC110
-            await asyncio.sleep(ADOPTED_POLL_S)
-        self._pids.pop(k, None)
-        return self._outcome(folder, "vanished: its supervisor died")
+        else:
+            pid = self._pids.get(k)
+            # Not our child (adopted after a restart): there is no wait() to block on, so poll.
+            while pid is not None and _alive(pid) and not (folder / "exit.json").exists():  # noqa: ASYNC110
+                await asyncio.sleep(ADOPTED_POLL_S)
+            self._pids.pop(k, None)
+        return self._outcome(folder) or await self._vanished(folder, "its supervisor died")
 
     async def terminate(self, key: SliceKey, grace_s: float, reason: str) -> None:
         k = self._k(key)
-        folder = self._dir(key)
-        from orrery_spoke_agent.supervise import write_json
-
+        try:
+            folder = self._dir(key)
+        except UnsafeKey:
+            return  # never launched here
         if folder.exists():
             write_json(folder / "stop.json", {"reason": reason, "grace_s": grace_s})
         proc = self._procs.get(k)
@@ -151,17 +268,20 @@ class LocalExecutor:
 
     def progress(self, key: SliceKey) -> Progress | None:
         try:
-            raw = (self._dir(key) / "progress.json").read_text()
+            raw = read_small(self._work(key) / "progress.json")
+            if raw is None:
+                return None
             data = json.loads(raw)
             data.pop("_written", None)
             return Progress.model_validate(data)
-        except (OSError, ValueError, ValidationError):
+        except (UnsafeKey, ValueError, ValidationError, AttributeError):
             return None
 
     def capacity(self) -> list[NodeReport] | None:
         return None  # declared nodes; the agent subtracts its own slices
 
     async def discover(self) -> list[Found]:
+        self._sweep(time.time())
         found: list[Found] = []
         for a_file in sorted(self.root.glob("*/*/*/assignment.json")):
             folder = a_file.parent
@@ -169,7 +289,9 @@ class LocalExecutor:
                 continue
             try:
                 a = Assignment.model_validate_json(a_file.read_text())
-            except (OSError, ValidationError):
+                if self._dir(a.key) != folder:
+                    raise UnsafeKey(f"{folder} does not match its assignment")
+            except (OSError, ValidationError, UnsafeKey):
                 log.warning("unreadable attempt markers in %s; ignoring", folder)
                 continue
             started_at = None
@@ -180,36 +302,57 @@ class LocalExecutor:
                 sup_pid = int(st["supervisor"])
             except (OSError, ValueError, KeyError):
                 pass
-            if (folder / "exit.json").exists():
-                found.append(Found(a, started_at, self._outcome(folder, "")))
+            outcome = self._outcome(folder)
+            if outcome is not None:
+                found.append(Found(a, started_at, outcome))
             elif sup_pid is not None and _alive(sup_pid) and str(folder) in _cmdline(sup_pid):
                 self._pids[self._k(a.key)] = sup_pid
                 found.append(Found(a, started_at, None))
             else:
-                found.append(
-                    Found(
-                        a,
-                        started_at,
-                        Outcome(
-                            exit_code=None,
-                            reason="vanished: gone when the agent restarted",
-                            finished_at=time.time(),
-                        ),
-                    )
-                )
+                gone = await self._vanished(folder, "gone when the agent restarted")
+                found.append(Found(a, started_at, gone))
         return found
 
     async def release(self, key: SliceKey) -> None:
-        folder = self._dir(key)
+        try:
+            folder = self._dir(key)
+        except UnsafeKey:
+            return
         if folder.exists():
-            (folder / "released").touch()
+            write_json(folder / "released", {"at": time.time()})
+        self._sweep(time.time(), force=True)
+
+    def _sweep(self, now: float, *, force: bool = False) -> None:
+        """Remove attempts the hub recorded as ended more than ``retention_s`` ago."""
+        if not force and now - self._swept < SWEEP_EVERY_S:
+            return
+        self._swept = now
+        for marker in self.root.glob("*/*/*/released"):
+            folder = marker.parent
+            try:
+                at = float(json.loads(marker.read_text())["at"])
+            except (OSError, ValueError, KeyError, TypeError):
+                at = marker.stat().st_mtime if marker.exists() else now
+            if now - at < self.retention_s:
+                continue
+            epoch, index, job = folder.name, folder.parent.name, folder.parent.parent.name
+            shutil.rmtree(self.work / f"{job}.{index}.{epoch}", ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
+            for empty in (folder.parent, folder.parent.parent):
+                try:
+                    empty.rmdir()
+                except OSError:
+                    break  # other attempts still there
 
     async def renew_lease(self, now: float) -> None:
-        self.lease_file.touch()
+        if not self.lease_file.exists():
+            # The agent's, 0600: a slice running as another user cannot keep itself alive.
+            os.close(os.open(self.lease_file, os.O_WRONLY | os.O_CREAT, 0o600))
         os.utime(self.lease_file, (now, now))
+        self._sweep(now)
 
     async def close(self) -> None:
-        return None
+        remove_cgroup(str(self.cgroups) if self.cgroups is not None else None)  # if empty
 
 
 def _cmdline(pid: int) -> str:
