@@ -45,6 +45,7 @@ from orrery.wire import (
     encode,
 )
 from orrery.wire.codec import WireError, decode_any
+from orrery.wire.signing import sign
 from orrery_hub import reconcile
 from orrery_hub.applier import Applier
 from orrery_hub.auth import Authenticator, Principal, bootstrap_admin
@@ -52,6 +53,7 @@ from orrery_hub.gate import ClusterShape, PolicyGate, cluster_facts
 from orrery_hub.intake import Lanes
 from orrery_hub.inventory import ClusterView, Inventory
 from orrery_hub.metrics import HubMetrics
+from orrery_hub.orderkey import load_or_create_order_key
 from orrery_hub.scheduler import Snapshot, plan
 from orrery_hub.settings import HubSettings
 from orrery_hub.store import Database
@@ -84,7 +86,9 @@ class Hub:
         self.nc: NATS | None = None
         self._nats_server: NatsServer | None = None
         self._wake = asyncio.Event()
-        self._seq = itertools.count(1)
+        # Spokes refuse an order they have seen: seq must never repeat, across restarts too.
+        self._seq = itertools.count(int(time.time() * 1_000_000))
+        self.order_key = load_or_create_order_key(settings.state_dir)
         self._ready = asyncio.Event()
         self._stopping = asyncio.Event()
         self._connected = False
@@ -417,7 +421,7 @@ class Hub:
         if not orders or self.nc is None:
             return
         for cluster, order in orders:
-            stamped = order.model_copy(update={"seq": next(self._seq)})
+            stamped = self.stamp(order)
             try:
                 await self.nc.publish(Subjects(cluster).orders, encode(stamped))
                 self.metrics.orders.labels(order.kind).inc()
@@ -430,6 +434,15 @@ class Hub:
             await self.nc.flush(timeout=1)
         except Exception:
             pass  # buffered; sent on reconnect or repaired by the next heartbeat
+
+    def stamp(self, order: Assignment | Kill) -> Assignment | Kill:
+        """The order as sent: a fresh seq, an expiry, the hub's signature over them all."""
+        # Wall time, not self.clock: a spoke judges the expiry by its own wall clock.
+        expires = time.time() + self.settings.order_ttl
+        return sign(
+            order.model_copy(update={"seq": next(self._seq), "expires_at": expires}),
+            self.order_key,
+        )
 
     # ---- the reconcile loop ----------------------------------------------------------
 

@@ -106,6 +106,16 @@ class HubSettings:
     # 0 turns the limit off.
     write_rate_per_s: float = 20.0
     write_burst: int = 100
+    # How long a signed order stays valid; None: five heartbeat intervals. Short, because
+    # orders are level-triggered (the hub sends again what a spoke still lacks), and an
+    # order is only replayable by a spoke that restarted within this window (plus skew).
+    order_ttl_s: float | None = None
+
+    @property
+    def order_ttl(self) -> float:
+        if self.order_ttl_s is not None:
+            return self.order_ttl_s
+        return 5 * self.timing.heartbeat_interval_s
 
     @property
     def database_url(self) -> str:
@@ -125,3 +135,5 @@ class HubSettings:
             raise InvalidInput("--write-rate: must be >= 0 (0: no limit)")
         if self.write_burst < 1:
             raise InvalidInput("--write-burst: must be at least 1")
+        if self.order_ttl <= 0:
+            raise InvalidInput("--order-ttl: must be positive")

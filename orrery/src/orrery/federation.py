@@ -247,6 +247,10 @@ class Federation:
             args += ["--run-as", self.run_as]
         elif os.geteuid() == 0:
             args.append("--allow-root-slices")
+        # Plain NATS, but orders still verified: the spoke pins the key the hub made.
+        hub_key = self.state / "hub" / "identity" / "orders.pub"
+        if hub_key.exists():
+            args += ["--hub-key", str(hub_key)]
         for k, v in s.labels.items():
             args += ["--label", f"{k}={v}"]
         self.spokes[name] = self._spawn(args, f"spoke-{name}.log")

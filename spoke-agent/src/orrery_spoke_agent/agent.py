@@ -48,11 +48,11 @@ from orrery.wire import (
     Subjects,
     WireError,
     decode,
-    decode_order,
     encode,
 )
 from orrery_spoke_agent.executor import Executor, LaunchError, Outcome, slice_env
 from orrery_spoke_agent.inventory import Node
+from orrery_spoke_agent.orders import OrderGate, load_verifier
 from orrery_spoke_agent.settings import SpokeSettings
 
 log = logging.getLogger("orrery.spoke")
@@ -110,6 +110,8 @@ class Agent:
         self.attempts: dict[K, Attempt] = {}
         self.tombstones: dict[tuple[str, int], int] = {}
         self._seq = itertools.count(1)
+        # Refuses to start without a pinned hub key unless insecure (InvalidInput).
+        self.orders = OrderGate(settings.cluster, load_verifier(settings, clock))
         self.nc: NATS | None = None
         self.last_ack: float | None = None
         self.lease_lapsed = False
@@ -322,11 +324,9 @@ class Agent:
 
     async def _on_order(self, msg: Msg) -> None:
         try:
-            order = decode_order(msg.data)
-        except WireError as exc:
-            log.warning("dropped invalid order: %s", exc, extra={"cluster": self.settings.cluster})
-            return
-        try:
+            order = self.orders.admit(msg.data)  # None: dropped, counted and logged
+            if order is None:
+                return
             if isinstance(order, Assignment):
                 await self.assign(order)
             else:

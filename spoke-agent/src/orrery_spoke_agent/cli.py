@@ -110,6 +110,15 @@ def command(app: typer.Typer) -> None:
                 help="keep an ended local slice's folder this long after the hub recorded it (s)",
             ),
         ] = 86400.0,
+        hub_key: Annotated[
+            Path | None,
+            typer.Option(
+                "--hub-key",
+                envvar="ORRERY_HUB_KEY",
+                help="the hub's order-signing public key (PEM) to verify orders against; "
+                "default: the one enrollment stored in --state",
+            ),
+        ] = None,
     ) -> None:
         """Run a spoke agent for one cluster."""
         from orrery_spoke_agent.agent import Agent
@@ -135,6 +144,7 @@ def command(app: typer.Typer) -> None:
                 allow_root_slices=allow_root_slices,
                 slice_tracking=slice_tracking,
                 slice_retention_s=slice_retention,
+                hub_key_file=hub_key,
             )
             settings.check()
             settings.state_dir.mkdir(parents=True, exist_ok=True)

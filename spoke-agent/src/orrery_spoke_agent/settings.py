@@ -32,6 +32,11 @@ class SpokeSettings:
     allow_root_slices: bool = False
     slice_tracking: str = "auto"
     slice_retention_s: float = 86400.0
+    # The hub's order-signing public key (SPKI PEM), pinned at enrollment. None: the
+    # enrolled one under the state folder, if there is one.
+    hub_key_file: Path | None = None
+    # How far the hub's clock may be from ours when judging an order's expiry.
+    order_max_skew_s: float = 10.0
 
     def check(self) -> None:
         if not valid_cluster_name(self.cluster):
@@ -49,6 +54,12 @@ class SpokeSettings:
             raise InvalidInput("--slice-retention: must be zero or more seconds")
         if self.executor not in ("local", "kubernetes"):
             raise InvalidInput(f"--executor: {self.executor!r} is not one of local, kubernetes")
+
+    def pinned_key_file(self) -> Path | None:
+        if self.hub_key_file is not None:
+            return self.hub_key_file
+        enrolled = self.state_dir / "identity" / "hub-orders.pub"
+        return enrolled if enrolled.exists() else None
 
     @property
     def all_labels(self) -> dict[str, str]:

@@ -128,7 +128,14 @@ class SliceStatus(_Envelope):
     slice: SliceReport
 
 
-class Assignment(_Envelope):
+class _Order(_Envelope):
+    # Hub clock + a short TTL, signed with the rest (orrery.wire.signing). Optional so an
+    # N-1 hub's orders still decode, but a spoke that pinned the hub's key refuses an
+    # order without it.
+    expires_at: float | None = Field(default=None, allow_inf_nan=False)
+
+
+class Assignment(_Order):
     """Run slice ``index`` of ``job`` at ``epoch`` on ``node`` with GPUs ``gpus``."""
 
     kind: Literal["assignment"] = "assignment"
@@ -153,7 +160,7 @@ class Assignment(_Envelope):
         return SliceKey(job=self.job, index=self.index, epoch=self.epoch)
 
 
-class Kill(_Envelope):
+class Kill(_Order):
     """Stop slice ``index`` of ``job`` if it runs at ``epoch`` or older."""
 
     kind: Literal["kill"] = "kill"
