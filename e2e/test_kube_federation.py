@@ -102,7 +102,7 @@ class EmulatedCluster:
             config_file=str(self.kubeconfig), context="emulated"
         )
 
-    def start_spoke(self, nats_url: str) -> None:
+    def start_spoke(self, nats_url: str, hub_key: Path) -> None:
         cfg = self.dir / "kube-executor.yaml"
         cfg.write_text(yaml.safe_dump({"pendingTimeoutS": 60, "watchTimeoutS": 5}))
         t = TIMINGS
@@ -131,6 +131,9 @@ class EmulatedCluster:
                 str(t.lease_s),
                 "--kill-grace",
                 str(t.kill_grace_s),
+                "--insecure",  # plain NATS; orders still verified against the hub's key
+                "--hub-key",
+                str(hub_key),
             ],
             "spoke.log",
             env={"ORRERY_KUBE_EXECUTOR_CONFIG": str(cfg)},
@@ -237,7 +240,7 @@ def world(tmp_path: Path) -> Iterator[tuple[Federation, EmulatedCluster, Emulate
         for c in (a, b):
             c.start_api()
             assert fed.nats is not None
-            c.start_spoke(fed.nats.url)
+            c.start_spoke(fed.nats.url, fed.state / "hub" / "identity" / "orders.pub")
         yield fed, a, b
     finally:
         for c in (a, b):
