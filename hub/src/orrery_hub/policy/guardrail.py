@@ -69,6 +69,11 @@ def admission_denials(job: JobFacts, rules: Sequence[GuardrailRule]) -> list[Den
             who = team_text(job.team) if r.quota_per == "team" else f"queue {job.queue}"
             out.append((r.ref, f"asks for {job.total_gpus} GPUs; {who} quota is "
                                f"{r.quota_gpus} GPUs at once, so it could never run"))
+        if r.max_priority is not None and job.priority > r.max_priority:
+            out.append((r.ref, f"asks for priority {job.priority}; at most {r.max_priority}"))
+        if r.queues is not None and job.queue not in r.queues:
+            out.append((r.ref, f"uses queue {job.queue}; {team_text(job.team)} may use "
+                               f"{', '.join(sorted(r.queues))}"))
     if job.gpus_per_slice > 0:
         types, _ = allowed_gpu_types(job, rules)
         if types is not None and not types and not any("GPUs; allowed" in d[1] for d in out):

@@ -272,6 +272,8 @@ def _compile(parsed: Sequence[Parsed], sources: Sequence[Source]) -> PolicySet:
                 max_runtime_s=g.max_runtime_s,
                 quota_gpus=g.quota.gpus if g.quota else None,
                 quota_per=g.quota.per if g.quota else "team",
+                max_priority=g.max_priority,
+                queues=frozenset(g.queues) if g.queues is not None else None,
             ))
         else:
             c = d.spec

@@ -54,6 +54,8 @@ class GuardrailRule:
     max_runtime_s: float | None
     quota_gpus: int | None
     quota_per: Literal["team", "queue"]
+    max_priority: int | None = None  # priority ceiling: a member cannot outrank it
+    queues: frozenset[str] | None = None  # the queues a matching job may use
 
     @property
     def ref(self) -> str:

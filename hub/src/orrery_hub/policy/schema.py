@@ -102,6 +102,18 @@ class GuardrailSpec(_Model):
     )
     max_runtime: str | float | None = Field(default=None, description="e.g. 24h")
     quota: Quota | None = None
+    max_priority: int | None = Field(
+        default=None,
+        ge=-1_000_000,
+        le=1_000_000,
+        description="the highest spec.priority a matching job may ask for",
+    )
+    queues: list[Annotated[str, Field(min_length=1, max_length=63)]] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=1000,
+        description="the queues a matching job may use (e.g. the ones a team is bound to)",
+    )
 
     @field_validator("max_runtime")
     @classmethod
@@ -118,10 +130,12 @@ class GuardrailSpec(_Model):
             and self.allowed_gpu_types is None
             and self.max_runtime is None
             and self.quota is None
+            and self.max_priority is None
+            and self.queues is None
         ):
             raise ValueError(
                 "a Guardrail needs at least one of maxGpusPerJob, maxSlices, "
-                "allowedGpuTypes, maxRuntime, quota"
+                "allowedGpuTypes, maxRuntime, quota, maxPriority, queues"
             )
         return self
 
