@@ -133,7 +133,11 @@ async def test_placement_resend_running_success_and_forget(spoke: Spoke) -> None
     # The spoke never got it (its report lacks it): the hub sends it again.
     await spoke.beat()
     await spoke.until(lambda: len(spoke.assignments()) == 2, "the resend")
-    assert spoke.assignments()[1] == a.model_copy(update={"seq": spoke.assignments()[1].seq})
+    again = spoke.assignments()[1]
+    # The same order, freshly signed (its own seq, expiry and signature).
+    assert again == a.model_copy(
+        update={"seq": again.seq, "expires_at": again.expires_at, "sig": again.sig}
+    )
     await spoke.beat([running(a)])
     assert (await spoke.job(job_id))["status"]["phase"] == "Running"
     ack = await spoke.beat([running(a, SlicePhase.SUCCEEDED, exit_code=0, finished_at=time.time())])

@@ -14,12 +14,13 @@ import logging
 import random
 import zlib
 from dataclasses import dataclass, field
+from typing import Any
 
 from sqlmodel import Session, col, select
 
 from orrery.manifest import RestartPolicy
 from orrery.resources import FINAL_JOB_PHASES
-from orrery.wire import Assignment, Kill, SliceKey, SlicePhase, SliceReport
+from orrery.wire import Assignment, Kill, SecretEnv, SliceKey, SlicePhase, SliceReport
 from orrery_hub.settings import HubSettings
 from orrery_hub.store.jobs import add_event
 from orrery_hub.store.models import AttemptRow, JobRow, SliceRow
@@ -64,11 +65,25 @@ def master_port(job_id: str, epoch: int) -> int:
     return 20000 + zlib.crc32(f"{job_id}:{epoch}".encode()) % 30000
 
 
+def split_env(env: dict[str, Any]) -> tuple[dict[str, str], dict[str, SecretEnv]]:
+    """A manifest's env as stored: plain values, and secret references (sent as references;
+    the spoke resolves them)."""
+    plain: dict[str, str] = {}
+    refs: dict[str, SecretEnv] = {}
+    for k, v in env.items():
+        if isinstance(v, dict):
+            refs[k] = SecretEnv(name=v["secretRef"], key=v.get("key"))
+        else:
+            plain[k] = str(v)
+    return plain, refs
+
+
 def assignment_for(job: JobRow, sl: SliceRow) -> Assignment:
     spec = job.manifest["spec"]
     from orrery.duration import parse_duration
 
     runtime = spec.get("maxRuntime")
+    plain, secrets = split_env(spec.get("env", {}))
     return Assignment(
         sender="hub",
         seq=0,
@@ -83,7 +98,8 @@ def assignment_for(job: JobRow, sl: SliceRow) -> Assignment:
         master_port=sl.master_port or 29500,
         command=list(spec["command"]),
         image=spec.get("image"),
-        env=dict(spec.get("env", {})),
+        env=plain,
+        secret_env=secrets or None,
         checkpoint_dir=job.checkpoint_dir,
         checkpoint=job.checkpoint,
         max_runtime_s=parse_duration(runtime) if runtime is not None else None,

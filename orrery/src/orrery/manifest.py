@@ -32,6 +32,7 @@ MAX_SLICES = 4096
 MAX_GPUS_PER_SLICE = 64
 DEFAULT_MAX_RUNTIME_S = 24 * 3600.0
 
+_SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
 _LABEL_KEY = re.compile(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 _ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -67,6 +68,28 @@ class Metadata(_Model):
         return v
 
 
+class SecretRef(_Model):
+    """``{secretRef: NAME}`` (optionally ``key: K``) in ``spec.env``: the value lives on each
+    cluster, not in the manifest — a Kubernetes Secret ``NAME`` (its key ``K``, default the
+    variable's name), or on a plain host the file ``<spoke --secrets-dir>/NAME`` (``NAME/K``
+    with a key). The hub stores, returns and sends the reference only."""
+
+    secret_ref: str = Field(alias="secretRef", description="the secret's name on the cluster")
+    key: str | None = Field(default=None, description="a key within it")
+
+    @field_validator("secret_ref")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_dns_label(v)
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str | None) -> str | None:
+        if v is not None and (not _SECRET_KEY.fullmatch(v) or v in (".", "..")):
+            raise ValueError("a secret key is 1-253 letters, digits, '-', '_' or '.'")
+        return v
+
+
 class JobSpec(_Model):
     queue: str = Field(default="default", min_length=1, max_length=63)
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
@@ -82,7 +105,10 @@ class JobSpec(_Model):
     )
     image: str | None = Field(default=None, description="container image, for Kubernetes spokes")
     command: list[str] = Field(min_length=1)
-    env: dict[str, str] = Field(default_factory=dict)
+    env: dict[str, str | SecretRef] = Field(
+        default_factory=dict,
+        description="plain values, or {secretRef: NAME} for a secret held on the cluster",
+    )
     checkpoint_dir: str | None = Field(
         default=None,
         description="where the job keeps checkpoints (path or URI); the hub picks one if unset",
@@ -111,7 +137,7 @@ class JobSpec(_Model):
 
     @field_validator("env")
     @classmethod
-    def _env(cls, v: dict[str, str]) -> dict[str, str]:
+    def _env(cls, v: dict[str, str | SecretRef]) -> dict[str, str | SecretRef]:
         for key in v:
             if not _ENV_KEY.match(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")

@@ -119,6 +119,14 @@ def command(app: typer.Typer) -> None:
                 "default: the one enrollment stored in --state",
             ),
         ] = None,
+        secrets_dir: Annotated[
+            Path | None,
+            typer.Option(
+                envvar="ORRERY_SECRETS_DIR",
+                help="local slices: a folder of secrets, one file per name "
+                "({secretRef: NAME} in a job's env reads the file NAME)",
+            ),
+        ] = None,
     ) -> None:
         """Run a spoke agent for one cluster."""
         from orrery_spoke_agent.agent import Agent
@@ -145,6 +153,7 @@ def command(app: typer.Typer) -> None:
                 slice_tracking=slice_tracking,
                 slice_retention_s=slice_retention,
                 hub_key_file=hub_key,
+                secrets_dir=secrets_dir,
             )
             settings.check()
             settings.state_dir.mkdir(parents=True, exist_ok=True)
@@ -180,6 +189,7 @@ def command(app: typer.Typer) -> None:
                     user=user,
                     tracking=slice_tracking,
                     retention_s=slice_retention,
+                    secrets_dir=secrets_dir,
                 )
                 check_reachable(ex.work, user)
             asyncio.run(Agent(settings, ex, nodes).run())

@@ -37,6 +37,8 @@ class SpokeSettings:
     hub_key_file: Path | None = None
     # How far the hub's clock may be from ours when judging an order's expiry.
     order_max_skew_s: float = 10.0
+    # Local slices' secrets by reference: {secretRef: NAME} reads the file NAME here.
+    secrets_dir: Path | None = None
 
     def check(self) -> None:
         if not valid_cluster_name(self.cluster):

@@ -135,6 +135,13 @@ class _Order(_Envelope):
     expires_at: float | None = Field(default=None, allow_inf_nan=False)
 
 
+class SecretEnv(_Wire):
+    """A variable whose value the spoke resolves from a secret it holds (never the value)."""
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    key: str | None = Field(default=None, pattern=r"^[-._a-zA-Z0-9]{1,253}$")
+
+
 class Assignment(_Order):
     """Run slice ``index`` of ``job`` at ``epoch`` on ``node`` with GPUs ``gpus``."""
 
@@ -151,6 +158,9 @@ class Assignment(_Order):
     command: list[str] = Field(min_length=1)
     image: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
+    # Variable -> the secret the spoke resolves it from. None (not sent) when there are
+    # none, so an order without secrets encodes as it did before the field existed.
+    secret_env: dict[str, SecretEnv] | None = Field(default=None, max_length=256)
     checkpoint_dir: str
     checkpoint: str | None = None  # the last complete checkpoint to resume from
     max_runtime_s: float | None = Field(default=None, gt=0)

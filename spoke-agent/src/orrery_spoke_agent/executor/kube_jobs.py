@@ -108,6 +108,10 @@ def manifest(a: Assignment, env: Mapping[str, str], t: JobTemplate, *, resource:
     container: dict[str, Any] = {
         "name": CONTAINER, "image": image, "command": list(a.command),
         "env": [{"name": k, "value": v} for k, v in sorted(env.items())] + [
+            # Secrets by reference: the kubelet resolves them; the Job holds names only.
+            {"name": k, "valueFrom": {"secretKeyRef": {"name": r.name, "key": r.key or k}}}
+            for k, r in sorted((a.secret_env or {}).items())
+        ] + [
             # orrery.workload reports progress and checkpoints by annotating its own pod.
             {"name": "ORRERY_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "ORRERY_POD_NAMESPACE",

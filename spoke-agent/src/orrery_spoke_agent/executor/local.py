@@ -25,6 +25,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from orrery.wire import Assignment, NodeReport, Progress, SliceKey
+from orrery_spoke_agent.executor import secrets
 from orrery_spoke_agent.executor.base import Found, LaunchError, Outcome
 from orrery_spoke_agent.executor.local_host import (
     SliceUser,
@@ -73,7 +74,9 @@ class LocalExecutor:
         user: SliceUser | None = None,
         tracking: str = "auto",
         retention_s: float = 86400.0,
+        secrets_dir: Path | None = None,
     ) -> None:
+        self.secrets_dir = secrets_dir
         self.state_dir = state_dir
         self.root = state_dir / "slices"
         self.work = state_dir / "work"
@@ -130,6 +133,11 @@ class LocalExecutor:
             folder, work = self._dir(a.key), self._work(a.key)
         except UnsafeKey as exc:
             raise LaunchError(f"refused: {exc}", retryable=False) from None
+        try:
+            env = {**env, **secrets.resolve(a, self.secrets_dir)}
+        except secrets.MissingSecret as exc:
+            # The job's configuration, not this host's health: it counts against maxRetries.
+            raise LaunchError(exc.reason, retryable=False) from None
         private_dir(folder.parent.parent)
         private_dir(folder.parent)
         private_dir(folder)
