@@ -134,17 +134,25 @@ def test_spoke_is_one_agent_with_least_privilege(helm: Helm, which: str) -> None
     assert role["metadata"]["namespace"] == slices_ns
     jobs = [r for r in role["rules"] if "jobs" in r["resources"]]
     assert jobs and "delete" in jobs[0]["verbs"] and "create" in jobs[0]["verbs"]
-    if not (vals.get("slices") or {}).get("serviceAccount"):
-        # The slices' own account may only read and annotate pods, in their namespace.
-        progress = roles["progress"]
-        assert progress["metadata"]["namespace"] == slices_ns
-        assert progress["rules"] == [{"apiGroups": [""], "resources": ["pods"],
-                                      "verbs": ["get", "patch"]}]
-        (config,) = [c for c in by["ConfigMap"] if "kube-executor.yaml" in c["data"]]
-        assert "serviceAccount: \"" in config["data"]["kube-executor.yaml"]
-        slice_accounts = [s for s in by["ServiceAccount"]
-                          if s["metadata"]["name"].endswith("-slice")]
-        assert len(slice_accounts) == 1
+    pods = [r for r in role["rules"] if "pods" in r["resources"]]
+    # The agent reads its slices' pods and deletes one that left its Job; nothing else.
+    assert pods and set(pods[0]["verbs"]) == {"get", "list", "watch", "delete"}
+    # Slices hold no permission: no Role but the agent's, no account made for them.
+    assert set(roles) == {"jobs"}
+    assert {b["subjects"][0]["name"] for b in by["RoleBinding"]} == {
+        deploy["spec"]["template"]["spec"]["serviceAccountName"]}
+    assert not [s for s in by["ServiceAccount"] if s["metadata"]["name"].endswith("-slice")]
+    (config,) = [c for c in by["ConfigMap"] if "kube-executor.yaml" in c["data"]]
+    cfg = KubeConfig.model_validate(yaml.safe_load(config["data"]["kube-executor.yaml"]))
+    assert cfg.service_account == ((vals.get("slices") or {}).get("serviceAccount") or None)
+    # Progress reaches the agent through its Service, on the port the agent listens on.
+    (svc,) = [s for s in by["Service"] if s["metadata"]["name"].endswith("-progress")]
+    port = svc["spec"]["ports"][0]["port"]
+    assert cfg.progress_listen == f"0.0.0.0:{port}"
+    assert cfg.progress_url == (
+        f"http://{svc['metadata']['name']}.{svc['metadata']['namespace']}.svc:{port}")
+    container = deploy["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "progress", "containerPort": port} in container["ports"]
     args = deploy["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--executor=kubernetes" in args
     assert f"--namespace={slices_ns}" in args

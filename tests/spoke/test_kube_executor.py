@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +22,11 @@ import kmock
 import pytest
 import yaml
 
+from orrery.natsserver import free_port
 from orrery.wire import Assignment, NodeReport
 from orrery_spoke_agent.executor import LaunchError, slice_env
 from orrery_spoke_agent.executor import kube_jobs as kj
+from orrery_spoke_agent.executor.kube_progress import digest
 from orrery_spoke_agent.executor.kubernetes import CONFIG_ENV, KubeExecutor, build
 from orrery_spoke_agent.settings import SpokeSettings
 from tests.spoke.kmockapi import JobController, KubeApi, gpu_node, tenant_pod, write_kubeconfig
@@ -77,7 +81,9 @@ async def eventually(check: Callable[[], Awaitable[T] | T], within: float = 10.0
 @pytest.fixture
 async def cluster(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[Cluster]:
     cfg = tmp_path / "kube.yaml"
+    port = free_port()
     cfg.write_text(yaml.safe_dump({
+        "progressListen": f"127.0.0.1:{port}", "progressUrl": f"http://127.0.0.1:{port}",
         "pendingTimeoutS": PENDING_TIMEOUT_S, "watchTimeoutS": 2,
         "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
         "defaultImage": "ghcr.io/acme/default:1",
@@ -106,6 +112,24 @@ def assignment(*, node: str = "gpu-a", gpus: tuple[int, ...] = (0, 1), epoch: in
                       master_addr="10.0.0.1", master_port=29500, command=["python", "train.py"],
                       image=image, env={"EPOCHS": "3"}, checkpoint_dir="/ckpt/llama",
                       max_runtime_s=max_runtime_s)
+
+
+async def post(url: str, token: str, body: object) -> int:
+    """What orrery.workload does, from a thread (the endpoint is the agent's)."""
+    def send() -> int:
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {token}"})
+        try:
+            with urllib.request.urlopen(req, timeout=5) as r:
+                return int(r.status)
+        except urllib.error.HTTPError as e:
+            return int(e.code)
+    return await asyncio.to_thread(send)
+
+
+def slice_env_of(job: dict[str, Any]) -> dict[str, str]:
+    c = job["spec"]["template"]["spec"]["containers"][0]
+    return {e["name"]: e["value"] for e in c["env"]}
 
 
 def by_name(reports: list[NodeReport] | None) -> dict[str, NodeReport]:
@@ -182,11 +206,14 @@ async def test_job_spec_and_success(cluster: Cluster) -> None:
     assert c["command"] == ["python", "train.py"]
     assert c["resources"]["limits"] == {"nvidia.com/gpu": "2"}
     env = {e["name"]: e.get("value") for e in c["env"]}
-    field_refs = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
-                  for e in c["env"] if "valueFrom" in e}
-    # The workload helper annotates its own pod: the downward API tells it which.
-    assert field_refs == {"ORRERY_POD_NAME": "metadata.name",
-                          "ORRERY_POD_NAMESPACE": "metadata.namespace"}
+    # No API credentials in the slice: its progress goes to the agent with its own token,
+    # of which the Job records only the digest.
+    assert pod["automountServiceAccountToken"] is False
+    assert not any("valueFrom" in e for e in c["env"])
+    assert env["ORRERY_PROGRESS_URL"].endswith(f"/v1/progress/{job['metadata']['name']}")
+    token = env["ORRERY_PROGRESS_TOKEN"]
+    assert job["metadata"]["annotations"][kj.A_PROGRESS_TOKEN] == digest(token)
+    assert token not in json.dumps(job["metadata"])
     assert env["ORRERY_EPOCH"] == "0"
     assert env["RANK"] == "0"
     assert env["EPOCHS"] == "3"
@@ -201,12 +228,11 @@ async def test_job_spec_and_success(cluster: Cluster) -> None:
     # The GPUs the hub assigned are not offered again (the hub subtracts the same ones).
     await eventually(lambda: by_name(ex.capacity())["gpu-a"].free == [2, 3, 4, 5, 6, 7])
     waiter = asyncio.create_task(ex.wait(a.key))
-    pod = await cluster.ctl.start_pod(job)
-    # Progress, as a workload would annotate its own pod with it.
+    await cluster.ctl.start_pod(job)
+    # Progress, as the workload helper sends it to the agent.
     report = {"step": 40, "total_steps": 100, "metrics": {"loss": 0.5},
               "checkpoint": "/ckpt/llama/step-40", "checkpoint_step": 40, "_written": 1.0}
-    await cluster.ctl.patch(f"/api/v1/namespaces/{NS}/pods/{pod['metadata']['name']}",
-                            {"metadata": {"annotations": {kj.A_PROGRESS: json.dumps(report)}}})
+    assert await post(env["ORRERY_PROGRESS_URL"], token, report) == 204
     progress = await eventually(lambda: ex.progress(a.key))
     assert (progress.step, progress.checkpoint_step) == (40, 40)
     assert progress.checkpoint == "/ckpt/llama/step-40"
@@ -368,27 +394,26 @@ async def test_watches_recover_when_the_api_server_comes_back(tmp_path: Path,
 
 
 
-async def test_the_workload_helper_reports_progress_through_its_pod(cluster: Cluster) -> None:
-    """A slice's orrery.workload calls annotate its own pod; the executor's pod watch turns
-    that into the progress (and checkpoint) the hub hands to the next epoch."""
+async def test_the_workload_helper_reports_progress_to_the_agent(cluster: Cluster) -> None:
+    """A slice's orrery.workload calls reach the agent's endpoint with the attempt's token;
+    the executor turns them into the progress (and checkpoint) the hub hands to the next
+    epoch. A wrong token, or another attempt's, is refused."""
     import os
     import sys
 
-    import yaml
-
     ex = await cluster.executor()
     await eventually(lambda: "gpu-a" in by_name(ex.capacity()))
-    a = assignment()
+    a, other = assignment(), assignment(index=1, gpus=(2, 3))
     await ex.launch(a, slice_env(a))
-    pod = await cluster.ctl.start_pod(cluster.job(a))
-    server = yaml.safe_load(cluster.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
+    await ex.launch(other, slice_env(other))
+    await cluster.ctl.start_pod(cluster.job(a))
+    job_env = slice_env_of(cluster.job(a))
     code = ("from orrery import workload\n"
             "workload.report(step=7, total_steps=10, metrics={'loss': 0.5})\n"
             "workload.checkpoint('/ck/7.pt', step=7)\n")
-    env = {**os.environ, "ORRERY_POD_NAME": pod["metadata"]["name"], "ORRERY_POD_NAMESPACE": NS,
-           "ORRERY_KUBE_API": server, "ORRERY_KUBE_TOKEN_FILE": "/nonexistent"}
+    env = {**os.environ, "ORRERY_PROGRESS_URL": job_env["ORRERY_PROGRESS_URL"],
+           "ORRERY_PROGRESS_TOKEN": job_env["ORRERY_PROGRESS_TOKEN"]}
     env.pop("ORRERY_PROGRESS_FILE", None)
-    # A separate process: the emulated API server runs on this test's event loop.
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, env=env,
                                                 stderr=asyncio.subprocess.PIPE)
     _, err = await proc.communicate()
@@ -398,10 +423,55 @@ async def test_the_workload_helper_reports_progress_through_its_pod(cluster: Clu
     assert (got.checkpoint, got.checkpoint_step) == ("/ck/7.pt", 7)
     assert got.metrics == {"loss": 0.5}
 
-    # An API server it cannot reach costs the workload one warning, never its run.
-    env["ORRERY_KUBE_API"] = "http://127.0.0.1:1"
+    # Another attempt's token, no token, a forged one: 401, and nothing recorded.
+    url = job_env["ORRERY_PROGRESS_URL"]
+    other_token = slice_env_of(cluster.job(other))["ORRERY_PROGRESS_TOKEN"]
+    for token in (other_token, "", "x" * 43):
+        assert await post(url, token, {"step": 99}) == 401
+    assert await post(url.replace(kj.job_name(a.key), "orrery-nope-0-0-abcdef"),
+                      job_env["ORRERY_PROGRESS_TOKEN"], {"step": 99}) == 401
+    assert await post(url, job_env["ORRERY_PROGRESS_TOKEN"], {"step": -1}) == 400
+    assert await post(url, job_env["ORRERY_PROGRESS_TOKEN"], {"message": "x" * 70_000}) == 413
+    assert (p := ex.progress(a.key)) is not None and p.step == 7
+    assert ex.progress(other.key) is None
+
+    # An endpoint it cannot reach costs the workload one warning, never its run.
+    env["ORRERY_PROGRESS_URL"] = "http://127.0.0.1:1/v1/progress/x"
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, env=env,
                                                 stderr=asyncio.subprocess.PIPE)
     _, err = await proc.communicate()
     assert proc.returncode == 0
     assert err.count(b"cannot report progress") == 1
+
+
+async def test_a_pod_that_leaves_its_job_is_deleted_and_the_attempt_ends(
+    cluster: Cluster,
+) -> None:
+    ex = await cluster.executor()
+    await eventually(lambda: "gpu-a" in by_name(ex.capacity()))
+    a = assignment()
+    await ex.launch(a, slice_env(a))
+    job = cluster.job(a)
+    waiter = asyncio.create_task(ex.wait(a.key))
+    pod = await cluster.ctl.start_pod(job)
+    name = pod["metadata"]["name"]
+    # Relabelled (by whoever may patch pods): the Job controller would let it go, and the
+    # Job's deadline would no longer bound it.
+    await cluster.ctl.patch(f"/api/v1/namespaces/{NS}/pods/{name}", {"metadata": {
+        "labels": {kj.L_ATTEMPT: "free"}, "ownerReferences": None}})
+    await eventually(lambda: any(
+        ((p.get("metadata") or {}).get("labels") or {}).get(kj.L_ATTEMPT) == "free"
+        for p in ex.pods.items()))
+    await ex.renew_lease(time.time())
+    assert ex.escapes == 1
+    await eventually(lambda: cluster.api.stored("pods", NS, name) is None)
+    outcome = await asyncio.wait_for(waiter, 10)
+    assert outcome.killed
+    assert outcome.reason == f"killed: its pod {name} left its Job"
+    # An ordinary pod of a running attempt is left alone.
+    b = assignment(index=1, gpus=(2, 3))
+    await ex.launch(b, slice_env(b))
+    await cluster.ctl.start_pod(cluster.job(b))
+    await eventually(lambda: ex._pods_of(kj.job_name(b.key)))
+    await ex.renew_lease(time.time())
+    assert ex.escapes == 1

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from orrery.errors import InvalidInput, ManifestError
-from orrery.wire import Assignment
+from orrery.wire import Assignment, SliceKey
 from orrery_spoke_agent.executor import kube_capacity as capa
 from orrery_spoke_agent.executor import kube_jobs as kj
 from orrery_spoke_agent.executor.kube_config import api_client, load_config
@@ -155,3 +155,20 @@ def test_a_pod_failed_by_its_node_is_an_infrastructure_failure(reason: str,
     assert o is not None
     assert o.exit_code is None
     assert (o.reason or "").startswith("node lost") == infra, o.reason
+
+
+def test_a_pod_is_matched_to_its_job_by_name_and_escapes_when_relabelled() -> None:
+    key = SliceKey(job="llama-1f2e3d", index=0, epoch=2)
+    name = kj.job_name(key)
+    names = {name: key}
+    assert kj.owner_by_name(f"{name}-ab1c2", names) == name
+    assert kj.owner_by_name(f"{name}-ab1c2x", names) is None  # not a generated suffix
+    assert kj.owner_by_name("orrery-other-0-1-abcdef-ab1c2", names) is None
+    pod = {"metadata": {"name": f"{name}-ab1c2", "labels": kj.labels("kube-a", key),
+                        "ownerReferences": [{"kind": "Job", "name": name, "controller": True}]}}
+    assert not kj.escaped(pod, name, "kube-a")
+    relabelled = {"metadata": {**pod["metadata"],
+                               "labels": {**kj.labels("kube-a", key), kj.L_ATTEMPT: "free"}}}
+    assert kj.escaped(relabelled, name, "kube-a")
+    released = {"metadata": {**pod["metadata"], "ownerReferences": []}}
+    assert kj.escaped(released, name, "kube-a")

@@ -16,10 +16,10 @@ Stdlib only, so it costs a workload nothing to import::
             workload.checkpoint(path, step=step)       # then record it
 
 Reports go to the file named by ``ORRERY_PROGRESS_FILE`` (written atomically); the spoke
-agent reads it into its next heartbeat. In a Kubernetes slice (``ORRERY_POD_NAME`` set by
-the Job) they go to the pod's ``orrery.dev/progress`` annotation instead, patched with the
-pod's service-account token at most every ``POD_INTERVAL_S`` (checkpoints and the last
-step at once); the agent's pod watch brings it along. Outside Orrery the calls do nothing,
+agent reads it into its next heartbeat. In a Kubernetes slice they are POSTed instead to
+the agent's endpoint named by ``ORRERY_PROGRESS_URL``, with the attempt's own token
+(``ORRERY_PROGRESS_TOKEN``), at most every ``POD_INTERVAL_S`` (checkpoints and the last
+step at once): the slice needs no Kubernetes API permission. Outside Orrery the calls do nothing,
 so the same script runs on a laptop. A report that cannot be delivered never stops the
 workload: it is dropped, and the next one tries again.
 """
@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import os
-import ssl
 import sys
 import tempfile
 import time
@@ -37,9 +36,7 @@ from dataclasses import dataclass
 from typing import Any
 
 _state: dict[str, Any] = {}
-POD_INTERVAL_S = 5.0  # one API write per pod per this long: progress is not worth more
-ANNOTATION = "orrery.dev/progress"
-_SA = "/var/run/secrets/kubernetes.io/serviceaccount"
+POD_INTERVAL_S = 5.0  # one report per slice per this long to the agent: progress is not worth more
 
 
 @dataclass(frozen=True)
@@ -77,44 +74,35 @@ def _report() -> dict[str, Any]:
     return {k: v for k, v in _state.items() if not k.startswith("_")}
 
 
-def _annotate(pod: str) -> None:
-    """Patch this pod's progress annotation through the API server (stdlib only)."""
-    env = os.environ
-    namespace = env.get("ORRERY_POD_NAMESPACE", "default")
-    api = env.get("ORRERY_KUBE_API") or (
-        f"https://{env.get('KUBERNETES_SERVICE_HOST', 'kubernetes.default.svc')}:"
-        f"{env.get('KUBERNETES_SERVICE_PORT', '443')}"
-    )
-    body = json.dumps({"metadata": {"annotations": {ANNOTATION: json.dumps(_report())}}})
+def _post(url: str) -> None:
+    """Send the report to the spoke agent's progress endpoint with this attempt's token
+    (stdlib only). The slice holds no API credentials: the agent checks the token."""
     req = urllib.request.Request(
-        f"{api}/api/v1/namespaces/{namespace}/pods/{pod}", data=body.encode(), method="PATCH",
-        headers={"Content-Type": "application/merge-patch+json"},
+        url,
+        data=json.dumps(_report()).encode(),
+        method="POST",
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {os.environ.get('ORRERY_PROGRESS_TOKEN', '')}",
+        },
     )
-    context = None
-    token_file = env.get("ORRERY_KUBE_TOKEN_FILE", f"{_SA}/token")
-    if os.path.exists(token_file):
-        with open(token_file) as f:
-            req.add_header("Authorization", f"Bearer {f.read().strip()}")
-    if api.startswith("https"):
-        ca = f"{_SA}/ca.crt"
-        context = ssl.create_default_context(cafile=ca if os.path.exists(ca) else None)
     try:
-        with urllib.request.urlopen(req, timeout=5, context=context) as resp:
+        with urllib.request.urlopen(req, timeout=5) as resp:
             resp.read()
     except Exception as exc:  # never let reporting stop the training
         if not _state.get("_warned"):
             _state["_warned"] = True
-            print(f"orrery.workload: cannot report progress to the pod: {exc}", file=sys.stderr)
+            print(f"orrery.workload: cannot report progress to the agent: {exc}", file=sys.stderr)
 
 
 def _write(*, urgent: bool = False) -> None:
-    pod = os.environ.get("ORRERY_POD_NAME")
+    url = os.environ.get("ORRERY_PROGRESS_URL")
     path = os.environ.get("ORRERY_PROGRESS_FILE")
-    if pod and not path:
+    if url and not path:
         now = time.monotonic()
         if urgent or now - _state.get("_pod_written", -POD_INTERVAL_S) >= POD_INTERVAL_S:
             _state["_pod_written"] = now
-            _annotate(pod)
+            _post(url)
         return
     if not path:
         return

@@ -31,8 +31,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "orrery-spoke.sliceServiceAccount" -}}
 {{- if .Values.slices.serviceAccount -}}
 {{- .Values.slices.serviceAccount -}}
-{{- else if .Values.slices.reportProgress -}}
-{{- include "orrery-spoke.fullname" . }}-slice
 {{- end -}}
 {{- end -}}
 

@@ -35,6 +35,10 @@ class KubeConfig(BaseModel):
     pending_timeout_s: float = Field(default=300.0, gt=0)  # unschedulable / image pull
     watch_timeout_s: float = Field(default=60.0, ge=1)  # server-side watch timeout
     api_workers: int = Field(default=4, ge=1, le=64)
+    # Where the agent listens for slices' progress reports (HOST:PORT), and the URL pods
+    # reach it at (the chart's Service). Unset: Kubernetes slices report no progress.
+    progress_listen: str | None = Field(default=None, pattern=r"^[^\s:]*:[0-9]{1,5}$")
+    progress_url: str | None = Field(default=None, pattern=r"^https?://\S+$", max_length=512)
 
 
 def load_config(path: Path | None) -> KubeConfig:

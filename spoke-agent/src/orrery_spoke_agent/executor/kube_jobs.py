@@ -36,7 +36,7 @@ L_EPOCH = f"{GROUP}/epoch"
 L_ATTEMPT = f"{GROUP}/attempt"  # the Job's name, on its pods too: how pods are matched
 A_JOB = f"{GROUP}/job"
 A_ASSIGNMENT = f"{GROUP}/assignment"
-A_PROGRESS = f"{GROUP}/progress"  # on the pod: the workload's last report (JSON)
+A_PROGRESS_TOKEN = f"{GROUP}/progress-token"  # on the Job: SHA-256 of the attempt's token
 CONTAINER = "slice"
 
 # Why a pod failed without its container exiting, when the node (not the workload) is to
@@ -98,24 +98,26 @@ def deadline_s(elapsed_s: float, lease_s: float, max_runtime_s: float | None) ->
 
 
 def manifest(a: Assignment, env: Mapping[str, str], t: JobTemplate, *, resource: str | None,
-             product: str | None) -> dict[str, Any]:
+             product: str | None, progress: tuple[str, str] | None = None) -> dict[str, Any]:
     """The Job for one attempt. ``resource``/``product``: the GPU resource and product label
-    of the node the hub chose (None: unknown; a CPU-only slice needs neither)."""
+    of the node the hub chose (None: unknown; a CPU-only slice needs neither).
+    ``progress``: (the agent's progress URL, this attempt's token), see ``kube_progress``."""
     image = a.image or t.default_image
     assert image is not None, "checked by the caller"
     lab = labels(t.cluster, a.key)
     annotations = {A_JOB: a.job, A_ASSIGNMENT: a.model_dump_json()}
+    full = dict(env)
+    if progress is not None:
+        url, token = progress
+        full["ORRERY_PROGRESS_URL"] = f"{url.rstrip('/')}/v1/progress/{job_name(a.key)}"
+        full["ORRERY_PROGRESS_TOKEN"] = token
+        annotations[A_PROGRESS_TOKEN] = hashlib.sha256(token.encode()).hexdigest()
     container: dict[str, Any] = {
         "name": CONTAINER, "image": image, "command": list(a.command),
-        "env": [{"name": k, "value": v} for k, v in sorted(env.items())] + [
+        "env": [{"name": k, "value": v} for k, v in sorted(full.items())] + [
             # Secrets by reference: the kubelet resolves them; the Job holds names only.
             {"name": k, "valueFrom": {"secretKeyRef": {"name": r.name, "key": r.key or k}}}
             for k, r in sorted((a.secret_env or {}).items())
-        ] + [
-            # orrery.workload reports progress and checkpoints by annotating its own pod.
-            {"name": "ORRERY_POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
-            {"name": "ORRERY_POD_NAMESPACE",
-             "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         ],
     }
     if a.gpus:
@@ -140,6 +142,10 @@ def manifest(a: Assignment, env: Mapping[str, str], t: JobTemplate, *, resource:
         pod_spec["tolerations"] = [dict(x) for x in t.tolerations]
     if t.service_account:
         pod_spec["serviceAccountName"] = t.service_account
+    else:
+        # A slice needs no API credentials (progress goes to the agent, see kube_progress):
+        # none are mounted, so a workload cannot relabel its pod out of its Job.
+        pod_spec["automountServiceAccountToken"] = False
     if t.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in t.image_pull_secrets]
     if t.volumes:
@@ -155,6 +161,24 @@ def manifest(a: Assignment, env: Mapping[str, str], t: JobTemplate, *, resource:
                          "spec": pod_spec},
         },
     }
+
+
+def escaped(pod: Obj, owner: str, cluster: str) -> bool:
+    """A pod named for Job ``owner`` (pod names are immutable: ``<Job name>-<5 chars>``)
+    that no longer carries its labels or its Job as controller: it left its Job, so the
+    Job's deadline (the lease) no longer bounds it."""
+    md = pod.get("metadata") or {}
+    want = {L_MANAGED: "orrery", L_CLUSTER: _label_value(cluster), L_ATTEMPT: owner}
+    have = md.get("labels") or {}
+    owned = any(r.get("kind") == "Job" and r.get("name") == owner and r.get("controller")
+                for r in md.get("ownerReferences") or [])
+    return not owned or any(have.get(k) != v for k, v in want.items())
+
+
+def owner_by_name(pod_name: str, names: Mapping[str, Any]) -> str | None:
+    """The Job a pod was created for, from its generated name."""
+    base, sep, tail = pod_name.rpartition("-")
+    return base if sep and len(tail) == 5 and base in names else None
 
 
 def assignment_of(job: Obj) -> Assignment | None:

@@ -18,6 +18,12 @@ has stopped before the hub places it elsewhere. Caveats: the deadline is whole s
 counted on the control plane's clock (keep clocks NTP-synced; skew adds to the lease),
 and a control plane that is down itself cannot stop the pod.
 
+Slices hold no API credentials (no service-account token is mounted unless the chart names
+an account): their progress reaches the agent over a per-attempt token (``kube_progress``).
+A pod that nevertheless leaves its Job (its labels changed by whoever may patch pods) is no
+longer bounded by the Job's deadline: the agent finds it by its immutable name, deletes it
+and ends the attempt (``_catch_escapes``, on every lease renewal).
+
 Configuration beyond the CLI flags (GPU resource names, tolerations, a default image,
 volumes for checkpoints, the pending timeout) comes from the YAML file named by
 ``ORRERY_KUBE_EXECUTOR_CONFIG`` (the Helm chart mounts it); see ``KubeConfig``.
@@ -32,13 +38,12 @@ import logging
 import math
 import os
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception,
@@ -47,6 +52,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from orrery.errors import InvalidInput
 from orrery.wire import Assignment, NodeReport, Progress, SliceKey
 from orrery_spoke_agent.executor import kube_capacity as capa
 from orrery_spoke_agent.executor import kube_jobs as kj
@@ -57,6 +63,7 @@ from orrery_spoke_agent.executor.kube_config import (
     api_client,
     load_config,
 )
+from orrery_spoke_agent.executor.kube_progress import ProgressEndpoint, new_token, token_matches
 from orrery_spoke_agent.executor.kube_watch import Reflector
 from orrery_spoke_agent.inventory import Node
 from orrery_spoke_agent.settings import SpokeSettings
@@ -66,6 +73,7 @@ __all__ = ["CONFIG_ENV", "KubeConfig", "KubeExecutor", "api_client", "build", "l
 
 SYNC_WAIT_S = 10.0  # build() waits this long for the first lists
 CHECK_S = 1.0  # how often a waiting slice re-checks its pending timeout without an event
+REMEMBERED = 4096  # attempt names kept after release, to recognise their pods
 K = tuple[str, int, int]
 
 
@@ -113,6 +121,10 @@ class KubeExecutor:
         self._seen: set[str] = set()  # Job names the watch has shown at least once
         self._stop_reasons: dict[K, str] = {}
         self._unreleased: set[str] = set()  # ended Jobs whose deletion has to be retried
+        self._digests: dict[str, str] = {}  # Job name -> SHA-256 of its progress token
+        self._names: OrderedDict[str, K] = OrderedDict()  # every attempt seen, bounded
+        self.escapes = 0  # pods found outside their Job and deleted
+        self.progress_endpoint: ProgressEndpoint | None = None
         sel = kj.selector(self.cluster)
         wt, cl = cfg.watch_timeout_s, self.cluster
         self.nodes = Reflector("nodes", self.core.list_node, on_change=self._changed,
@@ -126,7 +138,24 @@ class KubeExecutor:
     def start(self) -> KubeExecutor:
         for r in (self.nodes, self.pods, self.jobs):
             r.start()
+        if self.cfg.progress_listen is not None:
+            self.progress_endpoint = ProgressEndpoint(self.cfg.progress_listen, self._verify)
         return self
+
+    def _verify(self, name: str, token: str) -> bool:
+        """On the endpoint's thread: is ``token`` the one this spoke gave Job ``name``?"""
+        recorded = self._digests.get(name)
+        if recorded is None:
+            job = self.jobs.get(self.ns, name)
+            recorded = ((job or {}).get("metadata") or {}).get("annotations", {}).get(
+                kj.A_PROGRESS_TOKEN)
+        return token_matches(token, recorded)
+
+    def _remember(self, name: str, k: K) -> None:
+        self._names[name] = k
+        self._names.move_to_end(name)
+        while len(self._names) > REMEMBERED:
+            self._names.popitem(last=False)
 
     # ---- plumbing ----------------------------------------------------------------------
 
@@ -187,9 +216,14 @@ class KubeExecutor:
                               "names none (nor does this spoke's defaultImage)", retryable=False)
         raw_node = self.nodes.get(None, a.node)
         info = capa.node_info(raw_node, self.cfg.gpu_resources) if raw_node else None
+        token = new_token() if self.cfg.progress_url and self.progress_endpoint else None
         body = kj.manifest(a, env, self.t, resource=info.resource if info else None,
-                           product=info.product if info else None)
+                           product=info.product if info else None,
+                           progress=(self.cfg.progress_url or "", token) if token else None)
         name = body["metadata"]["name"]
+        self._remember(name, _k(a.key))
+        if token is not None:
+            self._digests[name] = body["metadata"]["annotations"][kj.A_PROGRESS_TOKEN]
         started = self.clock()
         try:
             await self._call(self.batch.create_namespaced_job, self.ns, body)
@@ -269,21 +303,10 @@ class KubeExecutor:
         self._wake()
 
     def progress(self, key: SliceKey) -> Progress | None:
-        """What the workload last reported, from its pod's ``orrery.dev/progress``
-        annotation (JSON of ``Progress``), which the pods watch already brings: no extra
-        request. Nothing writes it yet: ``orrery.workload`` writes a file the agent cannot
-        read from another pod (see deploy/helm/README.md)."""
-        for pod in self._pods_of(kj.job_name(key)):
-            raw = ((pod.get("metadata") or {}).get("annotations") or {}).get(kj.A_PROGRESS)
-            if raw:
-                try:
-                    data = json.loads(raw)
-                    if isinstance(data, dict):
-                        data.pop("_written", None)
-                    return Progress.model_validate(data)
-                except (ValueError, ValidationError):
-                    return None
-        return None
+        """What the workload last reported to the agent's progress endpoint."""
+        if self.progress_endpoint is None:
+            return None
+        return self.progress_endpoint.get(kj.job_name(key))
 
     def capacity(self) -> list[NodeReport] | None:
         if not (self.nodes.synced.is_set() and self.pods.synced.is_set()):
@@ -345,6 +368,7 @@ class KubeExecutor:
             self._assignments[k] = a
             self._launched[k] = created
             self._seen.add(name)
+            self._remember(name, k)
             if outcome is None:
                 self._live.add(k)
                 self._log("adopting running Job", a, job_name=name)
@@ -356,7 +380,11 @@ class KubeExecutor:
         for d in (self._assignments, self._launched, self._stop_reasons):
             d.pop(k, None)
         self._live.discard(k)
-        self._unreleased.add(kj.job_name(key))
+        name = kj.job_name(key)
+        self._digests.pop(name, None)
+        if self.progress_endpoint is not None:
+            self.progress_endpoint.forget(name)
+        self._unreleased.add(name)
         await self._delete_released()
 
     async def _delete_released(self) -> None:
@@ -371,9 +399,47 @@ class KubeExecutor:
                 return
             self._unreleased.discard(name)
 
+    async def _catch_escapes(self) -> None:
+        """Delete every live pod of this spoke's attempts that left its Job, and end the
+        attempt it belonged to: nothing else would stop it (it escaped the deadline)."""
+        from kubernetes import client
+
+        for pod in self.pods.items():
+            md = pod.get("metadata") or {}
+            if md.get("namespace") != self.ns or md.get("deletionTimestamp"):
+                continue
+            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+                continue
+            owner = kj.owner_by_name(str(md.get("name", "")), self._names)
+            if owner is None or not kj.escaped(pod, owner, self.cluster):
+                continue
+            k = self._names[owner]
+            a = self._assignments.get(k)
+            reason = f"killed: its pod {md['name']} left its Job"
+            self.escapes += 1
+            log.warning("pod left its Job; deleting it", extra={
+                "job": k[0], "slice": k[1], "epoch": k[2], "cluster": self.cluster,
+                "pod": md["name"], "job_name": owner})
+            if a is not None and k in self._live:
+                self._stop_reasons.setdefault(k, reason)
+                try:
+                    await self._delete_job(owner, foreground=True, grace_s=0)
+                except Exception as exc:
+                    self._log("could not delete Job", a, level=logging.WARNING,
+                              error=str(exc)[:200])
+            try:
+                await self._call(self.core.delete_namespaced_pod, md["name"], self.ns,
+                                 body=client.V1DeleteOptions(grace_period_seconds=0))
+            except Exception as exc:
+                if _status(exc) != 404:
+                    log.warning("could not delete escaped pod %s (will retry): %s", md["name"],
+                                str(exc)[:200], extra={"cluster": self.cluster})
+        self._wake()
+
     async def renew_lease(self, now: float) -> None:
         if self._unreleased:
             await self._delete_released()
+        await self._catch_escapes()
         patches = []
         for k in list(self._live):
             a = self._assignments.get(k)
@@ -403,6 +469,8 @@ class KubeExecutor:
                           job_name=name, error=str(r)[:200])
 
     async def close(self) -> None:
+        if self.progress_endpoint is not None:
+            await asyncio.to_thread(self.progress_endpoint.close)
         await asyncio.gather(*(asyncio.to_thread(r.stop) for r in (self.nodes, self.pods,
                                                                      self.jobs)))
         self.pool.shutdown(wait=False, cancel_futures=True)
@@ -427,6 +495,9 @@ def build(settings: SpokeSettings, *, kubeconfig: Path | None, context: str | No
     ``capacity()`` reports the cluster's live nodes."""
     env_path = os.environ.get(CONFIG_ENV)
     cfg = load_config(Path(env_path) if env_path else None)
+    if (cfg.progress_listen is None) != (cfg.progress_url is None):
+        raise InvalidInput(f"{CONFIG_ENV}: progressListen and progressUrl go together "
+                           "(where the agent listens, and where slices reach it)")
     template = kj.JobTemplate(
         namespace=namespace, cluster=settings.cluster, default_image=cfg.default_image,
         tolerations=tuple(cfg.tolerations), service_account=cfg.service_account,
