@@ -13,6 +13,7 @@ are written only when they change.
 
 from __future__ import annotations
 
+import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from sqlmodel import Session, col, select
 from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
 from orrery.manifest import JobManifest, RestartPolicy
 from orrery.wire import Assignment, Kill
+from orrery.wire.messages import clip
 from orrery_hub.policy import ClusterFacts, Constraints, Evaluator, JobFacts, PolicySet, Usage
 from orrery_hub.policy.facts import Period
 from orrery_hub.reconcile import assignment_for, kill_order, master_port
@@ -37,6 +39,7 @@ from orrery_hub.store.jobs import add_event
 from orrery_hub.store.models import AttemptRow, AuditRow, JobRow, SliceRow
 
 ACTIVE_JOB = ("Pending", "Running")
+log = logging.getLogger("orrery.hub.applier")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +93,7 @@ class Applier:
         self._jobs: dict[str, QueuedJob] = {}
         self._waiting: dict[str, dict[str, str]] = {}
         self._evaluator: Evaluator | None = None
+        self._broken: dict[str, Exception] = {}  # stored jobs whose manifest no longer loads
 
     def job(self, s: Session, job_id: str) -> QueuedJob | None:
         q = self._jobs.get(job_id)
@@ -97,14 +101,21 @@ class Applier:
             row = s.exec(select(JobRow).where(JobRow.id == job_id)).first()
             if row is None:
                 return None
-            q = self._jobs[job_id] = QueuedJob.of(row)
+            try:
+                q = self._jobs[job_id] = QueuedJob.of(row)
+            except ValueError as exc:
+                self._broken[job_id] = exc
+                return None
         return q
 
     def _load(self, s: Session, ids: Sequence[str]) -> None:
         missing = [i for i in ids if i not in self._jobs]
         for i in range(0, len(missing), 500):
             for row in s.exec(select(JobRow).where(col(JobRow.id).in_(missing[i : i + 500]))):
-                self._jobs[row.id] = QueuedJob.of(row)
+                try:
+                    self._jobs[row.id] = QueuedJob.of(row)
+                except ValueError as exc:  # stored before today's limits: failed in gather
+                    self._broken[row.id] = exc
 
     def forget(self, job_ids: Sequence[str]) -> None:
         for j in job_ids:
@@ -161,6 +172,11 @@ class Applier:
             if jid in versions:
                 pending[jid].append((index, not_before))
         self._load(s, [*pending, *{r[0] for r in open_rows}])
+        for jid, exc in list(self._broken.items()):
+            del self._broken[jid]
+            if jid in versions:
+                self._fail_unplaceable(s, jid, exc, now=now)
+            pending.pop(jid, None)
 
         by_team: dict[str, int] = defaultdict(int)
         by_queue: dict[str, int] = defaultdict(int)
@@ -178,7 +194,9 @@ class Applier:
         ready_by_job: list[tuple[QueuedJob, tuple[SliceIndex, ...]]] = []
         blocked: dict[str, str] = {}
         for jid, slices in pending.items():
-            q = self._jobs[jid]
+            q = self._jobs.get(jid)
+            if q is None:
+                continue
             ready: list[SliceIndex] = []
             for index, not_before in slices:
                 old = stopping.get((jid, index))
@@ -356,71 +374,127 @@ class Applier:
         orders: list[tuple[str, Assignment]] = []
         for jid, placements in by_job.items():
             job_id = str(jid)
-            job = s.exec(select(JobRow).where(JobRow.id == job_id)).first()
-            if job is None or job.version != versions.get(job_id) or job.phase not in ACTIVE_JOB:
-                continue  # changed underneath the pass (e.g. cancelled): the next pass decides
-            slices = {
-                sl.index: sl for sl in s.exec(select(SliceRow).where(SliceRow.job_id == job_id))
-            }
-            if any(slices[p.index].phase != "Pending" for p in placements):
+            # Each job in its own savepoint: one that fails (a row the database or the wire
+            # refuses) is rolled back alone and marked Failed; the pass goes on for the rest.
+            try:
+                with s.begin_nested():
+                    placed = self._commit_job(
+                        s, job_id, placements, versions, addresses, gpu_types, now, digest
+                    )
+                    s.flush()
+            except Exception as exc:
+                self._fail_unplaceable(s, job_id, exc, now=now)
                 continue
-            # Rank 0's address is the rendezvous for the whole gang, fresh for each epoch.
-            zero = next((p for p in placements if p.index == 0), None)
-            if zero is not None:
-                m_addr = addresses.get(zero.cluster, "127.0.0.1")
-                m_port = master_port(job_id, slices[0].epoch)
-            else:
-                m_addr = slices[0].master_addr or "127.0.0.1"
-                m_port = slices[0].master_port or master_port(job_id, slices[0].epoch)
-            for p in placements:
-                sl = slices[p.index]
-                sl.phase = "Assigned"
-                sl.cluster = p.cluster
-                sl.node = p.node
-                sl.gpus = list(p.gpus)
-                sl.master_addr = m_addr
-                sl.master_port = m_port
-                sl.attempts += 1
-                sl.updated_at = now
-                s.add(sl)
-                s.add(
-                    AttemptRow(
-                        job_id=job_id,
-                        index=p.index,
-                        epoch=sl.epoch,
-                        cluster=p.cluster,
-                        node=p.node,
-                        gpus=list(p.gpus),
-                        assigned_at=now,
-                        gpu_type=gpu_types.get((p.cluster, p.node)),
+            orders.extend(placed)
+        return orders
+
+    def _commit_job(
+        self,
+        s: Session,
+        job_id: str,
+        placements: list[SlicePlacement],
+        versions: dict[str, int],
+        addresses: Mapping[str, str],
+        gpu_types: Mapping[tuple[str, str], str | None],
+        now: float,
+        digest: str,
+    ) -> list[tuple[str, Assignment]]:
+        orders: list[tuple[str, Assignment]] = []
+        job = s.exec(select(JobRow).where(JobRow.id == job_id)).first()
+        if job is None or job.version != versions.get(job_id) or job.phase not in ACTIVE_JOB:
+            return []  # changed underneath the pass (e.g. cancelled): the next pass decides
+        slices = {sl.index: sl for sl in s.exec(select(SliceRow).where(SliceRow.job_id == job_id))}
+        if any(slices[p.index].phase != "Pending" for p in placements):
+            return []
+        # Rank 0's address is the rendezvous for the whole gang, fresh for each epoch.
+        zero = next((p for p in placements if p.index == 0), None)
+        if zero is not None:
+            m_addr = addresses.get(zero.cluster, "127.0.0.1")
+            m_port = master_port(job_id, slices[0].epoch)
+        else:
+            m_addr = slices[0].master_addr or "127.0.0.1"
+            m_port = slices[0].master_port or master_port(job_id, slices[0].epoch)
+        for p in placements:
+            sl = slices[p.index]
+            sl.phase = "Assigned"
+            sl.cluster = p.cluster
+            sl.node = p.node
+            sl.gpus = list(p.gpus)
+            sl.master_addr = m_addr
+            sl.master_port = m_port
+            sl.attempts += 1
+            sl.updated_at = now
+            s.add(sl)
+            s.add(
+                AttemptRow(
+                    job_id=job_id,
+                    index=p.index,
+                    epoch=sl.epoch,
+                    cluster=p.cluster,
+                    node=p.node,
+                    gpus=list(p.gpus),
+                    assigned_at=now,
+                    gpu_type=gpu_types.get((p.cluster, p.node)),
+                )
+            )
+            orders.append((p.cluster, assignment_for(job, sl)))
+        where = ", ".join(sorted({p.cluster for p in placements}))
+        add_event(
+            s,
+            at=now,
+            kind="Placed",
+            job_id=job_id,
+            message=f"{len(placements)} slice(s) placed on {where}",
+        )
+        s.add(
+            AuditRow(
+                at=now,
+                kind="place",
+                job_id=job_id,
+                decision="placed",
+                detail=f"slices {sorted(p.index for p in placements)} on {where}",
+                policies=[],
+                digest=digest,
+            )
+        )
+        job.waiting = None
+        job.reason = None
+        job.version += 1
+        s.add(job)
+        self._waiting.pop(job_id, None)
+        return orders
+
+    def _fail_unplaceable(self, s: Session, job_id: str, exc: Exception, *, now: float) -> None:
+        """Mark a job whose placement could not be written Failed, with why, so it never
+        fails another pass. If even that cannot be written, it is logged and skipped."""
+        reason = clip(f"could not be placed: {type(exc).__name__}: {exc}", 1024)
+        log.error("job failed at commit", extra={"job": job_id, "reason": reason})
+        self.forget([job_id])
+        try:
+            with s.begin_nested():
+                s.exec(
+                    update(JobRow)
+                    .where(col(JobRow.id) == job_id)
+                    .values(
+                        phase="Failed",
+                        reason=reason,
+                        finished_at=now,
+                        waiting=None,
+                        version=JobRow.version + 1,
                     )
                 )
-                orders.append((p.cluster, assignment_for(job, sl)))
-            where = ", ".join(sorted({p.cluster for p in placements}))
-            add_event(
-                s,
-                at=now,
-                kind="Placed",
-                job_id=job_id,
-                message=f"{len(placements)} slice(s) placed on {where}",
-            )
-            s.add(
-                AuditRow(
-                    at=now,
-                    kind="place",
-                    job_id=job_id,
-                    decision="placed",
-                    detail=f"slices {sorted(p.index for p in placements)} on {where}",
-                    policies=[],
-                    digest=digest,
+                s.exec(
+                    update(SliceRow)
+                    .where(
+                        col(SliceRow.job_id) == job_id,
+                        col(SliceRow.phase).in_(("Pending", "Assigned", "Running")),
+                    )
+                    .values(phase="Failed", updated_at=now)
                 )
-            )
-            job.waiting = None
-            job.reason = None
-            job.version += 1
-            s.add(job)
-            self._waiting.pop(job_id, None)
-        return orders
+                add_event(s, at=now, kind="Failed", job_id=job_id, message=reason)
+                s.flush()
+        except Exception:
+            log.exception("could not mark job failed", extra={"job": job_id})
 
     def record_waiting(self, s: Session, plan: Plan, g: Gathered) -> None:
         """Store why each unplaced job waits, where that changed since the last pass."""

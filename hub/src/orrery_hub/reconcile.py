@@ -589,7 +589,12 @@ def apply_reports(
                 cause="platform",
             )
         else:
-            out.orders.append((cluster, assignment_for(job, sl)))  # resend: it may be lost
+            try:
+                order = assignment_for(job, sl)
+            except ValueError as exc:  # a row the wire refuses: commit fails such jobs
+                log.error("cannot resend assignment", extra={"job": job.id, "error": str(exc)})
+                continue
+            out.orders.append((cluster, order))  # resend: it may be lost
     return out
 
 

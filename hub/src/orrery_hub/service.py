@@ -47,6 +47,7 @@ from orrery.wire import (
 from orrery.wire.codec import WireError, decode_any
 from orrery.wire.signing import sign
 from orrery_hub import reconcile
+from orrery_hub.admission import check_deliverable
 from orrery_hub.applier import Applier
 from orrery_hub.auth import Authenticator, Principal, bootstrap_admin
 from orrery_hub.gate import ClusterShape, PolicyGate, cluster_facts
@@ -420,16 +421,28 @@ class Hub:
     async def _publish(self, orders: list[tuple[str, Assignment | Kill]]) -> None:
         if not orders or self.nc is None:
             return
+        failed = 0
         for cluster, order in orders:
-            stamped = self.stamp(order)
+            # Each order on its own: one that cannot go (too large, NATS down) never keeps
+            # the rest of the batch from their spokes. The next heartbeat resends it.
             try:
+                stamped = self.stamp(order)
                 await self.nc.publish(Subjects(cluster).orders, encode(stamped))
                 self.metrics.orders.labels(order.kind).inc()
-            except Exception as exc:  # NATS down: the next heartbeat repairs it
+            except Exception as exc:
+                failed += 1
                 log.warning(
-                    "could not publish order", extra={"cluster": cluster, "error": str(exc)}
+                    "could not publish order",
+                    extra={
+                        "cluster": cluster,
+                        "job": order.job,
+                        "slice": order.index,
+                        "epoch": order.epoch,
+                        "error": str(exc)[:500],
+                    },
                 )
-                return
+        if failed == len(orders):
+            return
         try:
             await self.nc.flush(timeout=1)
         except Exception:
@@ -575,6 +588,7 @@ class Hub:
     # ---- what the API calls ----------------------------------------------------------
 
     async def submit(self, manifest: JobManifest) -> JobPublic:
+        check_deliverable(manifest)  # a job that could never be sent is a 422 now
         now = self.clock()
         root = self.settings.checkpoints
 

@@ -1,5 +1,6 @@
 """Durations as users write them in manifests and policies: ``90s``, ``15m``, ``12h``, ``2d``."""
 
+import math
 import re
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -9,9 +10,10 @@ _PART = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 def parse_duration(text: str | int | float) -> float:
     """Seconds in ``text``; a bare number is seconds. Raises ValueError with the reason."""
     if isinstance(text, int | float):
-        if text < 0:
-            raise ValueError("a duration cannot be negative")
-        return float(text)
+        try:
+            return _finite(float(text))
+        except OverflowError:  # an int too large for a float
+            raise ValueError("a duration must be a finite number") from None
     s = text.strip().lower()
     if not s:
         raise ValueError("empty duration")
@@ -20,9 +22,7 @@ def parse_duration(text: str | int | float) -> float:
     except ValueError:
         pass
     else:
-        if value < 0:
-            raise ValueError("a duration cannot be negative")
-        return value
+        return _finite(value)
     pos, total = 0, 0.0
     for m in _PART.finditer(s):
         if m.start() != pos:
@@ -30,8 +30,17 @@ def parse_duration(text: str | int | float) -> float:
         total += float(m.group(1)) * _UNITS[m.group(2)]
         pos = m.end()
     if pos != len(s) or pos == 0:
-        raise ValueError(f"{text!r} is not a duration (use e.g. 90s, 15m, 12h, 1h30m, 2d)")
-    return total
+        raise ValueError(f"{text[:64]!r} is not a duration (use e.g. 90s, 15m, 12h, 1h30m, 2d)")
+    return _finite(total)
+
+
+def _finite(value: float) -> float:
+    # nan compares false with every limit, so it would slip past every guardrail.
+    if not math.isfinite(value):
+        raise ValueError("a duration must be a finite number")
+    if value < 0:
+        raise ValueError("a duration cannot be negative")
+    return value
 
 
 def format_duration(seconds: float) -> str:

@@ -2,7 +2,8 @@
 
     OrreryError                      base; ``retryable`` says whether trying again may help
     ├── InvalidInput                 a user's manifest, policy or flag is wrong: never retry
-    │   └── ManifestError            names the field (``loc``) and the reason
+    │   ├── ManifestError            names the field (``loc``) and the reason
+    │   └── TooLarge                 past a declared size limit (a 413 at the API)
     ├── Unauthenticated              no token, or one the hub does not accept (HTTP 401)
     ├── Forbidden                    policies or the caller's role refuse it: never retry
     ├── NotFound                     the thing asked for does not exist: never retry
@@ -43,6 +44,10 @@ class ManifestError(InvalidInput):
         self.source = source
         detail = "; ".join(f"{loc}: {reason}" if loc else reason for loc, reason in problems)
         super().__init__(f"invalid {source}: {detail}")
+
+
+class TooLarge(InvalidInput):
+    """A request or document past a declared size limit; the message names the limit."""
 
 
 class Unauthenticated(OrreryError):

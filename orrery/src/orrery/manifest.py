@@ -9,11 +9,11 @@ same thing everywhere.
 from __future__ import annotations
 
 import json
+import math
 import re
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from orrery.document import load_document
 from orrery.duration import parse_duration
 from orrery.errors import ManifestError
 from orrery.names import check_dns_label
@@ -31,15 +32,34 @@ API_VERSION = "orrery/v1"
 MAX_SLICES = 4096
 MAX_GPUS_PER_SLICE = 64
 DEFAULT_MAX_RUNTIME_S = 24 * 3600.0
+# Declared limits: past any of them the manifest is refused, naming the field. They keep
+# one job's Assignment well inside a NATS message (see orrery.wire.codec.MAX_ORDER_BYTES).
+MAX_LABELS = 64
+MAX_LABEL_VALUE = 63
+MAX_ENV = 256
+MAX_ENV_KEY = 256
+MAX_ENV_VALUE = 32 * 1024
+MAX_COMMAND_ARGS = 1024
+MAX_ARG = 32 * 1024
+MAX_GPU_TYPES = 32
+MAX_PATH = 4096
+MAX_MAX_RUNTIME_S = 366 * 24 * 3600.0
 
 _SECRET_KEY = re.compile(r"[-._a-zA-Z0-9]{1,253}")
-_LABEL_KEY = re.compile(r"^([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_LABEL_KEY = re.compile(r"([a-z0-9.-]{1,253}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_ENV_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+GpuTypeName = Annotated[str, Field(max_length=128)]
+Arg = Annotated[str, Field(max_length=MAX_ARG)]
 
 
 class _Model(BaseModel):
     model_config = ConfigDict(
-        extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True
+        extra="forbid",
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+        allow_inf_nan=False,
     )
 
 
@@ -50,7 +70,7 @@ class RestartPolicy(StrEnum):
 
 class Metadata(_Model):
     name: str = Field(description="DNS-style name: lowercase letters, digits and '-'")
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict, max_length=MAX_LABELS)
 
     @field_validator("name")
     @classmethod
@@ -61,10 +81,10 @@ class Metadata(_Model):
     @classmethod
     def _labels(cls, v: dict[str, str]) -> dict[str, str]:
         for key, value in v.items():
-            if not _LABEL_KEY.match(key):
-                raise ValueError(f"label key {key!r} is not a valid label name")
-            if len(value) > 63:
-                raise ValueError(f"label {key!r}: value longer than 63 characters")
+            if not _LABEL_KEY.fullmatch(key):
+                raise ValueError(f"label key {key[:80]!r} is not a valid label name")
+            if len(value) > MAX_LABEL_VALUE:
+                raise ValueError(f"label {key!r}: value longer than {MAX_LABEL_VALUE} characters")
         return v
 
 
@@ -95,22 +115,29 @@ class JobSpec(_Model):
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
     slices: int = Field(default=1, ge=1, le=MAX_SLICES)
     gpus_per_slice: int = Field(default=1, ge=0, le=MAX_GPUS_PER_SLICE)
-    gpu_type: str | list[str] | None = Field(
-        default=None, description="one GPU type, or a list meaning any of them"
+    gpu_type: GpuTypeName | Annotated[list[GpuTypeName], Field(max_length=MAX_GPU_TYPES)] | None = (
+        Field(default=None, description="one GPU type, or a list meaning any of them")
     )
     restart_policy: RestartPolicy = RestartPolicy.GANG
     max_retries: int = Field(default=3, ge=0, le=100)
     max_runtime: str | float | None = Field(
         default=None, description="e.g. 12h; for cost estimates and guardrails"
     )
-    image: str | None = Field(default=None, description="container image, for Kubernetes spokes")
-    command: list[str] = Field(min_length=1)
-    env: dict[str, str | SecretRef] = Field(
+    image: str | None = Field(
+        default=None, max_length=1024, description="container image, for Kubernetes spokes"
+    )
+    command: list[Arg] = Field(min_length=1, max_length=MAX_COMMAND_ARGS)
+    env: dict[
+        Annotated[str, Field(max_length=MAX_ENV_KEY)],
+        Annotated[str, Field(max_length=MAX_ENV_VALUE)] | SecretRef,
+    ] = Field(
         default_factory=dict,
+        max_length=MAX_ENV,
         description="plain values, or {secretRef: NAME} for a secret held on the cluster",
     )
     checkpoint_dir: str | None = Field(
         default=None,
+        max_length=MAX_PATH,
         description="where the job keeps checkpoints (path or URI); the hub picks one if unset",
     )
 
@@ -126,20 +153,27 @@ class JobSpec(_Model):
             raise ValueError("GPU type name cannot be empty")
         return v
 
-    @field_validator("max_runtime")
+    @field_validator("max_runtime", mode="before")
     @classmethod
-    def _max_runtime(cls, v: str | float | None) -> str | float | None:
-        if v is not None:
+    def _max_runtime(cls, v: Any) -> Any:
+        # Before the union: else `.nan` fails as "not a string" rather than as what it is.
+        if isinstance(v, str) and len(v) > 64:
+            raise ValueError("longer than 64 characters; use e.g. 12h")
+        if isinstance(v, bool):
+            raise ValueError("must be a duration such as 12h, or seconds")
+        if isinstance(v, int | float | str):
             seconds = parse_duration(v)
-            if seconds <= 0:
-                raise ValueError("must be positive")
+            if not math.isfinite(seconds) or seconds <= 0:
+                raise ValueError("must be a positive, finite duration")
+            if seconds > MAX_MAX_RUNTIME_S:
+                raise ValueError(f"must be at most {MAX_MAX_RUNTIME_S / 86400:.0f} days")
         return v
 
     @field_validator("env")
     @classmethod
     def _env(cls, v: dict[str, str | SecretRef]) -> dict[str, str | SecretRef]:
         for key in v:
-            if not _ENV_KEY.match(key):
+            if not _ENV_KEY.fullmatch(key):
                 raise ValueError(f"{key!r} is not a valid environment variable name")
         return v
 
@@ -193,11 +227,23 @@ def _loc(parts: tuple[int | str, ...]) -> str:
     return out
 
 
+_TAGS = {"str", "float", "int", "list[str]", "constrained-str", "list[constrained-str]"}
+
+
+def _union_tag(part: int | str) -> bool:
+    """pydantic names the union member that failed inside an error's location."""
+    return isinstance(part, str) and (part in _TAGS or part.startswith("function-"))
+
+
 def problems_of(exc: ValidationError) -> list[tuple[str, str]]:
     """(location, reason) pairs from a pydantic error, using the manifest's field names."""
     out = []
-    for err in exc.errors(include_url=False):
-        loc = tuple(p for p in err["loc"] if p not in ("str", "list[str]", "float", "int"))
+    errors = exc.errors(include_url=False)
+    # Where a union fails on every branch, the branch of the right type says the most:
+    # prefer a limit ("at most 32 items") to "Input should be a valid string".
+    errors.sort(key=lambda e: e["type"].endswith("_type"))
+    for err in errors:
+        loc = tuple(p for p in err["loc"] if not _union_tag(p))
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
@@ -209,20 +255,6 @@ def problems_of(exc: ValidationError) -> list[tuple[str, str]]:
     for where, why in out:
         seen.setdefault(where, why)
     return list(seen.items())
-
-
-def load_document(text: str, *, source: str = "manifest") -> Any:
-    """Parse YAML (a superset of JSON); errors name the line."""
-    try:
-        return yaml.safe_load(text)
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "?"
-        raise ManifestError(
-            [("", f"not valid YAML at {where}: {exc.problem}")], source=source
-        ) from None
-    except yaml.YAMLError as exc:
-        raise ManifestError([("", f"not valid YAML: {exc}")], source=source) from None
 
 
 def manifest_from_data(data: Any, *, source: str = "manifest") -> JobManifest:
@@ -243,3 +275,6 @@ def parse_manifest(text: str, *, source: str = "manifest") -> JobManifest:
 
 def manifest_to_json(manifest: JobManifest) -> str:
     return json.dumps(manifest.model_dump(mode="json", by_alias=True, exclude_none=True))
+
+
+__all__ = ["JobManifest", "JobSpec", "Metadata", "load_document", "parse_manifest"]

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import re
 
-DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
 DNS_LABEL_RULE = (
     "must be 1-63 lowercase letters, digits or '-', starting and ending with a letter or digit"
 )
 
 
 def is_dns_label(name: str) -> bool:
-    return bool(DNS_LABEL.match(name))
+    return DNS_LABEL.fullmatch(name) is not None  # fullmatch: "$" would allow "a\n"
 
 
 def check_dns_label(name: str) -> str:

@@ -27,6 +27,7 @@ workload: it is dropped, and the next one tries again.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import tempfile
@@ -127,7 +128,10 @@ def report(
     if total_steps is not None:
         _state["total_steps"] = total_steps
     if metrics:
-        _state["metrics"] = {k: float(v) for k, v in metrics.items()}
+        # A diverged loss (nan, inf) is left out: the wire carries finite numbers only,
+        # and one such value would otherwise cost the whole progress report.
+        values = {k: float(v) for k, v in metrics.items()}
+        _state["metrics"] = {k: v for k, v in values.items() if math.isfinite(v)}
     if message is not None:
         _state["message"] = message
     now = time.monotonic()

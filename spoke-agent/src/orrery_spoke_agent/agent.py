@@ -28,6 +28,7 @@ from urllib.parse import urlparse
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
+from pydantic import ValidationError
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
@@ -50,6 +51,7 @@ from orrery.wire import (
     decode,
     encode,
 )
+from orrery.wire.messages import INT64_MAX, clip
 from orrery_spoke_agent.executor import Executor, LaunchError, Outcome, slice_env
 from orrery_spoke_agent.inventory import Node
 from orrery_spoke_agent.orders import OrderGate, load_verifier
@@ -247,20 +249,34 @@ class Agent:
         )
 
     def _report(self, at: Attempt) -> SliceReport:
-        return SliceReport(
+        # What a workload or a peer chose (an exit code, a reason) is fitted to the wire's
+        # limits here, so no value can make the heartbeat itself unsendable.
+        code = at.exit_code
+        if code is not None and not -INT64_MAX - 1 <= code <= INT64_MAX:
+            code = 255
+        try:
+            progress = self.executor.progress(at.key)
+        except Exception:  # a workload's progress file is never worth a heartbeat
+            progress = None
+        report = dict(
             job=at.a.job,
             index=at.a.index,
             epoch=at.a.epoch,
             phase=at.phase,
             node=at.a.node,
             gpus=list(at.a.gpus),
-            exit_code=at.exit_code,
-            reason=at.reason,
+            exit_code=code,
+            reason=clip(at.reason) if at.reason is not None else None,
             started_at=at.started_at,
             finished_at=at.finished_at,
-            progress=self.executor.progress(at.key),
             cause=at.cause,
         )
+        try:
+            return SliceReport.model_validate({**report, "progress": progress})
+        except ValidationError as exc:
+            log.warning("slice report did not fit the wire: %s", clip(str(exc), 512))
+            report.update(started_at=None, finished_at=None, reason="unreportable values")
+            return SliceReport.model_validate(report)
 
     async def beat_once(self) -> bool:
         """Send one heartbeat; True when the hub answered (and the lease was renewed)."""
@@ -345,14 +361,14 @@ class Agent:
         for old in same:
             if not old.phase.terminal:
                 await self.executor.terminate(
-                    old.key, self.settings.kill_grace_s, f"superseded by epoch {a.epoch}"
+                    old.key, self.settings.kill_grace_s, clip(f"superseded by epoch {a.epoch}")
                 )
         if self.lease_lapsed:
             return  # the hub will resend once it hears from us again
         at = Attempt(a, SlicePhase.STARTING)
         problem = self._check_fit(a)
         if problem:
-            at.phase, at.reason, at.finished_at = SlicePhase.FAILED, problem, self.clock()
+            at.phase, at.reason, at.finished_at = SlicePhase.FAILED, clip(problem), self.clock()
             at.cause = "platform"  # this spoke's state, not the workload
             self.attempts[_k(a.key)] = at
             self._log("refused assignment", a, reason=problem)
@@ -362,7 +378,7 @@ class Agent:
         try:
             at.started_at = await self.executor.launch(a, slice_env(a))
         except LaunchError as exc:
-            at.phase, at.reason, at.finished_at = SlicePhase.FAILED, exc.reason, self.clock()
+            at.phase, at.reason, at.finished_at = SlicePhase.FAILED, clip(exc.reason), self.clock()
             # Retryable: the platform failed (try again, elsewhere); not: the job never can.
             at.cause = "platform" if exc.retryable else "workload"
             self._log("launch failed", a, reason=exc.reason)
@@ -458,7 +474,7 @@ class Agent:
 
     def _finish(self, at: Attempt, o: Outcome) -> None:
         at.exit_code = o.exit_code
-        at.reason = o.reason
+        at.reason = clip(o.reason) if o.reason is not None else None
         at.finished_at = o.finished_at
         if o.killed:
             at.phase = SlicePhase.KILLED

@@ -288,8 +288,15 @@ def run(folder: Path) -> int:
                 stop = json.loads((folder / "stop.json").read_text())
             except (OSError, ValueError):
                 stop = {}
-            reason = stop.get("reason") or "stopped by the agent"
-            sup.stop(float(stop.get("grace_s", grace)))
+            stop = stop if isinstance(stop, dict) else {}
+            reason = str(stop.get("reason") or "stopped by the agent")[:2048]
+            try:
+                stop_grace = min(max(float(stop.get("grace_s", grace)), 0.0), 3600.0)
+            except (TypeError, ValueError):
+                stop_grace = grace
+            if stop_grace != stop_grace:  # nan
+                stop_grace = grace
+            sup.stop(stop_grace)
             killed = True
             break
         try:

@@ -4,6 +4,7 @@ errors into HTTP statuses:
     InvalidInput / ManifestError -> 422 (each bad field named)     NotFound -> 404
     Conflict -> 409                                                Unavailable -> 503
     Unauthenticated -> 401 (WWW-Authenticate: Bearer)              Forbidden -> 403
+    TooLarge -> 413 (the body limit, enforced while streaming: ``api.limits``)
 
 Every route but /healthz declares the permission it needs (``require``, orrery_hub.auth).
 """
@@ -11,6 +12,7 @@ Every route but /healthz declares the permission it needs (``require``, orrery_h
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -28,6 +30,7 @@ from orrery.errors import (
     ManifestError,
     NotFound,
     OrreryError,
+    TooLarge,
     TooManyRequests,
     Unauthenticated,
     Unavailable,
@@ -42,6 +45,7 @@ from orrery.resources import (
     JobPublic,
     Problem,
 )
+from orrery_hub.api.limits import MAX_BODY, BodyLimit
 from orrery_hub.api.scope import bind_team, visible
 from orrery_hub.auth import Guard, Permission, Principal, require
 from orrery_hub.auth.ratelimit import RateLimiter, retry_after_header
@@ -49,9 +53,8 @@ from orrery_hub.auth.ratelimit import RateLimiter, retry_after_header
 if TYPE_CHECKING:
     from orrery_hub.service import Hub
 
-MAX_BODY = 1024 * 1024
-
-_STATUS = {
+_STATUS: dict[type[OrreryError], int] = {
+    TooLarge: 413,
     Unauthenticated: 401,
     TooManyRequests: 429,
     ManifestError: 422,
@@ -78,9 +81,9 @@ def _problem(exc: OrreryError) -> JSONResponse:
 
 
 async def _text(request: Request) -> str:
-    body = await request.body()
+    body = await request.body()  # BodyLimit has stopped anything past MAX_BODY
     if len(body) > MAX_BODY:
-        raise InvalidInput(f"manifest larger than {MAX_BODY} bytes")
+        raise TooLarge(f"manifest larger than {MAX_BODY} bytes")
     try:
         text = body.decode()
     except UnicodeDecodeError:
@@ -115,6 +118,8 @@ def create_app(hub: Hub) -> FastAPI:
     @app.exception_handler(OrreryError)
     async def _domain(_: Request, exc: OrreryError) -> JSONResponse:
         return _problem(exc)
+
+    app.add_middleware(BodyLimit, max_bytes=MAX_BODY)
 
     manifest_schema = JobManifest.model_json_schema(by_alias=True)
 
@@ -239,7 +244,7 @@ def create_app(hub: Hub) -> FastAPI:
         # the manifest itself.
         try:
             data = json.loads(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # not JSON (YAML?), or nested past the limit
             data = None
         if (
             isinstance(data, dict)
@@ -272,6 +277,8 @@ def create_app(hub: Hub) -> FastAPI:
                 )
             except ValueError as exc:
                 raise InvalidInput(f"since: {exc}") from None
+            if not math.isfinite(start):
+                raise InvalidInput("since: must be a finite time")
         return await hub.usage(team=team, since=start)
 
     @app.get(

@@ -3,6 +3,12 @@
 SQLite runs in WAL mode with one writer at a time: the hub's service funnels every store
 call through one worker thread (``service.StoreRunner``), so the event loop never blocks
 on the database and writes never contend.
+
+Durability: ``synchronous=FULL``, so a commit is on disk before it returns — a placement
+whose order has gone out is never undone by a power loss (NORMAL in WAL mode may lose the
+last transactions). Transactions: pysqlite's own BEGIN handling is switched off and
+SQLAlchemy emits BEGIN itself (the recipe in SQLAlchemy's SQLite notes), so a transaction
+spans its reads too and SAVEPOINTs work: the applier commits each job in its own savepoint.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ from sqlmodel import Session, SQLModel, create_engine
 
 from orrery.errors import InvalidInput, Unavailable
 from orrery_hub.store import models, tokenrows  # noqa: F401  (registers the tables)
+
+SQLITE_SYNCHRONOUS = "FULL"
 
 
 class Database:
@@ -45,11 +53,16 @@ class Database:
 
             @event.listens_for(engine, "connect")
             def _pragmas(conn: Any, _record: Any) -> None:
+                conn.isolation_level = None  # SQLAlchemy emits BEGIN (below), not pysqlite
                 cur = conn.cursor()
                 cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA synchronous=NORMAL")
+                cur.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
+
+            @event.listens_for(engine, "begin")
+            def _begin(conn: Any) -> None:
+                conn.exec_driver_sql("BEGIN")
 
         db = cls(engine)
         try:

@@ -17,6 +17,11 @@ from orrery.wire.messages import (
 )
 
 MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+# NATS refuses a message over its max_payload (1 MiB by default), so an order that encodes
+# larger could never be delivered. The hub checks each job's Assignment against this at
+# admission; the rest of the MiB is headroom for the envelope (signature, expiry).
+NATS_MAX_PAYLOAD = 1024 * 1024
+MAX_ORDER_BYTES = NATS_MAX_PAYLOAD - 64 * 1024
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -40,6 +45,8 @@ def encode(message: BaseModel) -> bytes:
 
 
 def _check(data: bytes) -> None:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise WireError(f"expected bytes, got {type(data).__name__}")
     if len(data) > MAX_MESSAGE_BYTES:
         raise WireError(f"message of {len(data)} bytes exceeds {MAX_MESSAGE_BYTES}")
 
@@ -51,6 +58,8 @@ def decode(data: bytes, model: type[M]) -> M:
         return model.model_validate_json(data)
     except ValidationError as exc:
         raise WireError(_describe(exc, data)) from None
+    except (ValueError, RecursionError) as exc:  # nothing but WireError leaves a decoder
+        raise WireError(f"undecodable: {type(exc).__name__}") from None
 
 
 def decode_order(data: bytes) -> Assignment | Kill:
@@ -59,6 +68,8 @@ def decode_order(data: bytes) -> Assignment | Kill:
         return _order.validate_json(data)
     except ValidationError as exc:
         raise WireError(_describe(exc, data)) from None
+    except (ValueError, RecursionError) as exc:  # nothing but WireError leaves a decoder
+        raise WireError(f"undecodable: {type(exc).__name__}") from None
 
 
 def decode_any(data: bytes) -> Heartbeat | HeartbeatAck | SliceStatus | Assignment | Kill:
@@ -67,13 +78,19 @@ def decode_any(data: bytes) -> Heartbeat | HeartbeatAck | SliceStatus | Assignme
         return _any.validate_json(data)
     except ValidationError as exc:
         raise WireError(_describe(exc, data)) from None
+    except (ValueError, RecursionError) as exc:  # nothing but WireError leaves a decoder
+        raise WireError(f"undecodable: {type(exc).__name__}") from None
 
 
 def _describe(exc: ValidationError, data: bytes) -> str:
     first = exc.errors(include_url=False)[:3]
-    parts = [f"{'.'.join(str(p) for p in e['loc']) or '<root>'}: {e['msg']}" for e in first]
+    # Locations may hold a peer's dict keys: cut them, this text goes to our logs.
+    parts = [
+        f"{'.'.join(str(p)[:64] for p in e['loc'])[:256] or '<root>'}: {e['msg'][:256]}"
+        for e in first
+    ]
     more = f" (+{exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
     version_hint = ""
-    if b'"v":' in data and f'"v":{PROTOCOL_VERSION}'.encode() not in data:
+    if b'"v":' in bytes(data) and f'"v":{PROTOCOL_VERSION}'.encode() not in bytes(data):
         version_hint = f" [protocol version differs from ours ({PROTOCOL_VERSION})]"
     return "; ".join(parts) + more + version_hint

@@ -4,7 +4,10 @@ idempotent (an assignment names its epoch, a kill names the epoch it kills).
 Every message has the envelope fields ``v`` (protocol version), ``kind``, ``sender``,
 ``seq`` and ``sig`` (reserved for signing), so signing can be added without changing a
 message. Field limits are declared here so a hostile or broken peer cannot make the
-receiver allocate without bound.
+receiver allocate without bound: every string, list and map has a size limit, every
+integer fits a signed 64-bit column (an epoch of 2**70 is refused here, at decode, and
+never reaches the database), and every float is finite (``nan`` slips past every
+comparison). A message past a limit is a WireError: counted, logged and dropped.
 """
 
 from __future__ import annotations
@@ -19,19 +22,36 @@ MAX_NODES = 10_000
 MAX_SLICES_PER_REPORT = 10_000
 MAX_GPUS_PER_NODE = 64
 MAX_METRICS = 64
+MAX_LABELS = 64
+MAX_ENV = 256
+MAX_COMMAND_ARGS = 1024
+MAX_REASON = 2048
+MAX_PATH = 4096
+INT64_MAX = 2**63 - 1
 
 Name = Annotated[str, Field(min_length=1, max_length=253)]
+Count = Annotated[int, Field(ge=0, le=INT64_MAX)]  # epochs, indices, steps, seq: an INTEGER
+GpuIndex = Annotated[int, Field(ge=0, le=4095)]
+Label = Annotated[str, Field(max_length=253)]
+PathText = Annotated[str, Field(max_length=MAX_PATH)]
+Reason = Annotated[str, Field(max_length=MAX_REASON)]
+
+
+def clip(text: str, limit: int = MAX_REASON) -> str:
+    """``text`` cut to ``limit`` characters, marked as cut: for reasons built from values a
+    peer chose (a 2,100-digit epoch must not make our own message unsendable)."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _Wire(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class _Envelope(_Wire):
     v: Literal[1] = 1  # PROTOCOL_VERSION
     sender: Name
-    seq: int = Field(ge=0)
-    sig: str | None = None  # reserved: a signature over the rest, once enrollment lands
+    seq: Count
+    sig: str | None = Field(default=None, max_length=1024)  # a signature over the rest
 
 
 class SlicePhase(StrEnum):
@@ -48,39 +68,41 @@ class SlicePhase(StrEnum):
 
 class SliceKey(_Wire):
     job: Name
-    index: int = Field(ge=0)
-    epoch: int = Field(ge=0)
+    index: Count
+    epoch: Count
 
 
 class Progress(_Wire):
     """What the workload helper last reported."""
 
-    step: int | None = Field(default=None, ge=0)
-    total_steps: int | None = Field(default=None, ge=0)
-    metrics: dict[str, float] = Field(default_factory=dict, max_length=MAX_METRICS)
-    checkpoint: str | None = Field(default=None, max_length=4096)
-    checkpoint_step: int | None = Field(default=None, ge=0)
+    step: Count | None = None
+    total_steps: Count | None = None
+    metrics: dict[Annotated[str, Field(max_length=128)], float] = Field(
+        default_factory=dict, max_length=MAX_METRICS
+    )
+    checkpoint: PathText | None = None
+    checkpoint_step: Count | None = None
     message: str | None = Field(default=None, max_length=1024)
 
 
 class NodeReport(_Wire):
     name: Name
     gpu_type: str | None = Field(default=None, max_length=128)  # None: a CPU-only node
-    gpu_memory_mib: int = Field(default=0, ge=0)
+    gpu_memory_mib: int = Field(default=0, ge=0, le=INT64_MAX)
     gpus: int = Field(ge=0, le=MAX_GPUS_PER_NODE)
-    free: list[int] = Field(default_factory=list, max_length=MAX_GPUS_PER_NODE)
+    free: list[GpuIndex] = Field(default_factory=list, max_length=MAX_GPUS_PER_NODE)
     ready: bool = True
 
 
 class SliceReport(_Wire):
     job: Name
-    index: int = Field(ge=0)
-    epoch: int = Field(ge=0)
+    index: Count
+    epoch: Count
     phase: SlicePhase
-    node: str | None = None
-    gpus: list[int] = Field(default_factory=list, max_length=MAX_GPUS_PER_NODE)
-    exit_code: int | None = None
-    reason: str | None = Field(default=None, max_length=2048)
+    node: str | None = Field(default=None, max_length=253)
+    gpus: list[GpuIndex] = Field(default_factory=list, max_length=MAX_GPUS_PER_NODE)
+    exit_code: int | None = Field(default=None, ge=-INT64_MAX - 1, le=INT64_MAX)
+    reason: Reason | None = None
     started_at: float | None = None
     finished_at: float | None = None
     progress: Progress | None = None
@@ -102,9 +124,9 @@ class Heartbeat(_Envelope):
     cluster: Name
     incarnation: str = Field(min_length=1, max_length=64)  # new on each agent start
     address: str = Field(default="127.0.0.1", max_length=253)  # where its slices listen
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: dict[Label, Label] = Field(default_factory=dict, max_length=MAX_LABELS)
     executor: str = Field(default="local", max_length=32)
-    lease_s: float = Field(gt=0)
+    lease_s: float = Field(gt=0, le=86400)
     nodes: list[NodeReport] = Field(default_factory=list, max_length=MAX_NODES)
     slices: list[SliceReport] = Field(default_factory=list, max_length=MAX_SLICES_PER_REPORT)
 
@@ -114,9 +136,9 @@ class HeartbeatAck(_Envelope):
 
     kind: Literal["heartbeat_ack"] = "heartbeat_ack"
     accepted: bool = True
-    reason: str | None = None
+    reason: Reason | None = None
     # Terminal slices the hub has recorded: the spoke may stop reporting them.
-    forget: list[SliceKey] = Field(default_factory=list)
+    forget: list[SliceKey] = Field(default_factory=list, max_length=MAX_SLICES_PER_REPORT)
 
 
 class SliceStatus(_Envelope):
@@ -148,21 +170,23 @@ class Assignment(_Order):
     kind: Literal["assignment"] = "assignment"
     job: Name
     job_name: Name
-    index: int = Field(ge=0)
-    epoch: int = Field(ge=0)
-    world_size: int = Field(ge=1)
+    index: Count
+    epoch: Count
+    world_size: int = Field(ge=1, le=1_000_000)
     node: Name
-    gpus: list[int] = Field(default_factory=list, max_length=MAX_GPUS_PER_NODE)
-    master_addr: str
+    gpus: list[GpuIndex] = Field(default_factory=list, max_length=MAX_GPUS_PER_NODE)
+    master_addr: str = Field(max_length=253)
     master_port: int = Field(ge=1, le=65535)
-    command: list[str] = Field(min_length=1)
-    image: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
+    # Arguments and environment values are bounded as a whole by the message size (the
+    # hub checks an Assignment's encoded size at admission: see codec.MAX_ORDER_BYTES).
+    command: list[str] = Field(min_length=1, max_length=MAX_COMMAND_ARGS)
+    image: str | None = Field(default=None, max_length=1024)
+    env: dict[str, str] = Field(default_factory=dict, max_length=MAX_ENV)
     # Variable -> the secret the spoke resolves it from. None (not sent) when there are
     # none, so an order without secrets encodes as it did before the field existed.
     secret_env: dict[str, SecretEnv] | None = Field(default=None, max_length=256)
-    checkpoint_dir: str
-    checkpoint: str | None = None  # the last complete checkpoint to resume from
+    checkpoint_dir: PathText
+    checkpoint: PathText | None = None  # the last complete checkpoint to resume from
     max_runtime_s: float | None = Field(default=None, gt=0)
 
     @property
@@ -175,8 +199,8 @@ class Kill(_Order):
 
     kind: Literal["kill"] = "kill"
     job: Name
-    index: int = Field(ge=0)
-    epoch: int = Field(ge=0)
+    index: Count
+    epoch: Count
     reason: str = Field(default="", max_length=1024)
     grace_s: float = Field(default=5.0, ge=0, le=3600)
 

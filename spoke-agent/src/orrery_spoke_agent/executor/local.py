@@ -12,6 +12,7 @@ recorded the attempt's end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from orrery.wire import Assignment, NodeReport, Progress, SliceKey
+from orrery.wire.messages import MAX_REASON
 from orrery_spoke_agent.executor import secrets
 from orrery_spoke_agent.executor.base import Found, LaunchError, Outcome
 from orrery_spoke_agent.executor.local_host import (
@@ -199,14 +201,15 @@ class LocalExecutor:
     def _outcome(self, folder: Path) -> Outcome | None:
         try:
             data = json.loads((folder / "exit.json").read_text())
-            code = data["code"]
+            # The workload can write its own folder: every value is checked, none trusted.
+            code, reason = data["code"], data.get("reason")
             return Outcome(
                 exit_code=None if code is None else int(code),
-                reason=data.get("reason"),
+                reason=str(reason)[:MAX_REASON] if reason is not None else None,
                 finished_at=float(data["finished_at"]),
                 killed=bool(data.get("killed")),
             )
-        except (OSError, ValueError, KeyError, TypeError):
+        except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
             return None
 
     def _track(self, folder: Path) -> Track:
@@ -299,8 +302,12 @@ class LocalExecutor:
                 a = Assignment.model_validate_json(a_file.read_text())
                 if self._dir(a.key) != folder:
                     raise UnsafeKey(f"{folder} does not match its assignment")
-            except (OSError, ValidationError, UnsafeKey):
-                log.warning("unreadable attempt markers in %s; ignoring", folder)
+            except (OSError, ValueError, UnsafeKey):
+                # Quarantined, not fatal and not retried on every start: the file is kept
+                # beside its old name for a person to read.
+                log.warning("unreadable attempt markers in %s; quarantined", folder)
+                with contextlib.suppress(OSError):
+                    a_file.rename(a_file.with_name("assignment.json.quarantined"))
                 continue
             started_at = None
             sup_pid = None
