@@ -26,6 +26,7 @@ from orrery_hub.service import Hub
 from orrery_hub.store import Database
 from orrery_hub.store import jobs as jobstore
 from orrery_hub.store.models import EventRow, JobRow, SliceRow
+from tests.conftest import ADMIN
 
 JOB = "apiVersion: orrery/v1\nkind: TrainingJob\nmetadata: {name: %s}\nspec: {command: [x]%s}\n"
 
@@ -33,7 +34,7 @@ JOB = "apiVersion: orrery/v1\nkind: TrainingJob\nmetadata: {name: %s}\nspec: {co
 @pytest.fixture
 async def api(hub: Hub) -> httpx.AsyncClient:
     assert hub.endpoints is not None
-    async with httpx.AsyncClient(base_url=hub.endpoints.api_url, timeout=30) as c:
+    async with httpx.AsyncClient(base_url=hub.endpoints.api_url, timeout=30, headers=ADMIN) as c:
         yield c  # type: ignore[misc]
 
 
@@ -97,6 +98,7 @@ async def test_a_chunked_body_is_refused_past_the_limit(api: httpx.AsyncClient) 
     reader, writer = await asyncio.open_connection(host, int(port))
     writer.write(
         b"POST /v1/jobs HTTP/1.1\r\nhost: x\r\ncontent-type: application/yaml\r\n"
+        b"authorization: " + ADMIN["Authorization"].encode() + b"\r\n"
         b"transfer-encoding: chunked\r\n\r\n"
     )
     chunk = b"%x\r\n%s\r\n" % (1024 * 1024, b"#" * (1024 * 1024))
@@ -302,4 +304,8 @@ async def test_an_epoch_past_int64_is_dropped_at_decode(hub: Hub) -> None:
     hb["slices"] = []
     ok = _Msg("orrery.v1.cluster.x.report.heartbeat", json.dumps(hb).encode())
     await hub._on_report(ok)  # type: ignore[arg-type]
-    assert ok.responses and "x" in hub.inventory.clusters
+    deadline = asyncio.get_running_loop().time() + 10
+    while not (ok.responses and "x" in hub.inventory.clusters):
+        assert asyncio.get_running_loop().time() < deadline, "the sane heartbeat was not taken"
+        await asyncio.sleep(0.02)
+    assert msg.responses == []
