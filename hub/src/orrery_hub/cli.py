@@ -12,6 +12,7 @@ import typer
 
 from orrery import logs
 from orrery.errors import OrreryError
+from orrery_hub.auth.oidc import OidcSettings
 from orrery_hub.settings import HubSettings, Timing
 
 
@@ -102,6 +103,24 @@ def command(app: typer.Typer) -> None:
         write_burst: Annotated[
             int, typer.Option(envvar="ORRERY_WRITE_BURST", help="writes a token may burst")
         ] = 100,
+        oidc_issuer: Annotated[
+            str | None,
+            typer.Option(envvar="ORRERY_OIDC_ISSUER", help="accept JWTs from this OIDC issuer"),
+        ] = None,
+        oidc_audience: Annotated[
+            str | None,
+            typer.Option(envvar="ORRERY_OIDC_AUDIENCE", help="the audience they must name"),
+        ] = None,
+        oidc_jwks: Annotated[
+            str | None,
+            typer.Option(envvar="ORRERY_OIDC_JWKS", help="the issuer's JWKS: a file or a URL"),
+        ] = None,
+        oidc_groups: Annotated[
+            Path | None,
+            typer.Option(
+                envvar="ORRERY_OIDC_GROUPS", help="YAML mapping OIDC groups to role and team"
+            ),
+        ] = None,
         ready_file: Annotated[
             Path | None,
             typer.Option(
@@ -130,6 +149,18 @@ def command(app: typer.Typer) -> None:
             if not admin_token:
                 typer.echo("orrery hub: --admin-token-file: the file is empty", err=True)
                 raise typer.Exit(2)
+        oidc_flags = (oidc_issuer, oidc_audience, oidc_jwks, oidc_groups)
+        oidc: OidcSettings | None = None
+        if any(f is not None for f in oidc_flags):
+            if any(f is None for f in oidc_flags):
+                typer.echo(
+                    "orrery hub: --oidc-issuer, --oidc-audience, --oidc-jwks and --oidc-groups "
+                    "go together",
+                    err=True,
+                )
+                raise typer.Exit(2)
+            assert oidc_issuer and oidc_audience and oidc_jwks and oidc_groups
+            oidc = OidcSettings(oidc_issuer, oidc_audience, oidc_jwks, oidc_groups)
         scheduling = Policy(fair_share=fair_share, quotas=True, preemption=preemption,
                             backfill=backfill, type_aware=True, grace_s=preemption_grace,
                             min_run_s=preemption_min_run)
@@ -155,6 +186,7 @@ def command(app: typer.Typer) -> None:
             metrics_open=metrics_open,
             write_rate_per_s=write_rate,
             write_burst=write_burst,
+            oidc=oidc,
         )
 
         def on_ready(e: object) -> None:

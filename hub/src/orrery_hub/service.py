@@ -82,7 +82,14 @@ class Hub:
         self.gate = PolicyGate(settings.policies_dir)
         self.applier = Applier()
         self.store = StoreRunner(Database.connect(settings.database_url))
-        self.auth = Authenticator(self.store, admin_token=settings.admin_token, clock=clock)
+        from orrery_hub.auth.oidc import OidcVerifier
+
+        self.auth = Authenticator(
+            self.store,
+            admin_token=settings.admin_token,
+            clock=clock,
+            verifiers=(OidcVerifier(settings.oidc),) if settings.oidc else (),
+        )
         self._reload_requested = False
         self.nc: NATS | None = None
         self._nats_server: NatsServer | None = None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from orrery.errors import InvalidInput
+from orrery_hub.auth.oidc import OidcSettings
 from orrery_hub.scheduler import Policy, QueueConfig
 
 
@@ -106,6 +107,7 @@ class HubSettings:
     # 0 turns the limit off.
     write_rate_per_s: float = 20.0
     write_burst: int = 100
+    oidc: OidcSettings | None = None  # also accept JWTs from this identity provider
     # How long a signed order stays valid; None: five heartbeat intervals. Short, because
     # orders are level-triggered (the hub sends again what a spoke still lacks), and an
     # order is only replayable by a spoke that restarted within this window (plus skew).

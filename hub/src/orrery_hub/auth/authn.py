@@ -38,7 +38,7 @@ SETTINGS_ADMIN_ID = "admin"  # the Principal.token_id of HubSettings.admin_token
 class Verifier(Protocol):
     """Another way to accept a bearer token (OIDC): a Principal, or None if not its kind."""
 
-    def verify(self, token: str, now: float) -> Principal | None: ...
+    async def verify(self, token: str, now: float) -> Principal | None: ...
 
 
 @dataclass(frozen=True)
@@ -90,7 +90,7 @@ class Authenticator:
         if parsed is not None:
             return await self._api_token(*parsed, now)
         for v in self._verifiers:
-            p = v.verify(token, now)
+            p = await v.verify(token, now)
             if p is not None:
                 return p
         raise Unauthenticated("invalid token")

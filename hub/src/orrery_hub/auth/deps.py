@@ -44,6 +44,9 @@ class Guard:
         except Unauthenticated as exc:
             await self._denied(401, None, what, exc.message)
             raise
+        except Forbidden as exc:  # known, but granted nothing (an OIDC user in no group)
+            await self._denied(403, None, what, exc.message)
+            raise
         if not principal.can(permission):
             reason = (
                 f"permission {permission.value} required: role {principal.role.value} "
