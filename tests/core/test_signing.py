@@ -170,6 +170,18 @@ def test_the_replay_cache_is_bounded_and_errs_on_the_safe_side() -> None:
     assert v.check(signed[4]) is Verdict.REPLAYED
 
 
+def test_a_restarted_verifier_refuses_what_its_predecessor_accepted() -> None:
+    first = verifier()
+    old = [sign(order(seq=i, expires_at=NOW + i), KEY) for i in (1, 2)]
+    for o in old:
+        assert first.check(o) is Verdict.OK
+    assert first.horizon == NOW + 2 + 10.0
+    # A new process, empty cache, given the saved horizon as its floor.
+    second = OrderVerifier(KEY.public_key(), Clock(), 10.0, floor=first.horizon)
+    assert [second.check(o) for o in old] == [Verdict.REPLAYED, Verdict.REPLAYED]
+    assert second.check(sign(order(seq=3, expires_at=NOW + 3), KEY)) is Verdict.OK
+
+
 def test_n_minus_1_orders_without_expiry_still_decode() -> None:
     old = (GOLDEN / "assignment.json").read_bytes()
     assert b"expires_at" not in old

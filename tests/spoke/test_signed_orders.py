@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 import time
@@ -52,12 +53,14 @@ def settings_for(url: str, tmp_path: Path, *, key: Path | None, insecure: bool) 
 
 @contextlib.asynccontextmanager
 async def pinned_agent(
-    nats_server: NatsServer, tmp_path: Path
+    nats_server: NatsServer, tmp_path: Path, cluster: str | None = None
 ) -> AsyncIterator[tuple[ScriptedHub, Agent, FakeExecutor]]:
     key_file = tmp_path / "hub-orders.pub"
     key_file.write_bytes(public_key_pem(HUB_KEY.public_key()))
     # insecure only for the plain test NATS: with a key configured, orders are verified.
     settings = settings_for(nats_server.url, tmp_path, key=key_file, insecure=True)
+    if cluster is not None:
+        settings = dataclasses.replace(settings, cluster=cluster)
     nc = await nats.connect(nats_server.url)
     hub = ScriptedHub(nc, settings.cluster)
     await nc.subscribe(f"orrery.v1.cluster.{settings.cluster}.report.*", cb=hub.on_report)
@@ -182,6 +185,22 @@ async def test_garbage_huge_and_absurd_orders_never_stop_the_agent(
             "the refusals reported",
         )
         await hub.until(lambda: len(hub.heartbeats) > beats + 5, "heartbeats go on")
+
+
+async def test_an_order_accepted_before_a_restart_is_refused_after_it(
+    nats_server: NatsServer, tmp_path: Path
+) -> None:
+    real = signed(assign(job="before"))
+    async with pinned_agent(nats_server, tmp_path) as (hub, agent, ex):
+        cluster = agent.settings.cluster
+        await send(hub, real)
+        await hub.until(lambda: [a.job for a in ex.launched] == ["before"], "launched")
+    # The same state folder, a new process: its replay cache is empty, its horizon is not.
+    async with pinned_agent(nats_server, tmp_path, cluster) as (hub, agent, ex):
+        await send(hub, real)
+        await probe(hub, ex, "after")
+        assert [a.job for a in ex.launched] == ["after"]
+        assert dict(agent.orders.refused) == {"replayed": 1}
 
 
 def test_a_secure_spoke_without_a_pinned_key_refuses_to_start(tmp_path: Path) -> None:

@@ -54,7 +54,7 @@ from orrery.wire import (
 from orrery.wire.messages import INT64_MAX, clip
 from orrery_spoke_agent.executor import Executor, LaunchError, Outcome, slice_env
 from orrery_spoke_agent.inventory import Node
-from orrery_spoke_agent.orders import OrderGate, load_verifier
+from orrery_spoke_agent.orders import OrderGate, horizon_file, load_verifier
 from orrery_spoke_agent.settings import SpokeSettings
 
 log = logging.getLogger("orrery.spoke")
@@ -113,7 +113,9 @@ class Agent:
         self.tombstones: dict[tuple[str, int], int] = {}
         self._seq = itertools.count(1)
         # Refuses to start without a pinned hub key unless insecure (InvalidInput).
-        self.orders = OrderGate(settings.cluster, load_verifier(settings, clock))
+        self.orders = OrderGate(
+            settings.cluster, load_verifier(settings, clock), horizon_file=horizon_file(settings)
+        )
         self.nc: NATS | None = None
         self.last_ack: float | None = None
         self.lease_lapsed = False

@@ -9,6 +9,7 @@ Reasons: ``oversized``, ``malformed`` (not a valid order), and the signing verdi
 from __future__ import annotations
 
 import logging
+import math
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
@@ -45,7 +46,38 @@ def load_verifier(settings: SpokeSettings, clock: Callable[[], float]) -> OrderV
             "--hub-key: no pinned hub order key; enroll this spoke (--join HUB --token T) or "
             "pass the hub's orders.pub, or run with --insecure for development"
         )
-    return OrderVerifier(_read_key(path), clock, settings.order_max_skew_s)
+    return OrderVerifier(
+        _read_key(path),
+        clock,
+        settings.order_max_skew_s,
+        floor=_read_horizon(horizon_file(settings)),
+    )
+
+
+def horizon_file(settings: SpokeSettings) -> Path:
+    """Where the agent keeps the expiry horizon of the orders it accepted: a restarted agent
+    refuses everything issued before it, so its empty replay cache is no replay window."""
+    return settings.state_dir / "orders-horizon"
+
+
+def _read_horizon(path: Path) -> float:
+    try:
+        value = float(path.read_text().strip())
+    except (OSError, ValueError):
+        return float("-inf")  # none yet (or unreadable: the expiry check still applies)
+    return value if math.isfinite(value) else float("-inf")
+
+
+def _write_horizon(path: Path, value: float) -> None:
+    tmp = path.with_suffix(".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(repr(value))
+        tmp.replace(path)
+    except OSError as exc:
+        log.warning(
+            "could not save the order horizon", extra={"path": str(path), "error": str(exc)}
+        )
 
 
 def _read_key(path: Path) -> Ed25519PublicKey:
@@ -59,10 +91,17 @@ def _read_key(path: Path) -> Ed25519PublicKey:
 
 class OrderGate:
     def __init__(
-        self, cluster: str, verifier: OrderVerifier | None, max_bytes: int = MAX_ORDER_BYTES
+        self,
+        cluster: str,
+        verifier: OrderVerifier | None,
+        max_bytes: int = MAX_ORDER_BYTES,
+        *,
+        horizon_file: Path | None = None,
     ) -> None:
         self.cluster = cluster
         self.verifier = verifier
+        self.horizon_file = horizon_file
+        self._saved_horizon = verifier.horizon if verifier is not None else float("-inf")
         self.max_bytes = max_bytes
         self.refused: Counter[str] = Counter()  # reason -> orders dropped for it
         self.accepted = 0
@@ -85,6 +124,9 @@ class OrderGate:
             if verdict is not Verdict.OK:
                 self._refuse(verdict.value, order)
                 return None
+            if self.horizon_file is not None and self.verifier.horizon > self._saved_horizon:
+                _write_horizon(self.horizon_file, self.verifier.horizon)
+                self._saved_horizon = self.verifier.horizon
         self.accepted += 1
         return order
 
@@ -106,4 +148,4 @@ class OrderGate:
         log.warning(f"refused order: {reason}", extra=extra | detail)
 
 
-__all__ = ["MAX_ORDER_BYTES", "OrderGate", "load_verifier"]
+__all__ = ["MAX_ORDER_BYTES", "OrderGate", "horizon_file", "load_verifier"]

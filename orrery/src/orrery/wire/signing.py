@@ -11,6 +11,8 @@ Replay: an order carries ``seq`` (never repeated by a hub, even across its resta
 until that order expires, so the same bytes are refused a second time and, once expired,
 refused as expired. Its memory is bounded: past ``max_entries`` it forgets the order that
 expires first and from then on refuses anything that expires no later (the safe side).
+Across a restart, the caller keeps ``horizon`` and passes it back as ``floor``: everything
+accepted before then expires no later, so none of it can be replayed into the new process.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class OrderVerifier:
         max_skew_s: float = 10.0,
         *,
         max_entries: int = 100_000,
+        floor: float = float("-inf"),
     ) -> None:
         self.key = public_key
         self.clock = clock
@@ -81,7 +84,10 @@ class OrderVerifier:
         self.max_entries = max_entries
         self._seen: dict[bytes, float] = {}  # signature -> when it may be forgotten
         self._expiry: list[tuple[float, bytes]] = []  # heap of the same, soonest first
-        self._floor = float("-inf")  # refuse what expires no later: we may have forgotten it
+        # Refuse what expires no later: we may have forgotten it. A restarted spoke passes
+        # the last horizon it saved, so orders accepted before the restart stay refused.
+        self._floor = floor
+        self.horizon = floor  # the latest moment any accepted order may be forgotten
 
     def check(self, order: Assignment | Kill) -> Verdict:
         sig = _signature(order)
@@ -118,6 +124,7 @@ class OrderVerifier:
             self._floor = max(self._floor, at)
         self._seen[sig] = forget_at
         heapq.heappush(self._expiry, (forget_at, sig))
+        self.horizon = max(self.horizon, forget_at)
 
 
 # ---- keys as PEM text (files are the caller's business) ------------------------------
