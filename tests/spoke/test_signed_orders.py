@@ -17,6 +17,7 @@ from pathlib import Path
 import nats
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.aio.msg import Msg
 
 from orrery.errors import InvalidInput
 from orrery.natsserver import NatsServer
@@ -185,6 +186,18 @@ async def test_garbage_huge_and_absurd_orders_never_stop_the_agent(
             "the refusals reported",
         )
         await hub.until(lambda: len(hub.heartbeats) > beats + 5, "heartbeats go on")
+
+        # Garbage answers to its heartbeats: counted, and it keeps asking.
+        async def garbage_reply(msg: Msg) -> None:
+            await msg.respond(b'{"kind": "heartbeat_ack", "accepted": "maybe"}')
+
+        hub.answer = False
+        sub = await hub.nc.subscribe(hub.subjects.heartbeat, cb=garbage_reply)
+        await hub.until(lambda: agent.orders.refused["bad_reply"] >= 3, "bad replies counted")
+        await sub.unsubscribe()
+        hub.answer = True
+        beats = len(hub.heartbeats)
+        await hub.until(lambda: len(hub.heartbeats) > beats + 3, "heartbeats go on")
 
 
 async def test_an_order_accepted_before_a_restart_is_refused_after_it(

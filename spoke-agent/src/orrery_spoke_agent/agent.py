@@ -296,7 +296,10 @@ class Agent:
             )
             ack = decode(reply.data, HeartbeatAck)
         except WireError as exc:
-            log.warning("invalid heartbeat reply dropped: %s", exc)
+            self.orders.refused["bad_reply"] += 1
+            log.warning(
+                "invalid heartbeat reply dropped: %s", exc, extra={"cluster": self.settings.cluster}
+            )
             return False
         except Exception as exc:  # timeout, no responders, disconnected
             log.debug("heartbeat unanswered: %r", exc)

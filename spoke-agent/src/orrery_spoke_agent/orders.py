@@ -3,7 +3,8 @@ replay and expiry. What fails is dropped, counted per reason and logged — neve
 nothing a peer sends on the orders subject can stop the agent.
 
 Reasons: ``oversized``, ``malformed`` (not a valid order), and the signing verdicts
-``unsigned``, ``forged``, ``replayed``, ``expired`` (see ``orrery.wire.signing``).
+``unsigned``, ``forged``, ``replayed``, ``expired`` (see ``orrery.wire.signing``). The agent
+counts a heartbeat reply that does not decode here too, as ``bad_reply``.
 """
 
 from __future__ import annotations
