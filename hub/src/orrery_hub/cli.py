@@ -64,6 +64,14 @@ def command(app: typer.Typer) -> None:
         kill_grace: Annotated[
             float, typer.Option(envvar="ORRERY_KILL_GRACE", help="SIGTERM to SIGKILL, s")
         ] = 2.0,
+        assign_timeout: Annotated[
+            float | None,
+            typer.Option(
+                envvar="ORRERY_ASSIGN_TIMEOUT",
+                help="an assignment its spoke has not confirmed this long is fenced and placed "
+                "again, s (default: 3 heartbeat intervals + the lease)",
+            ),
+        ] = None,
         backoff: Annotated[
             float,
             typer.Option(
@@ -176,6 +184,7 @@ def command(app: typer.Typer) -> None:
                 lease_s=lease,
                 failover_timeout_s=failover_timeout,
                 kill_grace_s=kill_grace,
+                assign_timeout_s=assign_timeout,
             ),
             backoff_base_s=backoff,
             backoff_max_s=max(60.0, backoff),
