@@ -24,7 +24,7 @@ from orrery.federation import Federation
 pytestmark = pytest.mark.e2e
 
 WORKLOADS = Path(__file__).parent / "workloads"
-RUN = ["--steps", "25", "--step-time", "0.1", "--checkpoint-every", "1000"]
+RUN = ["--steps", "50", "--step-time", "0.1", "--checkpoint-every", "1000"]
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 
@@ -45,11 +45,14 @@ def job(name: str, command: list[str], env: dict[str, str] | None = None) -> str
     )
 
 
+@pytest.mark.parametrize("tracking", ["auto", "pgroup"])
 @pytest.mark.parametrize("mode", ["kill-supervisor", "setsid-child"])
 def test_an_escaping_workload_never_runs_two_epochs_at_once(
-    federation, tmp_path: Path, mode: str
+    federation, tmp_path: Path, mode: str, tracking: str
 ) -> None:  # type: ignore[no-untyped-def]
-    fed = federation(spokes("eu-west"))
+    # auto: a cgroup (v2) per slice where this host offers one; pgroup: process group,
+    # session, environment marker and the supervisor as subreaper.
+    fed = federation(spokes("eu-west"), extra_env={"ORRERY_SLICE_TRACKING": tracking})
     out = tmp_path / "out"
     cmd = [sys.executable, str(WORKLOADS / "escape.py"), mode, "--out", str(out), *RUN]
     with fed.client() as c:
@@ -97,7 +100,7 @@ def test_local_slices_run_as_an_unprivileged_user(open_dir: Path) -> None:
         fed.stop()
     assert done.status.phase == "Succeeded", done.status.reason
     assert (out / "steps.jsonl").stat().st_uid == pwd.getpwnam("nobody").pw_uid
-    assert len([r for r in steps(out) if "step" in r]) == 25
+    assert len([r for r in steps(out) if "step" in r]) == 50
     state = open_dir / "fed" / "spokes" / "eu-west"
     lease = (state / "lease").stat()
     assert lease.st_uid == 0 and stat.S_IMODE(lease.st_mode) == 0o600

@@ -109,6 +109,26 @@ async def test_a_workload_that_kills_its_supervisor_is_killed_before_it_is_repor
     assert again[0].outcome is not None and again[0].outcome.reason == outcome.reason
 
 
+async def test_a_restarted_agent_kills_the_leftovers_of_a_dead_supervisor(
+    ex: LocalExecutor, tmp_path: Path
+) -> None:
+    out = tmp_path / "child.pid"
+    a = assignment(py(SETSID_CHILD.format(out=str(out)) + "import time; time.sleep(60)\n"))
+    await ex.launch(a, slice_env(a))
+    await until(lambda: pid_in(out), "the setsid child")
+    started = json.loads((ex.root / "job-1" / "0" / "1" / "started.json").read_text())
+    # The agent is gone (SIGKILL: nobody waits on the slice), then its supervisor dies.
+    os.kill(started["supervisor"], 9)
+    await until(lambda: not _alive(started["supervisor"]), "the supervisor to die")
+    assert _alive(started["pid"]) and _alive(pid_in(out))
+    again = LocalExecutor(tmp_path, lease_s=30, kill_grace_s=0.3, tracking=ex.tracking)
+    (found,) = await again.discover()
+    assert found.outcome is not None and found.outcome.reason is not None
+    assert found.outcome.reason.startswith("vanished: gone when the agent restarted; killed 2")
+    assert not _alive(started["pid"]) and not _alive(pid_in(out))
+    await ex.wait(a.key)  # the first executor's child, reaped
+
+
 async def test_a_stop_reaches_a_setsid_grandchild_that_ignores_sigterm(
     ex: LocalExecutor, tmp_path: Path
 ) -> None:
