@@ -16,9 +16,12 @@ from pathlib import Path
 import pytest
 
 from orrery.errors import InvalidInput
+from orrery.wire import SliceKey
 from orrery_spoke_agent.executor import LaunchError, slice_env
 from orrery_spoke_agent.executor.local import LocalExecutor, _alive
 from orrery_spoke_agent.executor.local_host import (
+    UnsafeKey,
+    attempt_name,
     cgroup_parent,
     check_reachable,
     resolve_slice_user,
@@ -164,14 +167,18 @@ async def test_cgroup_tracking_puts_the_workload_in_its_own_cgroup(tmp_path: Pat
 
 
 async def test_paths_come_from_validated_ids_only(ex: LocalExecutor, tmp_path: Path) -> None:
-    for job, epoch in (("../../etc/cron.d", 1), ("job-1\n", 1), ("job-1", 2**70)):
-        a = assignment(py("print(1)"), epoch=1).model_copy(update={"job": job, "epoch": epoch})
+    for job in ("../../etc/cron.d", "job-1\n", "a/b", "."):
+        a = assignment(py("print(1)"), epoch=1).model_copy(update={"job": job})
         with pytest.raises(LaunchError) as err:
             await ex.launch(a, slice_env(a))
         assert not err.value.retryable
         assert "refused" in err.value.reason
     assert not list((tmp_path / "slices").iterdir()), "a refused slice left a folder"
     assert not (tmp_path.parent / "etc").exists()
+    # Numbers the wire would refuse too, should one ever get past it.
+    for index, epoch in ((0, 2**70), (2**40, 1), (-1, 1)):
+        with pytest.raises(UnsafeKey):
+            attempt_name(SliceKey.model_construct(job="job-1", index=index, epoch=epoch))
 
 
 async def test_folders_and_files_are_private_and_removed_after_retention(
