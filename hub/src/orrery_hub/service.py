@@ -14,7 +14,7 @@ import json
 import logging
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,7 +32,7 @@ from tenacity import (
 
 from orrery.errors import Forbidden, InvalidInput, Unavailable
 from orrery.manifest import JobManifest
-from orrery.natsserver import NatsServer
+from orrery.natsserver import NatsServer, free_port
 from orrery.resources import ClusterPublic, JobPublic
 from orrery.wire import (
     Assignment,
@@ -50,6 +50,10 @@ from orrery_hub import reconcile
 from orrery_hub.admission import check_deliverable
 from orrery_hub.applier import Applier
 from orrery_hub.auth import Authenticator, Principal, bootstrap_admin
+from orrery_hub.identity import files as identity_files
+from orrery_hub.identity.natsconf import HUB_INBOX
+from orrery_hub.identity.service import ClusterIdentity
+from orrery_hub.identity.service import audit as audit_cluster
 from orrery_hub.gate import ClusterShape, PolicyGate, cluster_facts
 from orrery_hub.intake import Lanes
 from orrery_hub.inventory import ClusterView, Inventory
@@ -91,7 +95,20 @@ class Hub:
             verifiers=(OidcVerifier(settings.oidc),) if settings.oidc else (),
         )
         self._reload_requested = False
+        # Secure mode: the CA, enrollments, and nats-server's users kept in step with them.
+        self.identity: ClusterIdentity | None = None
+        if not settings.insecure:
+            self.identity = ClusterIdentity(
+                identity_files.IdentityPaths.under(
+                    settings.state_dir, ca_cert=settings.ca_cert, ca_key=settings.ca_key
+                ),
+                manage_nats=settings.manage_nats or settings.nats_url is None,
+                require_approval=settings.require_approval,
+                cert_ttl_s=settings.cert_ttl_s,
+                create_ca=settings.ca_cert is None,
+            )
         self.nc: NATS | None = None
+        self.nats_url: str | None = None
         self._nats_server: NatsServer | None = None
         self._wake = asyncio.Event()
         # Spokes refuse an order they have seen: seq must never repeat, across restarts too.
@@ -114,10 +131,22 @@ class Hub:
     async def run(self, *, on_ready: Callable[[Endpoints], None] | None = None) -> None:
         s = self.settings
         nats_url = s.nats_url
+        if self.identity is not None:
+            # Users first, so the server (ours or the federation's) knows every enrolled cluster.
+            await self.identity.restore(self.store)
         if nats_url is None:
             s.state_dir.mkdir(parents=True, exist_ok=True)
-            self._nats_server = NatsServer(log_file=s.state_dir / "nats-server.log").start()
+            conf = None
+            port = free_port()
+            if self.identity is not None:
+                conf = identity_files.write_nats_conf(
+                    self.identity.paths, host="127.0.0.1", port=port
+                )
+            self._nats_server = NatsServer(
+                port=port, log_file=s.state_dir / "nats-server.log", config=conf
+            ).start()
             nats_url = self._nats_server.url
+        self.nats_url = nats_url
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         # uvicorn's h11 protocol writes headers and body separately; with Nagle on, each
@@ -219,8 +248,17 @@ class Hub:
             reraise=True,
         ):
             with attempt:
+                tls: dict[str, Any] = {}
+                if self.identity is not None:
+                    tls = {
+                        "tls": self.identity.client_tls(
+                            self.settings.nats_ca, self.settings.nats_cert, self.settings.nats_key
+                        ),
+                        "inbox_prefix": HUB_INBOX,
+                    }
                 self.nc = await nats.connect(
                     url,
+                    **tls,
                     name="orrery-hub",
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.25,
@@ -257,6 +295,9 @@ class Hub:
     # ---- messages in -----------------------------------------------------------------
 
     async def _on_report(self, msg: Msg) -> None:
+        if msg.subject.endswith(".report.renew"):
+            self._background(self._on_renew(msg))  # it signs and writes: off this callback
+            return
         try:
             m = decode_any(msg.data)
         except WireError as exc:
@@ -274,6 +315,9 @@ class Hub:
             if isinstance(m, Heartbeat):
                 await self._on_heartbeat(m, msg)
             elif isinstance(m, SliceStatus):
+                if self.identity is not None and not self.identity.accepts(m.cluster):
+                    self.metrics.bad_messages.inc()
+                    return
                 self._on_status(m)
             else:
                 self.metrics.bad_messages.inc()
@@ -303,6 +347,34 @@ class Hub:
                 )
             )
             return
+        if self.identity is not None:
+            refused, enrolled = self.identity.check(hb)
+            if self.identity.should_audit(hb.cluster, refused):
+                log.error("refused heartbeat", extra={"cluster": hb.cluster, "reason": refused})
+                why = refused
+
+                async def record() -> None:
+                    await self.store.tx(
+                        lambda s: audit_cluster(
+                            s, at=now, kind="cluster", cluster=hb.cluster, decision="refused",
+                            detail=f"heartbeat refused: {why}",
+                        )
+                    )
+
+                # Never wait for the store on the shared report callback.
+                self._background(record())
+            if refused is not None:
+                self.metrics.bad_messages.inc()
+                await msg.respond(
+                    encode(
+                        HeartbeatAck(
+                            sender="hub", seq=next(self._seq), accepted=False, reason=refused
+                        )
+                    )
+                )
+                return
+            # The labels policies see are the ones the admin bound at enrollment.
+            hb = hb.model_copy(update={"labels": enrolled})
         view = self.inventory.clusters.get(hb.cluster)
         known = view is not None
         came_back = view is not None and view.state == "Lost"
@@ -395,6 +467,31 @@ class Hub:
         _, came_back = self.inventory.observe(hb, arrived)
         if came_back:
             log.info("cluster back", extra={"cluster": hb.cluster})
+
+    async def _on_renew(self, msg: Msg) -> None:
+        """A cluster asks for a new certificate. Only that cluster can publish on its own
+        report subjects (nats-server enforces it), so the subject names who asks."""
+        cluster = Subjects.cluster_of(msg.subject)
+        if self.identity is None or cluster is None or not msg.reply:
+            return
+        try:
+            body = json.loads(msg.data)
+            pem = await self.identity.renew(
+                self.store, cluster=cluster, csr_pem=str(body["csr"]).encode(), now=self.clock()
+            )
+            reply = {"certificate": pem.decode()}
+            log.info("certificate renewed", extra={"cluster": cluster})
+        except Exception as exc:  # a bad request gets a reason, never a stack
+            reason = getattr(exc, "message", None) or f"bad renewal request: {type(exc).__name__}"
+            log.warning("renewal refused", extra={"cluster": cluster, "reason": reason})
+            reply = {"error": reason}
+        await msg.respond(json.dumps(reply).encode())
+
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
 
     def _on_status(self, st: SliceStatus) -> None:
         now = self.clock()

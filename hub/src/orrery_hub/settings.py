@@ -118,6 +118,20 @@ class HubSettings:
         if self.order_ttl_s is not None:
             return self.order_ttl_s
         return 5 * self.timing.heartbeat_interval_s
+    # Cluster identity (secure mode). The CA: <state>/identity/ca.{crt,key} unless given.
+    ca_cert: Path | None = None
+    ca_key: Path | None = None
+    # A NATS the hub did not start: the CA that signed its server certificate, and the hub's
+    # client certificate there (default: the hub's own CA and hub-nats.{crt,key}).
+    nats_ca: Path | None = None
+    nats_cert: Path | None = None
+    nats_key: Path | None = None
+    # The hub writes <state>/identity/nats-users.conf and reloads nats-server on every
+    # enrollment change: always for its embedded server, and for one started from the
+    # configuration `python -m orrery_hub.identity init` wrote (the local federation).
+    manage_nats: bool = False
+    require_approval: bool = False
+    cert_ttl_s: float = 30 * 86400.0
 
     @property
     def database_url(self) -> str:
@@ -131,6 +145,10 @@ class HubSettings:
         self.timing.check()
         if not 0 <= self.port <= 65535:
             raise InvalidInput(f"--port: {self.port} is not a TCP port")
+        if self.cert_ttl_s < 60:
+            raise InvalidInput("--cert-ttl: at least 60 seconds")
+        if (self.ca_cert is None) != (self.ca_key is None):
+            raise InvalidInput("--ca-cert and --ca-key: give both or neither")
         if self.backoff_base_s < 0 or self.backoff_max_s < self.backoff_base_s:
             raise InvalidInput("backoff: base must be >= 0 and max >= base")
         if not self.write_rate_per_s >= 0:

@@ -50,19 +50,29 @@ class NatsServer:
     """One nats-server on ``host:port``; ``port`` stays the same across restarts."""
 
     def __init__(
-        self, *, host: str = "127.0.0.1", port: int | None = None, log_file: Path | None = None
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        log_file: Path | None = None,
+        config: Path | None = None,
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.log_file = log_file
+        # A configuration file (TLS, users and permissions; its listen must be host:port).
+        self.config = config
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"nats://{self.host}:{self.port}"
+        return f"{'tls' if self.config else 'nats'}://{self.host}:{self.port}"
 
     def start(self, timeout: float = 10.0) -> NatsServer:
-        args = [binary(), "-a", self.host, "-p", str(self.port), "--no_advertise"]
+        if self.config is not None:
+            args = [binary(), "-c", str(self.config)]
+        else:
+            args = [binary(), "-a", self.host, "-p", str(self.port), "--no_advertise"]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(

@@ -2,6 +2,7 @@
 
     orrery.v1.cluster.<name>.report.heartbeat   spoke -> hub   request; the hub replies HeartbeatAck
     orrery.v1.cluster.<name>.report.status      spoke -> hub   a slice changed phase (a hint)
+    orrery.v1.cluster.<name>.report.renew       spoke -> hub   request: a CSR; reply: a new certificate
     orrery.v1.cluster.<name>.orders             hub -> spoke   Assignment or Kill (idempotent)
 
 The hub reads every report through one subscription (``ALL_REPORTS``), so the reports of
@@ -32,6 +33,7 @@ class Subjects:
         base = f"{PREFIX}.{cluster}"
         self.heartbeat = f"{base}.report.heartbeat"
         self.status = f"{base}.report.status"
+        self.renew = f"{base}.report.renew"
         self.orders = f"{base}.orders"
 
     # What the hub subscribes to.
