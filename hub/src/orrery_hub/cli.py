@@ -16,6 +16,16 @@ from orrery_hub.auth.oidc import OidcSettings
 from orrery_hub.settings import HubSettings, Timing
 
 
+def _duration(flag: str, text: str) -> float:
+    from orrery.duration import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        typer.echo(f"orrery hub: {flag}: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def command(app: typer.Typer) -> None:
     @app.command("hub")
     def hub(
@@ -85,6 +95,14 @@ def command(app: typer.Typer) -> None:
         preemption_min_run: Annotated[float, typer.Option(envvar="ORRERY_PREEMPTION_MIN_RUN", help="a job placed less than this long ago is never preempted, s")] = 60.0,
         preemption_grace: Annotated[float, typer.Option(envvar="ORRERY_PREEMPTION_GRACE", help="a preempted slice's time to checkpoint before SIGKILL, s")] = 30.0,
         insecure: Annotated[bool, typer.Option("--insecure", envvar="ORRERY_INSECURE", help="development only: plain NATS, unenrolled clusters accepted")] = False,
+        ca_cert: Annotated[Path | None, typer.Option(envvar="ORRERY_CA_CERT", help="a CA certificate the platform team already has (PEM); with --ca-key")] = None,
+        ca_key: Annotated[Path | None, typer.Option(envvar="ORRERY_CA_KEY", help="that CA's private key (EC P-256, PEM)")] = None,
+        nats_ca: Annotated[Path | None, typer.Option(envvar="ORRERY_NATS_CA", help="with --nats: the CA of that server's certificate")] = None,
+        nats_cert: Annotated[Path | None, typer.Option(envvar="ORRERY_NATS_CERT", help="with --nats: the hub's client certificate there")] = None,
+        nats_key: Annotated[Path | None, typer.Option(envvar="ORRERY_NATS_KEY", help="with --nats: its private key")] = None,
+        manage_nats: Annotated[bool, typer.Option("--manage-nats", envvar="ORRERY_MANAGE_NATS", help="with --nats: that server runs from <state>/identity/nats.conf; keep its users in step and reload it")] = False,
+        require_approval: Annotated[bool, typer.Option("--require-approval", envvar="ORRERY_REQUIRE_APPROVAL", help="an enrolled cluster waits for `orrery cluster approve NAME`")] = False,
+        cert_ttl: Annotated[str, typer.Option(envvar="ORRERY_CERT_TTL", help="validity of cluster certificates (renewed at 20% left)")] = "30d",
         admin_token_file: Annotated[
             Path | None,
             typer.Option(
@@ -191,6 +209,14 @@ def command(app: typer.Typer) -> None:
             scheduling=scheduling,
             queues=queue_config,
             insecure=insecure,
+            ca_cert=ca_cert,
+            ca_key=ca_key,
+            nats_ca=nats_ca,
+            nats_cert=nats_cert,
+            nats_key=nats_key,
+            manage_nats=manage_nats,
+            require_approval=require_approval,
+            cert_ttl_s=_duration("--cert-ttl", cert_ttl),
             admin_token=admin_token,
             metrics_open=metrics_open,
             write_rate_per_s=write_rate,

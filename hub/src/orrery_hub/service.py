@@ -50,11 +50,11 @@ from orrery_hub import reconcile
 from orrery_hub.admission import check_deliverable
 from orrery_hub.applier import Applier
 from orrery_hub.auth import Authenticator, Principal, bootstrap_admin
+from orrery_hub.gate import ClusterShape, PolicyGate, cluster_facts
 from orrery_hub.identity import files as identity_files
 from orrery_hub.identity.natsconf import HUB_INBOX
 from orrery_hub.identity.service import ClusterIdentity
 from orrery_hub.identity.service import audit as audit_cluster
-from orrery_hub.gate import ClusterShape, PolicyGate, cluster_facts
 from orrery_hub.intake import Lanes
 from orrery_hub.inventory import ClusterView, Inventory
 from orrery_hub.metrics import HubMetrics
@@ -168,6 +168,8 @@ class Hub:
                 if written is not None:
                     log.warning("created an admin API token", extra={"path": str(written)})
             await self._connect(nats_url)
+            if self.identity is not None and not self.identity.manage_nats:
+                await self._check_external_nats(nats_url)
             from orrery_hub.api.app import create_app
 
             app = create_app(self)
@@ -202,6 +204,21 @@ class Hub:
             self.store.close()
             if self._nats_server:
                 self._nats_server.stop()
+
+    async def _check_external_nats(self, url: str) -> None:
+        """A NATS the hub did not start must refuse anonymous clients (docs/security.md)."""
+        assert self.identity is not None
+        if await self.identity.anonymous_allowed(url, self.settings.nats_ca):
+            log.error(
+                "SECURITY: the NATS server lets clients in without a certificate: anyone who "
+                "reaches it can forge reports and read orders. Apply the server configuration "
+                "in docs/security.md, or run the hub with --insecure for development only.",
+                extra={"nats": url},
+            )
+            raise InvalidInput(
+                f"--nats: {url} accepts anonymous clients; configure it as docs/security.md "
+                "says (or --insecure, for development only)"
+            )
 
     async def _restore(self) -> None:
         now = self.clock()
@@ -356,7 +373,11 @@ class Hub:
                 async def record() -> None:
                     await self.store.tx(
                         lambda s: audit_cluster(
-                            s, at=now, kind="cluster", cluster=hb.cluster, decision="refused",
+                            s,
+                            at=now,
+                            kind="cluster",
+                            cluster=hb.cluster,
+                            decision="refused",
                             detail=f"heartbeat refused: {why}",
                         )
                     )
@@ -486,7 +507,6 @@ class Hub:
             log.warning("renewal refused", extra={"cluster": cluster, "reason": reason})
             reply = {"error": reason}
         await msg.respond(json.dumps(reply).encode())
-
 
     def _background(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.create_task(coro)

@@ -118,6 +118,7 @@ class HubSettings:
         if self.order_ttl_s is not None:
             return self.order_ttl_s
         return 5 * self.timing.heartbeat_interval_s
+
     # Cluster identity (secure mode). The CA: <state>/identity/ca.{crt,key} unless given.
     ca_cert: Path | None = None
     ca_key: Path | None = None

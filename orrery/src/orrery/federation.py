@@ -21,6 +21,7 @@ from pathlib import Path
 import yaml
 
 from orrery.client import HubClient
+from orrery.clusterid import SpokeIdentity
 from orrery.errors import Unavailable
 from orrery.natsserver import NatsServer, free_port
 
@@ -96,6 +97,7 @@ class Federation:
         spoke_prefix: dict[str, list[str]] | None = None,
         hub_args: list[str] | None = None,
         run_as: str | None = None,
+        insecure: bool = False,
     ) -> None:
         self.state = state_dir.resolve()
         self.spec = {s.name: s for s in spokes}
@@ -112,6 +114,9 @@ class Federation:
         # development machine, CI, this repository's e2e tests) lets them run as root: it is
         # the developer's own machine; a production spoke names an unprivileged user.
         self.run_as = run_as
+        # Secure by default: TLS NATS with a user per enrolled cluster, spokes enrolled with
+        # join tokens. insecure=True: plain NATS, no identity (development only).
+        self.insecure = insecure
         self.nats: NatsServer | None = None
         self.hub: subprocess.Popen[bytes] | None = None
         self.spokes: dict[str, subprocess.Popen[bytes]] = {}
@@ -143,14 +148,65 @@ class Federation:
     def start(self, timeout: float = 60.0) -> Federation:
         self.state.mkdir(parents=True, exist_ok=True)
         (self.state / "logs").mkdir(exist_ok=True)
+        config = None
+        port = free_port(self.nats_host)
+        if not self.insecure:
+            config = self._identity_init(port)
         self.nats = NatsServer(
-            host=self.nats_host, log_file=self.state / "logs" / "nats-server.log"
+            host=self.nats_host,
+            port=port,
+            log_file=self.state / "logs" / "nats-server.log",
+            config=config,
         ).start()
         self.start_hub(timeout=timeout)
         for name in self.spec:
             self.start_spoke(name)
         self.wait_ready(timeout=timeout)
         return self
+
+    def _identity_init(self, port: int) -> Path:
+        """The hub's CA, certificates and the nats-server configuration (TLS, a user per
+        enrolled cluster), made before nats-server starts; the hub keeps the users current."""
+        out = subprocess.run(
+            [
+                self.python,
+                "-m",
+                "orrery_hub.identity",
+                "init",
+                "--state",
+                str(self.state / "hub"),
+                "--listen",
+                f"{self.nats_host}:{port}",
+            ],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            check=False,
+        )
+        if out.returncode != 0:
+            raise Unavailable(f"hub identity init failed: {out.stderr.strip()}")
+        return Path(out.stdout.strip())
+
+    def join_token(self, name: str, labels: dict[str, str]) -> str:
+        """A one-time join token for cluster ``name`` with ``labels`` bound (admin API)."""
+        with self.client() as c:
+            r = c._request(
+                "POST",
+                "/v1/clusters/tokens",
+                idempotent=False,
+                json={"cluster": name, "ttl": "10m", "labels": labels},
+            )
+            c._raise_for(r)
+            return str(r.json()["token"])
+
+    def enroll(self, name: str, labels: dict[str, str], state: Path) -> None:
+        """Enroll a spoke whose state folder is ``state``, unless it already has an identity.
+        Done here rather than by the spoke's own ``--join`` so that a spoke in a network
+        namespace (which cannot reach the API on 127.0.0.1) enrolls all the same."""
+        ident = SpokeIdentity.under(state)
+        if not ident.exists():
+            assert self.api_url is not None
+            ident.join(self.api_url, self.join_token(name, labels), name)
 
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         with open(self.state / "logs" / log_name, "ab") as log:
@@ -197,8 +253,10 @@ class Federation:
             "--admin-token-file",
             str(self.admin_token_file),
         ]
-        # Until enrollment lands in the federation, it runs in development mode.
-        args.append("--insecure")
+        if self.insecure:
+            args.append("--insecure")
+        else:
+            args.append("--manage-nats")  # nats-server runs from the config init wrote
         if self.policies:
             args += ["--policies", str(self.policies)]
         args += self.hub_args
@@ -241,15 +299,19 @@ class Federation:
             str(t.lease_s),
             "--kill-grace",
             str(t.kill_grace_s),
-            "--insecure",
         ]
+        if self.insecure:
+            args.append("--insecure")
+        else:
+            self.enroll(name, {"region": s.region, **s.labels}, self.state / "spokes" / name)
         if self.run_as is not None:
             args += ["--run-as", self.run_as]
         elif os.geteuid() == 0:
             args.append("--allow-root-slices")
         # Plain NATS, but orders still verified: the spoke pins the key the hub made.
+        # (Enrolled spokes pin the key enrollment gave them.)
         hub_key = self.state / "hub" / "identity" / "orders.pub"
-        if hub_key.exists():
+        if self.insecure and hub_key.exists():
             args += ["--hub-key", str(hub_key)]
         for k, v in s.labels.items():
             args += ["--label", f"{k}={v}"]

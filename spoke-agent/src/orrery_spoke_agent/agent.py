@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 import signal
 import socket
@@ -22,7 +23,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlparse
 
 import nats
@@ -36,6 +37,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from orrery.clusterid import SpokeIdentity, inbox_prefix
 from orrery.wire import (
     Assignment,
     Heartbeat,
@@ -100,9 +102,14 @@ class Agent:
         nodes: list[Node],
         *,
         clock: Callable[[], float] = time.time,
+        identity: SpokeIdentity | None = None,
     ) -> None:
         settings.check()
         self.settings = settings
+        # The enrolled identity (None: --insecure): TLS to NATS with its certificate.
+        self.identity = identity
+        self._tls = identity.ssl_context() if identity is not None else None
+        self._next_renew_check = 0.0
         self.executor = executor
         self.nodes = {n.name: n for n in nodes}
         self.clock = clock
@@ -191,14 +198,17 @@ class Agent:
         async for attempt in AsyncRetrying(
             stop=stop_after_delay(300),
             wait=wait_random_exponential(multiplier=0.2, max=5),
-            retry=retry_if_exception_type(
-                (OSError, nats.errors.NoServersError, asyncio.TimeoutError)
-            ),
+            retry=retry_if_exception_type((OSError, nats.errors.Error, asyncio.TimeoutError)),
             reraise=True,
         ):
             with attempt:
+                secure: dict[str, Any] = {}
+                if self._tls is not None:
+                    # Its own inbox prefix: nats-server lets only this cluster read it.
+                    secure = {"tls": self._tls, "inbox_prefix": inbox_prefix(self.settings.cluster)}
                 self.nc = await nats.connect(
                     self.settings.nats_url,
+                    **secure,
                     name=f"orrery-spoke-{self.settings.cluster}",
                     max_reconnect_attempts=-1,
                     reconnect_time_wait=0.25,
@@ -322,12 +332,50 @@ class Agent:
         self.heartbeat_ok.set()
         return True
 
+    async def maybe_renew(self) -> bool:
+        """Renew the certificate once 20% of its validity is left: a CSR on this cluster's
+        own report subject, the new certificate into the live TLS context (the next
+        reconnection uses it; no restart)."""
+        now = self.clock()
+        if (
+            self.identity is None
+            or self._tls is None
+            or self.nc is None
+            or now < self._next_renew_check
+        ):
+            return False
+        self._next_renew_check = now + 30.0
+        if not self.identity.due(now):
+            return False
+        key, csr = self.identity.new_csr(self.settings.cluster)
+        try:
+            reply = await self.nc.request(
+                self.subjects.renew, json.dumps({"csr": csr.decode()}).encode(), timeout=5
+            )
+            out = json.loads(reply.data)
+        except Exception as exc:
+            log.warning(
+                "certificate renewal unanswered: %r", exc, extra={"cluster": self.settings.cluster}
+            )
+            return False
+        if "certificate" not in out:
+            log.error(
+                "certificate renewal refused: %s",
+                out.get("error"),
+                extra={"cluster": self.settings.cluster},
+            )
+            return False
+        self.identity.install(key, out["certificate"].encode(), self._tls)
+        log.info("certificate renewed", extra={"cluster": self.settings.cluster})
+        return True
+
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval_s
         started = self.clock()
         while True:
             t0 = time.monotonic()
             await self.beat_once()
+            await self.maybe_renew()
             since = self.clock() - (self.last_ack if self.last_ack is not None else started)
             running = any(not at.phase.terminal for at in self.attempts.values())
             if since > self.settings.lease_s and running and not self.lease_lapsed:

@@ -4,13 +4,17 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from orrery import logs
 from orrery.errors import InvalidInput, OrreryError
+
+if TYPE_CHECKING:
+    from orrery.clusterid import SpokeIdentity
 
 
 def _labels(pairs: list[str]) -> dict[str, str]:
@@ -23,11 +27,55 @@ def _labels(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def _identity(
+    state_dir: Path,
+    cluster: str,
+    join: str | None,
+    token: str | None,
+    nats: str | None,
+    said: dict[str, str],
+) -> tuple[SpokeIdentity, str, dict[str, str]]:
+    """This spoke's enrolled identity (enrolling first with --join/--token when it has none),
+    the NATS URL to use, and the labels to report: the ones the admin bound at enrollment."""
+    from orrery.clusterid import SpokeIdentity
+
+    ident = SpokeIdentity.under(state_dir)
+    if not ident.exists():
+        if not join or not token:
+            raise InvalidInput(
+                f"--join/--token: cluster {cluster!r} has no identity under {ident.root}; "
+                "enroll it with `--join HUB_URL --token T` (`orrery cluster token create "
+                f"{cluster}` on the hub), or run with --insecure for development"
+            )
+        ident.join(join, token, cluster)
+    info = ident.info()
+    if info.get("cluster") != cluster:
+        raise InvalidInput(
+            f"--cluster: {cluster!r}, but {ident.root} holds the identity of {info.get('cluster')!r}"
+        )
+    bound: dict[str, str] = dict(info.get("labels") or {})
+    ignored = {k: v for k, v in said.items() if bound.get(k) != v}
+    if ignored:
+        logging.getLogger("orrery.spoke").warning(
+            "labels differ from the enrolled ones and are ignored",
+            extra={"cluster": cluster, "ignored": ignored, "enrolled": bound},
+        )
+    url = nats or next(iter(info.get("natsUrls") or []), None)
+    if url is None:
+        raise InvalidInput("--nats: the hub gave no NATS URL at enrollment; pass one")
+    return ident, url, bound
+
+
 def command(app: typer.Typer) -> None:
     @app.command("spoke")
     def spoke(
-        nats: Annotated[str, typer.Option(envvar="ORRERY_NATS", help="NATS URL of the hub")],
         cluster: Annotated[str, typer.Option(envvar="ORRERY_CLUSTER", help="this cluster's name")],
+        nats: Annotated[
+            str | None,
+            typer.Option(
+                envvar="ORRERY_NATS", help="NATS URL of the hub; default: the enrolled one"
+            ),
+        ] = None,
         region: Annotated[
             str | None, typer.Option(envvar="ORRERY_REGION", help="region label")
         ] = None,
@@ -74,6 +122,16 @@ def command(app: typer.Typer) -> None:
         kill_grace: Annotated[
             float, typer.Option(envvar="ORRERY_KILL_GRACE", help="SIGTERM to SIGKILL (s)")
         ] = 2.0,
+        join: Annotated[
+            str | None,
+            typer.Option(
+                envvar="ORRERY_JOIN", help="enroll with this hub (its API URL), once, with --token"
+            ),
+        ] = None,
+        token: Annotated[
+            str | None,
+            typer.Option(envvar="ORRERY_JOIN_TOKEN", help="the one-time join token for --join"),
+        ] = None,
         insecure: Annotated[
             bool,
             typer.Option(
@@ -135,15 +193,30 @@ def command(app: typer.Typer) -> None:
 
         logs.setup()
         try:
+            state_dir = state or Path(".orrery") / "spokes" / cluster
+            labels = _labels(label or [])
+            identity = None
+            if not insecure:
+                identity, nats, labels = _identity(
+                    state_dir,
+                    cluster,
+                    join,
+                    token,
+                    nats,
+                    {**labels, **({"region": region} if region else {})},
+                )
+                region = None
+            elif nats is None:
+                raise InvalidInput("--nats: required with --insecure")
             settings = SpokeSettings(
                 nats_url=nats,
                 cluster=cluster,
                 region=region,
-                labels=_labels(label or []),
+                labels=labels,
                 executor=executor,
                 inventory_file=inventory,
                 address=address,
-                state_dir=state or Path(".orrery") / "spokes" / cluster,
+                state_dir=state_dir,
                 heartbeat_interval_s=heartbeat_interval,
                 lease_s=lease,
                 kill_grace_s=kill_grace,
@@ -192,7 +265,7 @@ def command(app: typer.Typer) -> None:
                     secrets_dir=secrets_dir,
                 )
                 check_reachable(ex.work, user)
-            asyncio.run(Agent(settings, ex, nodes).run())
+            asyncio.run(Agent(settings, ex, nodes, identity=identity).run())
         except OrreryError as exc:
             typer.echo(f"orrery spoke: {exc.message}", err=True)
             raise typer.Exit(2) from None

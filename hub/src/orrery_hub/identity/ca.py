@@ -22,7 +22,6 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-
 from orrery.certs import cert_pem, key_pem, new_key, write_public, write_secret
 from orrery.errors import InvalidInput
 

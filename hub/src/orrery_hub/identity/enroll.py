@@ -126,7 +126,13 @@ def enroll(
 
 
 def renew(
-    s: Session, ca: CertificateAuthority, *, cluster: str, csr_pem: bytes, now: float, cert_ttl_s: float
+    s: Session,
+    ca: CertificateAuthority,
+    *,
+    cluster: str,
+    csr_pem: bytes,
+    now: float,
+    cert_ttl_s: float,
 ) -> Issued:
     """A new certificate for an enrolled, approved cluster (same enrollment, so the same
     NATS user: no reload needed). Asked over NATS, on a subject only that cluster can use."""

@@ -1,10 +1,10 @@
 """Where the hub keeps its identity (``<hub state>/identity/``), and making what is missing.
 
-    ca.crt, ca.key (0600)                 the CA (or --ca-cert/--ca-key: a platform team's own)
-    nats-server.crt, nats-server.key      the nats-server's TLS certificate
-    hub-nats.crt, hub-nats.key            the hub's NATS client certificate (CN=orrery-hub)
-    orders.key (0600), orders.pub         the Ed25519 order-signing key (PKCS8 / SPKI PEM)
-    nats.conf, nats-users.conf, nats.pid  the generated nats-server configuration
+ca.crt, ca.key (0600)                 the CA (or --ca-cert/--ca-key: a platform team's own)
+nats-server.crt, nats-server.key      the nats-server's TLS certificate
+hub-nats.crt, hub-nats.key            the hub's NATS client certificate (CN=orrery-hub)
+orders.key (0600), orders.pub         the Ed25519 order-signing key (PKCS8 / SPKI PEM)
+nats.conf, nats-users.conf, nats.pid  the generated nats-server configuration
 """
 
 from __future__ import annotations
@@ -14,11 +14,10 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-
 from orrery.certs import key_pem, write_public, write_secret
 from orrery_hub.identity.ca import CertificateAuthority, nats_user
-from orrery_hub.orderkey import load_or_create_order_key
 from orrery_hub.identity.natsconf import NatsUser, hub_user, render_main, render_users
+from orrery_hub.orderkey import load_or_create_order_key
 
 
 @dataclass(frozen=True)
@@ -71,8 +70,12 @@ class IdentityPaths:
         return self.root / "nats.pid"
 
 
-def ensure(paths: IdentityPaths, *, hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
-           create_ca: bool = True) -> CertificateAuthority:
+def ensure(
+    paths: IdentityPaths,
+    *,
+    hosts: tuple[str, ...] = ("127.0.0.1", "localhost"),
+    create_ca: bool = True,
+) -> CertificateAuthority:
     """The CA, the server and hub certificates and the order key; made where missing."""
     paths.root.mkdir(parents=True, exist_ok=True)
     os.chmod(paths.root, 0o700)

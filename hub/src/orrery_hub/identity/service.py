@@ -36,8 +36,13 @@ class Known:
 def audit(s: Session, *, at: float, kind: str, cluster: str, decision: str, detail: str) -> None:
     s.add(
         AuditRow(
-            at=at, kind=kind, job_id=None, decision=decision,
-            detail=f"cluster {cluster}: {detail}", policies=[], digest="",
+            at=at,
+            kind=kind,
+            job_id=None,
+            decision=decision,
+            detail=f"cluster {cluster}: {detail}",
+            policies=[],
+            digest="",
         )
     )
 
@@ -70,7 +75,10 @@ class ClusterIdentity:
             return
         files.write_users(self.paths, ops.nats_users(rows))
         if files.reload_nats(self.paths):
-            log.info("nats-server reloaded", extra={"clusters": sorted(r.cluster for r in rows if r.state == "Approved")})
+            log.info(
+                "nats-server reloaded",
+                extra={"clusters": sorted(r.cluster for r in rows if r.state == "Approved")},
+            )
 
     def client_tls(
         self, ca: Path | None = None, cert: Path | None = None, key: Path | None = None
@@ -82,6 +90,25 @@ class ClusterIdentity:
         )
         ctx.load_cert_chain(str(cert or self.paths.hub_cert), str(key or self.paths.hub_key))
         return ctx
+
+    async def anonymous_allowed(self, url: str, ca: Path | None) -> bool:
+        """Whether a client with no certificate gets into the NATS at ``url`` (one the hub
+        did not start): with TLS but no client certificate, and with no TLS at all."""
+        import nats
+
+        anon = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=str(ca or self.paths.ca_cert)
+        )
+        for tls in (anon, None):
+            try:
+                nc = await nats.connect(
+                    url, tls=tls, allow_reconnect=False, connect_timeout=2, max_reconnect_attempts=0
+                )
+            except Exception:
+                continue
+            await nc.close()
+            return True
+        return False
 
     def accepts(self, cluster: str) -> bool:
         k = self.known.get(cluster)
@@ -141,8 +168,14 @@ class ClusterIdentity:
     ) -> str:
         def work(s: Session) -> str:
             token = ops.create_token(s, cluster=cluster, ttl_s=ttl_s, labels=labels, now=now)
-            audit(s, at=now, kind="cluster", cluster=cluster, decision="token",
-                  detail=f"join token created (ttl {ttl_s:.0f}s, labels {labels})")
+            audit(
+                s,
+                at=now,
+                kind="cluster",
+                cluster=cluster,
+                decision="token",
+                detail=f"join token created (ttl {ttl_s:.0f}s, labels {labels})",
+            )
             return token
 
         return await store.tx(work)
@@ -152,19 +185,39 @@ class ClusterIdentity:
     ) -> tuple[EnrollmentRow, bytes]:
         def work(s: Session) -> tuple[EnrollmentRow, bytes]:
             e = ops.enroll(
-                s, self.ca, token=token, cluster=cluster, csr_pem=csr_pem, now=now,
-                cert_ttl_s=self.cert_ttl_s, require_approval=self.require_approval,
+                s,
+                self.ca,
+                token=token,
+                cluster=cluster,
+                csr_pem=csr_pem,
+                now=now,
+                cert_ttl_s=self.cert_ttl_s,
+                require_approval=self.require_approval,
             )
-            audit(s, at=now, kind="cluster", cluster=cluster, decision="enrolled",
-                  detail=f"enrolled ({e.row.state}), labels {e.row.labels}")
+            audit(
+                s,
+                at=now,
+                kind="cluster",
+                cluster=cluster,
+                decision="enrolled",
+                detail=f"enrolled ({e.row.state}), labels {e.row.labels}",
+            )
             return e.row, e.cert.pem
 
         try:
             return await self._change(store, work)
         except Forbidden as exc:
+            why = exc.message
+
             def refused(s: Session) -> None:
-                audit(s, at=now, kind="cluster", cluster=cluster, decision="refused",
-                      detail=f"enrollment refused: {exc.message}")
+                audit(
+                    s,
+                    at=now,
+                    kind="cluster",
+                    cluster=cluster,
+                    decision="refused",
+                    detail=f"enrollment refused: {why}",
+                )
 
             await store.tx(refused)
             raise
@@ -174,21 +227,31 @@ class ClusterIdentity:
     ) -> EnrollmentRow:
         def work(s: Session) -> EnrollmentRow:
             row = ops.set_state(s, cluster, state, now=now)
-            audit(s, at=now, kind="cluster", cluster=cluster, decision=state.lower(),
-                  detail=f"{state.lower()} by an admin")
+            audit(
+                s,
+                at=now,
+                kind="cluster",
+                cluster=cluster,
+                decision=state.lower(),
+                detail=f"{state.lower()} by an admin",
+            )
             return row
 
         return await self._change(store, work)
 
-    async def renew(
-        self, store: StoreRunner, *, cluster: str, csr_pem: bytes, now: float
-    ) -> bytes:
+    async def renew(self, store: StoreRunner, *, cluster: str, csr_pem: bytes, now: float) -> bytes:
         def work(s: Session) -> bytes:
             issued = ops.renew(
                 s, self.ca, cluster=cluster, csr_pem=csr_pem, now=now, cert_ttl_s=self.cert_ttl_s
             )
-            audit(s, at=now, kind="cluster", cluster=cluster, decision="renewed",
-                  detail=f"certificate renewed until {issued.not_after:.0f}")
+            audit(
+                s,
+                at=now,
+                kind="cluster",
+                cluster=cluster,
+                decision="renewed",
+                detail=f"certificate renewed until {issued.not_after:.0f}",
+            )
             return issued.pem
 
         # Same enrollment, same NATS user: nothing to reload.

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.live import Live
 
+from orrery.cli import clusters as cluster_cli
 from orrery.cli import tokens, views
 from orrery.client import DEFAULT_HUB, HubClient
 from orrery.config import Context, connect, set_context
@@ -255,6 +256,7 @@ def demo(
 
 
 app.add_typer(tokens.app, name="token")
+app.add_typer(cluster_cli.app, name="cluster")
 
 
 def _plugins() -> None:

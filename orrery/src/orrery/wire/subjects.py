@@ -2,7 +2,7 @@
 
     orrery.v1.cluster.<name>.report.heartbeat   spoke -> hub   request; the hub replies HeartbeatAck
     orrery.v1.cluster.<name>.report.status      spoke -> hub   a slice changed phase (a hint)
-    orrery.v1.cluster.<name>.report.renew       spoke -> hub   request: a CSR; reply: a new certificate
+    orrery.v1.cluster.<name>.report.renew       spoke -> hub   a CSR; the hub replies a certificate
     orrery.v1.cluster.<name>.orders             hub -> spoke   Assignment or Kill (idempotent)
 
 The hub reads every report through one subscription (``ALL_REPORTS``), so the reports of
