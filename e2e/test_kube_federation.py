@@ -131,7 +131,8 @@ class EmulatedCluster:
                 str(t.lease_s),
                 "--kill-grace",
                 str(t.kill_grace_s),
-                "--insecure",  # plain NATS; orders still verified against the hub's key
+                # Enrolled (TLS NATS, its own subjects only); orders verified against the
+                # hub's key pinned at enrollment, the same one as this file.
                 "--hub-key",
                 str(hub_key),
             ],
@@ -240,6 +241,7 @@ def world(tmp_path: Path) -> Iterator[tuple[Federation, EmulatedCluster, Emulate
         for c in (a, b):
             c.start_api()
             assert fed.nats is not None
+            fed.enroll(c.name, {}, c.dir / "state")
             c.start_spoke(fed.nats.url, fed.state / "hub" / "identity" / "orders.pub")
         yield fed, a, b
     finally:

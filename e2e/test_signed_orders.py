@@ -42,7 +42,7 @@ def refusals(fed: Federation, cluster: str) -> list[str]:
 async def test_forged_and_replayed_orders_are_refused_by_a_real_spoke(  # type: ignore[no-untyped-def]
     federation, tmp_path: Path
 ) -> None:
-    fed: Federation = federation(spokes("a"))
+    fed: Federation = federation(spokes("a"), insecure=True)
     assert fed.nats is not None
     assert (fed.state / "hub" / "identity" / "orders.pub").exists()
     orders_subject = Subjects("a").orders

@@ -1,0 +1,205 @@
+"""Cluster identity end to end, real processes: nats-server with TLS and a user per
+enrolled cluster, spokes enrolled with one-time join tokens.
+
+- a client without a certificate (or without TLS) is refused;
+- with spoke A's own certificate, a client cannot read B's orders or replies, publish B's
+  reports, or publish any order: nats-server answers "permissions violation";
+- a heartbeat from A that claims another region than the one bound at enrollment is
+  refused, with the reason in the reply and in the audit log;
+- ``orrery spoke --join`` enrolls with a token once; the token cannot be used again; the
+  labels the spoke says are ignored for the enrolled ones;
+- a revoked cluster is dropped by nats-server at once, cannot reconnect, and its slice
+  moves to another cluster where the job finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+
+from e2e.conftest import final, manifest, spokes, wait_for
+from orrery.clusterid import SpokeIdentity
+from orrery.federation import Federation
+from orrery.wire import Heartbeat, HeartbeatAck, NodeReport, Subjects, decode, encode
+
+pytestmark = pytest.mark.e2e
+
+
+def creds(fed: Federation, cluster: str) -> ssl.SSLContext:
+    return SpokeIdentity.under(fed.state / "spokes" / cluster).ssl_context()
+
+
+def ca_only(fed: Federation) -> ssl.SSLContext:
+    return ssl.create_default_context(
+        ssl.Purpose.SERVER_AUTH, cafile=str(fed.state / "hub" / "identity" / "ca.crt")
+    )
+
+
+async def connect_as(fed: Federation, cluster: str) -> tuple[Any, list[str]]:
+    assert fed.nats is not None
+    errors: list[str] = []
+
+    async def on_error(exc: Exception) -> None:
+        errors.append(str(exc))
+
+    nc = await nats.connect(
+        fed.nats.url,
+        tls=creds(fed, cluster),
+        inbox_prefix=f"_INBOX_{cluster}",
+        error_cb=on_error,
+        allow_reconnect=False,
+        connect_timeout=3,
+    )
+    return nc, errors
+
+
+async def refused(url: str, tls: ssl.SSLContext | None) -> bool:
+    try:
+        nc = await nats.connect(url, tls=tls, allow_reconnect=False, connect_timeout=3)
+    except Exception:
+        return True
+    await nc.close()
+    return False
+
+
+async def until(pred: Any, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_nats_refuses_anonymous_clients_and_confines_each_cluster_to_its_own_subjects(  # type: ignore[no-untyped-def]
+    federation,
+) -> None:
+    fed: Federation = federation(spokes("a", "b"))
+    assert fed.nats is not None
+    url = fed.nats.url
+    assert url.startswith("tls://")
+    # No certificate, or no TLS at all: refused.
+    assert await refused(url, ca_only(fed))
+    assert await refused(url.replace("tls://", "nats://"), None)
+
+    nc, errors = await connect_as(fed, "a")
+    try:
+        b = Subjects("b")
+        await nc.subscribe(b.orders)
+        await nc.subscribe("_INBOX_b.>")
+        await nc.subscribe(f"{Subjects('a').orders.rsplit('.', 2)[0]}.*.orders")
+        await nc.publish(b.heartbeat, b"forged")
+        await nc.publish(b.status, b"forged")
+        await nc.publish(b.orders, b"forged")
+        await nc.publish(Subjects("a").orders, b"forged")
+        await nc.flush()
+        await until(lambda: len(errors) >= 7, "seven permission errors")
+        text = "\n".join(errors)
+        for what in (
+            f'subscription to "{b.orders}"',
+            'subscription to "_inbox_b.>"',
+            f'publish to "{b.heartbeat}"',
+            f'publish to "{b.status}"',
+            f'publish to "{b.orders}"',
+            f'publish to "{Subjects("a").orders}"',
+        ):
+            assert f"permissions violation for {what}".lower() in text.lower(), text
+
+        # A's own report subject works: the hub answers A's heartbeat, but refuses a region
+        # other than the one bound when A enrolled.
+        hb = Heartbeat(
+            sender="spoke/a",
+            seq=1,
+            cluster="a",
+            incarnation="attacker",
+            labels={"region": "eu-west-1"},
+            lease_s=2.0,
+            nodes=[NodeReport(name="a-node", gpu_type="H100", gpus=64, free=list(range(64)))],
+        )
+        reply = await nc.request(Subjects("a").heartbeat, encode(hb), timeout=5)
+        ack = decode(reply.data, HeartbeatAck)
+        assert not ack.accepted
+        assert ack.reason is not None and "region" in ack.reason and "a-1" in ack.reason
+    finally:
+        await nc.close()
+    with fed.client() as c:
+        audit = c.audit()
+        clusters = {x.name: x for x in c.clusters()}
+    assert any("heartbeat refused" in a["detail"] and "region" in a["detail"] for a in audit), (
+        audit[:5]
+    )
+    assert clusters["a"].labels["region"] == "a-1"  # the claim changed nothing
+
+
+def test_spoke_join_spends_its_token_once_and_keeps_its_enrolled_labels(  # type: ignore[no-untyped-def]
+    federation, tmp_path: Path
+) -> None:
+    fed: Federation = federation(spokes("a"))
+    token = fed.join_token("c", {"region": "eu-west-1"})
+    inv = tmp_path / "c.yaml"
+    inv.write_text("nodes: [{name: c-node, gpuType: H100, gpus: 2}]\n")
+    state = tmp_path / "c-state"
+    assert fed.api_url is not None and fed.nats is not None
+    args = [
+        sys.executable, "-m", "orrery_spoke_agent", "--cluster", "c",
+        "--region", "us-east-1",  # not what the admin bound: ignored
+        "--inventory", str(inv), "--state", str(state),
+        "--heartbeat-interval", "0.25", "--lease", "2", "--kill-grace", "0.5",
+        "--allow-root-slices", "--join", fed.api_url, "--token", token,
+    ]  # fmt: skip
+    log = open(tmp_path / "c.log", "wb")  # noqa: SIM115
+    p = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        fed.wait_ready(timeout=30, names=["c"])
+        with fed.client() as c:
+            cluster = {x.name: x for x in c.clusters()}["c"]
+        assert cluster.labels == {"region": "eu-west-1"}
+        assert (state / "identity" / "cluster.key").stat().st_mode & 0o077 == 0
+        # The token is spent: a second enrollment with it is refused, naming why.
+        again = subprocess.run(
+            [*args[:-4], "--state", str(tmp_path / "other"), "--join", fed.api_url,
+             "--token", token],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert again.returncode == 2
+        assert "already used" in again.stderr and "Traceback" not in again.stderr
+        assert token not in again.stderr
+    finally:
+        p.terminate()
+        p.wait(10)
+        log.close()
+
+
+async def test_a_revoked_cluster_is_dropped_at_once_and_its_slice_moves(  # type: ignore[no-untyped-def]
+    federation, tmp_path: Path
+) -> None:
+    fed: Federation = federation(spokes("a", "b"))
+    out = tmp_path / "out"
+    with fed.client() as c:
+        job = c.submit(
+            manifest("moving", out, slices=1, args=["--steps", "60", "--step-time", "0.1"])
+        )
+        j = wait_for(c, job.id, lambda j: j.status.phase == "Running", 30, "Running")
+        victim = j.status.slices[0].cluster
+        assert victim is not None
+        other = "b" if victim == "a" else "a"
+        # A client with the victim's certificate, connected before the revocation.
+        nc, _ = await connect_as(fed, victim)
+        r = c._request("POST", f"/v1/clusters/{victim}:revoke", idempotent=False)
+        c._raise_for(r)
+        assert r.json()["state"] == "Revoked"
+        await until(lambda: not nc.is_connected, "nats-server to drop the revoked cluster", 5)
+        # ... and it cannot come back.
+        with pytest.raises(Exception):  # noqa: B017 (nats-py: an authorization error)
+            await connect_as(fed, victim)
+        done = final(c, job.id, timeout=90)
+        audit = c.audit()
+    assert done.status.phase == "Succeeded", done.status.reason
+    assert done.status.slices[0].cluster == other
+    assert any(a["decision"] == "revoked" for a in audit)
