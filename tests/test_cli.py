@@ -81,6 +81,8 @@ def test_spoke_with_a_bad_inventory(tmp_path: Path) -> None:
         str(inv),
         "--state",
         str(tmp_path / "s"),
+        "--insecure",  # no enrolled identity here: the inventory is what is checked
+        "--allow-root-slices",
     )
     assert_clean_failure(p, "nodes[0].gpus")
     p = run(

@@ -12,6 +12,7 @@ import typer
 
 from orrery import logs
 from orrery.errors import InvalidInput, OrreryError
+from orrery.wire.subjects import valid_cluster_name
 
 if TYPE_CHECKING:
     from orrery.clusterid import SpokeIdentity
@@ -196,6 +197,10 @@ def command(app: typer.Typer) -> None:
             state_dir = state or Path(".orrery") / "spokes" / cluster
             labels = _labels(label or [])
             identity = None
+            if not valid_cluster_name(cluster):
+                raise InvalidInput(
+                    f"--cluster: {cluster!r} must be 1-63 lowercase letters, digits or '-'"
+                )
             if not insecure:
                 identity, nats, labels = _identity(
                     state_dir,

@@ -25,6 +25,7 @@ from sqlmodel import Session, SQLModel, create_engine
 
 from orrery.errors import InvalidInput, Unavailable
 from orrery_hub.store import models, tokenrows  # noqa: F401  (registers the tables)
+from orrery_hub.identity import models as _identity  # noqa: F401  (and the identity tables)
 
 SQLITE_SYNCHRONOUS = "FULL"
 
