@@ -147,6 +147,14 @@ def command(app: typer.Typer) -> None:
                 envvar="ORRERY_OIDC_GROUPS", help="YAML mapping OIDC groups to role and team"
             ),
         ] = None,
+        retention_days: Annotated[
+            float,
+            typer.Option(
+                envvar="ORRERY_RETENTION_DAYS",
+                help="prune events and audit rows of jobs finished this many days ago "
+                "(0: keep forever)",
+            ),
+        ] = 30.0,
         ready_file: Annotated[
             Path | None,
             typer.Option(
@@ -222,6 +230,7 @@ def command(app: typer.Typer) -> None:
             write_rate_per_s=write_rate,
             write_burst=write_burst,
             oidc=oidc,
+            retention_days=retention_days,
         )
 
         def on_ready(e: object) -> None:

@@ -64,6 +64,7 @@ from orrery_hub.settings import HubSettings
 from orrery_hub.store import Database
 from orrery_hub.store import jobs as jobstore
 from orrery_hub.store.models import ClusterRow, JobRow
+from orrery_hub.store.retention import RETENTION_EVERY_S, prune
 from orrery_hub.storerunner import StoreRunner
 
 log = logging.getLogger("orrery.hub")
@@ -119,6 +120,7 @@ class Hub:
         self._connected = False
         self.endpoints: Endpoints | None = None
         self._last_persist: dict[str, float] = {}
+        self._last_prune = 0.0
         self._last_free: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
         # Reports are processed per cluster, off the NATS callback (see ``intake``); what
         # the last processed report let a spoke forget is what a hurried reply carries.
@@ -596,6 +598,19 @@ class Hub:
             except Exception:
                 log.exception("reconcile pass failed; retrying next tick")
 
+    async def _prune(self, now: float) -> None:
+        """Retention: events and audit rows of long-finished jobs go, now and then."""
+        days = self.settings.retention_days
+        if not days or now - self._last_prune < RETENTION_EVERY_S:
+            return
+        self._last_prune = now
+        pruned = await self.store.tx(lambda s: prune(s, now=now, keep_s=days * 86400))
+        if pruned.jobs or pruned.events:
+            log.info(
+                "pruned old rows",
+                extra={"jobs": pruned.jobs, "events": pruned.events, "audit": pruned.audit},
+            )
+
     async def reconcile_once(self) -> None:
         now = self.clock()
         settings = self.settings
@@ -622,6 +637,7 @@ class Hub:
                     return reconcile.fail_nodes(s, c, n, now=now, settings=settings)
 
                 await self._publish((await self.store.tx(lose_nodes)).orders)
+        await self._prune(now)
         settled = await self.store.tx(
             lambda s: reconcile.settle_unknown(s, now=now, settings=settings)
         )
@@ -774,11 +790,15 @@ class Hub:
         self.wake()
         return view
 
-    async def events(self, job_id: str) -> Any:
-        return await self.store.tx(lambda s: jobstore.events(s, job_id))
+    async def events(
+        self, job_id: str, *, after: int | None = None, limit: int = jobstore.PAGE
+    ) -> Any:
+        return await self.store.tx(lambda s: jobstore.events(s, job_id, after=after, limit=limit))
 
-    async def attempts(self, job_id: str) -> Any:
-        return await self.store.tx(lambda s: jobstore.attempts(s, job_id))
+    async def attempts(
+        self, job_id: str, *, after: int | None = None, limit: int = jobstore.PAGE
+    ) -> Any:
+        return await self.store.tx(lambda s: jobstore.attempts(s, job_id, after=after, limit=limit))
 
     async def clusters(self) -> list[ClusterPublic]:
         return self.inventory.public(await self.store.tx(self.applier.held))
@@ -861,7 +881,9 @@ class Hub:
 
         return await self.store.tx(work)
 
-    async def audit(self, *, job: str | None, limit: int) -> list[dict[str, Any]]:
+    async def audit(
+        self, *, job: str | None, limit: int, before: int | None = None
+    ) -> list[dict[str, Any]]:
         from sqlmodel import col
 
         from orrery_hub.store.models import AuditRow
@@ -870,8 +892,11 @@ class Hub:
             q = select(AuditRow).order_by(col(AuditRow.id).desc()).limit(limit)
             if job:
                 q = q.where(AuditRow.job_id == job)
+            if before is not None:  # the next page, newest first: rows older than that id
+                q = q.where(col(AuditRow.id) < before)
             return [
                 {
+                    "id": a.id,
                     "at": a.at,
                     "kind": a.kind,
                     "job": a.job_id,

@@ -112,6 +112,9 @@ class HubSettings:
     # orders are level-triggered (the hub sends again what a spoke still lacks), and an
     # order is only replayable by a spoke that restarted within this window (plus skew).
     order_ttl_s: float | None = None
+    # Events and audit rows of jobs finished more than this many days ago are pruned
+    # (store.retention); None or 0 keeps them forever.
+    retention_days: float | None = 30.0
 
     @property
     def order_ttl(self) -> float:
@@ -158,3 +161,5 @@ class HubSettings:
             raise InvalidInput("--write-burst: must be at least 1")
         if self.order_ttl <= 0:
             raise InvalidInput("--order-ttl: must be positive")
+        if self.retention_days is not None and not 0 <= self.retention_days < 1e6:
+            raise InvalidInput("--retention-days: must be >= 0 (0: keep forever)")

@@ -67,6 +67,7 @@ class JobList(_Out):
 
 
 class EventView(_Out):
+    id: int | None = None  # the cursor: pass it as ``after`` for the next page
     at: float
     kind: str
     message: str
@@ -76,6 +77,7 @@ class EventView(_Out):
 
 
 class AttemptView(_Out):
+    id: int | None = None  # the cursor: pass it as ``after`` for the next page
     index: int
     epoch: int
     cluster: str

@@ -49,9 +49,17 @@ from orrery_hub.api.limits import MAX_BODY, BodyLimit
 from orrery_hub.api.scope import bind_team, visible
 from orrery_hub.auth import Guard, Permission, Principal, require
 from orrery_hub.auth.ratelimit import RateLimiter, retry_after_header
+from orrery_hub.store import jobs as jobstore
 
 if TYPE_CHECKING:
     from orrery_hub.service import Hub
+
+INT64_MAX = 2**63 - 1
+# Pagination of events and attempts: oldest first, ``after`` the last id of the page before.
+Page = Annotated[int, Query(ge=1, le=jobstore.MAX_PAGE, description="at most this many rows")]
+After = Annotated[
+    int | None, Query(ge=0, le=INT64_MAX, description="the next page: rows after this id")
+]
 
 _STATUS: dict[type[OrreryError], int] = {
     TooLarge: 413,
@@ -186,10 +194,13 @@ def create_app(hub: Hub) -> FastAPI:
         responses={**denied, 404: {"model": Problem}},
     )
     async def job_events(
-        job_id: str, who: Annotated[Principal, require(Permission.JOBS_READ)]
+        job_id: str,
+        who: Annotated[Principal, require(Permission.JOBS_READ)],
+        limit: Page = jobstore.PAGE,
+        after: After = None,
     ) -> Any:
         visible(await hub.get_job(job_id), who)
-        return await hub.events(job_id)
+        return await hub.events(job_id, after=after, limit=limit)
 
     @app.get(
         "/v1/jobs/{job_id}/attempts",
@@ -198,10 +209,13 @@ def create_app(hub: Hub) -> FastAPI:
         responses={**denied, 404: {"model": Problem}},
     )
     async def job_attempts(
-        job_id: str, who: Annotated[Principal, require(Permission.JOBS_READ)]
+        job_id: str,
+        who: Annotated[Principal, require(Permission.JOBS_READ)],
+        limit: Page = jobstore.PAGE,
+        after: After = None,
     ) -> Any:
         visible(await hub.get_job(job_id), who)
-        return await hub.attempts(job_id)
+        return await hub.attempts(job_id, after=after, limit=limit)
 
     @app.get(
         "/v1/clusters", response_model=ClusterList, response_model_by_alias=True, responses=denied
@@ -288,8 +302,12 @@ def create_app(hub: Hub) -> FastAPI:
         who: Annotated[Principal, require(Permission.AUDIT_READ)],
         job: Annotated[str | None, Query(description="only this job")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+        before: Annotated[
+            int | None,
+            Query(ge=0, le=INT64_MAX, description="the next page: rows older than this id"),
+        ] = None,
     ) -> list[dict[str, Any]]:
-        return await hub.audit(job=job, limit=limit)
+        return await hub.audit(job=job, limit=limit, before=before)
 
     from orrery_hub.api.tokens import token_routes
 

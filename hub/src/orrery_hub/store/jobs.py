@@ -20,6 +20,9 @@ from orrery.resources import (
 )
 from orrery_hub.store.models import AttemptRow, EventRow, JobRow, SliceRow
 
+PAGE = 1000  # rows per page of events and attempts, unless the caller asks for fewer
+MAX_PAGE = 10_000
+
 
 def add_event(
     s: Session,
@@ -188,24 +191,41 @@ def open_attempts(s: Session, job_id: str) -> list[AttemptRow]:
     )
 
 
-def events(s: Session, job_id: str) -> list[EventView]:
+def events(
+    s: Session, job_id: str, *, after: int | None = None, limit: int = PAGE
+) -> list[EventView]:
+    """A job's events, oldest first: at most ``limit``, those after the id ``after``."""
     get_row(s, job_id)
-    rows = s.exec(select(EventRow).where(EventRow.job_id == job_id).order_by(col(EventRow.id)))
+    q = select(EventRow).where(EventRow.job_id == job_id)
+    if after is not None:
+        q = q.where(col(EventRow.id) > after)
+    rows = s.exec(q.order_by(col(EventRow.id)).limit(limit))
     return [
         EventView(
-            at=e.at, kind=e.kind, message=e.message, index=e.index, epoch=e.epoch, cluster=e.cluster
+            id=e.id,
+            at=e.at,
+            kind=e.kind,
+            message=e.message,
+            index=e.index,
+            epoch=e.epoch,
+            cluster=e.cluster,
         )
         for e in rows
     ]
 
 
-def attempts(s: Session, job_id: str) -> list[AttemptView]:
+def attempts(
+    s: Session, job_id: str, *, after: int | None = None, limit: int = PAGE
+) -> list[AttemptView]:
+    """A job's attempts, oldest first: at most ``limit``, those after the id ``after``."""
     get_row(s, job_id)
-    rows = s.exec(
-        select(AttemptRow).where(AttemptRow.job_id == job_id).order_by(col(AttemptRow.id))
-    )
+    q = select(AttemptRow).where(AttemptRow.job_id == job_id)
+    if after is not None:
+        q = q.where(col(AttemptRow.id) > after)
+    rows = s.exec(q.order_by(col(AttemptRow.id)).limit(limit))
     return [
         AttemptView(
+            id=a.id,
             index=a.index,
             epoch=a.epoch,
             cluster=a.cluster,
