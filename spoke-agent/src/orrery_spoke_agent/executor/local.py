@@ -150,7 +150,7 @@ class LocalExecutor:
         if self.cgroups is not None:
             cg = self.cgroups / ".".join(attempt_name(a.key))
             try:
-                cg.mkdir(exist_ok=True)
+                cg.mkdir(parents=True, exist_ok=True)
             except OSError as exc:
                 raise LaunchError(f"cannot create the slice's cgroup {cg}: {exc}") from None
             cgroup = str(cg)
@@ -353,6 +353,8 @@ class LocalExecutor:
             epoch, index, job = folder.name, folder.parent.name, folder.parent.parent.name
             shutil.rmtree(self.work / f"{job}.{index}.{epoch}", ignore_errors=True)
             shutil.rmtree(folder, ignore_errors=True)
+            if self.cgroups is not None:
+                remove_cgroup(str(self.cgroups / f"{job}.{index}.{epoch}"))  # if left, empty
             for empty in (folder.parent, folder.parent.parent):
                 try:
                     empty.rmdir()
