@@ -112,3 +112,30 @@ async def test_token_create_list_revoke_and_the_ways_to_pass_a_token(
     assert p.returncode == 0 and "revoked" in p.stdout
     p = await arun("jobs", env={"ORRERY_CONFIG": str(cfg)})
     assert p.returncode != 0 and "revoked" in p.stderr and "Traceback" not in p.stderr
+
+
+async def test_config_contexts(hub: Hub, tmp_path: Path) -> None:
+    assert hub.endpoints is not None
+    cfg = {"ORRERY_CONFIG": str(tmp_path / "cfg" / "config.yaml")}
+    secret = tmp_path / "token"
+    secret.write_text(ADMIN_TOKEN + "\n")
+    p = await arun("config", "set-context", "prod", "--hub", hub.endpoints.api_url,
+                   "--token-file", str(secret), env=cfg)
+    assert p.returncode == 0, p.stderr
+    p = await arun("config", "set-context", "dev", "--hub", "http://127.0.0.1:9",
+                   "--no-current", env=cfg)
+    assert p.returncode == 0, p.stderr
+    assert (tmp_path / "cfg" / "config.yaml").stat().st_mode & 0o777 == 0o600
+    p = await arun("config", "get-contexts", env=cfg)
+    assert "* " in p.stdout and "prod" in p.stdout and "dev" in p.stdout
+    assert ADMIN_TOKEN not in p.stdout
+    p = await arun("clusters", env=cfg)  # the current context: prod, with its token
+    assert p.returncode == 0, p.stderr
+    p = await arun("config", "use-context", "nope", env=cfg)
+    assert p.returncode == 2 and "no context named 'nope'" in p.stderr
+    p = await arun("config", "use-context", "dev", env=cfg)
+    assert p.returncode == 0
+    p = await arun("clusters", env=cfg)
+    assert p.returncode != 0 and "cannot reach the hub at http://127.0.0.1:9" in p.stderr
+    p = await arun("clusters", env={**cfg, "ORRERY_CONTEXT": "prod"})
+    assert p.returncode == 0, p.stderr

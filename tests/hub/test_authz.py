@@ -276,3 +276,30 @@ def test_the_role_table_is_the_one_the_issue_states() -> None:
     assert can[Role.MEMBER] == can[Role.VIEWER] | {"jobs:submit", "jobs:cancel"}
     assert can[Role.OPERATOR] == can[Role.MEMBER] | {"usage:read", "audit:read"}
     assert can[Role.ADMIN] == {p.value for p in P}
+
+
+async def test_a_flood_of_bad_calls_is_counted_but_cannot_grow_the_audit_without_bound(
+    world: World,
+) -> None:
+    bad = bearer("orr_0123456789abcdef." + "q" * 43)
+    for _ in range(120):
+        assert (await world.api.get("/v1/clusters", headers=bad)).status_code == 401
+    rows = (await world.api.get("/v1/audit", headers=ADMIN)).json()
+    audited = [a for a in rows if a["kind"] == "auth"]
+    assert 50 <= len(audited) < 70  # the burst, and what refilled meanwhile
+    metrics = (await world.api.get("/metrics", headers=ADMIN)).text
+    assert 'orrery_api_denied_total{status="401"} 120.0' in metrics
+
+
+async def test_metrics_open_serves_metrics_without_a_token(tmp_path, nats_server) -> None:  # type: ignore[no-untyped-def]
+    from orrery_hub.settings import HubSettings
+    from tests.conftest import ADMIN_TOKEN, FAST, running_hub
+
+    settings = HubSettings(state_dir=tmp_path / "hub", nats_url=nats_server.url, port=0,
+                           timing=FAST, insecure=True, admin_token=ADMIN_TOKEN,
+                           metrics_open=True)
+    async with running_hub(settings) as h:
+        assert h.endpoints is not None
+        async with httpx.AsyncClient(base_url=h.endpoints.api_url) as api:
+            assert (await api.get("/metrics")).status_code == 200
+            assert (await api.get("/v1/clusters")).status_code == 401  # only /metrics opens

@@ -20,6 +20,14 @@ class HubMetrics:
             registry=r,
         )
         self.heartbeats = Counter("orrery_heartbeats", "Heartbeats received", registry=r)
+        self.api_denied = Counter(
+            "orrery_api_denied", "API calls refused (401, 403)", ["status"], registry=r
+        )
+        self.api_denied_unaudited = Counter(
+            "orrery_api_denied_unaudited",
+            "Refused API calls past the per-client audit rate, counted but not audited",
+            registry=r,
+        )
         self.bad_messages = Counter(
             "orrery_bad_messages", "Messages dropped as invalid", registry=r
         )

@@ -50,6 +50,7 @@ from orrery_hub import reconcile
 from orrery_hub.admission import check_deliverable
 from orrery_hub.applier import Applier
 from orrery_hub.auth import Authenticator, Principal, bootstrap_admin
+from orrery_hub.auth.ratelimit import RateLimiter
 from orrery_hub.gate import ClusterShape, PolicyGate, cluster_facts
 from orrery_hub.identity import files as identity_files
 from orrery_hub.identity.natsconf import HUB_INBOX
@@ -89,6 +90,7 @@ class Hub:
         self.store = StoreRunner(Database.connect(settings.database_url))
         from orrery_hub.auth.oidc import OidcVerifier
 
+        self._denial_audit = RateLimiter(rate=5.0, burst=50)
         self.auth = Authenticator(
             self.store,
             admin_token=settings.admin_token,
@@ -911,10 +913,16 @@ class Hub:
         return await self.store.tx(work)
 
     async def record_denial(
-        self, status: int, who: Principal | None, what: str, reason: str
+        self, status: int, who: Principal | None, what: str, reason: str, source: str
     ) -> None:
-        """A refused API call, in the audit log: who, what, why — never the token."""
+        """A refused API call, in the audit log: who, what, why — never the token. Each is
+        counted; the rows are rate-limited per client address, so a flood of bad calls
+        cannot grow the audit table without bound."""
         now = self.clock()
+        self.metrics.api_denied.labels(str(status)).inc()
+        if self._denial_audit.take(source, now) > 0:
+            self.metrics.api_denied_unaudited.inc()
+            return
         caller = "anonymous" if who is None else f"{who.subject} ({who.role.value})"
         decision = "unauthenticated" if status == 401 else "forbidden"
         detail = f"{what} by {caller}: {reason}"

@@ -23,8 +23,8 @@ from orrery_hub.auth.roles import Permission, Principal
 
 _READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-# (status, principal or None, "METHOD /path", reason) -> written somewhere durable
-DenialSink = Callable[[int, Principal | None, str, str], Awaitable[None]]
+# (status, principal or None, "METHOD /path", reason, client address) -> the audit log
+DenialSink = Callable[[int, Principal | None, str, str, str], Awaitable[None]]
 
 
 @dataclass
@@ -39,20 +39,21 @@ class Guard:
 
     async def check(self, request: Request, permission: Permission) -> Principal:
         what = f"{request.method} {request.url.path}"
+        source = request.client.host if request.client else "?"
         try:
             principal = await self.authenticator.authenticate(request.headers.get("authorization"))
         except Unauthenticated as exc:
-            await self._denied(401, None, what, exc.message)
+            await self._denied(401, None, what, exc.message, source)
             raise
         except Forbidden as exc:  # known, but granted nothing (an OIDC user in no group)
-            await self._denied(403, None, what, exc.message)
+            await self._denied(403, None, what, exc.message, source)
             raise
         if not principal.can(permission):
             reason = (
                 f"permission {permission.value} required: role {principal.role.value} "
                 "does not have it"
             )
-            await self._denied(403, principal, what, reason)
+            await self._denied(403, principal, what, reason, source)
             raise Forbidden(reason)
         if (
             self.writes is not None
@@ -73,9 +74,11 @@ class Guard:
         request.state.principal = principal
         return principal
 
-    async def _denied(self, status: int, p: Principal | None, what: str, reason: str) -> None:
+    async def _denied(
+        self, status: int, p: Principal | None, what: str, reason: str, source: str
+    ) -> None:
         if self.on_denied is not None:
-            await self.on_denied(status, p, what, reason)
+            await self.on_denied(status, p, what, reason, source)
 
 
 def require(permission: Permission) -> Any:

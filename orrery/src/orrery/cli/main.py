@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.live import Live
 
 from orrery.cli import clusters as cluster_cli
-from orrery.cli import tokens, views
+from orrery.cli import contexts, tokens, views
 from orrery.client import DEFAULT_HUB, HubClient
 from orrery.config import Context, connect, set_context
 from orrery.errors import InvalidInput, ManifestError, NotFound, OrreryError
@@ -257,6 +257,7 @@ def demo(
 
 app.add_typer(tokens.app, name="token")
 app.add_typer(cluster_cli.app, name="cluster")
+app.add_typer(contexts.app, name="config")
 
 
 def _plugins() -> None:
