@@ -112,6 +112,10 @@ async def a_token(w: World) -> dict[str, Any]:
     return {"token_id": (await w.token("viewer", "c"))["id"]}
 
 
+async def _name() -> dict[str, Any]:
+    return {"name": "c1"}
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -150,6 +154,18 @@ ROUTES = [
     Route("GET", "/metrics", Permission.CLUSTERS_READ),
     Route("GET", "/openapi.json", Permission.CLUSTERS_READ),
     Route("GET", "/healthz", None),
+    # Cluster identity. This hub runs --insecure, so past authorization they answer 409
+    # (identity is off); what is checked here is who gets that far.
+    Route("POST", "/v1/clusters/tokens", Permission.CLUSTERS_ADMIN, 409,
+          body={"json": {"cluster": "c1"}}),
+    Route("GET", "/v1/enrollments", Permission.CLUSTERS_READ, 409),
+    Route("POST", "/v1/clusters/{name}:approve", Permission.CLUSTERS_ADMIN, 409,
+          prepare=lambda _w: _name()),
+    Route("POST", "/v1/clusters/{name}:revoke", Permission.CLUSTERS_ADMIN, 409,
+          prepare=lambda _w: _name()),
+    # Enrollment authenticates by its join token, not by an API token.
+    Route("POST", "/v1/clusters:enroll", None, 409,
+          body={"json": {"cluster": "c1", "token": "x", "csr": "x"}}),
 ]
 
 
