@@ -29,12 +29,15 @@ MAX_EXPANDED_CHARS = MAX_DOCUMENT_BYTES
 MAX_DEPTH = 64
 
 
-class _TooBig(Exception):
+class _TooBig(yaml.YAMLError):
+    """Past a limit. A YAMLError, so code that reports YAML errors reports this one too."""
+
     def __init__(self, reason: str) -> None:
+        super().__init__(f"document {reason}")
         self.reason = reason
 
 
-def _measure(root: Node) -> None:
+def measure(root: Node) -> None:
     """Count ``root``'s nodes as expanded and its depth; raise _TooBig past a limit.
 
     An aliased subtree is measured once (memoised by identity) and counted each time it is
@@ -69,7 +72,7 @@ def _measure(root: Node) -> None:
         stack.extend((c, depth + 1, False) for c in children)
 
 
-class _Loader(yaml.SafeLoader):
+class BoundedLoader(yaml.SafeLoader):
     """PyYAML's composer recurses once per level: stop it at MAX_DEPTH, long before
     Python's recursion limit (and quickly: no thousand frames to unwind)."""
 
@@ -107,13 +110,13 @@ def load_document(text: str, *, source: str = "manifest") -> Any:
         raise ManifestError(
             [("", f"document larger than {MAX_DOCUMENT_BYTES} bytes")], source=source
         )
-    loader: _Loader | None = None
+    loader: BoundedLoader | None = None
     try:
-        loader = _Loader(text)  # reads the first characters: may raise already
+        loader = BoundedLoader(text)  # reads the first characters: may raise already
         node = loader.get_single_node()
         if node is None:
             return None
-        _measure(node)
+        measure(node)
         return loader.construct_document(node)
     except _TooBig as exc:
         raise ManifestError([("", f"document {exc.reason}")], source=source) from None

@@ -15,6 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from orrery.document import BoundedLoader, measure
 from orrery.errors import ManifestError
 from orrery.manifest import problems_of
 from orrery_hub.policy.match import AnyOf, ClusterMatcher, Glob, JobMatcher, compile_labels
@@ -92,12 +93,13 @@ def _line_of(node: yaml.Node, loc: tuple[int | str, ...]) -> int:
 
 
 def _documents(path: str, text: str) -> Iterable[tuple[yaml.Node, Any]]:
-    loader = yaml.SafeLoader(text)
+    loader = BoundedLoader(text)  # nesting and alias expansion bounded, as for manifests
     try:
         while loader.check_node():
             node = loader.get_node()
             if node is None:
                 continue
+            measure(node)
             yield node, loader.construct_document(node)
     finally:
         loader.dispose()
