@@ -203,3 +203,34 @@ async def test_a_revoked_cluster_is_dropped_at_once_and_its_slice_moves(  # type
     assert done.status.phase == "Succeeded", done.status.reason
     assert done.status.slices[0].cluster == other
     assert any(a["decision"] == "revoked" for a in audit)
+
+
+def test_certificates_renew_before_they_expire_without_a_restart(  # type: ignore[no-untyped-def]
+    federation,
+) -> None:
+    # 12 s certificates: renewed at 20% left (~2.4 s before expiry), over NATS.
+    fed: Federation = federation(spokes("a"), hub_args=["--cert-ttl", "12s"])
+    ident = SpokeIdentity.under(fed.state / "spokes" / "a")
+    first = ident.validity()
+    pid = fed.spokes["a"].pid
+    deadline = time.monotonic() + 30
+    while ident.validity() == first:
+        assert time.monotonic() < deadline, "the certificate was not renewed"
+        time.sleep(0.2)
+    assert ident.validity()[1] > first[1]
+    # Past the first certificate's expiry, a new connection (nats-server restarted) still
+    # gets in: the agent loaded the renewed certificate into its live TLS context.
+    while time.time() < first[1] + 1:
+        time.sleep(0.2)
+    assert fed.nats is not None
+    fed.nats.kill()
+    fed.nats.start()
+    with fed.client() as c:
+        before = {x.name: x for x in c.clusters()}["a"].last_heartbeat
+        deadline = time.monotonic() + 20
+        while {x.name: x for x in c.clusters()}["a"].last_heartbeat == before:
+            assert time.monotonic() < deadline, "the spoke did not come back after the restart"
+            time.sleep(0.2)
+        audit = c.audit()
+    assert fed.spokes["a"].pid == pid and fed.spokes["a"].poll() is None  # never restarted
+    assert any(a["decision"] == "renewed" for a in audit)

@@ -149,8 +149,8 @@ class HubSettings:
         self.timing.check()
         if not 0 <= self.port <= 65535:
             raise InvalidInput(f"--port: {self.port} is not a TCP port")
-        if self.cert_ttl_s < 60:
-            raise InvalidInput("--cert-ttl: at least 60 seconds")
+        if self.cert_ttl_s < 10:
+            raise InvalidInput("--cert-ttl: at least 10 seconds")
         if (self.ca_cert is None) != (self.ca_key is None):
             raise InvalidInput("--ca-cert and --ca-key: give both or neither")
         if self.backoff_base_s < 0 or self.backoff_max_s < self.backoff_base_s:

@@ -29,7 +29,6 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from orrery.certs import (
     key_pem,
     make_csr,
-    needs_renewal,
     new_key,
     validity,
     write_public,
@@ -121,9 +120,8 @@ class SpokeIdentity:
         write_public(self.info_file, json.dumps(info, indent=2).encode())
         log.info("enrolled", extra={"cluster": cluster, "state": out["state"]})
 
-    def due(self, now: float) -> bool:
-        nb, na = validity(self.cert)
-        return needs_renewal(nb, na, now)
+    def validity(self) -> tuple[float, float]:
+        return validity(self.cert)
 
     def new_csr(self, cluster: str) -> tuple[ec.EllipticCurvePrivateKey, bytes]:
         key = new_key()

@@ -37,6 +37,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from orrery.certs import needs_renewal
 from orrery.clusterid import SpokeIdentity, inbox_prefix
 from orrery.wire import (
     Assignment,
@@ -110,6 +111,7 @@ class Agent:
         self.identity = identity
         self._tls = identity.ssl_context() if identity is not None else None
         self._next_renew_check = 0.0
+        self._validity: tuple[float, float] | None = None
         self.executor = executor
         self.nodes = {n.name: n for n in nodes}
         self.clock = clock
@@ -335,38 +337,36 @@ class Agent:
     async def maybe_renew(self) -> bool:
         """Renew the certificate once 20% of its validity is left: a CSR on this cluster's
         own report subject, the new certificate into the live TLS context (the next
-        reconnection uses it; no restart)."""
+        reconnection uses it; no restart). Checked at every heartbeat, against the validity
+        kept in memory."""
         now = self.clock()
-        if (
-            self.identity is None
-            or self._tls is None
-            or self.nc is None
-            or now < self._next_renew_check
-        ):
+        if self.identity is None or self._tls is None or self.nc is None:
             return False
-        self._next_renew_check = now + 30.0
-        if not self.identity.due(now):
+        if now < self._next_renew_check:
             return False
-        key, csr = self.identity.new_csr(self.settings.cluster)
+        if self._validity is None:
+            self._validity = self.identity.validity()
+        if not needs_renewal(*self._validity, now):
+            return False
+        cluster = self.settings.cluster
+        self._next_renew_check = now + 5.0  # not every beat while the hub cannot answer
+        key, csr = self.identity.new_csr(cluster)
         try:
             reply = await self.nc.request(
                 self.subjects.renew, json.dumps({"csr": csr.decode()}).encode(), timeout=5
             )
             out = json.loads(reply.data)
         except Exception as exc:
-            log.warning(
-                "certificate renewal unanswered: %r", exc, extra={"cluster": self.settings.cluster}
-            )
+            log.warning("certificate renewal unanswered: %r", exc, extra={"cluster": cluster})
             return False
-        if "certificate" not in out:
-            log.error(
-                "certificate renewal refused: %s",
-                out.get("error"),
-                extra={"cluster": self.settings.cluster},
-            )
+        if not isinstance(out, dict) or "certificate" not in out:
+            why = out.get("error") if isinstance(out, dict) else "bad reply"
+            log.error("certificate renewal refused: %s", why, extra={"cluster": cluster})
             return False
         self.identity.install(key, out["certificate"].encode(), self._tls)
-        log.info("certificate renewed", extra={"cluster": self.settings.cluster})
+        self._validity = self.identity.validity()
+        self._next_renew_check = 0.0
+        log.info("certificate renewed", extra={"cluster": cluster, "until": self._validity[1]})
         return True
 
     async def _heartbeat_loop(self) -> None:
