@@ -70,6 +70,14 @@ async def refused(url: str, tls: ssl.SSLContext | None) -> bool:
     return False
 
 
+def cli(*args: str) -> subprocess.CompletedProcess[str]:
+    p = subprocess.run(
+        [sys.executable, "-m", "orrery.cli.main", *args], capture_output=True, text=True, timeout=60
+    )
+    assert p.returncode == 0, p.stderr
+    return p
+
+
 async def until(pred: Any, what: str, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
@@ -141,7 +149,11 @@ def test_spoke_join_spends_its_token_once_and_keeps_its_enrolled_labels(  # type
     federation, tmp_path: Path
 ) -> None:
     fed: Federation = federation(spokes("a"))
-    token = fed.join_token("c", {"region": "eu-west-1"})
+    assert fed.api_url is not None
+    admin = ["--hub", fed.api_url, "--token", fed.admin_token]
+    made = cli("cluster", "token", "create", "c", "--labels", "region=eu-west-1", *admin)
+    token = made.stdout.strip()
+    assert token.startswith("orrery-join.") and token not in made.stderr
     inv = tmp_path / "c.yaml"
     inv.write_text("nodes: [{name: c-node, gpuType: H100, gpus: 2}]\n")
     state = tmp_path / "c-state"
@@ -170,6 +182,8 @@ def test_spoke_join_spends_its_token_once_and_keeps_its_enrolled_labels(  # type
         assert again.returncode == 2
         assert "already used" in again.stderr and "Traceback" not in again.stderr
         assert token not in again.stderr
+        listed = cli("cluster", "list", *admin).stdout
+        assert "c" in listed and "Approved" in listed and "region=eu-west-1" in listed
     finally:
         p.terminate()
         p.wait(10)
@@ -191,9 +205,9 @@ async def test_a_revoked_cluster_is_dropped_at_once_and_its_slice_moves(  # type
         other = "b" if victim == "a" else "a"
         # A client with the victim's certificate, connected before the revocation.
         nc, _ = await connect_as(fed, victim)
-        r = c._request("POST", f"/v1/clusters/{victim}:revoke", idempotent=False)
-        c._raise_for(r)
-        assert r.json()["state"] == "Revoked"
+        assert fed.api_url is not None
+        revoked = cli("cluster", "revoke", victim, "--hub", fed.api_url, "--token", fed.admin_token)
+        assert "Revoked" in revoked.stdout
         await until(lambda: not nc.is_connected, "nats-server to drop the revoked cluster", 5)
         # ... and it cannot come back.
         with pytest.raises(Exception):  # noqa: B017 (nats-py: an authorization error)
