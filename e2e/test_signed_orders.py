@@ -2,17 +2,21 @@
 an order signed by another key, a real order with a field changed, and a real order
 replayed — the slice is not started, and the spoke's log says why, naming the job.
 
-The federation here is the development one (plain NATS, ``--insecure``), where anyone can
-publish on a spoke's orders subject: exactly the attacker the signature must stop.
+Twice: on the development federation (plain NATS, ``--insecure``), where anyone can publish
+on a spoke's orders subject; and on the secure one (TLS, per-cluster NATS users, the key
+pinned at enrollment), by a client holding the hub's own NATS credentials but not its
+signing key — exactly the attacker the signature must stop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -20,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.msg import Msg
 
 from e2e.conftest import manifest, spokes, steps
+from orrery.clusterid import SpokeIdentity
 from orrery.federation import Federation
 from orrery.wire import Assignment, Heartbeat, Subjects, decode, decode_order, encode
 from orrery.wire.signing import sign
@@ -39,12 +44,11 @@ def refusals(fed: Federation, cluster: str) -> list[str]:
     return [ln for ln in log.read_text().splitlines() if "refused order:" in ln]
 
 
-async def test_forged_and_replayed_orders_are_refused_by_a_real_spoke(  # type: ignore[no-untyped-def]
-    federation, tmp_path: Path
+async def forged_and_replayed(
+    fed: Federation, tmp_path: Path, sender: Any, spy: Any, watcher: Any
 ) -> None:
-    fed: Federation = federation(spokes("a"), insecure=True)
-    assert fed.nats is not None
-    assert (fed.state / "hub" / "identity" / "orders.pub").exists()
+    """The attack: ``sender`` publishes on A's orders subject, ``spy`` reads it (to capture a
+    real order), ``watcher`` reads A's heartbeats (to know when A forgot the ended slice)."""
     orders_subject = Subjects("a").orders
     seen: list[bytes] = []
     beats: list[Heartbeat] = []
@@ -55,11 +59,12 @@ async def test_forged_and_replayed_orders_are_refused_by_a_real_spoke(  # type: 
     async def watch(msg: Msg) -> None:
         beats.append(decode(msg.data, Heartbeat))
 
-    nc = await nats.connect(fed.nats.url)
+    nc = sender
     try:
-        await nc.subscribe(orders_subject, cb=capture)
-        await nc.subscribe(Subjects("a").heartbeat, cb=watch)
-        await nc.flush()
+        await spy.subscribe(orders_subject, cb=capture)
+        await watcher.subscribe(Subjects("a").heartbeat, cb=watch)
+        await spy.flush()
+        await watcher.flush()
 
         # 1. Signed, but not by the hub.
         pwned = tmp_path / "pwned"
@@ -119,7 +124,8 @@ async def test_forged_and_replayed_orders_are_refused_by_a_real_spoke(  # type: 
             await until(lambda: len(refusals(fed, "a")) >= 4, "the late replay refused")
             attempts = await asyncio.to_thread(c.attempts, job.id)
     finally:
-        await nc.close()
+        for conn in {id(c): c for c in (sender, spy, watcher)}.values():
+            await conn.close()
 
     lines = refusals(fed, "a")
     forged_lines = [ln for ln in lines if "refused order: forged" in ln]
@@ -142,3 +148,37 @@ async def test_forged_and_replayed_orders_are_refused_by_a_real_spoke(  # type: 
         if "slice started" in ln
     ]
     assert len(started) == 1 and f"job={job.id}" in started[0], started
+
+
+async def test_forged_and_replayed_orders_are_refused_by_a_real_spoke_on_plain_nats(  # type: ignore[no-untyped-def]
+    federation, tmp_path: Path
+) -> None:
+    """Development mode: anyone can publish on a spoke's orders subject; the spoke was given
+    the hub's orders.pub, so only the signature stands in the way."""
+    fed: Federation = federation(spokes("a"), insecure=True)
+    assert fed.nats is not None
+    assert (fed.state / "hub" / "identity" / "orders.pub").exists()
+    nc = await nats.connect(fed.nats.url)
+    await forged_and_replayed(fed, tmp_path, nc, nc, nc)
+
+
+async def test_with_the_hubs_own_nats_credentials_forged_and_replayed_orders_are_refused(  # type: ignore[no-untyped-def]
+    federation, tmp_path: Path
+) -> None:
+    """The secure federation: TLS, a NATS user per cluster, the key pinned at enrollment.
+    The attacker holds the hub's NATS client certificate (the only one allowed to publish
+    orders) but not its signing key, and spoke A's certificate to record A's orders."""
+    fed: Federation = federation(spokes("a"))
+    assert fed.nats is not None and fed.nats.url.startswith("tls://")
+    hub_ident = fed.state / "hub" / "identity"
+    pinned = fed.state / "spokes" / "a" / "identity" / "hub-orders.pub"
+    assert pinned.read_bytes() == (hub_ident / "orders.pub").read_bytes()
+    hub_tls = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(hub_ident / "ca.crt"))
+    hub_tls.load_cert_chain(str(hub_ident / "hub-nats.crt"), str(hub_ident / "hub-nats.key"))
+    as_hub = await nats.connect(fed.nats.url, tls=hub_tls, inbox_prefix="_INBOX_hub")
+    as_a = await nats.connect(
+        fed.nats.url,
+        tls=SpokeIdentity.under(fed.state / "spokes" / "a").ssl_context(),
+        inbox_prefix="_INBOX_a",
+    )
+    await forged_and_replayed(fed, tmp_path, as_hub, as_a, as_hub)
