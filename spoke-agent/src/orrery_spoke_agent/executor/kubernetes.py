@@ -22,7 +22,8 @@ Slices hold no API credentials (no service-account token is mounted unless the c
 an account): their progress reaches the agent over a per-attempt token (``kube_progress``).
 A pod that nevertheless leaves its Job (its labels changed by whoever may patch pods) is no
 longer bounded by the Job's deadline: the agent finds it by its immutable name, deletes it
-and ends the attempt (``_catch_escapes``, on every lease renewal).
+and ends the attempt (``_catch_escapes``: every second, and on every lease renewal —
+an agent cut off from the hub still looks, since the deadline no longer bounds such a pod).
 
 Configuration beyond the CLI flags (GPU resource names, tolerations, a default image,
 volumes for checkpoints, the pending timeout) comes from the YAML file named by
@@ -124,7 +125,9 @@ class KubeExecutor:
         self._digests: dict[str, str] = {}  # Job name -> SHA-256 of its progress token
         self._names: OrderedDict[str, K] = OrderedDict()  # every attempt seen, bounded
         self.escapes = 0  # pods found outside their Job and deleted
+        self._caught: set[str] = set()  # their names: counted and logged once
         self.progress_endpoint: ProgressEndpoint | None = None
+        self._patrol: asyncio.Task[None] | None = None
         sel = kj.selector(self.cluster)
         wt, cl = cfg.watch_timeout_s, self.cluster
         self.nodes = Reflector("nodes", self.core.list_node, on_change=self._changed,
@@ -203,6 +206,21 @@ class KubeExecutor:
             if _status(exc) != 404:
                 raise
 
+    def _start_patrol(self) -> None:
+        """From the first call on the agent's loop: look for escaped pods every CHECK_S."""
+        self._loop = asyncio.get_running_loop()
+        if self._patrol is None:
+            self._patrol = self._loop.create_task(self._patrol_loop(), name="escaped pods")
+
+    async def _patrol_loop(self) -> None:
+        while True:
+            await asyncio.sleep(CHECK_S)  # a period, not synchronisation
+            try:
+                await self._catch_escapes()
+            except Exception as exc:  # the API away: the next round tries again
+                log.warning("looking for escaped pods failed: %s", str(exc)[:200],
+                            extra={"cluster": self.cluster})
+
     def _pods_of(self, name: str) -> list[dict[str, Any]]:
         return [p for p in self.pods.items()
                 if ((p.get("metadata") or {}).get("labels") or {}).get(kj.L_ATTEMPT) == name]
@@ -210,7 +228,7 @@ class KubeExecutor:
     # ---- Executor ----------------------------------------------------------------------
 
     async def launch(self, a: Assignment, env: Mapping[str, str]) -> float:
-        self._loop = asyncio.get_running_loop()
+        self._start_patrol()
         if not (a.image or self.t.default_image):
             raise LaunchError("no image: a Kubernetes spoke runs spec.image, and the job "
                               "names none (nor does this spoke's defaultImage)", retryable=False)
@@ -331,7 +349,7 @@ class KubeExecutor:
         return capa.reports(infos, other, own)
 
     async def discover(self) -> list[Found]:
-        self._loop = asyncio.get_running_loop()
+        self._start_patrol()
         sel = kj.selector(self.cluster)
         jobs_raw = await self._call(self.batch.list_namespaced_job, self.ns,
                                     label_selector=sel, _preload_content=False)
@@ -416,10 +434,12 @@ class KubeExecutor:
             k = self._names[owner]
             a = self._assignments.get(k)
             reason = f"killed: its pod {md['name']} left its Job"
-            self.escapes += 1
-            log.warning("pod left its Job; deleting it", extra={
-                "job": k[0], "slice": k[1], "epoch": k[2], "cluster": self.cluster,
-                "pod": md["name"], "job_name": owner})
+            if md["name"] not in self._caught:
+                self._caught.add(md["name"])
+                self.escapes += 1
+                log.warning("pod left its Job; deleting it", extra={
+                    "job": k[0], "slice": k[1], "epoch": k[2], "cluster": self.cluster,
+                    "pod": md["name"], "job_name": owner})
             if a is not None and k in self._live:
                 self._stop_reasons.setdefault(k, reason)
                 try:
@@ -469,6 +489,8 @@ class KubeExecutor:
                           job_name=name, error=str(r)[:200])
 
     async def close(self) -> None:
+        if self._patrol is not None:
+            self._patrol.cancel()
         if self.progress_endpoint is not None:
             await asyncio.to_thread(self.progress_endpoint.close)
         await asyncio.gather(*(asyncio.to_thread(r.stop) for r in (self.nodes, self.pods,
