@@ -137,6 +137,9 @@ class _Pass:
                 self._tail([job, *self.offer.rest()])
                 break
             self._one(job)
+            if self.policy.head_of_line and job.id in self.waiting:
+                self._wait_all(self.offer.rest())
+                break
         return Plan(
             placements=tuple(self.placements),
             waiting=self.waiting,

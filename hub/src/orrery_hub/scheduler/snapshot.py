@@ -156,6 +156,9 @@ class Policy:
     """
 
     fifo: bool = False
+    # Strict FIFO: nothing is placed past the first job that does not fit (head-of-line
+    # blocking, the textbook baseline); off: later jobs that fit skip ahead (first fit).
+    head_of_line: bool = False
     fair_share: bool = False
     tenant: str = "queue"
     quotas: bool = False

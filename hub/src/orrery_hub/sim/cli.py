@@ -48,7 +48,14 @@ def run_sim(
 _FLEET_HELP = "fleet YAML; default: one cluster per GPU model from the node list by the trace"
 _POLICY_HELP = f"policy to run (repeatable): {', '.join(POLICIES)}; fifo always runs"
 
-TraceArg = Annotated[Path, typer.Argument(help="pod list CSV (Alibaba GPU trace format)")]
+TraceArg = Annotated[
+    Path | None, typer.Argument(help="pod list CSV (Alibaba GPU trace format)")
+]
+SweepOpt = Annotated[
+    Path | None,
+    typer.Option(help="grid YAML (fleets x loads x seeds, see orrery_hub.sim.sweep): run "
+                 "every policy on every cell; writes sweep.json, sweep.md and sweep.png"),
+]
 FleetOpt = Annotated[Path | None, typer.Option(envvar="ORRERY_FLEET", help=_FLEET_HELP)]
 PolicyOpt = Annotated[list[str] | None, typer.Option(envvar="ORRERY_POLICY", help=_POLICY_HELP)]
 OutOpt = Annotated[
@@ -62,13 +69,20 @@ LimitOpt = Annotated[
 def command(app: typer.Typer) -> None:
     @app.command("sim")
     def sim(
-        trace: TraceArg,
+        trace: TraceArg = None,
         fleet: FleetOpt = None,
         policy: PolicyOpt = None,
         out: OutOpt = Path("sim-out"),
         limit: LimitOpt = None,
+        sweep: SweepOpt = None,
     ) -> None:
         """Replay a trace through the scheduler in simulated time; compare policies."""
+        if sweep is not None:
+            _sweep(sweep, out)
+            return
+        if trace is None:
+            typer.echo("orrery sim: give a TRACE (pod list CSV) or --sweep FILE", err=True)
+            raise typer.Exit(2)
         try:
             summaries = run_sim(trace, fleet, policy or ["orrery"], out, limit=limit)
         except (TraceError, OSError) as exc:
@@ -80,3 +94,23 @@ def command(app: typer.Typer) -> None:
         for name, s in summaries.items():
             typer.echo(f"{name:<10}" + "".join(f"{s[c]:>14.4g}" for c in cols))
         typer.echo(f"wrote {out / 'summary.json'} and {out / 'policies.png'}")
+
+
+def _sweep(path: Path, out: Path) -> None:
+    from orrery_hub.sim.sweep import run_sweep
+
+    try:
+        result = run_sweep(path, out)
+    except (TraceError, OSError) as exc:
+        typer.echo(f"orrery sim: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for p, a in result["aggregate"].items():
+        w, b = a["worst"], a["best"]
+        typer.echo(
+            f"{p}: JCT x{a['jct_ratio_geomean']:.3f}, wait x{a['wait_ratio_geomean']:.3f} of "
+            f"{result['baseline']} (geomean over {a['cells']} cells); not worse in "
+            f"{a['not_worse_cells']}/{a['cells']}; contended wins {a['contended_wins']}/"
+            f"{a['contended_cells']}; WORST {w['cell']} (JCT x{w['jct_ratio']:.2f}, wait "
+            f"x{w['wait_ratio']:.2f}); best {b['cell']} (JCT x{b['jct_ratio']:.2f}, wait "
+            f"x{b['wait_ratio']:.2f})")
+    typer.echo(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'} and {out / 'sweep.png'}")

@@ -32,7 +32,8 @@ from orrery_hub.sim.fleet import Fleet
 from orrery_hub.sim.trace import TraceJob
 
 POLICIES: dict[str, Policy] = {
-    "fifo": Policy(fifo=True),
+    "fifo": Policy(fifo=True),  # first fit: a job that fits skips those that do not
+    "strict-fifo": Policy(fifo=True, head_of_line=True),
     "priority": Policy(),
     "fair": Policy(fair_share=True, quotas=True, backfill=True),
     "orrery": Policy.full(),

@@ -82,8 +82,9 @@ class Fleet:
         return sum(n.gpus for ns in self.clusters.values() for n in ns)
 
 
-def _thin(nodes: list[TraceNode], fraction: float) -> list[TraceNode]:
-    """Every k-th node of each model, at least one: a smaller fleet of the same mix."""
+def _thin(nodes: list[TraceNode], fraction: float, seed: int = 0) -> list[TraceNode]:
+    """Every k-th node of each model, at least one: a smaller fleet of the same mix. The
+    seed shifts which k-th (seed 0: the first of each stride), so seeds draw other nodes."""
     if fraction >= 1:
         return nodes
     by_model: dict[str, list[TraceNode]] = defaultdict(list)
@@ -93,7 +94,8 @@ def _thin(nodes: list[TraceNode], fraction: float) -> list[TraceNode]:
     for _model, ns in sorted(by_model.items()):
         keep = max(1, round(len(ns) * fraction))
         step = len(ns) / keep
-        out.extend(ns[int(i * step)] for i in range(keep))
+        shift = seed % max(1, int(step))
+        out.extend(ns[min(len(ns) - 1, int(i * step) + shift)] for i in range(keep))
     return out
 
 
@@ -114,7 +116,12 @@ def load_fleet(path: Path | None, trace_path: Path) -> Fleet:
         raise TraceError(f"{path}: {loc or '<document>'}: {first['msg']}") from None
     base = path.parent if path is not None else trace_path.parent
     nodes_path = base / spec.nodes if spec.nodes else trace_path.parent / DEFAULT_NODES
-    nodes = _thin(list(read_nodes(nodes_path)), spec.node_fraction)
+    return build_fleet(spec, read_nodes(nodes_path))
+
+
+def build_fleet(spec: FleetSpec, all_nodes: tuple[TraceNode, ...]) -> Fleet:
+    """The fleet ``spec`` describes, drawn from ``all_nodes`` (also used by ``sweep``)."""
+    nodes = _thin(list(all_nodes), spec.node_fraction, spec.seed)
     groups = spec.clusters or [
         ClusterSpec(name=m.lower(), models=[m]) for m in sorted({n.model for n in nodes})
     ]
