@@ -6,6 +6,11 @@ the fake executor, so a "launch" is instant and only the control plane is measur
 is a hub that stamps orders without a signature and agents with no pinned key; "on" is
 the product's path (the hub signs, the agents verify against orders.pub).
 
+The second benchmark runs real processes (nats-server, the hub, two spokes with the local
+executor) in three modes in the same run: plain NATS without order verification, plain NATS
+with signed orders verified (the --insecure federation), and the secure default (TLS, a
+NATS user per enrolled cluster, orders verified against the key pinned at enrollment).
+
     ./dev bench -k security
 """
 
@@ -15,6 +20,7 @@ import asyncio
 import contextlib
 import itertools
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -27,6 +33,8 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from benchmarks.conftest import percentile, record
+from orrery.clusterid import SpokeIdentity
+from orrery.federation import Federation, SpokeSpec, Timings
 from orrery.natsserver import NatsServer
 from orrery.wire import Assignment, Heartbeat, HeartbeatAck, NodeReport, Subjects, decode, encode
 from orrery.wire.codec import decode_order
@@ -286,7 +294,154 @@ def test_signing_costs(tmp_path: Path) -> None:
         "added_heartbeat_intake_p50_ms": round(
             on["heartbeat_intake_p50_ms"] - off["heartbeat_intake_p50_ms"], 3
         ),
-        "tls": "not measured (NATS TLS not on main when this ran)",
+        "tls": "see test_tls_and_signing_on_a_real_federation (security_federation)",
     }
     record("security", figures)
     assert costs["decode_and_verify_us"] < 5000  # sanity only: the figures are the result
+
+
+# ---- TLS: the real federation, secure vs development mode -----------------------------
+
+REAL_ROUNDS = 2
+REAL_JOBS = 30  # 1-slice jobs per mode per round
+REAL_HEARTBEATS = 150
+
+
+def real_manifest() -> str:
+    return yaml.safe_dump(
+        {
+            "apiVersion": "orrery/v1",
+            "kind": "TrainingJob",
+            "metadata": {"name": "tls"},
+            "spec": {
+                "slices": 1,
+                "gpusPerSlice": 1,
+                "command": [sys.executable, "-c", "import time; time.sleep(30)"],
+            },
+        }
+    )
+
+
+def real_submit_to_running(api: httpx.Client) -> float:
+    t0 = time.perf_counter()
+    r = api.post("/v1/jobs", content=real_manifest())
+    r.raise_for_status()
+    job_id = r.json()["id"]
+    while True:
+        j = api.get(f"/v1/jobs/{job_id}").json()
+        if all(s["phase"] == "Running" for s in j["status"]["slices"]):
+            elapsed = time.perf_counter() - t0
+            break
+        assert time.perf_counter() - t0 < 30, f"job {job_id} not running after 30 s: {j}"
+        time.sleep(0.002)
+    api.delete(f"/v1/jobs/{job_id}").raise_for_status()
+    return elapsed
+
+
+async def real_heartbeats(fed: Federation, secure: bool) -> list[float]:
+    """Heartbeat round trips from a cluster that reports like a spoke (4 nodes): over TLS
+    with an enrolled identity in the secure mode, plain NATS otherwise."""
+    assert fed.nats is not None
+    name = f"hb-{uuid.uuid4().hex[:6]}"
+    labels = {"region": "bench-1"}
+    if secure:
+        state = fed.state / "bench-hb" / name
+        await asyncio.to_thread(fed.enroll, name, labels, state)
+        nc = await nats.connect(
+            fed.nats.url,
+            tls=SpokeIdentity.under(state).ssl_context(),
+            inbox_prefix=f"_INBOX_{name}",
+        )
+    else:
+        nc = await nats.connect(fed.nats.url)
+    subjects = Subjects(name)
+    nodes = [
+        NodeReport(name=f"n{i}", gpu_type="H100", gpus=8, free=list(range(8))) for i in range(4)
+    ]
+    out = []
+    try:
+        for i in range(REAL_HEARTBEATS + 20):
+            hb = Heartbeat(
+                sender=f"spoke/{name}",
+                seq=i + 1,
+                cluster=name,
+                incarnation="bench",
+                labels=labels,
+                lease_s=2.0,
+                nodes=nodes,
+            )
+            t0 = time.perf_counter()
+            reply = await nc.request(subjects.heartbeat, encode(hb), timeout=5)
+            elapsed = time.perf_counter() - t0
+            ack = decode(reply.data, HeartbeatAck)
+            assert ack.accepted, ack.reason
+            if i >= 20:
+                out.append(elapsed)
+    finally:
+        await nc.close()
+    return out
+
+
+def real_mode(tmp: Path, mode: str, into: Samples) -> None:
+    specs = [SpokeSpec(f"tls-{i}", f"tls-{i}-1", "H100", 2, 8) for i in range(2)]
+    fed = Federation(
+        tmp,
+        spokes=specs,
+        timings=Timings(heartbeat_s=1.0),
+        insecure=mode != "secure",
+        verify_orders=mode != "plain",
+    )
+    with fed:
+        assert fed.api_url is not None and fed.nats is not None
+        assert fed.nats.url.startswith("tls://") == (mode == "secure")
+        auth = {"Authorization": f"Bearer {fed.admin_token}"}
+        with httpx.Client(base_url=fed.api_url, timeout=30, headers=auth) as api:
+            for _ in range(3):
+                real_submit_to_running(api)
+            into.setdefault("one", []).extend(real_submit_to_running(api) for _ in range(REAL_JOBS))
+        into.setdefault("hb", []).extend(asyncio.run(real_heartbeats(fed, mode == "secure")))
+
+
+def test_tls_and_signing_on_a_real_federation(tmp_path: Path) -> None:
+    """Real processes (nats-server, the hub, two spokes with the local executor), three
+    modes in the same run: plain NATS with no order verification; plain NATS with signed
+    orders verified (the --insecure federation); and the secure default (TLS, a NATS user
+    per enrolled cluster, signed orders verified against the enrolled key)."""
+    samples: dict[str, Samples] = {"plain": {}, "signed": {}, "secure": {}}
+    order = ["plain", "signed", "secure"]
+    for r in range(REAL_ROUNDS):
+        for mode in order if r % 2 == 0 else order[::-1]:
+            real_mode(tmp_path / f"r{r}-{mode}", mode, samples[mode])
+
+    def p50(mode: str, what: str, scale: float = 1000) -> float:
+        return round(statistics.median(samples[mode][what]) * scale, 3)
+
+    def p99(mode: str, what: str) -> float:
+        return round(percentile(samples[mode][what], 99) * 1000, 3)
+
+    figures: dict[str, object] = {
+        "rounds": REAL_ROUNDS,
+        "jobs_per_mode": REAL_JOBS * REAL_ROUNDS,
+        "heartbeats_per_mode": REAL_HEARTBEATS * REAL_ROUNDS,
+        **{
+            mode: {
+                "submit_to_running_1_slice_p50_ms": p50(mode, "one"),
+                "submit_to_running_1_slice_p99_ms": p99(mode, "one"),
+                "heartbeat_intake_p50_ms": p50(mode, "hb"),
+                "heartbeat_intake_p99_ms": p99(mode, "hb"),
+            }
+            for mode in order
+        },
+        "added_by_signing_submit_p50_ms": round(p50("signed", "one") - p50("plain", "one"), 3),
+        "added_by_tls_and_identity_submit_p50_ms": round(
+            p50("secure", "one") - p50("signed", "one"), 3
+        ),
+        "added_by_all_submit_p50_ms": round(p50("secure", "one") - p50("plain", "one"), 3),
+        "added_by_tls_and_identity_heartbeat_p50_ms": round(
+            p50("secure", "hb") - p50("signed", "hb"), 3
+        ),
+        "added_by_all_heartbeat_p50_ms": round(p50("secure", "hb") - p50("plain", "hb"), 3),
+        "note": "plain still signs at the hub (the spokes do not verify)",
+    }
+    record("security_federation", figures)
+    assert figures["secure"]  # the figures are the result

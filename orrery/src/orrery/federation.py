@@ -98,6 +98,7 @@ class Federation:
         hub_args: list[str] | None = None,
         run_as: str | None = None,
         insecure: bool = False,
+        verify_orders: bool = True,
     ) -> None:
         self.state = state_dir.resolve()
         self.spec = {s.name: s for s in spokes}
@@ -117,6 +118,9 @@ class Federation:
         # Secure by default: TLS NATS with a user per enrolled cluster, spokes enrolled with
         # join tokens. insecure=True: plain NATS, no identity (development only).
         self.insecure = insecure
+        # insecure only: pass the spokes the hub's orders.pub so they verify orders (default).
+        # False measures the development mode without it (benchmarks/bench_security.py).
+        self.verify_orders = verify_orders
         self.nats: NatsServer | None = None
         self.hub: subprocess.Popen[bytes] | None = None
         self.spokes: dict[str, subprocess.Popen[bytes]] = {}
@@ -311,7 +315,7 @@ class Federation:
         # Plain NATS, but orders still verified: the spoke pins the key the hub made.
         # (Enrolled spokes pin the key enrollment gave them.)
         hub_key = self.state / "hub" / "identity" / "orders.pub"
-        if self.insecure and hub_key.exists():
+        if self.insecure and self.verify_orders and hub_key.exists():
             args += ["--hub-key", str(hub_key)]
         for k, v in s.labels.items():
             args += ["--label", f"{k}={v}"]
