@@ -291,6 +291,7 @@ async def test_held_gpus_stay_taken_and_a_report_of_life_lifts_the_hold(
     assert await epoch_of(spoke, job_id) == (1, "Running")
     attempts = (await spoke.api.get(f"/v1/jobs/{job_id}/attempts")).json()
     assert [(x["epoch"], x["phase"]) for x in attempts] == [(1, "Running")]
+    assert attempts[0].get("reason") is None  # the lifted hold left no ending behind
 
 
 async def test_a_vanished_report_is_held_not_forgotten_until_the_bound(

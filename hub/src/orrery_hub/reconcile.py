@@ -489,6 +489,7 @@ def apply_reports(
                 a.seen_by = incarnation
             if a.fate_unknown_until is not None:
                 a.fate_unknown_until = None
+                a.reason = a.cause = None  # the hold's, not an ending's
                 log.info(
                     "attempt reported again; no longer held",
                     extra={"job": r.job, "slice": r.index, "epoch": r.epoch, "cluster": cluster},
