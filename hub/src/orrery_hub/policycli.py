@@ -135,6 +135,13 @@ def command(app: typer.Typer) -> None:
         """Would this job be admitted, where could it run, what would it cost? Submits nothing."""
         text = read_text(file, what="manifest file")
         manifest = parse_manifest(text, source=str(file))
+        if hub is not None and token is None:
+            # The current context's token, when it is a context for this very hub.
+            from orrery.config import current
+
+            ctx = current()
+            if ctx is not None and ctx.hub.rstrip("/") == hub.rstrip("/"):
+                token = ctx.token
         if hub is not None and policies is None:
             with PolicyClient(hub, token=token) as c:
                 report = c.check(text)
