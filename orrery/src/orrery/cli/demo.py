@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -24,6 +23,7 @@ from rich.table import Table
 
 from orrery.cli import views
 from orrery.federation import Federation, Timings, default_spokes
+from orrery.statedir import claim
 
 DEADLINE_S = 90.0
 
@@ -65,9 +65,9 @@ def run_demo(state: Path, *, port: int, kill: bool, console: Console) -> int:
     def on_term(_sig: int, _frame: object) -> None:
         raise KeyboardInterrupt  # so that fed.stop() runs: its processes are in other sessions
 
+    # Refuses (one line, exit 2) a folder the demo did not make: see orrery.statedir.
+    state = claim(state, "demo")
     signal.signal(signal.SIGTERM, on_term)
-    if state.exists():
-        shutil.rmtree(state)
     started = time.monotonic()
     fed = Federation(state, spokes=default_spokes(3), port=port, timings=Timings.fast())
     console.rule("[bold]Orrery demo")
