@@ -109,7 +109,10 @@ def test_a_signature_by_another_key_is_forged() -> None:
 )
 def test_a_tampered_field_is_forged(change: dict[str, object]) -> None:
     signed = sign(order(), KEY)
-    tampered = json.loads(encode(signed)) | change
+    tampered = json.loads(encode(signed))
+    if "expires_at" in change:  # the expiry travels in front of the signature
+        tampered["sig"] = f"{change.pop('expires_at')!r}:" + tampered["sig"].partition(":")[2]
+    tampered |= change
     assert verifier().check(decode_order(json.dumps(tampered).encode())) is Verdict.FORGED
 
 
@@ -195,3 +198,32 @@ def test_keys_round_trip_as_pem() -> None:
     assert OrderVerifier(pub, Clock()).check(sign(order(), again)) is Verdict.OK
     with pytest.raises(ValueError):
         load_public_key(b"-----BEGIN PUBLIC KEY-----\nnope\n-----END PUBLIC KEY-----\n")
+
+
+# What a spoke one version behind knows of an order: the fields of round 1 (it forbids any
+# other). A signed order from this hub must still decode there.
+ROUND1_ASSIGNMENT_FIELDS = {
+    "v", "kind", "sender", "seq", "sig", "job", "job_name", "index", "epoch", "world_size",
+    "node", "gpus", "master_addr", "master_port", "command", "image", "env",
+    "checkpoint_dir", "checkpoint", "max_runtime_s",
+}
+ROUND1_KILL_FIELDS = {"v", "kind", "sender", "seq", "sig", "job", "index", "epoch", "reason",
+                      "grace_s"}
+
+
+def test_a_signed_order_has_only_fields_a_spoke_one_version_behind_knows() -> None:
+    a = json.loads(encode(sign(order(), KEY)))
+    assert set(a) <= ROUND1_ASSIGNMENT_FIELDS, set(a) - ROUND1_ASSIGNMENT_FIELDS
+    assert isinstance(a["sig"], str)  # round 1: ``sig: str | None``, unchecked
+    k = Kill(sender="hub", seq=3, expires_at=NOW + 5, job="train-1a2b3c", index=0, epoch=2)
+    k_wire = json.loads(encode(sign(k, KEY)))
+    assert set(k_wire) <= ROUND1_KILL_FIELDS, set(k_wire) - ROUND1_KILL_FIELDS
+
+
+@pytest.mark.parametrize("sig", ["nan:QUJD", "inf:QUJD", "soon:QUJD", "1e999:QUJD"])
+def test_an_absurd_expiry_in_the_signature_is_refused_at_decode(sig: str) -> None:
+    from orrery.wire import WireError
+
+    data = json.loads(encode(order())) | {"sig": sig}
+    with pytest.raises(WireError):
+        decode_order(json.dumps(data).encode())

@@ -12,10 +12,11 @@ comparison). A message past a limit is a WireError: counted, logged and dropped.
 
 from __future__ import annotations
 
+import math
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 PROTOCOL_VERSION = 1
 MAX_NODES = 10_000
@@ -151,10 +152,38 @@ class SliceStatus(_Envelope):
 
 
 class _Order(_Envelope):
+    """An order's expiry travels inside ``sig`` (``"<expires_at>:<base64 signature>"``), not
+    as a field of its own: ``sig`` was reserved from the first version, so a spoke one
+    version behind (which forbids unknown fields) still decodes a signed order. In Python
+    the expiry is the field ``expires_at``; on the wire it is folded into ``sig``."""
+
     # Hub clock + a short TTL, signed with the rest (orrery.wire.signing). Optional so an
     # N-1 hub's orders still decode, but a spoke that pinned the hub's key refuses an
     # order without it.
-    expires_at: float | None = Field(default=None, allow_inf_nan=False)
+    expires_at: float | None = Field(default=None, allow_inf_nan=False, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _unfold_expiry(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or "expires_at" in data:
+            return data  # constructed in Python (or a stray wire field: forbidden below)
+        sig = data.get("sig")
+        if isinstance(sig, str) and ":" in sig:
+            when, _, raw = sig.partition(":")
+            try:
+                expires = float(when)
+            except ValueError:
+                raise ValueError("sig: the expiry before ':' is not a number") from None
+            if not math.isfinite(expires):
+                raise ValueError("sig: the expiry must be a finite number")
+            return {**data, "sig": raw, "expires_at": expires}
+        return data
+
+    @field_serializer("sig")
+    def _fold_expiry(self, sig: str | None) -> str | None:
+        if sig is None or self.expires_at is None:
+            return sig
+        return f"{self.expires_at!r}:{sig}"
 
 
 class SecretEnv(_Wire):

@@ -46,6 +46,11 @@ class Verdict(StrEnum):
 
 def canonical_bytes(message: BaseModel) -> bytes:
     data = message.model_dump(mode="json", exclude={"sig"}, exclude_none=True)
+    # An order's expiry is folded into ``sig`` on the wire (see orrery.wire.messages), so
+    # the dump above leaves it out: sign it all the same.
+    expires = getattr(message, "expires_at", None)
+    if expires is not None:
+        data["expires_at"] = expires
     return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
