@@ -15,7 +15,7 @@ import uuid
 import httpx
 import nats
 import pytest
-from sqlalchemy import insert
+from sqlalchemy import insert, update
 from sqlmodel import Session
 
 from orrery.manifest import JobManifest
@@ -25,8 +25,9 @@ from orrery_hub.store.models import JobRow, SliceRow
 from tests.conftest import ADMIN
 
 PENDING = 20_000
-# Stated bound: the ack wait (0.25 s) plus event-loop slack on a busy, shared machine.
-BOUND_S = 0.75
+# Stated bound: the ack wait (0.25 s) plus event-loop delay. The median must stay within
+# BOUND_S and the 95th percentile within the lease, even on a shared, overloaded machine.
+BOUND_S = 0.5
 
 
 def _fill(s: Session, now: float) -> None:
@@ -90,20 +91,27 @@ async def test_heartbeats_are_answered_within_the_bound_while_long_passes_run(hu
             assert decode(reply.data, HeartbeatAck).accepted
             await asyncio.sleep(0.1)
         busy = hub.metrics.pass_seconds._sum.get() - passes_before
-        async with httpx.AsyncClient(base_url=hub.endpoints.api_url, headers=ADMIN) as api:
-            clusters = (await api.get("/v1/clusters")).json()["items"]
+        # What /v1/clusters shows (it reads the store too, behind the passes: not timed here).
+        state = hub.inventory.clusters[name].state
     finally:
         await nc.close()
+        # Unload the hub before it stops: its stop waits for the pass in flight only.
+        await hub.store.tx(lambda s: s.execute(update(JobRow).values(phase="Cancelled")))
     worst = max(latencies)
+    median = statistics.median(latencies)
+    p95 = sorted(latencies)[int(0.95 * len(latencies)) - 1]
+    # Replies that went out before their heartbeat was processed: the store was busy.
+    hurried = sum(1 for x in latencies if x >= t.ack_wait_s)
     print(
         f"ack latency over {len(latencies)} heartbeats with {PENDING} pending jobs: "
-        f"median {statistics.median(latencies) * 1000:.0f} ms, max {worst * 1000:.0f} ms; "
-        f"store busy with passes {busy:.1f}s"
+        f"median {median * 1000:.0f} ms, p95 {p95 * 1000:.0f} ms, max {worst * 1000:.0f} ms; "
+        f"{hurried} answered before processing; passes finished {busy:.1f}s"
     )
-    # The test bites only if the store was busy: passes held it for a good part of the run.
-    assert busy > 2.0, f"passes took only {busy:.2f}s: not a loaded hub"
-    assert worst < BOUND_S, f"a heartbeat waited {worst:.2f}s for its reply"
-    assert any(c["name"] == name and c["state"] == "Ready" for c in clusters)
+    # The test bites only if the store was busy: most replies could not wait for it.
+    assert hurried >= len(latencies) // 2, f"only {hurried} replies were hurried: not loaded"
+    assert median < BOUND_S, f"median reply {median:.2f}s"
+    assert p95 < t.lease_s, f"95th percentile reply {p95:.2f}s, lease {t.lease_s}s"
+    assert state == "Ready"
 
 
 async def test_a_heartbeat_whose_processing_fails_is_still_answered_and_counted(
