@@ -159,6 +159,10 @@ class Hub:
         try:
             sock.bind((s.host, s.port))
         except OSError as exc:
+            # The nats-server started above is ours: a failed start must not orphan it.
+            sock.close()
+            if self._nats_server:
+                self._nats_server.stop()
             raise Unavailable(
                 f"--port: cannot listen on {s.host}:{s.port}: {exc.strerror}"
             ) from None

@@ -104,7 +104,9 @@ class Federation:
         self.spec = {s.name: s for s in spokes}
         self.port = port
         self.timings = timings or Timings()
-        self.policies = policies
+        # A user's path means the folder where the user stands; the hub runs in the state
+        # folder, where a relative one would name something else (or nothing).
+        self.policies = policies.resolve() if policies is not None else None
         self.python = python
         self.env = {**os.environ, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
         self.nats_host = nats_host
@@ -224,6 +226,18 @@ class Federation:
                 start_new_session=True,
             )
 
+    def _why(self, log_name: str, code: int | None) -> str:
+        """Why a child exited, from its log: its own one-line error (``orrery ...: why``)
+        when it printed one, else its last line; the log's path for the rest."""
+        log = self.state / "logs" / log_name
+        try:
+            lines = [x.strip() for x in log.read_text(errors="replace").splitlines() if x.strip()]
+        except OSError:
+            lines = []
+        mine = [x for x in lines if x.startswith("orrery")]
+        reason = (mine or lines or [f"exit code {code}"])[-1]
+        return f"{reason[:500]} (exit code {code}; full log: {log})"
+
     def start_hub(self, timeout: float = 60.0) -> None:
         assert self.nats is not None
         t = self.timings
@@ -269,7 +283,7 @@ class Federation:
         while not ready.exists():
             if self.hub.poll() is not None:
                 raise Unavailable(
-                    f"the hub exited ({self.hub.returncode}); see {self.state / 'logs' / 'hub.log'}"
+                    f"the hub did not start: {self._why('hub.log', self.hub.returncode)}"
                 )
             if time.monotonic() > deadline:
                 raise Unavailable("the hub did not become ready in time")
@@ -332,6 +346,11 @@ class Federation:
                     ready = set()
                 if want <= ready:
                     return
+                for name in sorted(want - ready):
+                    p = self.spokes.get(name)
+                    if p is not None and p.poll() is not None:
+                        why = self._why(f"spoke-{name}.log", p.returncode)
+                        raise Unavailable(f"the spoke {name} did not start: {why}")
                 if time.monotonic() > deadline:
                     raise Unavailable(f"clusters not Ready in time: {sorted(want - ready)}")
                 time.sleep(0.1)
