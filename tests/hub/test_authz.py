@@ -116,6 +116,10 @@ async def _name() -> dict[str, Any]:
     return {"name": "c1"}
 
 
+async def _asset(_: World) -> dict[str, Any]:
+    return {"name": "app.js"}
+
+
 @dataclass(frozen=True)
 class Route:
     method: str
@@ -154,6 +158,11 @@ ROUTES = [
     Route("GET", "/metrics", Permission.CLUSTERS_READ),
     Route("GET", "/openapi.json", Permission.CLUSTERS_READ),
     Route("GET", "/healthz", None),
+    # The console's page and assets hold no data (open); what they show comes from the API.
+    Route("GET", "/", None),
+    Route("GET", "/console/{name}", None, prepare=_asset),
+    Route("GET", "/v1/queues", Permission.JOBS_READ),
+    Route("GET", "/v1/budgets", Permission.USAGE_READ),
     # Cluster identity. This hub runs --insecure, so past authorization they answer 409
     # (identity is off); what is checked here is who gets that far.
     Route("POST", "/v1/clusters/tokens", Permission.CLUSTERS_ADMIN, 409,

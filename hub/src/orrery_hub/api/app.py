@@ -315,6 +315,9 @@ def create_app(hub: Hub) -> FastAPI:
     from orrery_hub.api.clusters import cluster_routes
 
     app.include_router(cluster_routes(hub, denied))
+    from orrery_hub.console import console_routes
+
+    app.include_router(console_routes(hub, denied))
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(
