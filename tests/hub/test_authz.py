@@ -175,6 +175,8 @@ ROUTES = [
     # Enrollment authenticates by its join token, not by an API token.
     Route("POST", "/v1/clusters:enroll", None, 409,
           body={"json": {"cluster": "c1", "token": "x", "csr": "x"}}),
+    # The CA certificate is public: a joining spoke checks its pin before sending a token.
+    Route("GET", "/v1/clusters:ca", None, 409),
 ]
 
 

@@ -5,6 +5,7 @@ the one-line errors a bad join gets, and the permissions the routes need."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from pathlib import Path
 
 import httpx
@@ -89,3 +90,51 @@ async def test_identity_routes_refuse_an_insecure_hub_clearly(hub: Hub) -> None:
     async with httpx.AsyncClient(base_url=hub.endpoints.api_url, timeout=10) as c:
         r = await c.post("/v1/clusters/tokens", json={"cluster": "eu"}, headers=ADMIN)
     assert r.status_code == 409 and "--insecure" in r.text
+
+
+async def test_enrollment_over_https_pins_the_ca_by_hash(tmp_path: Path) -> None:
+    """The hub serves its API over HTTPS with a certificate of its own CA; `token create`
+    hands out the CA's hash; a spoke pinning another hash is refused before its token leaves
+    (nothing written, the token still unspent), one pinning the right hash enrolls."""
+    from orrery.certs import ca_hash, key_pem, write_public, write_secret
+    from orrery_hub.identity import files
+
+    paths = files.IdentityPaths.under(tmp_path / "hub")
+    ca = files.ensure(paths)
+    server, key = ca.issue_server(("127.0.0.1", "localhost"))
+    write_secret(paths.root / "api.key", key_pem(key))
+    write_public(paths.root / "api.crt", server.pem)
+    settings = HubSettings(
+        state_dir=tmp_path / "hub", port=0, timing=FAST, admin_token=ADMIN_TOKEN,
+        tls_cert=paths.root / "api.crt", tls_key=paths.root / "api.key",
+    )  # fmt: skip
+    async with running_hub(settings) as hub:
+        assert hub.endpoints is not None
+        api = hub.endpoints.api_url
+        assert api.startswith("https://")
+        async with httpx.AsyncClient(
+            base_url=api, timeout=10, verify=ssl.create_default_context(cafile=paths.ca_cert)
+        ) as c:
+            r = await c.post("/v1/clusters/tokens", json={"cluster": "eu"}, headers=ADMIN)
+            assert r.status_code == 201
+            token, pin = r.json()["token"], r.json()["caHash"]
+        assert pin == ca_hash(paths.ca_cert.read_bytes())
+
+        wrong = "sha256:" + "0" * 64
+        ident = SpokeIdentity.under(tmp_path / "eu")
+        with pytest.raises(InvalidInput, match=r"--ca-hash: the hub at .* presented CA sha256:"):
+            await asyncio.to_thread(ident.join, api, token, "eu", ca_hash=wrong)
+        assert not ident.root.exists() or not any(ident.root.iterdir())
+        with pytest.raises(InvalidInput, match="--ca-hash: must read sha256:<64 hex digits>"):
+            await asyncio.to_thread(ident.join, api, token, "eu", ca_hash="deadbeef")
+
+        await asyncio.to_thread(
+            ident.join, api, token, "eu", ca_hash=pin.upper().replace("SHA256", "sha256")
+        )
+        assert ident.exists() and ident.info()["cluster"] == "eu"
+        assert ident.ca.read_bytes() == paths.ca_cert.read_bytes()
+        assert hub.nats_url is not None
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await connects(hub.nats_url, ident, "eu"):
+            assert asyncio.get_running_loop().time() < deadline, "enrolled, still refused"
+            await asyncio.sleep(0.1)

@@ -195,3 +195,113 @@ def test_heartbeats_only_from_approved_clusters_with_their_bound_labels(
     # Audited once per change of reason, not at every heartbeat.
     assert ident.should_audit("eu", "r1") and not ident.should_audit("eu", "r1")
     assert ident.should_audit("eu", "r2")
+
+
+# ---- a renewal interrupted by a crash (key and certificate are two files) -----------------
+
+
+def _spoke_with_cert(tmp_path: Path, ca: CertificateAuthority) -> tuple[object, bytes]:
+    """A spoke identity folder holding a key and its certificate; returns (identity, old cert)."""
+    from orrery.certs import key_pem, write_secret
+    from orrery.clusterid import SpokeIdentity
+
+    ident = SpokeIdentity.under(tmp_path / "spoke")
+    ident.root.mkdir(parents=True)
+    key = new_key()
+    cert = ca.sign_cluster_csr(make_csr(key, "eu"), cluster="eu", enrollment="e1", ttl_s=HOUR)
+    write_secret(ident.key, key_pem(key))
+    ident.cert.write_bytes(cert.pem)
+    ident.ca.write_bytes(ca.pem)
+    return ident, cert.pem
+
+
+def _pair_matches(ident: object) -> bool:
+    import ssl
+
+    from orrery.clusterid import SpokeIdentity
+
+    assert isinstance(ident, SpokeIdentity)
+    ctx = ssl.create_default_context()
+    try:
+        ctx.load_cert_chain(str(ident.cert), str(ident.key))  # refuses a key of another cert
+    except ssl.SSLError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("crash_at", [1, 2])
+def test_a_crash_inside_a_renewal_leaves_a_usable_key_and_certificate(
+    tmp_path: Path, ca: CertificateAuthority, monkeypatch: pytest.MonkeyPatch, crash_at: int
+) -> None:
+    """crash_at=1: before any rename (the old pair must stay); 2: between the key's rename and
+    the certificate's (the new pair must be completed on the next start)."""
+    import os
+    import ssl
+
+    from orrery import clusterid
+
+    ident, old_cert = _spoke_with_cert(tmp_path, ca)
+    assert isinstance(ident, clusterid.SpokeIdentity)
+    new = new_key()
+    new_cert = ca.sign_cluster_csr(make_csr(new, "eu"), cluster="eu", enrollment="e1", ttl_s=HOUR)
+    real_replace = os.replace
+    calls = []
+
+    def crashing(src: object, dst: object) -> None:
+        calls.append(src)
+        if len(calls) == crash_at:
+            raise SystemExit("power cut")  # nothing after this point runs
+        real_replace(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "replace", crashing)
+    with pytest.raises(SystemExit):
+        ident.install(new, new_cert.pem, ssl.create_default_context())
+    monkeypatch.setattr(os, "replace", real_replace)
+    if crash_at == 2:
+        assert not _pair_matches(ident)  # what a naive reader would see: new key, old cert
+
+    # The restarted spoke: exists() recovers before anything reads the pair.
+    restarted = clusterid.SpokeIdentity.under(tmp_path / "spoke")
+    (restarted.root / "enrollment.json").write_text("{}")
+    assert restarted.exists()
+    assert _pair_matches(restarted)
+    assert restarted.cert.read_bytes() == (old_cert if crash_at == 1 else new_cert.pem)
+    assert not list(restarted.root.glob("*.new"))
+    assert stat.S_IMODE(restarted.key.stat().st_mode) == 0o600
+
+
+def test_a_renewal_installs_both_files_and_refuses_a_certificate_for_another_key(
+    tmp_path: Path, ca: CertificateAuthority
+) -> None:
+    import ssl
+
+    from orrery.clusterid import SpokeIdentity
+
+    ident, _ = _spoke_with_cert(tmp_path, ca)
+    assert isinstance(ident, SpokeIdentity)
+    new, other = new_key(), new_key()
+    cert = ca.sign_cluster_csr(make_csr(new, "eu"), cluster="eu", enrollment="e1", ttl_s=HOUR)
+    with pytest.raises(InvalidInput, match="not for this key"):
+        ident.install(other, cert.pem, ssl.create_default_context())
+    assert _pair_matches(ident)
+    ident.install(new, cert.pem, ssl.create_default_context())
+    assert ident.cert.read_bytes() == cert.pem and _pair_matches(ident)
+    assert stat.S_IMODE(ident.key.stat().st_mode) == 0o600
+
+
+def test_the_ca_hash_is_the_sha256_of_the_ca_public_key(ca: CertificateAuthority) -> None:
+    import hashlib
+
+    from cryptography.hazmat.primitives import serialization
+
+    from orrery.certs import ca_hash, check_ca_hash
+
+    spki = ca.cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    want = "sha256:" + hashlib.sha256(spki).hexdigest()
+    assert ca_hash(ca.pem) == want
+    assert check_ca_hash(want.upper().replace("SHA256:", "sha256:")) == want
+    for bad in ("", "md5:" + "0" * 64, "sha256:abc", "sha256:" + "g" * 64):
+        with pytest.raises(ValueError, match="sha256:<64 hex digits>"):
+            check_ca_hash(bad)

@@ -103,6 +103,8 @@ def command(app: typer.Typer) -> None:
         manage_nats: Annotated[bool, typer.Option("--manage-nats", envvar="ORRERY_MANAGE_NATS", help="with --nats: that server runs from <state>/identity/nats.conf; keep its users in step and reload it")] = False,
         require_approval: Annotated[bool, typer.Option("--require-approval", envvar="ORRERY_REQUIRE_APPROVAL", help="an enrolled cluster waits for `orrery cluster approve NAME`")] = False,
         cert_ttl: Annotated[str, typer.Option(envvar="ORRERY_CERT_TTL", help="validity of cluster certificates (renewed at 20% left)")] = "30d",
+        tls_cert: Annotated[Path | None, typer.Option(envvar="ORRERY_TLS_CERT", help="serve the API over HTTPS with this certificate (PEM); with --tls-key")] = None,
+        tls_key: Annotated[Path | None, typer.Option(envvar="ORRERY_TLS_KEY", help="the API certificate's private key (PEM)")] = None,
         admin_token_file: Annotated[
             Path | None,
             typer.Option(
@@ -225,6 +227,8 @@ def command(app: typer.Typer) -> None:
             manage_nats=manage_nats,
             require_approval=require_approval,
             cert_ttl_s=_duration("--cert-ttl", cert_ttl),
+            tls_cert=tls_cert,
+            tls_key=tls_key,
             admin_token=admin_token,
             metrics_open=metrics_open,
             write_rate_per_s=write_rate,

@@ -181,9 +181,19 @@ class Hub:
             from orrery_hub.api.app import create_app
 
             app = create_app(self)
-            config = uvicorn.Config(app, log_level="warning", lifespan="off", access_log=False)
+            tls: dict[str, str] = {}
+            if s.tls_cert is not None and s.tls_key is not None:
+                tls = {"ssl_certfile": str(s.tls_cert), "ssl_keyfile": str(s.tls_key)}
+            config = uvicorn.Config(
+                app,
+                log_level="warning",
+                lifespan="off",
+                access_log=False,
+                **tls,  # type: ignore[arg-type]
+            )
             server = uvicorn.Server(config)
-            self.endpoints = Endpoints(f"http://{s.host}:{port}", nats_url)
+            scheme = "https" if tls else "http"
+            self.endpoints = Endpoints(f"{scheme}://{s.host}:{port}", nats_url)
             async with asyncio.TaskGroup() as tg:
                 serving = tg.create_task(server.serve(sockets=[sock]), name="api")
                 loop_task = tg.create_task(self._reconcile_loop(), name="reconcile")

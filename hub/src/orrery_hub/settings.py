@@ -136,6 +136,10 @@ class HubSettings:
     manage_nats: bool = False
     require_approval: bool = False
     cert_ttl_s: float = 30 * 86400.0
+    # Serve the API over HTTPS (PEM files): join tokens and API tokens then never cross the
+    # network in plain text. Clients trust it through the context's CA (config.yaml `ca:`).
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @property
     def database_url(self) -> str:
@@ -153,6 +157,11 @@ class HubSettings:
             raise InvalidInput("--cert-ttl: at least 10 seconds")
         if (self.ca_cert is None) != (self.ca_key is None):
             raise InvalidInput("--ca-cert and --ca-key: give both or neither")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise InvalidInput("--tls-cert and --tls-key: give both or neither")
+        for flag, path in (("--tls-cert", self.tls_cert), ("--tls-key", self.tls_key)):
+            if path is not None and not path.is_file():
+                raise InvalidInput(f"{flag}: {path} is not a readable file")
         if self.backoff_base_s < 0 or self.backoff_max_s < self.backoff_base_s:
             raise InvalidInput("backoff: base must be >= 0 and max >= base")
         if not self.write_rate_per_s >= 0:

@@ -42,6 +42,35 @@ def make_csr(key: ec.EllipticCurvePrivateKey, cluster: str) -> bytes:
     return csr.public_bytes(serialization.Encoding.PEM)
 
 
+CA_HASH_PREFIX = "sha256:"
+
+
+def ca_hash(ca_pem: bytes) -> str:
+    """``sha256:<hex>`` of a CA certificate's SubjectPublicKeyInfo (DER): what a joining spoke
+    pins (``--ca-hash``), like kubeadm's ``--discovery-token-ca-cert-hash``. ValueError when
+    ``ca_pem`` is not a PEM certificate."""
+    import hashlib
+
+    cert = x509.load_pem_x509_certificate(ca_pem)
+    spki = cert.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return CA_HASH_PREFIX + hashlib.sha256(spki).hexdigest()
+
+
+def check_ca_hash(text: str) -> str:
+    """The pin, normalised (lowercase); InvalidInput-ready message as ValueError otherwise."""
+    value = text.strip().lower()
+    digest = value.removeprefix(CA_HASH_PREFIX)
+    if (
+        not value.startswith(CA_HASH_PREFIX)
+        or len(digest) != 64
+        or any(c not in "0123456789abcdef" for c in digest)
+    ):
+        raise ValueError("must read sha256:<64 hex digits>")
+    return value
+
+
 def write_secret(path: Path, data: bytes) -> None:
     """Write ``data`` readable by this user only, atomically (never a moment at 0644)."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ refused manifest ``ManifestError`` with each field, an unknown job ``NotFound``.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import httpx
@@ -43,12 +44,19 @@ class HubClient:
     ) -> None:
         self.base_url = base_url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
+        tls: ssl.SSLContext | bool = verify if isinstance(verify, bool) else True
+        if isinstance(verify, str):
+            # A context's CA file (an https hub with a certificate of its own CA).
+            try:
+                tls = ssl.create_default_context(cafile=verify)
+            except (OSError, ssl.SSLError) as exc:
+                raise InvalidInput(f"ca: cannot load the hub CA {verify}: {exc}") from None
         self._http = httpx.Client(
             base_url=self.base_url,
             timeout=timeout,
             transport=transport,
             headers=headers,
-            verify=verify,
+            verify=tls,
         )
 
     def close(self) -> None:

@@ -35,6 +35,7 @@ def _identity(
     token: str | None,
     nats: str | None,
     said: dict[str, str],
+    ca_hash: str | None = None,
 ) -> tuple[SpokeIdentity, str, dict[str, str]]:
     """This spoke's enrolled identity (enrolling first with --join/--token when it has none),
     the NATS URL to use, and the labels to report: the ones the admin bound at enrollment."""
@@ -48,7 +49,7 @@ def _identity(
                 "enroll it with `--join HUB_URL --token T` (`orrery cluster token create "
                 f"{cluster}` on the hub), or run with --insecure for development"
             )
-        ident.join(join, token, cluster)
+        ident.join(join, token, cluster, ca_hash=ca_hash)
     info = ident.info()
     if info.get("cluster") != cluster:
         raise InvalidInput(
@@ -133,6 +134,14 @@ def command(app: typer.Typer) -> None:
             str | None,
             typer.Option(envvar="ORRERY_JOIN_TOKEN", help="the one-time join token for --join"),
         ] = None,
+        ca_hash: Annotated[
+            str | None,
+            typer.Option(
+                "--ca-hash",
+                envvar="ORRERY_CA_HASH",
+                help="pin the hub CA at --join: sha256:<hex> (printed by `orrery cluster token create`)",
+            ),
+        ] = None,
         insecure: Annotated[
             bool,
             typer.Option(
@@ -209,6 +218,7 @@ def command(app: typer.Typer) -> None:
                     token,
                     nats,
                     {**labels, **({"region": region} if region else {})},
+                    ca_hash,
                 )
                 region = None
             elif nats is None:

@@ -2,6 +2,9 @@
 
 POST /v1/clusters/tokens          clusters:admin   a one-time join token (shown once)
 POST /v1/clusters:enroll          the join token   a CSR in, a certificate out
+GET  /v1/clusters:ca              open             the CA certificate and its hash (public; a
+                                                   joining spoke checks it against --ca-hash
+                                                   before it sends its token)
 GET  /v1/enrollments              clusters:read    enrolled clusters and their state
 POST /v1/clusters/{name}:approve  clusters:admin   (hub started with --require-approval)
 POST /v1/clusters/{name}:revoke   clusters:admin   its certificate stops working at once
@@ -14,6 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
+from orrery.certs import ca_hash
 from orrery.duration import parse_duration
 from orrery.errors import Conflict, InvalidInput
 from orrery.resources import Problem
@@ -39,6 +43,12 @@ class JoinToken(BaseModel):
     cluster: str
     token: str
     expires_at: float = Field(serialization_alias="expiresAt")
+    ca_hash: str = Field(serialization_alias="caHash")
+
+
+class CaInfo(BaseModel):
+    ca: str
+    ca_hash: str = Field(serialization_alias="caHash")
 
 
 class EnrollRequest(BaseModel):
@@ -83,7 +93,22 @@ def cluster_routes(hub: Hub, denied: dict[int | str, dict[str, Any]]) -> APIRout
         token = await identity().create_token(
             hub.store, cluster=req.cluster, ttl_s=ttl, labels=req.labels, now=now
         )
-        return JoinToken(cluster=req.cluster, token=token, expires_at=now + ttl)
+        return JoinToken(
+            cluster=req.cluster,
+            token=token,
+            expires_at=now + ttl,
+            ca_hash=ca_hash(identity().ca.pem),
+        )
+
+    @r.get(
+        "/v1/clusters:ca",
+        response_model=CaInfo,
+        response_model_by_alias=True,
+        summary="The hub CA certificate and its pin (sha256 of its SubjectPublicKeyInfo)",
+    )
+    async def ca_info() -> CaInfo:
+        pem = identity().ca.pem
+        return CaInfo(ca=pem.decode(), ca_hash=ca_hash(pem))
 
     @r.post(
         "/v1/clusters:enroll",

@@ -68,7 +68,8 @@ def create(
     err.print(
         f"join token for cluster [bold]{name}[/bold] (labels {bound or '{}'}; one use, expires "
         f"{time.strftime('%H:%M:%S', time.localtime(out['expiresAt']))}). On the cluster run:\n"
-        f"  orrery spoke --cluster {name} --join {url} --token <TOKEN> ..."
+        f"  orrery spoke --cluster {name} --join {url} --token <TOKEN> "
+        f"--ca-hash {out.get('caHash', '<CA-HASH>')} ..."
     )
     typer.echo(out["token"])
 
