@@ -83,7 +83,17 @@ def pg_url() -> Iterator[str]:
         with admin.connect() as c:
             c.execute(text(f'CREATE DATABASE "{name}"'))
     except Exception as exc:
-        pytest.fail(f"PostgreSQL at {PG_ADMIN_URL} is required for this test: {exc}")
+        # A fresh clone has no server ("nothing else prepared"): skip, saying why, in the
+        # summary (-rs). CI sets ORRERY_TEST_PG_REQUIRED=1 so a lost server fails instead.
+        why = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        msg = (
+            f"no PostgreSQL server at {PG_ADMIN_URL} ({why}); set ORRERY_TEST_PG to a "
+            "server's admin URL to run these tests"
+        )
+        admin.dispose()
+        if os.environ.get("ORRERY_TEST_PG_REQUIRED") == "1":
+            pytest.fail(msg)
+        pytest.skip(msg)
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
     yield url
     with admin.connect() as c:

@@ -29,6 +29,33 @@ from orrery.resources import AttemptView, ClusterList, ClusterPublic, EventView,
 DEFAULT_HUB = "http://127.0.0.1:8080"
 
 
+def hub_url(url: str) -> str:
+    """A hub URL as a user types it: ``127.0.0.1:8080`` means ``http://127.0.0.1:8080``."""
+    url = url.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in ("http", "https") or not url.split("://", 1)[1]:
+        raise InvalidInput(
+            f"--hub: {url!r} is not a hub URL: expected http://HOST:PORT or https://HOST"
+        )
+    return url
+
+
+def describe_body(r: httpx.Response) -> str:
+    """A few words on a non-JSON answer: its type and, for a web page, its title."""
+    ctype = r.headers.get("content-type", "").split(";")[0].strip() or "no content type"
+    text = r.text[:4000] if r.content else ""
+    if not text.strip():
+        return "an empty body"
+    low = text.lower()
+    start, end = low.find("<title>"), low.find("</title>")
+    if 0 <= start < end:
+        title = " ".join(text[start + 7 : end].split())[:80]
+        return f"a web page ({ctype}) titled {title!r}"
+    return f"{ctype} ({len(r.content)} bytes)"
+
+
 PolicyDenied = Forbidden  # 403: policies refuse the job; the message names each and why
 
 
@@ -42,7 +69,7 @@ class HubClient:
         token: str | None = None,
         verify: str | bool = True,
     ) -> None:
-        self.base_url = base_url.rstrip("/")
+        self.base_url = hub_url(base_url)
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         tls: ssl.SSLContext | bool = verify if isinstance(verify, bool) else True
         if isinstance(verify, str):
@@ -68,7 +95,26 @@ class HubClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _not_a_hub(self, r: httpx.Response) -> None:
+        """Refuse an answer that is not the hub API's JSON (a web page, a proxy's error, an
+        empty body): a wrong ``--hub`` says what answered, never its raw HTML."""
+        ctype = r.headers.get("content-type", "").split(";")[0].strip()
+        if "json" in ctype:
+            return
+        what = describe_body(r)
+        if r.status_code >= 500:
+            raise Unavailable(
+                f"{self.base_url} answered {r.status_code} with {what}: the hub failing, or a "
+                "proxy in front of it"
+            )
+        raise Unavailable(
+            f"{self.base_url} is not an Orrery hub: {r.request.method} {r.request.url.path} "
+            f"answered {r.status_code} with {what}, expected the hub API's JSON "
+            f"(is --hub / ORRERY_HUB the hub's API URL, e.g. {DEFAULT_HUB}?)"
+        )
+
     def _raise_for(self, r: httpx.Response) -> None:
+        self._not_a_hub(r)
         if r.status_code < 400:
             return
         try:
@@ -93,6 +139,12 @@ class HubClient:
             except ValueError:
                 wait = 1.0
             raise TooManyRequests(f"the hub is rate-limiting this token: {detail}", wait)
+        if r.status_code == 404 and detail == "Not Found":
+            # FastAPI's answer for a path it has no route for, not a missing job.
+            raise NotFound(
+                f"{self.base_url} has no {r.request.url.path}: is --hub / ORRERY_HUB the "
+                f"hub's root URL (e.g. {DEFAULT_HUB}), and is the hub this CLI's version?"
+            )
         if r.status_code == 404:
             raise NotFound(detail)
         if r.status_code == 409:
@@ -107,6 +159,8 @@ class HubClient:
         def once() -> httpx.Response:
             try:
                 return self._http.request(method, path, **kw)
+            except httpx.InvalidURL as exc:
+                raise InvalidInput(f"--hub: {self.base_url!r} is not a valid URL: {exc}") from None
             except httpx.TransportError as exc:
                 raise Unavailable(
                     f"cannot reach the hub at {self.base_url} ({type(exc).__name__}); is it "
