@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orrery.natsserver import NatsServer
-from orrery.wire import Subjects
+from orrery.wire import SliceKey, Subjects
 from orrery_hub.service import Hub
 from orrery_hub.settings import HubSettings
 from orrery_spoke_agent.agent import Agent
@@ -218,4 +218,4 @@ def test_after_the_fuzz_both_still_serve(
     alt, agent = agent_loop
     order = _sample("assignment") | {"job": "sane", "node": "n0", "gpus": [7]}
     alt.run(agent._on_order(_Msg(Subjects("fuzzed").orders, json.dumps(order).encode())))  # type: ignore[arg-type]
-    assert ("sane", 0, 0) in agent.attempts
+    assert SliceKey(job="sane", index=0, epoch=0) in agent.attempts

@@ -58,7 +58,9 @@ class ScriptedHub:
         await self.nc.publish(self.subjects.orders, encode(o))
         await self.nc.flush()
 
-    async def until(self, pred: Callable[[], bool], what: str, timeout: float = 10) -> None:
+    # Generous: it only costs time when the test fails, and a loaded machine (CI, two cores
+    # shared by many runs) can take several seconds for what takes 50 ms alone.
+    async def until(self, pred: Callable[[], bool], what: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
         while not pred():
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
@@ -74,7 +76,9 @@ async def setup(
     nats_server: NatsServer,
     tmp_path: Path,
     *,
-    lease: float = 5.0,
+    # Long unless a test is about the lease: a starved event loop (the scripted hub shares
+    # it) must not lapse the lease and stop slices a test expects running.
+    lease: float = 60.0,
     executor: FakeExecutor | None = None,
 ) -> AsyncIterator[tuple[ScriptedHub, Agent, FakeExecutor]]:
     cluster = f"c-{uuid.uuid4().hex[:6]}"
@@ -95,11 +99,11 @@ async def setup(
     agent = Agent(settings, ex, [Node("n0", "H100", 8, 81920)])
     task = asyncio.create_task(agent.run())
     try:
-        await asyncio.wait_for(agent.heartbeat_ok.wait(), 10)
+        await asyncio.wait_for(agent.heartbeat_ok.wait(), 60)
         yield hub, agent, ex
     finally:
         agent.shutdown()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 60)
         await nc.close()
 
 

@@ -45,7 +45,9 @@ def settings_for(url: str, tmp_path: Path, *, key: Path | None, insecure: bool) 
         cluster=f"c-{uuid.uuid4().hex[:6]}",
         state_dir=tmp_path,
         heartbeat_interval_s=0.05,
-        lease_s=5.0,
+        # Long: under load a starved loop must not lapse the lease (these tests are not
+        # about it), which would stop the probe slice and ignore the next orders.
+        lease_s=60.0,
         kill_grace_s=0.1,
         insecure=insecure,
         hub_key_file=key,
@@ -69,12 +71,12 @@ async def pinned_agent(
     agent = Agent(settings, ex, [Node("n0", "H100", 8, 81920)])
     task = asyncio.create_task(agent.run())
     try:
-        await asyncio.wait_for(agent.heartbeat_ok.wait(), 10)
+        await asyncio.wait_for(agent.heartbeat_ok.wait(), 60)
         yield hub, agent, ex
         assert not task.done(), "the agent stopped"
     finally:
         agent.shutdown()
-        await asyncio.wait_for(task, 10)
+        await asyncio.wait_for(task, 60)
         await nc.close()
 
 

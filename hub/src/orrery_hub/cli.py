@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from orrery import logs
+from orrery import logs, timing
 from orrery.errors import OrreryError
 from orrery_hub.auth.oidc import OidcSettings
 from orrery_hub.settings import HubSettings, Timing
@@ -57,23 +57,23 @@ def command(app: typer.Typer) -> None:
             typer.Option(
                 envvar="ORRERY_HEARTBEAT_INTERVAL", help="expected spoke heartbeat interval, s"
             ),
-        ] = 1.0,
+        ] = timing.HEARTBEAT_S,
         lease: Annotated[
             float,
             typer.Option(
                 envvar="ORRERY_LEASE",
                 help="spoke lease, s: a spoke cut off this long stops its slices",
             ),
-        ] = 10.0,
+        ] = timing.LEASE_S,
         failover_timeout: Annotated[
             float,
             typer.Option(
                 envvar="ORRERY_FAILOVER_TIMEOUT", help="a cluster silent this long is Lost, s"
             ),
-        ] = 15.0,
+        ] = timing.FAILOVER_S,
         kill_grace: Annotated[
             float, typer.Option(envvar="ORRERY_KILL_GRACE", help="SIGTERM to SIGKILL, s")
-        ] = 2.0,
+        ] = timing.KILL_GRACE_S,
         assign_timeout: Annotated[
             float | None,
             typer.Option(

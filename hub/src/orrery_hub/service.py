@@ -18,18 +18,12 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-import nats
 import uvicorn
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from sqlmodel import Session, select
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_random_exponential,
-)
 
+from orrery import natsconnect
 from orrery.errors import Forbidden, InvalidInput, Unavailable
 from orrery.manifest import JobManifest
 from orrery.natsserver import NatsServer, free_port
@@ -271,39 +265,20 @@ class Hub:
             self.inventory.grace(self.clock())
             log.info("hub reconnected to NATS; every cluster gets a fresh grace period")
 
-        async def error(exc: Exception) -> None:
-            log.debug("nats: %s", exc)
-
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(30),
-            wait=wait_random_exponential(multiplier=0.2, max=2),
-            retry=retry_if_exception_type(
-                (OSError, nats.errors.NoServersError, asyncio.TimeoutError)
-            ),
-            reraise=True,
-        ):
-            with attempt:
-                tls: dict[str, Any] = {}
-                if self.identity is not None:
-                    tls = {
-                        "tls": self.identity.client_tls(
-                            self.settings.nats_ca, self.settings.nats_cert, self.settings.nats_key
-                        ),
-                        "inbox_prefix": HUB_INBOX,
-                    }
-                self.nc = await nats.connect(
-                    url,
-                    **tls,
-                    name="orrery-hub",
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.25,
-                    connect_timeout=2,
-                    ping_interval=5,
-                    max_outstanding_pings=2,
-                    disconnected_cb=disconnected,
-                    reconnected_cb=reconnected,
-                    error_cb=error,
-                )
+        tls = None
+        if self.identity is not None:
+            tls = self.identity.client_tls(
+                self.settings.nats_ca, self.settings.nats_cert, self.settings.nats_key
+            )
+        self.nc = await natsconnect.connect(
+            url,
+            name="orrery-hub",
+            retry=natsconnect.Retry(give_up_after_s=30, max_wait_s=2),
+            tls=tls,
+            inbox_prefix=HUB_INBOX if tls is not None else None,
+            on_disconnect=disconnected,
+            on_reconnect=reconnected,
+        )
         self._connected = True
         assert self.nc is not None
         await self.nc.subscribe(Subjects.ALL_REPORTS, cb=self._on_report)

@@ -12,7 +12,8 @@ Timing, from a spoke's point of view::
     lease + kill_grace + max_clock_drift < failover_timeout
 
 so by the time the hub moves a slice, the partitioned spoke has already stopped it. The
-hub refuses to start with settings that break this order.
+hub refuses to start with settings that break this order. The defaults and the rule live
+in ``orrery.timing``, shared with the spoke and ``orrery up``.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from orrery import timing
 from orrery.errors import InvalidInput
 from orrery_hub.auth.oidc import OidcSettings
 from orrery_hub.scheduler import Policy, QueueConfig
@@ -27,11 +29,12 @@ from orrery_hub.scheduler import Policy, QueueConfig
 
 @dataclass(frozen=True)
 class Timing:
-    heartbeat_interval_s: float = 1.0
-    lease_s: float = 10.0
-    kill_grace_s: float = 2.0
-    failover_timeout_s: float = 15.0
-    max_clock_drift_s: float = 0.5  # between hub and spoke rate of time, over one lease
+    heartbeat_interval_s: float = timing.HEARTBEAT_S
+    lease_s: float = timing.LEASE_S
+    kill_grace_s: float = timing.KILL_GRACE_S
+    failover_timeout_s: float = timing.FAILOVER_S
+    # between hub and spoke rate of time, over one lease
+    max_clock_drift_s: float = timing.MAX_CLOCK_DRIFT_S
     # An assignment its spoke has not confirmed after this long is fenced (killed) and placed
     # again, without using a retry. None: 3 heartbeat intervals + the lease.
     assign_timeout_s: float | None = None
@@ -49,7 +52,7 @@ class Timing:
         """How long an attempt whose end is unknown is held before the next epoch may
         start: by then the spoke's lease has stopped it, kill grace and drift included."""
         lease = max(self.lease_s, lease_s or 0.0)
-        return lease + self.kill_grace_s + self.max_clock_drift_s
+        return timing.worst_stop_s(lease, self.kill_grace_s, self.max_clock_drift_s)
 
     def check(self) -> None:
         for name in ("heartbeat_interval_s", "lease_s", "failover_timeout_s"):
@@ -69,14 +72,11 @@ class Timing:
                 f"--lease ({self.lease_s}s) must be at least twice the heartbeat interval "
                 f"({self.heartbeat_interval_s}s), or one lost heartbeat stops every slice"
             )
-        worst = self.lease_s + self.kill_grace_s + self.max_clock_drift_s
-        if worst >= self.failover_timeout_s:
-            raise InvalidInput(
-                f"--failover-timeout ({self.failover_timeout_s}s) must exceed lease + kill "
-                f"grace + clock drift ({self.lease_s} + {self.kill_grace_s} + "
-                f"{self.max_clock_drift_s} = {worst}s): otherwise a partitioned cluster's "
-                "slices could still run when the hub places them elsewhere"
-            )
+        problem = timing.fencing_problem(
+            self.lease_s, self.kill_grace_s, self.max_clock_drift_s, self.failover_timeout_s
+        )
+        if problem:
+            raise InvalidInput(problem)
 
 
 @dataclass(frozen=True)

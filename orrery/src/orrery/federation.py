@@ -20,9 +20,10 @@ from pathlib import Path
 
 import yaml
 
+from orrery import timing
 from orrery.client import HubClient
 from orrery.clusterid import SpokeIdentity
-from orrery.errors import Unavailable
+from orrery.errors import InvalidInput, Unavailable
 from orrery.natsserver import NatsServer, free_port
 
 # Simulated clusters: name, region, GPU type, nodes x GPUs per node, extra labels.
@@ -37,16 +38,25 @@ CATALOG: list[tuple[str, str, str, int, int, dict[str, str]]] = [
 
 @dataclass(frozen=True)
 class Timings:
-    heartbeat_s: float = 1.0
-    lease_s: float = 10.0
-    failover_s: float = 15.0
-    kill_grace_s: float = 2.0
+    heartbeat_s: float = timing.HEARTBEAT_S
+    lease_s: float = timing.LEASE_S
+    failover_s: float = timing.FAILOVER_S
+    kill_grace_s: float = timing.KILL_GRACE_S
     backoff_s: float = 1.0
 
     @classmethod
     def fast(cls) -> Timings:
-        """For demos and tests: failures noticed in seconds."""
-        return cls(heartbeat_s=0.25, lease_s=2.0, failover_s=3.5, kill_grace_s=0.5, backoff_s=0.2)
+        """For demos and tests: failures noticed in seconds (``orrery.timing.FAST``)."""
+        f = timing.FAST
+        return cls(f.heartbeat_s, f.lease_s, f.failover_s, f.kill_grace_s, backoff_s=0.2)
+
+    def check(self) -> None:
+        """The fencing rule, before any process starts (the hub would refuse it later)."""
+        problem = timing.fencing_problem(
+            self.lease_s, self.kill_grace_s, timing.MAX_CLOCK_DRIFT_S, self.failover_s
+        )
+        if problem:
+            raise InvalidInput(problem)
 
 
 @dataclass
@@ -104,6 +114,7 @@ class Federation:
         self.spec = {s.name: s for s in spokes}
         self.port = port
         self.timings = timings or Timings()
+        self.timings.check()
         # A user's path means the folder where the user stands; the hub runs in the state
         # folder, where a relative one would name something else (or nothing).
         self.policies = policies.resolve() if policies is not None else None

@@ -5,10 +5,11 @@ with its epoch and phase), runs the assignments the hub orders, and stops what t
 orders stopped. It keeps a terminal attempt in its report until the hub says it has
 recorded it (``HeartbeatAck.forget``), so no ending is ever lost with a message.
 
-Fencing: it runs only the newest epoch of a slice it was given; a kill leaves a tombstone
-so a late, older assignment never starts. Lease: each hub reply renews it; with none for
-longer than the lease, every slice is stopped (by the executor's supervisors even if this
-process is dead).
+This module is the shell: NATS, asyncio, the executor, identity renewal and signed-order
+verification. Every decision (fencing by epoch, the lease, what to report) is made by the
+sans-IO ``SpokeState`` (``state.py``), which returns effects this shell carries out in
+order. The lease also binds slices through the executor's supervisors, so they stop even
+if this process is dead.
 """
 
 from __future__ import annotations
@@ -21,22 +22,15 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Callable, Iterable
 from urllib.parse import urlparse
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 from pydantic import ValidationError
-from tenacity import (
-    AsyncRetrying,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_random_exponential,
-)
 
+from orrery import natsconnect
 from orrery.certs import needs_renewal
 from orrery.clusterid import SpokeIdentity, inbox_prefix
 from orrery.wire import (
@@ -46,7 +40,6 @@ from orrery.wire import (
     Kill,
     NodeReport,
     SliceKey,
-    SlicePhase,
     SliceReport,
     SliceStatus,
     Subjects,
@@ -59,29 +52,27 @@ from orrery_spoke_agent.executor import Executor, LaunchError, Outcome, slice_en
 from orrery_spoke_agent.inventory import Node
 from orrery_spoke_agent.orders import OrderGate, horizon_file, load_verifier
 from orrery_spoke_agent.settings import SpokeSettings
+from orrery_spoke_agent.state import (
+    Attempt,
+    Effect,
+    Launch,
+    Note,
+    Release,
+    RenewLease,
+    SendStatus,
+    SpokeState,
+    StopAll,
+    Terminate,
+    Watch,
+)
 
 log = logging.getLogger("orrery.spoke")
 
-K = tuple[str, int, int]
-
-
-@dataclass
-class Attempt:
-    a: Assignment
-    phase: SlicePhase
-    started_at: float | None = None
-    finished_at: float | None = None
-    exit_code: int | None = None
-    reason: str | None = None
-    cause: Literal["workload", "platform"] | None = None  # why it failed, where known
-
-    @property
-    def key(self) -> SliceKey:
-        return self.a.key
-
-
-def _k(key: SliceKey) -> K:
-    return (key.job, key.index, key.epoch)
+# The first connection: retried for five minutes (a spoke may start before its NATS), on
+# any NATS error as well as the network's.
+CONNECT_RETRY = natsconnect.Retry(
+    give_up_after_s=300, max_wait_s=5, on=(OSError, nats.errors.Error, asyncio.TimeoutError)
+)
 
 
 def outbound_address(nats_url: str) -> str:
@@ -113,36 +104,83 @@ class Agent:
         self._next_renew_check = 0.0
         self._validity: tuple[float, float] | None = None
         self.executor = executor
-        self.nodes = {n.name: n for n in nodes}
         self.clock = clock
+        self.state = SpokeState(
+            settings.cluster,
+            nodes,
+            lease_s=settings.lease_s,
+            kill_grace_s=settings.kill_grace_s,
+            started_at=clock(),
+        )
         self.subjects = Subjects(settings.cluster)
         self.incarnation = uuid.uuid4().hex[:12]
         self.address = settings.address or outbound_address(settings.nats_url)
-        self.attempts: dict[K, Attempt] = {}
-        self.tombstones: dict[tuple[str, int], int] = {}
         self._seq = itertools.count(1)
         # Refuses to start without a pinned hub key unless insecure (InvalidInput).
         self.orders = OrderGate(
             settings.cluster, load_verifier(settings, clock), horizon_file=horizon_file(settings)
         )
         self.nc: NATS | None = None
-        self.last_ack: float | None = None
-        self.lease_lapsed = False
         self._stop = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.heartbeat_ok = asyncio.Event()  # set at the first acknowledged heartbeat
 
-    def _log(self, msg: str, a: Assignment | SliceKey, **kw: object) -> None:
-        log.info(
-            msg,
-            extra={
-                "job": a.job,
-                "slice": a.index,
-                "epoch": a.epoch,
-                "cluster": self.settings.cluster,
-                **kw,
-            },
-        )
+    # What the state knows, for callers and tests.
+    @property
+    def attempts(self) -> dict[SliceKey, Attempt]:
+        return self.state.attempts
+
+    @property
+    def lease_lapsed(self) -> bool:
+        return self.state.lease_lapsed
+
+    @property
+    def last_ack(self) -> float | None:
+        return self.state.last_ack
+
+    def _log(self, level: int, msg: str, key: SliceKey | None, **kw: object) -> None:
+        extra: dict[str, object] = {"cluster": self.settings.cluster}
+        if key is not None:
+            extra |= {"job": key.job, "slice": key.index, "epoch": key.epoch}
+        log.log(level, msg, extra=extra | kw)
+
+    # ---- carrying out the state's effects ----------------------------------------------
+
+    async def _apply(self, effects: Iterable[Effect]) -> None:
+        for e in effects:
+            match e:
+                case Launch(a):
+                    await self._launch(a)
+                case Watch(key):
+                    self._spawn_watch(key)
+                case Terminate(key, grace, reason):
+                    await self.executor.terminate(key, grace, reason)
+                case StopAll(reason, keys, grace):
+                    for key in keys:
+                        await self.executor.terminate(key, grace, reason)
+                case Release(key):
+                    await self.executor.release(key)
+                case SendStatus(key):
+                    at = self.state.attempts.get(key)
+                    if at is not None:
+                        await self._send_status(at)
+                case RenewLease(sent_at):
+                    await self.executor.renew_lease(sent_at)
+                case Note(level, message, key, fields):
+                    lvl = {"info": logging.INFO, "warning": logging.WARNING}.get(
+                        level, logging.ERROR
+                    )
+                    self._log(lvl, message, key, **dict(fields))
+
+    async def _launch(self, a: Assignment) -> None:
+        try:
+            started_at = await self.executor.launch(a, slice_env(a))
+        except LaunchError as exc:
+            await self._apply(
+                self.state.on_launch_failed(a.key, exc.reason, exc.retryable, self.clock())
+            )
+            return
+        await self._apply(self.state.on_launched(a.key, started_at))
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -168,7 +206,7 @@ class Agent:
                 # upgrade restarts the agent): their lease still bounds them, and the next
                 # agent adopts them.
                 if not getattr(self.executor, "outlives_agent", False):
-                    await self._stop_all("agent shutting down", infra=True)
+                    await self._apply(self.state.on_shutdown())
         finally:
             if self.nc is not None and not self.nc.is_closed:
                 await self.nc.close()
@@ -177,51 +215,19 @@ class Agent:
     async def _adopt(self) -> None:
         """Take over what an earlier incarnation of this agent left running, by its markers."""
         for f in await self.executor.discover():
-            a = f.assignment
-            at = Attempt(a, SlicePhase.RUNNING, started_at=f.started_at)
-            self.attempts[_k(a.key)] = at
-            if f.outcome is None:
-                self._log("adopted running slice", a)
-                self._spawn_watch(at)
-            else:
-                self._finish(at, f.outcome)
-                self._log("found ended slice", a, phase=at.phase.value)
+            await self._apply(self.state.on_adopted(f.assignment, f.started_at, f.outcome))
 
     async def _connect(self) -> None:
-        async def disconnected() -> None:
-            log.warning("lost NATS; reconnecting", extra={"cluster": self.settings.cluster})
-
-        async def reconnected() -> None:
-            log.info("reconnected to NATS", extra={"cluster": self.settings.cluster})
-
-        async def error(exc: Exception) -> None:
-            log.debug("nats: %s", exc)
-
-        async for attempt in AsyncRetrying(
-            stop=stop_after_delay(300),
-            wait=wait_random_exponential(multiplier=0.2, max=5),
-            retry=retry_if_exception_type((OSError, nats.errors.Error, asyncio.TimeoutError)),
-            reraise=True,
-        ):
-            with attempt:
-                secure: dict[str, Any] = {}
-                if self._tls is not None:
-                    # Its own inbox prefix: nats-server lets only this cluster read it.
-                    secure = {"tls": self._tls, "inbox_prefix": inbox_prefix(self.settings.cluster)}
-                self.nc = await nats.connect(
-                    self.settings.nats_url,
-                    **secure,
-                    name=f"orrery-spoke-{self.settings.cluster}",
-                    max_reconnect_attempts=-1,
-                    reconnect_time_wait=0.25,
-                    connect_timeout=2,
-                    ping_interval=5,
-                    max_outstanding_pings=2,
-                    disconnected_cb=disconnected,
-                    reconnected_cb=reconnected,
-                    error_cb=error,
-                )
-        assert self.nc is not None
+        cluster = self.settings.cluster
+        self.nc = await natsconnect.connect(
+            self.settings.nats_url,
+            name=f"orrery-spoke-{cluster}",
+            retry=CONNECT_RETRY,
+            tls=self._tls,
+            # Its own inbox prefix: nats-server lets only this cluster read it.
+            inbox_prefix=inbox_prefix(cluster) if self._tls is not None else None,
+            context={"cluster": cluster},
+        )
         await self.nc.subscribe(self.subjects.orders, cb=self._on_order)
 
     # ---- heartbeats and the lease ----------------------------------------------------
@@ -232,10 +238,7 @@ class Agent:
         dynamic = self.executor.capacity()
         if dynamic is not None:
             return dynamic
-        used: dict[str, set[int]] = {}
-        for at in self.attempts.values():
-            if not at.phase.terminal:
-                used.setdefault(at.a.node, set()).update(at.a.gpus)
+        used = self.state.used_gpus()
         return [
             NodeReport(
                 name=n.name,
@@ -244,7 +247,7 @@ class Agent:
                 gpus=n.gpus,
                 free=[i for i in range(n.gpus) if i not in used.get(n.name, set())],
             )
-            for n in self.nodes.values()
+            for n in self.state.nodes.values()
         ]
 
     def heartbeat(self) -> Heartbeat:
@@ -259,7 +262,7 @@ class Agent:
             executor=self.executor.name,
             lease_s=self.settings.lease_s,
             nodes=nodes,
-            slices=[self._report(at) for at in self.attempts.values()],
+            slices=[self._report(at) for at in self.state.attempts.values()],
         )
 
     def _report(self, at: Attempt) -> SliceReport:
@@ -316,21 +319,9 @@ class Agent:
         except Exception as exc:  # timeout, no responders, disconnected
             log.debug("heartbeat unanswered: %r", exc)
             return False
+        await self._apply(self.state.on_ack(ack, sent_at))
         if not ack.accepted:
-            log.error(
-                "hub refused this spoke: %s", ack.reason, extra={"cluster": self.settings.cluster}
-            )
             return False
-        self.last_ack = sent_at
-        if self.lease_lapsed:
-            log.info("hub answers again; lease renewed", extra={"cluster": self.settings.cluster})
-        self.lease_lapsed = False
-        await self.executor.renew_lease(sent_at)
-        for key in ack.forget:
-            at = self.attempts.get(_k(key))
-            if at is not None and at.phase.terminal:
-                del self.attempts[_k(key)]
-                await self.executor.release(key)
         self.heartbeat_ok.set()
         return True
 
@@ -371,22 +362,11 @@ class Agent:
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval_s
-        started = self.clock()
         while True:
             t0 = time.monotonic()
             await self.beat_once()
             await self.maybe_renew()
-            since = self.clock() - (self.last_ack if self.last_ack is not None else started)
-            running = any(not at.phase.terminal for at in self.attempts.values())
-            if since > self.settings.lease_s and running and not self.lease_lapsed:
-                self.lease_lapsed = True
-                log.warning(
-                    "lease lapsed: stopping every slice",
-                    extra={"cluster": self.settings.cluster, "silent_s": round(since, 1)},
-                )
-                await self._stop_all(
-                    f"lease lapsed: no reply from the hub for {since:.1f}s", infra=True
-                )
+            await self._apply(self.state.on_tick(self.clock()))
             await asyncio.sleep(max(0.0, interval - (time.monotonic() - t0)))
 
     # ---- orders ----------------------------------------------------------------------
@@ -404,142 +384,26 @@ class Agent:
             log.exception("handling an order failed", extra={"cluster": self.settings.cluster})
 
     async def assign(self, a: Assignment) -> None:
-        if self.tombstones.get((a.job, a.index), -1) >= a.epoch:
-            return  # killed before it arrived: never start it
-        if (a.job, a.index, a.epoch) in self.attempts:
-            return  # a resend: already have it
-        same = [at for k, at in self.attempts.items() if k[0] == a.job and k[1] == a.index]
-        if any(at.a.epoch > a.epoch for at in same):
-            return  # we run a newer epoch already
-        for old in same:
-            if not old.phase.terminal:
-                await self.executor.terminate(
-                    old.key, self.settings.kill_grace_s, clip(f"superseded by epoch {a.epoch}")
-                )
-        if self.lease_lapsed:
-            return  # the hub will resend once it hears from us again
-        at = Attempt(a, SlicePhase.STARTING)
-        problem = self._check_fit(a)
-        if problem:
-            at.phase, at.reason, at.finished_at = SlicePhase.FAILED, clip(problem), self.clock()
-            at.cause = "platform"  # this spoke's state, not the workload
-            self.attempts[_k(a.key)] = at
-            self._log("refused assignment", a, reason=problem)
-            await self._send_status(at)
-            return
-        self.attempts[_k(a.key)] = at
-        try:
-            at.started_at = await self.executor.launch(a, slice_env(a))
-        except LaunchError as exc:
-            at.phase, at.reason, at.finished_at = SlicePhase.FAILED, clip(exc.reason), self.clock()
-            # Retryable: the platform failed (try again, elsewhere); not: the job never can.
-            at.cause = "platform" if exc.retryable else "workload"
-            self._log("launch failed", a, reason=exc.reason)
-            await self._send_status(at)
-            return
-        at.phase = SlicePhase.RUNNING
-        self._log("slice started", a, node=a.node, gpus=",".join(map(str, a.gpus)))
-        self._spawn_watch(at)
-        await self._send_status(at)
-
-    def _check_fit(self, a: Assignment) -> str | None:
-        if self.executor.capacity() is not None:
-            known = {n.name for n in self.executor.capacity() or []}
-            return (
-                None
-                if a.node in known
-                else f"node lost: {a.node!r} is not a node of {self.settings.cluster}"
-            )
-        node = self.nodes.get(a.node)
-        if node is None:
-            return f"node lost: {a.node!r} is not a node of {self.settings.cluster}"
-        bad = [g for g in a.gpus if not 0 <= g < node.gpus]
-        if bad:
-            return f"node lost: {a.node} has no GPU {bad}"
-        busy = {
-            g
-            for at in self.attempts.values()
-            if not at.phase.terminal and at.a.node == a.node
-            for g in at.a.gpus
-        } & set(a.gpus)
-        if busy:
-            return f"gpus busy: {a.node} GPUs {sorted(busy)} are in use"
-        return None
+        known = self.executor.capacity()
+        names = None if known is None else {n.name for n in known}
+        await self._apply(self.state.on_assignment(a, self.clock(), known_nodes=names))
 
     async def kill(self, k: Kill) -> None:
-        self.tombstones[(k.job, k.index)] = max(self.tombstones.get((k.job, k.index), -1), k.epoch)
-        hit = False
-        for key, at in list(self.attempts.items()):
-            if key[0] == k.job and key[1] == k.index and key[2] <= k.epoch:
-                hit = hit or key[2] == k.epoch
-                if not at.phase.terminal:
-                    self._log("killing slice", at.a, reason=k.reason)
-                    await self.executor.terminate(at.key, k.grace_s, k.reason or "killed by hub")
-        if not hit:
-            # Never had it: say so, so the hub can close that attempt.
-            a = Assignment(
-                sender="hub",
-                seq=0,
-                job=k.job,
-                job_name=k.job,
-                index=k.index,
-                epoch=k.epoch,
-                world_size=1,
-                node="-",
-                master_addr="-",
-                master_port=1,
-                command=["-"],
-                checkpoint_dir="-",
-            )
-            at = Attempt(
-                a,
-                SlicePhase.KILLED,
-                finished_at=self.clock(),
-                reason="killed before it started",
-                cause="platform",
-            )
-            self.attempts[_k(a.key)] = at
-            await self._send_status(at)
-
-    async def _stop_all(self, reason: str, *, infra: bool) -> None:
-        del infra  # every agent-side stop is an infrastructure stop; the hub does not count it
-        for at in list(self.attempts.values()):
-            if not at.phase.terminal:
-                await self.executor.terminate(at.key, self.settings.kill_grace_s, reason)
+        await self._apply(self.state.on_kill(k, self.clock()))
 
     # ---- watching attempts -----------------------------------------------------------
 
-    def _spawn_watch(self, at: Attempt) -> None:
+    def _spawn_watch(self, key: SliceKey) -> None:
         assert self._tg is not None
-        self._tg.create_task(self._watch(at), name=f"watch {at.a.job}/{at.a.index}/{at.a.epoch}")
+        self._tg.create_task(self._watch(key), name=f"watch {key.job}/{key.index}/{key.epoch}")
 
-    async def _watch(self, at: Attempt) -> None:
+    async def _watch(self, key: SliceKey) -> None:
         try:
-            outcome = await self.executor.wait(at.key)
+            outcome = await self.executor.wait(key)
         except Exception as exc:  # the executor lost track: report, do not crash the agent
             log.exception("watching slice failed")
             outcome = Outcome(exit_code=None, reason=f"vanished: {exc}", finished_at=self.clock())
-        self._finish(at, outcome)
-        self._log(
-            "slice ended", at.a, phase=at.phase.value, exit_code=at.exit_code, reason=at.reason
-        )
-        await self._send_status(at)
-
-    def _finish(self, at: Attempt, o: Outcome) -> None:
-        at.exit_code = o.exit_code
-        at.reason = clip(o.reason) if o.reason is not None else None
-        at.finished_at = o.finished_at
-        if o.killed:
-            at.phase = SlicePhase.KILLED
-            at.cause = "platform"  # stopped on an order, a lapsed lease, a shutdown
-        elif o.exit_code == 0:
-            at.phase = SlicePhase.SUCCEEDED
-        else:
-            at.phase = SlicePhase.FAILED
-            # Its own exit code (a launch that cannot exec included: 126/127) is the
-            # workload's; with none, the executor lost track or the platform stopped it,
-            # and the reason says which (the hub reads its prefix).
-            at.cause = "workload" if o.exit_code is not None else None
+        await self._apply(self.state.on_outcome(key, outcome))
 
     async def _send_status(self, at: Attempt) -> None:
         if self.nc is None or not self.nc.is_connected:

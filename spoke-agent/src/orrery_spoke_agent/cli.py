@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from orrery import logs
+from orrery import logs, timing
 from orrery.errors import InvalidInput, OrreryError
 from orrery.wire.subjects import valid_cluster_name
 
@@ -114,16 +114,16 @@ def command(app: typer.Typer) -> None:
         heartbeat_interval: Annotated[
             float,
             typer.Option(envvar="ORRERY_HEARTBEAT_INTERVAL", help="seconds between heartbeats"),
-        ] = 1.0,
+        ] = timing.HEARTBEAT_S,
         lease: Annotated[
             float,
             typer.Option(
                 envvar="ORRERY_LEASE", help="cut off from the hub this long, slices stop (s)"
             ),
-        ] = 10.0,
+        ] = timing.LEASE_S,
         kill_grace: Annotated[
             float, typer.Option(envvar="ORRERY_KILL_GRACE", help="SIGTERM to SIGKILL (s)")
-        ] = 2.0,
+        ] = timing.KILL_GRACE_S,
         join: Annotated[
             str | None,
             typer.Option(

@@ -1,11 +1,12 @@
 """Spoke settings. The lease must stay shorter than the hub's failover timeout; the hub
-refuses heartbeats from a spoke whose lease breaks that order (see orrery_hub.settings)."""
+refuses heartbeats from a spoke whose lease breaks that order (see orrery.timing)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from orrery import timing
 from orrery.errors import InvalidInput
 from orrery.wire.subjects import valid_cluster_name
 
@@ -20,9 +21,9 @@ class SpokeSettings:
     executor: str = "local"
     inventory_file: Path | None = None
     address: str | None = None  # where this cluster's slices are reachable (MASTER_ADDR)
-    heartbeat_interval_s: float = 1.0
-    lease_s: float = 10.0
-    kill_grace_s: float = 2.0
+    heartbeat_interval_s: float = timing.HEARTBEAT_S
+    lease_s: float = timing.LEASE_S
+    kill_grace_s: float = timing.KILL_GRACE_S
     # Development only: connect to a plain NATS without an enrolled identity. Off by default.
     insecure: bool = False
     # Local slices: the account they run as (default: the agent's, refused if that is root
