@@ -28,10 +28,12 @@ kv = pytest.importorskip("kubernetes_validate")
 ROOT = Path(__file__).resolve().parents[2]
 CHARTS = ROOT / "deploy" / "helm"
 KUBE_VERSIONS = ["1.27.0", "1.35.0"]
-# The spoke chart has two required values; "defaults" means only those.
+# The spoke chart has four required values; "defaults" means only those.
 DEFAULTS: dict[str, dict[str, Any]] = {
-    "orrery-spoke": {"hub": {"nats": "nats://orrery-hub-nats.orrery-system.svc:4222"},
-                     "cluster": "kube-a"},
+    "orrery-spoke": {"hub": {"nats": "tls://orrery-hub-nats.orrery-system.svc:4222"},
+                     "cluster": "kube-a",
+                     "join": {"hubUrl": "http://orrery-orrery-hub.orrery-system.svc:8080",
+                              "tokenSecret": {"name": "orrery-join"}}},
     "orrery-hub": {},
 }
 CASES = [(chart, which) for chart in DEFAULTS for which in ("defaults", "production")]
@@ -178,16 +180,45 @@ def test_hub_defaults_sqlite_on_a_volume_and_its_own_nats(helm: Helm) -> None:
     spec = hub["spec"]["template"]["spec"]
     vols = {v["name"]: v for v in spec["volumes"]}
     assert vols["state"]["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
-    assert "--nats=nats://orrery-orrery-hub-nats.orrery-system.svc:4222" in \
-        spec["containers"][0]["args"]
+    # Its own nats-server, beside it in the pod, with TLS from the configuration it writes.
+    assert "--nats=tls://localhost:4222" in spec["containers"][0]["args"]
+    assert "--manage-nats" in spec["containers"][0]["args"]
     assert {s["metadata"]["name"] for s in by["Service"]} == {
         "orrery-orrery-hub", "orrery-orrery-hub-nats"}
     assert "Secret" not in by
 
 
+def test_hub_nats_runs_with_tls_from_the_hub_state_which_is_persistent(helm: Helm) -> None:
+    own_nats = {"nats": {"tls": {"hosts": ["n.example.com"]}}}
+    for vals in ({}, values("orrery-hub", "production") | own_nats):
+        by = kinds(render(helm, "orrery-hub", vals))
+        (hub,) = by["Deployment"]
+        spec = hub["spec"]["template"]["spec"]
+        assert spec["shareProcessNamespace"] is True  # the hub reloads nats-server (SIGHUP)
+        (init,) = spec["initContainers"]
+        assert init["command"][:4] == ["python", "-m", "orrery_hub.identity", "init"]
+        assert "--san=orrery-orrery-hub-nats.orrery-system.svc" in init["args"]
+        nats = next(c for c in spec["containers"] if c["name"] == "nats")
+        assert nats["args"][:2] == ["-c", "/var/lib/orrery/identity/nats.conf"]
+        state = {v["name"]: v for v in spec["volumes"]}["state"]
+        (pvc,) = by["PersistentVolumeClaim"]  # the CA keys survive a restart
+        assert state["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+        assert pvc["spec"]["accessModes"] == ["ReadWriteOnce"]
+        (svc,) = [s for s in by["Service"] if s["metadata"]["name"].endswith("-nats")]
+        assert svc["spec"]["selector"]["app.kubernetes.io/component"] == "hub"
+    assert "--san=n.example.com" in init["args"]
+    c = spec["containers"][0]
+    assert "--tls-cert=/etc/orrery/tls/tls.crt" in c["args"]
+    assert c["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert {v["name"]: v for v in spec["volumes"]}["api-tls"]["secret"]["secretName"] == \
+        "orrery-hub-tls"
+
+
 def test_hub_production_uses_postgres_from_a_secret_and_external_nats(helm: Helm) -> None:
     by = kinds(render(helm, "orrery-hub", values("orrery-hub", "production")))
-    assert "PersistentVolumeClaim" not in by
+    # The state volume now holds only the hub's identity (CA, order key), not a database.
+    (pvc,) = by["PersistentVolumeClaim"]
+    assert pvc["spec"]["storageClassName"] == "fast-ssd"
     (hub,) = by["Deployment"]  # no NATS of its own
     c = hub["spec"]["template"]["spec"]["containers"][0]
     db = next(e for e in c["env"] if e["name"] == "ORRERY_DB")
@@ -203,4 +234,72 @@ def test_hub_with_an_inline_postgres_url_keeps_it_in_a_secret(helm: Helm) -> Non
     by = kinds(render(helm, "orrery-hub", {"database": {"url": url}}))
     (secret,) = by["Secret"]
     assert secret["stringData"]["url"] == url
-    assert "PersistentVolumeClaim" not in by
+    c = by["Deployment"][0]["spec"]["template"]["spec"]["containers"][0]
+    assert "--db" not in " ".join(c["args"])  # not SQLite: the volume holds the identity only
+
+
+# ---- enrollment: the join token from a Secret, the identity on a persistent volume ------
+
+
+@pytest.mark.parametrize("which", ["defaults", "production"])
+def test_spoke_enrolls_with_a_token_from_a_secret_and_keeps_its_identity(
+    helm: Helm, which: str
+) -> None:
+    vals = values("orrery-spoke", which)
+    docs = render(helm, "orrery-spoke", vals)
+    by = kinds(docs)
+    (deploy,) = by["Deployment"]
+    spec = deploy["spec"]["template"]["spec"]
+    (c,) = spec["containers"]
+    env = {e["name"]: e for e in c["env"]}
+    ref = env["ORRERY_JOIN_TOKEN"]["valueFrom"]["secretKeyRef"]
+    assert ref["name"] == vals["join"]["tokenSecret"]["name"]
+    assert ref["key"] == vals["join"]["tokenSecret"].get("key", "token")
+    assert "value" not in env["ORRERY_JOIN_TOKEN"]
+    assert env["ORRERY_JOIN"]["value"] == vals["join"]["hubUrl"]
+    if vals["join"].get("caHash"):
+        assert env["ORRERY_CA_HASH"]["value"] == vals["join"]["caHash"]
+    assert "--insecure" not in c["args"]
+    mounts = {m["name"]: m["mountPath"] for m in c["volumeMounts"]}
+    assert mounts["identity"] == "/var/lib/orrery/identity"
+    (pvc,) = by["PersistentVolumeClaim"]
+    vol = {v["name"]: v for v in spec["volumes"]}["identity"]
+    assert vol["persistentVolumeClaim"]["claimName"] == pvc["metadata"]["name"]
+    assert spec["securityContext"]["fsGroup"] == 65532
+    size = ((vals.get("identity") or {}).get("persistence") or {}).get("size", "16Mi")
+    assert pvc["spec"]["resources"]["requests"]["storage"] == size
+
+
+def test_no_join_token_lands_in_a_configmap_or_a_plain_env_value(helm: Helm) -> None:
+    token = "orrery-join.0123456789abcdef.s3cr3t"
+    for vals in (DEFAULTS["orrery-spoke"], values("orrery-spoke", "production")):
+        text = yaml.safe_dump(render(helm, "orrery-spoke", vals))
+        assert "orrery-join." not in text and token not in text
+        for d in render(helm, "orrery-spoke", vals):
+            if d["kind"] == "ConfigMap":
+                assert "token" not in yaml.safe_dump(d.get("data", {})).lower()
+            if d["kind"] == "Deployment":
+                for e in d["spec"]["template"]["spec"]["containers"][0]["env"]:
+                    if "TOKEN" in e["name"]:
+                        assert "value" not in e and "secretKeyRef" in e["valueFrom"]
+    # A token in values is refused by the schema: there is no field for it.
+    bad = {**DEFAULTS["orrery-spoke"], "join": {"hubUrl": "http://h", "token": token}}
+    answer = helm.call("render", str(CHARTS / "orrery-spoke"), bad)
+    assert answer.get("error") == "HelmValuesError", answer
+
+
+def test_spoke_requires_a_join_secret_unless_insecure(helm: Helm) -> None:
+    base = {"hub": DEFAULTS["orrery-spoke"]["hub"], "cluster": "kube-a"}
+    answer = helm.call("render", str(CHARTS / "orrery-spoke"), base)
+    assert answer.get("error") == "HelmRenderError", answer
+    assert "join.hubUrl is required" in answer["message"]
+    no_secret = {**base, "join": {"hubUrl": "http://h"}}
+    answer = helm.call("render", str(CHARTS / "orrery-spoke"), no_secret)
+    assert "join.tokenSecret.name is required" in answer["message"]
+    by = kinds(render(helm, "orrery-spoke", {**base, "insecure": True}))
+    (c,) = by["Deployment"][0]["spec"]["template"]["spec"]["containers"]
+    assert "--insecure" in c["args"] and "PersistentVolumeClaim" not in by
+    assert "ORRERY_JOIN_TOKEN" not in {e["name"] for e in c["env"]}
+    bad = {**DEFAULTS["orrery-spoke"], "join": {"hubUrl": "http://h", "caHash": "md5:x"}}
+    answer = helm.call("render", str(CHARTS / "orrery-spoke"), bad)
+    assert answer.get("error") == "HelmValuesError" and "caHash" in answer["message"], answer

@@ -38,7 +38,8 @@ app.kubernetes.io/component: nats
 {{- if .Values.nats.url -}}
 {{- .Values.nats.url -}}
 {{- else -}}
-{{- printf "nats://%s-nats.%s.svc:%v" (include "orrery-hub.fullname" .) .Release.Namespace .Values.nats.service.port -}}
+{{- /* the nats-server beside the hub, in the same pod */ -}}
+{{- print "tls://localhost:4222" -}}
 {{- end -}}
 {{- end -}}
 
@@ -48,4 +49,8 @@ app.kubernetes.io/component: nats
 
 {{- define "orrery-hub.sqlite" -}}
 {{- if not (or .Values.database.url .Values.database.existingSecret) -}}true{{- end -}}
+{{- end -}}
+
+{{- define "orrery-hub.scheme" -}}
+{{- if .Values.api.tls.secretName -}}HTTPS{{- else -}}HTTP{{- end -}}
 {{- end -}}

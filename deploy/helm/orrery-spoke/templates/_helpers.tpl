@@ -37,3 +37,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "orrery-spoke.slicesNamespace" -}}
 {{- default .Release.Namespace .Values.slices.namespace -}}
 {{- end -}}
+
+{{- define "orrery-spoke.identityClaim" -}}
+{{- default (printf "%s-identity" (include "orrery-spoke.fullname" .)) .Values.identity.persistence.existingClaim -}}
+{{- end -}}

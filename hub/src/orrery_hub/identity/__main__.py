@@ -28,11 +28,16 @@ def _root() -> None:
 def init(
     state: Annotated[Path, typer.Option(help="the hub's --state folder")],
     listen: Annotated[str, typer.Option(help="HOST:PORT nats-server listens on")],
+    san: Annotated[
+        list[str] | None,
+        typer.Option(help="another DNS name or IP spokes reach nats-server by (repeatable)"),
+    ] = None,
 ) -> None:
     host, _, port = listen.rpartition(":")
     try:
         paths = files.IdentityPaths.under(state)
-        files.ensure(paths, hosts=tuple({host, "127.0.0.1", "localhost"}))
+        hosts = [host, "127.0.0.1", "localhost", *(san or [])]
+        files.ensure(paths, hosts=tuple(dict.fromkeys(h for h in hosts if h and h != "0.0.0.0")))
         conf = files.write_nats_conf(paths, host=host, port=int(port))
     except (OrreryError, ValueError) as exc:
         typer.echo(f"orrery identity init: {exc}", err=True)
