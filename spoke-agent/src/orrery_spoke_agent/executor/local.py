@@ -37,6 +37,7 @@ from orrery_spoke_agent.executor.local_host import (
     private_dir,
     read_small,
 )
+from orrery_spoke_agent.executor.outputtail import failure_reason
 from orrery_spoke_agent.supervise import Track, remove_cgroup, write_json
 
 log = logging.getLogger("orrery.spoke.local")
@@ -203,6 +204,9 @@ class LocalExecutor:
             data = json.loads((folder / "exit.json").read_text())
             # The workload can write its own folder: every value is checked, none trusted.
             code, reason = data["code"], data.get("reason")
+            if reason is None and code not in (None, 0):
+                # A failed workload's own last words (stdout and stderr, merged).
+                reason = failure_reason(folder / "output.log")
             return Outcome(
                 exit_code=None if code is None else int(code),
                 reason=str(reason)[:MAX_REASON] if reason is not None else None,
