@@ -45,3 +45,40 @@ class HubMetrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=r,
         )
+        self.admissions = Counter(
+            "orrery_admission_decisions",
+            "Submissions by admission decision (admitted, denied)",
+            ["decision"],
+            registry=r,
+        )
+        self.placement_seconds = Histogram(
+            "orrery_placement_latency_seconds",
+            "From a job's submission to its first placement",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+            registry=r,
+        )
+        self.failovers = Counter(
+            "orrery_cluster_failovers",
+            "Clusters declared Lost (silent past the failover timeout; their slices move)",
+            ["cluster"],
+            registry=r,
+        )
+        self.preemptions = Counter(
+            "orrery_preemptions", "Slices preempted for a higher-priority job", registry=r
+        )
+        # Read from the store at scrape time (orrery_hub.scrape).
+        self.queue_pending = Gauge(
+            "orrery_queue_pending_jobs", "Jobs waiting, by queue", ["queue"], registry=r
+        )
+        self.queue_gpus = Gauge(
+            "orrery_queue_gpus_in_use", "GPUs held by the queue's slices", ["queue"], registry=r
+        )
+        self.team_spend = Gauge(
+            "orrery_team_spend",
+            "Cost so far per team, all time, in the price unit of the Cost policies",
+            ["team"],
+            registry=r,
+        )
+        self.team_gpu_seconds = Gauge(
+            "orrery_team_gpu_seconds", "GPU time used per team, all time", ["team"], registry=r
+        )

@@ -21,7 +21,7 @@ from typing import Any
 import uvicorn
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select
 
 from orrery import natsconnect
 from orrery.errors import Forbidden, InvalidInput, Unavailable
@@ -54,7 +54,7 @@ from orrery_hub.intake import Lanes
 from orrery_hub.inventory import ClusterView, Inventory
 from orrery_hub.metrics import HubMetrics
 from orrery_hub.orderkey import load_or_create_order_key
-from orrery_hub.scheduler import Snapshot, plan
+from orrery_hub.scheduler import Plan, Snapshot, plan
 from orrery_hub.settings import HubSettings
 from orrery_hub.store import Database
 from orrery_hub.store import jobs as jobstore
@@ -602,12 +602,27 @@ class Hub:
                 extra={"jobs": pruned.jobs, "events": pruned.events, "audit": pruned.audit},
             )
 
+    def _observe_plan(self, s: Session, p: Plan, now: float) -> None:
+        """Preemptions, and each job's wait from submission to its first placement."""
+        self.metrics.preemptions.inc(len(p.preemptions))
+        placed = {pl.job for pl in p.placements}
+        if not placed:
+            return
+        rows = s.exec(
+            select(JobRow.created_at).where(
+                col(JobRow.id).in_(placed), col(JobRow.started_at).is_(None)
+            )
+        ).all()
+        for created in rows:
+            self.metrics.placement_seconds.observe(max(0.0, now - created))
+
     async def reconcile_once(self) -> None:
         now = self.clock()
         settings = self.settings
         if self._connected:
             for name in self.inventory.newly_lost(now, settings.timing.failover_timeout_s):
                 log.warning("cluster lost", extra={"cluster": name})
+                self.metrics.failovers.labels(name).inc()
 
                 def lose(s: Session, name: str = name) -> reconcile.Outbox:
                     row = s.get(ClusterRow, name)
@@ -686,6 +701,7 @@ class Hub:
             )
             orders.extend(applier.preempt(s, p, now=now, digest=policies.digest))
             applier.record_waiting(s, p, g)
+            self._observe_plan(s, p, now)
             self.metrics.pass_seconds.observe(time.perf_counter() - started)
             return orders
 
@@ -749,8 +765,10 @@ class Hub:
             out = await self.store.tx(work)
         except Forbidden:
             self.metrics.jobs_denied.inc()
+            self.metrics.admissions.labels("denied").inc()
             raise
         self.metrics.jobs_submitted.inc()
+        self.metrics.admissions.labels("admitted").inc()
         self.wake()
         return out
 

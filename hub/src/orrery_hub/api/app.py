@@ -338,17 +338,9 @@ def create_app(hub: Hub) -> FastAPI:
         dependencies=[] if hub.settings.metrics_open else [require(Permission.CLUSTERS_READ)],
     )
     async def metrics() -> PlainTextResponse:
-        counts = await hub.job_counts()
-        for phase in JOB_PHASES:
-            hub.metrics.jobs.labels(phase).set(counts.get(phase, 0))
-        states: dict[str, int] = {"Ready": 0, "Lost": 0}
-        for c in await hub.clusters():
-            states[c.state] = states.get(c.state, 0) + 1
-            for t, g in c.gpus.items():
-                hub.metrics.gpus.labels(c.name, t, "total").set(g.total)
-                hub.metrics.gpus.labels(c.name, t, "free").set(g.free)
-        for state, n in states.items():
-            hub.metrics.clusters.labels(state).set(n)
+        from orrery_hub.scrape import refresh
+
+        await refresh(hub)
         return PlainTextResponse(
             generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST
         )

@@ -78,7 +78,7 @@ async function signIn(token) {
 function gpuBar(total, free) {
   const used = total - free;
   const pct = total ? (100 * used) / total : 0;
-  return `<div class="bar" title="${used} used of ${total}"><span style="width:${pct.toFixed(1)}%"></span></div>`;
+  return `<div class="bar" title="${used} used of ${total}"><span data-w="${pct.toFixed(1)}"></span></div>`;
 }
 
 async function fleetPage() {
@@ -196,7 +196,7 @@ function timeline(attempts, job) {
           `, placed ${fmtTime(a.assignedAt)}${a.startedAt ? `, running ${fmtTime(a.startedAt)}` : ""}` +
           `${a.endedAt ? `, ended ${fmtTime(a.endedAt)}` : ""}${a.reason ? ` (${a.reason})` : ""}`;
         return `<div class="tl-seg ${esc(a.phase)}" data-epoch="${a.epoch}" data-cluster="${esc(a.cluster)}" data-phase="${esc(a.phase)}"
-          style="left:${pos(a.assignedAt).toFixed(2)}%;width:${Math.max(0.5, pos(end) - pos(a.assignedAt)).toFixed(2)}%"
+          data-left="${pos(a.assignedAt).toFixed(2)}" data-w="${Math.max(0.5, pos(end) - pos(a.assignedAt)).toFixed(2)}"
           title="${esc(title)}">e${a.epoch} ${esc(a.cluster)} · ${esc(a.phase)}</div>`;
       }).join("")}</div></div>`).join("");
   return `<div class="timeline">${rows}<div class="tl-axis"><span>${fmtTime(t0)}</span><span>${fmtDur(span)}</span><span>${fmtTime(t1)}</span></div></div>`;
@@ -244,7 +244,7 @@ async function usagePage() {
     <td class="num">${(usage.gpusInUse.byTeam || {})[t] || 0}</td></tr>`).join("");
   const brows = (budgets.items || []).map((b) => `<tr data-budget="${esc(b.team)}"><td>${esc(b.team)}</td><td>${esc(b.policy)}</td>
     <td>${esc(b.period)}</td><td class="num">${money(b.spent)} / ${money(b.limit)}</td>
-    <td style="width:30%"><div class="bar budget ${b.fraction > 1 ? "over" : ""}"><span style="width:${Math.min(100, 100 * (b.fraction || 0)).toFixed(1)}%"></span></div></td>
+    <td class="budget-cell"><div class="bar budget ${b.fraction > 1 ? "over" : ""}"><span data-w="${Math.min(100, 100 * (b.fraction || 0)).toFixed(1)}"></span></div></td>
     <td>${esc(b.action)}</td></tr>`).join("");
   return `<h1>Usage and spend</h1>
     <h2>Budgets (current period)</h2>${budgets.error ? `<p class="error">${esc(budgets.error)}</p>` : brows ?
@@ -281,6 +281,9 @@ async function render(keepFocus) {
     const caret = focused && document.activeElement.selectionStart;
     const html = await current();
     view().innerHTML = html;
+    // The CSP refuses inline style attributes; sizes are set through the CSSOM instead.
+    for (const el of view().querySelectorAll("[data-w]")) el.style.width = `${el.dataset.w}%`;
+    for (const el of view().querySelectorAll("[data-left]")) el.style.left = `${el.dataset.left}%`;
     view().dataset.loaded = String(Date.now());
     bindJobs();
     if (focused && $(`#${focused}`)) { const el = $(`#${focused}`); el.focus(); if (caret != null) el.setSelectionRange(caret, caret); }

@@ -1,0 +1,62 @@
+"""What ``/metrics`` reads from the store at scrape time (gauges of current state), beside
+the counters and histograms the hub updates as things happen (``metrics.py``)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlmodel import Session, col, func, select
+
+from orrery.resources import JOB_PHASES
+from orrery_hub.store.models import JobRow, SliceRow
+
+if TYPE_CHECKING:
+    from orrery_hub.service import Hub
+
+HELD = ("Assigned", "Running")
+
+
+def _queues(s: Session) -> tuple[dict[str, int], dict[str, int]]:
+    pending = dict(
+        s.exec(
+            select(JobRow.queue, func.count())
+            .where(JobRow.phase == "Pending")
+            .group_by(JobRow.queue)
+        ).all()
+    )
+    in_use: dict[str, int] = {}
+    rows = s.exec(
+        select(JobRow.queue, SliceRow.gpus)
+        .join(SliceRow, col(SliceRow.job_id) == col(JobRow.id))
+        .where(col(SliceRow.phase).in_(HELD))
+    ).all()
+    for queue, gpus in rows:
+        in_use[queue] = in_use.get(queue, 0) + len(gpus)
+    return pending, in_use
+
+
+async def refresh(hub: Hub) -> None:
+    m = hub.metrics
+    counts = await hub.job_counts()
+    for phase in JOB_PHASES:
+        m.jobs.labels(phase).set(counts.get(phase, 0))
+    states: dict[str, int] = {"Ready": 0, "Lost": 0}
+    for c in await hub.clusters():
+        states[c.state] = states.get(c.state, 0) + 1
+        for t, g in c.gpus.items():
+            m.gpus.labels(c.name, t, "total").set(g.total)
+            m.gpus.labels(c.name, t, "free").set(g.free)
+            m.gpus.labels(c.name, t, "used").set(g.total - g.free)
+    for state, n in states.items():
+        m.clusters.labels(state).set(n)
+    pending, in_use = await hub.store.tx(_queues)
+    # A queue that emptied reads 0, not its last value.
+    m.queue_pending.clear()
+    m.queue_gpus.clear()
+    for q in sorted(set(pending) | set(in_use) | {c.name for c in hub.settings.queues}):
+        m.queue_pending.labels(q).set(pending.get(q, 0))
+        m.queue_gpus.labels(q).set(in_use.get(q, 0))
+    usage = await hub.usage(team=None, since=None)
+    for team, t in usage["teams"].items():
+        m.team_spend.labels(team).set(t["cost"])
+        m.team_gpu_seconds.labels(team).set(t["gpuSeconds"])
