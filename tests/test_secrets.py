@@ -19,8 +19,8 @@ from orrery.manifest import SecretRef, parse_manifest
 from orrery.wire import Assignment, SecretEnv, decode, encode
 from orrery_hub.reconcile import split_env
 from orrery_hub.service import Hub
-from orrery_spoke_agent.executor import kube_jobs as kj
 from orrery_spoke_agent.executor import slice_env
+from orrery_spoke_agent.executor.kubernetes import jobs as kj
 from orrery_spoke_agent.executor.local import LocalExecutor
 from orrery_spoke_agent.executor.local_host import cgroup_path
 from tests.conftest import ADMIN

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import yaml
 
-from orrery_spoke_agent.executor.kube_config import KubeConfig
+from orrery_spoke_agent.executor.kubernetes.config import KubeConfig
 from tests.deploy.helmrender import Helm
 
 if importlib.util.find_spec("helm_python") is None:

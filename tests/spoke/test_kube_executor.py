@@ -25,9 +25,9 @@ import yaml
 from orrery.natsserver import free_port
 from orrery.wire import Assignment, NodeReport
 from orrery_spoke_agent.executor import LaunchError, slice_env
-from orrery_spoke_agent.executor import kube_jobs as kj
-from orrery_spoke_agent.executor.kube_progress import digest
 from orrery_spoke_agent.executor.kubernetes import CONFIG_ENV, KubeExecutor, build
+from orrery_spoke_agent.executor.kubernetes import jobs as kj
+from orrery_spoke_agent.executor.kubernetes.progress import digest
 from orrery_spoke_agent.settings import SpokeSettings
 from tests.spoke.kmockapi import JobController, KubeApi, gpu_node, tenant_pod, write_kubeconfig
 

@@ -1,4 +1,4 @@
-"""The kubernetes executor's pure rules (``kube_capacity``, ``kube_jobs``) and its settings
+"""The kubernetes executor's pure rules (``capacity``, ``jobs``) and its settings
 and client errors: plain dicts in, values out, no API server."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 
 from orrery.errors import InvalidInput, ManifestError
 from orrery.wire import Assignment, SliceKey
-from orrery_spoke_agent.executor import kube_capacity as capa
-from orrery_spoke_agent.executor import kube_jobs as kj
-from orrery_spoke_agent.executor.kube_config import api_client, load_config
+from orrery_spoke_agent.executor.kubernetes import capacity as capa
+from orrery_spoke_agent.executor.kubernetes import jobs as kj
+from orrery_spoke_agent.executor.kubernetes.config import api_client, load_config
 from tests.spoke.kmockapi import gpu_node, tenant_pod
 
 

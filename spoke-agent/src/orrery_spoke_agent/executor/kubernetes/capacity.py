@@ -1,6 +1,6 @@
 """A Kubernetes cluster's GPU capacity, from Node and Pod objects (plain JSON dicts).
 
-Pure functions over what the watches in ``kube_watch`` keep: no client, no IO, so the
+Pure functions over what the watches in ``watch`` keep: no client, no IO, so the
 rules below are tested with dicts alone.
 
 - A node's GPUs are its allocatable extended resources (``nvidia.com/gpu`` by default; a

@@ -101,7 +101,7 @@ def manifest(a: Assignment, env: Mapping[str, str], t: JobTemplate, *, resource:
              product: str | None, progress: tuple[str, str] | None = None) -> dict[str, Any]:
     """The Job for one attempt. ``resource``/``product``: the GPU resource and product label
     of the node the hub chose (None: unknown; a CPU-only slice needs neither).
-    ``progress``: (the agent's progress URL, this attempt's token), see ``kube_progress``."""
+    ``progress``: (the agent's progress URL, this attempt's token), see ``progress``."""
     image = a.image or t.default_image
     assert image is not None, "checked by the caller"
     lab = labels(t.cluster, a.key)
@@ -143,7 +143,7 @@ def manifest(a: Assignment, env: Mapping[str, str], t: JobTemplate, *, resource:
     if t.service_account:
         pod_spec["serviceAccountName"] = t.service_account
     else:
-        # A slice needs no API credentials (progress goes to the agent, see kube_progress):
+        # A slice needs no API credentials (progress goes to the agent, see progress.py):
         # none are mounted, so a workload cannot relabel its pod out of its Job.
         pod_spec["automountServiceAccountToken"] = False
     if t.image_pull_secrets:

@@ -1,7 +1,7 @@
 """Kubernetes executor: each slice a ``batch/v1`` Job; capacity from Nodes and Pods.
 
 Built by ``cli`` (``orrery spoke --executor kubernetes``) through ``build``; the agent
-calls the ``Executor`` methods. Three reflectors (``kube_watch``) keep Nodes, Pods (all
+calls the ``Executor`` methods. Three reflectors (``watch``) keep Nodes, Pods (all
 namespaces, to see other tenants' GPU requests) and this spoke's Jobs current by
 list-then-watch; Job creates, deletes and patches run on a small dedicated thread pool.
 So the synchronous ``kubernetes`` client never blocks the agent's event loop.
@@ -19,7 +19,7 @@ counted on the control plane's clock (keep clocks NTP-synced; skew adds to the l
 and a control plane that is down itself cannot stop the pod.
 
 Slices hold no API credentials (no service-account token is mounted unless the chart names
-an account): their progress reaches the agent over a per-attempt token (``kube_progress``).
+an account): their progress reaches the agent over a per-attempt token (``progress``).
 A pod that nevertheless leaves its Job (its labels changed by whoever may patch pods) is no
 longer bounded by the Job's deadline: the agent finds it by its immutable name, deletes it
 and ends the attempt (``_catch_escapes``: every second, and on every lease renewal —
@@ -55,17 +55,21 @@ from tenacity import (
 
 from orrery.errors import InvalidInput
 from orrery.wire import Assignment, NodeReport, Progress, SliceKey
-from orrery_spoke_agent.executor import kube_capacity as capa
-from orrery_spoke_agent.executor import kube_jobs as kj
 from orrery_spoke_agent.executor.base import Executor, Found, LaunchError, Outcome
-from orrery_spoke_agent.executor.kube_config import (
+from orrery_spoke_agent.executor.kubernetes import capacity as capa
+from orrery_spoke_agent.executor.kubernetes import jobs as kj
+from orrery_spoke_agent.executor.kubernetes.config import (
     CONFIG_ENV,
     KubeConfig,
     api_client,
     load_config,
 )
-from orrery_spoke_agent.executor.kube_progress import ProgressEndpoint, new_token, token_matches
-from orrery_spoke_agent.executor.kube_watch import Reflector
+from orrery_spoke_agent.executor.kubernetes.progress import (
+    ProgressEndpoint,
+    new_token,
+    token_matches,
+)
+from orrery_spoke_agent.executor.kubernetes.watch import Reflector
 from orrery_spoke_agent.inventory import Node
 from orrery_spoke_agent.settings import SpokeSettings
 
