@@ -95,7 +95,8 @@ class _Pass:
         self.queues = {q.name: q for q in snapshot.queues}
         self.running = snapshot.running
         self.quota = QuotaBook(self.queues, snapshot.running) if pol.quotas else None
-        self.offer = Offer(snapshot.jobs, pol, self.queues, snapshot.running)
+        self.offer = Offer(snapshot.jobs, pol, self.queues, snapshot.running,
+                           snapshot.runtime_history)
         self.placements: list[SlicePlacement] = []
         self.waiting: dict[JobId, WaitReason] = {}
         self.preemptions: list[Preemption] = []
@@ -439,7 +440,9 @@ class _Pass:
             job.gpu_types, need_release, lambda r: self._may_evict(job, r), releases,
             lambda queue: self._budget(job, queue),
         )
-        if ev is None or self.victims + len(ev.victims) > pol.max_preemptions:
+        if ev is None or self.victims + len(ev.victims) > pol.max_preemptions or (
+            pol.preempt_for_gain and not self._worth_it(job, n, need_release, ev)
+        ):
             self.failed_preempt.add(key)
             return False
         for v in ev.victims:
@@ -466,6 +469,46 @@ class _Pass:
             f"{need_text(job, n)}; preempting {len(ev.victims)} job(s) on {ev.cluster}"
         )
         return True
+
+    def _worth_it(self, job: JobRequest, n: int, need_release: int,
+                  ev: preemption.Eviction) -> bool:
+        """Whether evicting ``ev`` saves the preemptor more GPU-seconds of waiting than the
+        victims lose: the work since their last checkpoints, plus their GPUs idle while
+        they stop. Without evicting, the job would start when enough of what runs ends by
+        its declared runtime (and, for a reclaim, when the borrowers' jobs have ended)."""
+        grace = self.policy.grace_s
+        start = self._fits_at(job, n)
+        if need_release > 0 and self.quota is not None:
+            q, cohort, freed = self.quota, self.quota.cohort(job.queue), 0
+            at = INF
+            for end, gpus in sorted(
+                (r.expected_end(self.now, grace), r.gpus) for r in self.running
+                if not r.stopping and r.queue != job.queue and q.cohort(r.queue) == cohort
+                and q.borrowed(r.queue) > 0
+            ):
+                freed += gpus
+                if freed >= need_release:
+                    at = end
+                    break
+            start = max(start, at)
+        gain = job.gpus * (start - self.now - grace)
+        cost = ev.cost + sum(v.job.gpus for v in ev.victims) * grace
+        return gain > cost
+
+    def _fits_at(self, job: JobRequest, n: int) -> float:
+        """The earliest time ``job`` fits in one eligible cluster as what runs there ends
+        (its shadow time), evicting nobody; infinity when no end is known."""
+        if not job.gang:
+            n = 1
+        on = self._running_on()
+        best = INF
+        for fit in self._eligible(job):
+            rel = backfill.releases((r for r, _ in on.get(fit.name, ())), fit.name, self.now,
+                                    self.policy.grace_s)
+            sh = backfill.shadow(fit, rel, n, job.gpus_per_slice, job.gpu_types, self.now)
+            if sh is not None:
+                best = min(best, sh.start_at)
+        return best
 
     def _hold(self, fit: ClusterFit, nodes: list[NodeName], until: float) -> None:
         fit.hold(nodes, until)

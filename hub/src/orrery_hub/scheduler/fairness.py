@@ -26,10 +26,37 @@ from operator import attrgetter
 
 from orrery_hub.scheduler.snapshot import JobRequest, Policy, QueueConfig, RunningJob
 
+INF = float("inf")
+
 
 def order(jobs: Iterable[JobRequest]) -> list[JobRequest]:
     """Priority order, then submission order."""
     return sorted(jobs, key=lambda j: (-j.priority, j.seq))
+
+
+def expected_service(job: JobRequest, history: Mapping[str, float]) -> float:
+    """GPU-seconds ``job`` is expected to use: its GPUs times the first runtime known of
+    its expected runtime, its declared maximum, its queue/team's and its queue's history;
+    infinity when none is known (it is then offered after every job with an estimate)."""
+    rt = job.expected_runtime
+    if rt is None:
+        rt = job.max_runtime
+    if rt is None:
+        rt = history.get(f"{job.queue}/{job.team}")
+    if rt is None:
+        rt = history.get(job.queue)
+    return INF if rt is None else max(1, job.gpus) * rt
+
+
+def _sort(jobs: list[JobRequest], policy: Policy, history: Mapping[str, float]) -> None:
+    """In place: submission order, then priority (unless ``fifo``), then least expected
+    service first (``shortest_first``); each sort is stable, so the last is primary."""
+    jobs.sort(key=attrgetter("seq"))
+    if policy.fifo:
+        return
+    jobs.sort(key=attrgetter("priority"), reverse=True)
+    if policy.shortest_first:
+        jobs.sort(key=lambda j: expected_service(j, history))
 
 
 def tenant_of(policy: Policy, queue: str, team: str) -> str:
@@ -65,16 +92,17 @@ class Offer:
         policy: Policy,
         queues: Mapping[str, QueueConfig],
         running: Iterable[RunningJob],
+        history: Mapping[str, float] | None = None,
     ) -> None:
         self.policy = policy
+        hist = history or {}
         self._fair = policy.fair_share and not policy.fifo
         self._pending_push: tuple[int, int, float, str] | None = None
         self._charges = 0
         if not self._fair:
             # Two stable sorts with C-level keys beat one sort on a Python tuple key.
-            self._flat = sorted(jobs, key=attrgetter("seq"))
-            if not policy.fifo:
-                self._flat.sort(key=attrgetter("priority"), reverse=True)
+            self._flat = list(jobs)
+            _sort(self._flat, policy, hist)
             self._pos = 0
             return
         self.usage = tenant_usage(policy, running)
@@ -94,8 +122,7 @@ class Offer:
         self._guaranteed: dict[str, int] = {}
         self._heap: list[tuple[int, int, float, str]] = []
         for t, js in by_tenant.items():
-            js.sort(key=attrgetter("seq"))
-            js.sort(key=attrgetter("priority"), reverse=True)
+            _sort(js, policy, hist)
             self._lists[t] = js
             self._heads[t] = 0
             q = queues.get(t) if policy.tenant == "queue" else None

@@ -56,6 +56,11 @@ class JobRequest:
     cluster_scores: Mapping[ClusterName, float] = field(default_factory=dict)
     # The manifest's maxRuntime in seconds; None: unknown, so never backfilled.
     max_runtime: float | None = None
+    # How long it is expected to run, in seconds, when better known than ``max_runtime``
+    # (the simulator knows the trace's durations; the hub may learn it per queue/team).
+    # Only ``Policy.shortest_first`` reads it; None: ``max_runtime``, then the snapshot's
+    # per-queue/team history (``Snapshot.runtime_history``).
+    expected_runtime: float | None = None
 
     @property
     def team(self) -> str:
@@ -171,12 +176,22 @@ class Policy:
     # A job placed less than this long ago is never a victim, so no job is preempted over
     # and over. 0 keeps the simulator's published figures; the hub defaults to 60 s.
     min_run_s: float = 0.0
+    # Least expected service first (Helios' QSSF; Tiresias orders by least *attained*
+    # service, which needs no estimate but preempts constantly): within a tenant (or across
+    # all jobs without fair share), jobs are offered by expected GPU-seconds (GPUs x
+    # expected runtime), then priority, then submission. Jobs with no estimate come last.
+    shortest_first: bool = False
+    # Preempt only when the preemptor's expected wait saved (GPU-seconds: its GPUs x the
+    # time until it would fit without evicting anyone) exceeds the work the victims lose
+    # since their last checkpoints plus the grace their GPUs sit stopping.
+    preempt_for_gain: bool = False
 
     @staticmethod
     def full() -> Policy:
         """Every stage on: what ``orrery sim --policy orrery`` runs."""
         return Policy(
-            fair_share=True, quotas=True, preemption=True, backfill=True, type_aware=True
+            fair_share=True, quotas=True, preemption=True, backfill=True, type_aware=True,
+            shortest_first=True, preempt_for_gain=True,
         )
 
 
@@ -187,3 +202,7 @@ class Snapshot:
     running: tuple[RunningJob, ...] = ()
     queues: tuple[QueueConfig, ...] = ()  # queues not listed get QueueConfig(name)
     policy: Policy = field(default_factory=Policy)
+    # Learned runtimes in seconds (e.g. the median of recent finished jobs), keyed by
+    # "queue/team" and by "queue": what ``Policy.shortest_first`` uses for a job that
+    # declares neither ``expected_runtime`` nor ``max_runtime``.
+    runtime_history: Mapping[str, float] = field(default_factory=dict)
