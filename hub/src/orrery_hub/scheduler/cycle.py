@@ -129,6 +129,7 @@ class _Pass:
         self._on: dict[ClusterName, list[tuple[RunningJob, tuple[RunningSlice, ...]]]] | None
         self._on = None
         self._tables: dict[ClusterName, list[preemption.Entry]] = {}
+        self._releases: dict[ClusterName, list[backfill.Release]] = {}
 
     # --- the pass -----------------------------------------------------------------------
 
@@ -427,6 +428,13 @@ class _Pass:
         if key in self.failed_preempt:
             return False
         self.attempts += 1
+        gain = INF
+        if pol.preempt_for_gain:
+            # The wait saved bounds what an eviction may cost: known before the search.
+            gain = self._gain(job, n, need_release)
+            if gain <= 0:
+                self.failed_preempt.add(key)
+                return False
         q = self.quota
         cohort = q.cohort(job.queue) if q is not None else None
 
@@ -441,7 +449,7 @@ class _Pass:
             lambda queue: self._budget(job, queue),
         )
         if ev is None or self.victims + len(ev.victims) > pol.max_preemptions or (
-            pol.preempt_for_gain and not self._worth_it(job, n, need_release, ev)
+            pol.preempt_for_gain and ev.cost + self._stop_cost(ev) >= gain
         ):
             self.failed_preempt.add(key)
             return False
@@ -470,12 +478,10 @@ class _Pass:
         )
         return True
 
-    def _worth_it(self, job: JobRequest, n: int, need_release: int,
-                  ev: preemption.Eviction) -> bool:
-        """Whether evicting ``ev`` saves the preemptor more GPU-seconds of waiting than the
-        victims lose: the work since their last checkpoints, plus their GPUs idle while
-        they stop. Without evicting, the job would start when enough of what runs ends by
-        its declared runtime (and, for a reclaim, when the borrowers' jobs have ended)."""
+    def _gain(self, job: JobRequest, n: int, need_release: int) -> float:
+        """GPU-seconds of waiting an eviction would save ``job``: without one, it starts
+        when enough of what runs ends by its declared runtime (its shadow time) and, for
+        a reclaim, once the borrowers' jobs have ended; with one, after the grace."""
         grace = self.policy.grace_s
         start = self._fits_at(job, n)
         if need_release > 0 and self.quota is not None:
@@ -491,9 +497,12 @@ class _Pass:
                     at = end
                     break
             start = max(start, at)
-        gain = job.gpus * (start - self.now - grace)
-        cost = ev.cost + sum(v.job.gpus for v in ev.victims) * grace
-        return gain > cost
+        return job.gpus * (start - self.now - grace)
+
+    def _stop_cost(self, ev: preemption.Eviction) -> float:
+        """GPU-seconds the victims' GPUs sit idle while they stop (``ev.cost`` is the
+        work they lose since their last checkpoints)."""
+        return sum(v.job.gpus for v in ev.victims) * self.policy.grace_s
 
     def _fits_at(self, job: JobRequest, n: int) -> float:
         """The earliest time ``job`` fits in one eligible cluster as what runs there ends
@@ -503,8 +512,11 @@ class _Pass:
         on = self._running_on()
         best = INF
         for fit in self._eligible(job):
-            rel = backfill.releases((r for r, _ in on.get(fit.name, ())), fit.name, self.now,
-                                    self.policy.grace_s)
+            rel = self._releases.get(fit.name)
+            if rel is None:  # once a pass: evictions only bring releases earlier
+                rel = self._releases[fit.name] = backfill.releases(
+                    (r for r, _ in on.get(fit.name, ())), fit.name, self.now,
+                    self.policy.grace_s)
             sh = backfill.shadow(fit, rel, n, job.gpus_per_slice, job.gpu_types, self.now)
             if sh is not None:
                 best = min(best, sh.start_at)
