@@ -90,6 +90,18 @@ def check_report(
         eligible = [str(n) for n in c.eligible(clusters)]
         ineligible = {str(k): v for k, v in sorted(c.denied_reasons.items())}
         summary = c.summary
+        # Policies may allow a cluster that has none of the job's GPU types: it is not
+        # eligible all the same (the scheduler would never place the job there).
+        want = a.gpu_types if a.gpu_types is not None else job.gpu_types
+        if job.gpus_per_slice > 0:
+            facts = {str(x.name): x for x in clusters}
+            for name in list(eligible):
+                has = facts[name].gpu_types
+                if not has or (want is not None and not (has & want)):
+                    eligible.remove(name)
+                    kinds = "/".join(sorted(want)) if want is not None else "GPU"
+                    ineligible[name] = f"has no {kinds} GPUs"
+            ineligible = dict(sorted(ineligible.items()))
         if not eligible and summary is None:
             summary = "no cluster is eligible" if clusters else "the hub knows no clusters"
     est = a.estimate

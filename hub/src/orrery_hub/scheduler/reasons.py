@@ -23,11 +23,25 @@ def need_text(job: JobRequest, n: int) -> str:
     )
 
 
+def largest_node(c: ClusterFit, types: frozenset[str] | None) -> int:
+    """GPUs of the biggest node of an allowed type (free or not): a slice needing more
+    can never be placed in this cluster."""
+    return max(
+        (
+            n.gpus
+            for n in c.nodes
+            if n.gpu_type is not None and (types is None or n.gpu_type in types)
+        ),
+        default=0,
+    )
+
+
 def why(job: JobRequest, n: int, fits: list[ClusterFit]) -> WaitReason:
     per: dict[ClusterName, str] = {}
     best: tuple[int, str] | None = None
     types = job.gpu_types
     tt = types_text(types)
+    never: int | None = None  # the largest node of the clusters where a slice never fits
     for c in fits:
         if not c.ready:
             per[c.name] = "cluster Lost"
@@ -37,6 +51,12 @@ def why(job: JobRequest, n: int, fits: list[ClusterFit]) -> WaitReason:
             continue
         if job.gpus_per_slice and not c.has_type(types):
             per[c.name] = f"no {tt} GPUs"
+            continue
+        largest = largest_node(c, types)
+        if job.gpus_per_slice > largest:
+            # Not a matter of waiting: no node here will ever hold one slice.
+            per[c.name] = f"can never fit: largest node has {largest} {tt}"
+            never = max(never or 0, largest)
             continue
         k = c.slices_fit(job.gpus_per_slice, types)
         held = f", {len(c.held)} node(s) reserved" if c.held else ""
@@ -48,6 +68,8 @@ def why(job: JobRequest, n: int, fits: list[ClusterFit]) -> WaitReason:
             best = (k, c.name)
     need = need_text(job, n)
     if best is None:
+        if never is not None:
+            return WaitReason(f"{need}; can never fit: largest node has {never} {tt}", per)
         if not any(c.ready for c in fits):
             return WaitReason(f"{need}; no Ready cluster", per)
         return WaitReason(f"{need}; no allowed Ready cluster has {tt} GPUs", per)
