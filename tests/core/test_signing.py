@@ -203,12 +203,39 @@ def test_keys_round_trip_as_pem() -> None:
 # What a spoke one version behind knows of an order: the fields of round 1 (it forbids any
 # other). A signed order from this hub must still decode there.
 ROUND1_ASSIGNMENT_FIELDS = {
-    "v", "kind", "sender", "seq", "sig", "job", "job_name", "index", "epoch", "world_size",
-    "node", "gpus", "master_addr", "master_port", "command", "image", "env",
-    "checkpoint_dir", "checkpoint", "max_runtime_s",
+    "v",
+    "kind",
+    "sender",
+    "seq",
+    "sig",
+    "job",
+    "job_name",
+    "index",
+    "epoch",
+    "world_size",
+    "node",
+    "gpus",
+    "master_addr",
+    "master_port",
+    "command",
+    "image",
+    "env",
+    "checkpoint_dir",
+    "checkpoint",
+    "max_runtime_s",
 }
-ROUND1_KILL_FIELDS = {"v", "kind", "sender", "seq", "sig", "job", "index", "epoch", "reason",
-                      "grace_s"}
+ROUND1_KILL_FIELDS = {
+    "v",
+    "kind",
+    "sender",
+    "seq",
+    "sig",
+    "job",
+    "index",
+    "epoch",
+    "reason",
+    "grace_s",
+}
 
 
 def test_a_signed_order_has_only_fields_a_spoke_one_version_behind_knows() -> None:

@@ -13,6 +13,9 @@ import pytest
 
 from orrery.wire import (
     Assignment,
+    CachedDataset,
+    DataMount,
+    DatasetState,
     Heartbeat,
     HeartbeatAck,
     Kill,
@@ -116,6 +119,60 @@ SAMPLES = {
         checkpoint="/ckpt/9.pt",
         max_runtime_s=3600.0,
     ),
+    # Issue 14: a cache report beside the slices, and an order naming data to stage.
+    "heartbeat_datasets": Heartbeat(
+        sender="spoke/eu-west",
+        seq=10,
+        cluster="eu-west",
+        incarnation="abc123",
+        lease_s=10.0,
+        datasets=[
+            CachedDataset(
+                name="c4-en",
+                version="2",
+                state=DatasetState.STAGING,
+                size_bytes=2_000_000,
+                bytes_done=500_000,
+                rate_bps=100_000.0,
+                eta_s=15.0,
+            ),
+            CachedDataset(
+                name="wiki",
+                version="1",
+                state=DatasetState.READY,
+                size_bytes=1000,
+                bytes_done=1000,
+                in_use=2,
+                last_used=1700000000.0,
+            ),
+        ],
+    ),
+    "assignment_datasets": Assignment(
+        sender="hub",
+        seq=13,
+        job="train-1a2b3c",
+        job_name="train",
+        index=1,
+        epoch=1,
+        world_size=2,
+        node="n0",
+        master_addr="10.0.0.5",
+        master_port=29500,
+        command=["python", "train.py"],
+        env={"ORRERY_DATA_SHARDS": "4:8"},
+        checkpoint_dir="/ckpt",
+        datasets=[
+            DataMount(
+                name="c4-en",
+                version="2",
+                uri="s3://corpora/c4/en",
+                endpoint="http://10.0.0.9:8333",
+                region="eu-west-1",
+                size_bytes=2_000_000,
+                mount_path="/data/c4",
+            )
+        ],
+    ),
     "kill": Kill(
         sender="hub",
         seq=12,
@@ -142,6 +199,19 @@ def test_golden_files_decode_to_the_same_message(name: str) -> None:
 def test_round_trip(name: str) -> None:
     msg = SAMPLES[name]
     assert decode(encode(msg), type(msg)) == msg
+
+
+def test_messages_without_datasets_from_a_peer_one_version_behind_still_decode() -> None:
+    hb = decode_any((GOLDEN / "heartbeat.json").read_bytes())
+    assert isinstance(hb, Heartbeat) and hb.datasets is None
+    a = decode_any((GOLDEN / "assignment.json").read_bytes())
+    assert isinstance(a, Assignment) and a.datasets is None
+    # ... and a message without data encodes as before (no empty field appears).
+    assert "datasets" not in json.loads(encode(SAMPLES["heartbeat"]))
+    bad = json.loads(encode(SAMPLES["heartbeat_datasets"]))
+    bad["datasets"][0]["state"] = "Teleporting"
+    with pytest.raises(WireError, match="state"):
+        decode(json.dumps(bad).encode(), Heartbeat)
 
 
 def test_a_report_without_cause_from_a_spoke_one_version_behind_still_decodes() -> None:

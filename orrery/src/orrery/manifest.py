@@ -110,6 +110,27 @@ class SecretRef(_Model):
         return v
 
 
+class DatasetRef(_Model):
+    """An input the job reads: a Dataset by name, and where its slices find it."""
+
+    name: str = Field(description="a Dataset's name")
+    mount_path: str = Field(
+        max_length=MAX_PATH, description="where slices find it (Kubernetes: the volume's path)"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_dns_label(v)
+
+    @field_validator("mount_path")
+    @classmethod
+    def _mount_path(cls, v: str) -> str:
+        if not v.startswith("/") or "\0" in v or ".." in v.split("/"):
+            raise ValueError("must be an absolute path without '..'")
+        return v
+
+
 class JobSpec(_Model):
     queue: str = Field(default="default", min_length=1, max_length=63)
     priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
@@ -140,6 +161,18 @@ class JobSpec(_Model):
         max_length=MAX_PATH,
         description="where the job keeps checkpoints (path or URI); the hub picks one if unset",
     )
+    datasets: Annotated[list[DatasetRef], Field(max_length=16)] | None = Field(
+        default=None, description="Datasets the slices read, staged to the cluster first"
+    )
+
+    @field_validator("datasets")
+    @classmethod
+    def _datasets(cls, v: list[DatasetRef] | None) -> list[DatasetRef] | None:
+        if v is not None:
+            names = [d.name for d in v]
+            if len(set(names)) != len(names):
+                raise ValueError("a dataset is listed twice")
+        return v
 
     @field_validator("gpu_type")
     @classmethod

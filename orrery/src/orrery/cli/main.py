@@ -244,7 +244,10 @@ def up(
 @app.command()
 def demo(
     state: Annotated[
-        Path, typer.Option(envvar="ORRERY_STATE", help="state folder (wiped first, only if the demo made it)")
+        Path,
+        typer.Option(
+            envvar="ORRERY_STATE", help="state folder (wiped first, only if the demo made it)"
+        ),
     ] = Path(".orrery/demo"),
     port: Annotated[int, typer.Option(envvar="ORRERY_PORT", help="hub API port (0: any free)")] = 0,
     kill: Annotated[bool, typer.Option(envvar="ORRERY_KILL", help="kill a spoke mid-run")] = True,

