@@ -74,6 +74,21 @@ def command(app: typer.Typer) -> None:
         kill_grace: Annotated[
             float, typer.Option(envvar="ORRERY_KILL_GRACE", help="SIGTERM to SIGKILL, s")
         ] = timing.KILL_GRACE_S,
+        max_clock_drift: Annotated[
+            float,
+            typer.Option(
+                envvar="ORRERY_MAX_CLOCK_DRIFT",
+                help="how late, over one lease, a spoke's view of time may be against the "
+                "hub's, s (part of the fencing rule)",
+            ),
+        ] = timing.MAX_CLOCK_DRIFT_S,
+        reconcile_interval: Annotated[
+            float,
+            typer.Option(
+                envvar="ORRERY_RECONCILE_INTERVAL",
+                help="how often the hub looks for silent clusters and schedules, s",
+            ),
+        ] = 0.5,
         assign_timeout: Annotated[
             float | None,
             typer.Option(
@@ -212,8 +227,13 @@ def command(app: typer.Typer) -> None:
                 lease_s=lease,
                 failover_timeout_s=failover_timeout,
                 kill_grace_s=kill_grace,
+                max_clock_drift_s=max_clock_drift,
                 assign_timeout_s=assign_timeout,
+                # A heartbeat's reply may wait this long for its report to be processed;
+                # a short lease (orrery up --timing aggressive) needs a shorter wait.
+                ack_wait_s=min(0.25, lease / 4),
             ),
+            reconcile_interval_s=reconcile_interval,
             backoff_base_s=backoff,
             backoff_max_s=max(60.0, backoff),
             scheduling=scheduling,

@@ -60,6 +60,8 @@ class Timing:
                 raise InvalidInput(f"--{name[:-2].replace('_', '-')}: must be positive")
         if self.kill_grace_s < 0:
             raise InvalidInput("--kill-grace: cannot be negative")
+        if not self.max_clock_drift_s >= 0:
+            raise InvalidInput("--max-clock-drift: cannot be negative")
         if self.assign_timeout_s is not None and self.assign_timeout_s <= 0:
             raise InvalidInput("--assign-timeout: must be positive")
         if not 0 <= self.ack_wait_s <= self.lease_s / 4:
@@ -151,6 +153,8 @@ class HubSettings:
 
     def check(self) -> None:
         self.timing.check()
+        if not self.reconcile_interval_s > 0:
+            raise InvalidInput("--reconcile-interval: must be positive")
         if not 0 <= self.port <= 65535:
             raise InvalidInput(f"--port: {self.port} is not a TCP port")
         if self.cert_ttl_s < 10:

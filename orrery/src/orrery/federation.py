@@ -43,17 +43,62 @@ class Timings:
     failover_s: float = timing.FAILOVER_S
     kill_grace_s: float = timing.KILL_GRACE_S
     backoff_s: float = 1.0
+    drift_s: float = timing.MAX_CLOCK_DRIFT_S
+    # How often the hub looks for silent clusters (and schedules, unless woken sooner): a
+    # lost cluster is noticed up to this long after its failover timeout.
+    reconcile_s: float = 0.5
+
+    @classmethod
+    def preset(cls, name: str) -> Timings:
+        """``default``, ``fast`` or ``aggressive`` (``orrery.timing.PRESETS``)."""
+        p = timing.PRESETS.get(name)
+        if p is None:
+            raise InvalidInput(
+                f"--timing: {name!r} is not one of {', '.join(sorted(timing.PRESETS))}"
+            )
+        if name == "default":
+            return cls()
+        # Faster presets retry sooner and look for silent clusters more often, or the
+        # reconcile tick would be most of the failover time.
+        return cls(
+            p.heartbeat_s,
+            p.lease_s,
+            p.failover_s,
+            p.kill_grace_s,
+            backoff_s=0.2 if name == "fast" else 0.1,
+            drift_s=p.drift_s,
+            reconcile_s=0.25 if name == "fast" else 0.1,
+        )
 
     @classmethod
     def fast(cls) -> Timings:
         """For demos and tests: failures noticed in seconds (``orrery.timing.FAST``)."""
-        f = timing.FAST
-        return cls(f.heartbeat_s, f.lease_s, f.failover_s, f.kill_grace_s, backoff_s=0.2)
+        return cls.preset("fast")
+
+    @classmethod
+    def aggressive(cls) -> Timings:
+        """A lost host replaced in under two seconds (``orrery.timing.AGGRESSIVE``)."""
+        return cls.preset("aggressive")
 
     def check(self) -> None:
         """The fencing rule, before any process starts (the hub would refuse it later)."""
+        for flag, v in (
+            ("--heartbeat-interval", self.heartbeat_s),
+            ("--lease", self.lease_s),
+            ("--failover-timeout", self.failover_s),
+            ("--reconcile-interval", self.reconcile_s),
+        ):
+            if not v > 0:
+                raise InvalidInput(f"{flag}: must be a positive number of seconds, not {v}")
+        if not self.kill_grace_s >= 0:
+            raise InvalidInput(f"--kill-grace: cannot be negative ({self.kill_grace_s})")
+        if self.lease_s < 2 * self.heartbeat_s:
+            raise InvalidInput(
+                f"--lease ({self.lease_s}s) must be at least twice --heartbeat-interval "
+                f"({self.heartbeat_s}s), or one lost heartbeat stops every slice"
+            )
         problem = timing.fencing_problem(
-            self.lease_s, self.kill_grace_s, timing.MAX_CLOCK_DRIFT_S, self.failover_s
+            self.lease_s, self.kill_grace_s, self.drift_s, self.failover_s
         )
         if problem:
             raise InvalidInput(problem)
@@ -279,6 +324,10 @@ class Federation:
             str(t.kill_grace_s),
             "--backoff",
             str(t.backoff_s),
+            "--max-clock-drift",
+            str(t.drift_s),
+            "--reconcile-interval",
+            str(t.reconcile_s),
             "--admin-token-file",
             str(self.admin_token_file),
         ]

@@ -295,6 +295,13 @@ class Agent:
             report.update(started_at=None, finished_at=None, reason="unreportable values")
             return SliceReport.model_validate(report)
 
+    def reply_timeout(self) -> float:
+        """How long a heartbeat waits for its reply: a second, but never more than a third
+        of the lease (a short lease must not lapse on one slow reply) nor less than the
+        heartbeat interval."""
+        s = self.settings
+        return max(s.heartbeat_interval_s, min(1.0, s.lease_s / 3))
+
     async def beat_once(self) -> bool:
         """Send one heartbeat; True when the hub answered (and the lease was renewed)."""
         assert self.nc is not None
@@ -307,7 +314,7 @@ class Agent:
             reply = await self.nc.request(
                 self.subjects.heartbeat,
                 encode(hb),
-                timeout=max(1.0, self.settings.heartbeat_interval_s),
+                timeout=self.reply_timeout(),
             )
             ack = decode(reply.data, HeartbeatAck)
         except WireError as exc:

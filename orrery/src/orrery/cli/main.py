@@ -197,27 +197,67 @@ def up(
         ".orrery/federation"
     ),
     fast: Annotated[
-        bool, typer.Option(envvar="ORRERY_FAST", help="demo timings: failover in seconds")
+        bool, typer.Option(envvar="ORRERY_FAST", help="the same as --timing fast")
     ] = False,
+    timing_preset: Annotated[
+        str | None,
+        typer.Option(
+            "--timing",
+            envvar="ORRERY_TIMING",
+            help="default (heartbeat 1 s, failover 15 s), fast (0.25 s, 3.5 s) or "
+            "aggressive (0.25 s, 1.3 s); the flags below override it",
+        ),
+    ] = None,
+    heartbeat_interval: Annotated[
+        float | None,
+        typer.Option(envvar="ORRERY_HEARTBEAT_INTERVAL", help="spoke heartbeat interval, s"),
+    ] = None,
+    lease: Annotated[
+        float | None,
+        typer.Option(
+            envvar="ORRERY_LEASE", help="a spoke cut off from the hub this long stops its slices, s"
+        ),
+    ] = None,
+    failover_timeout: Annotated[
+        float | None,
+        typer.Option(
+            envvar="ORRERY_FAILOVER_TIMEOUT",
+            help="a cluster silent this long is Lost and its slices move, s",
+        ),
+    ] = None,
+    kill_grace: Annotated[
+        float | None, typer.Option(envvar="ORRERY_KILL_GRACE", help="SIGTERM to SIGKILL, s")
+    ] = None,
 ) -> None:
     """A whole federation on this machine: NATS, the hub, and N simulated GPU clusters."""
+    import dataclasses
     import signal
 
     from orrery.federation import Federation, Timings, default_spokes
 
+    if fast and timing_preset not in (None, "fast"):
+        raise InvalidInput(f"--fast and --timing {timing_preset}: give one of them")
+    timings = Timings.preset(timing_preset or ("fast" if fast else "default"))
+    overrides = {
+        "heartbeat_s": heartbeat_interval,
+        "lease_s": lease,
+        "failover_s": failover_timeout,
+        "kill_grace_s": kill_grace,
+    }
+    timings = dataclasses.replace(timings, **{k: v for k, v in overrides.items() if v is not None})
     fed = Federation(
-        state,
-        spokes=default_spokes(spokes),
-        port=port,
-        policies=policies,
-        timings=Timings.fast() if fast else Timings(),
+        state, spokes=default_spokes(spokes), port=port, policies=policies, timings=timings
     )
 
     def on_term(_sig: int, _frame: object) -> None:
         raise KeyboardInterrupt  # run the finally below: the children are in other sessions
 
     signal.signal(signal.SIGTERM, on_term)
-    err.print(f"starting NATS, the hub and {spokes} spoke(s) under {state} ...")
+    t = fed.timings
+    err.print(
+        f"starting NATS, the hub and {spokes} spoke(s) under {state} ... (heartbeat "
+        f"{t.heartbeat_s}s, lease {t.lease_s}s, failover {t.failover_s}s)"
+    )
     try:
         fed.start()
         with fed.client() as c:
