@@ -36,7 +36,9 @@ BOUNDS = Replicas(min=1, max=16)
         (500, 4, 16),  # bounded by max
     ],
 )
-def test_stable_mode_divides_concurrency_by_the_target(level: float, current: int, want: int) -> None:
+def test_stable_mode_divides_concurrency_by_the_target(
+    level: float, current: int, want: int
+) -> None:
     window = steady(level, 0, 120)
     d = desired(auto(), BOUNDS, window, current, now=120)
     assert d.replicas == want, d.reason

@@ -71,8 +71,21 @@ def context() -> Context:
     )
 
 
+# A serving replica's load travels as progress metrics under these names: the spoke
+# carries them like any progress, the hub's autoscaler reads them (orrery.workload.load).
+LOAD_METRICS = {
+    "queue_depth": "load.queueDepth",
+    "kv_cache": "load.kvCache",
+    "tokens_per_s": "load.tokensPerS",
+    "ttft_p95_s": "load.ttftP95",
+}
+
+
 def _report() -> dict[str, Any]:
-    return {k: v for k, v in _state.items() if not k.startswith("_")}
+    out = {k: v for k, v in _state.items() if not k.startswith("_")}
+    if _state.get("_load"):
+        out["metrics"] = {**out.get("metrics", {}), **_state["_load"]}
+    return out
 
 
 def _post(url: str) -> None:
@@ -147,3 +160,31 @@ def checkpoint(path: str, *, step: int | None = None) -> None:
     if step is not None:
         _state["checkpoint_step"] = step
     _write(urgent=True)
+
+
+def load(
+    *,
+    queue_depth: float | None = None,
+    kv_cache: float | None = None,
+    tokens_per_s: float | None = None,
+    ttft_p95_s: float | None = None,
+    min_interval_s: float = 0.5,
+) -> None:
+    """Report a serving replica's own load: requests waiting in its queue, the fraction of
+    its KV cache in use (0-1), tokens generated per second, time to first token (95th
+    percentile, s). The autoscaler scales on those a service's ``autoscale`` names
+    (``queueDepth``, ``kvCacheUtilization``, ``ttftP95``). Cheap to call per request."""
+    given = {
+        "queue_depth": queue_depth,
+        "kv_cache": kv_cache,
+        "tokens_per_s": tokens_per_s,
+        "ttft_p95_s": ttft_p95_s,
+    }
+    current = _state.setdefault("_load", {})
+    for key, value in given.items():
+        if value is not None and math.isfinite(float(value)):
+            current[LOAD_METRICS[key]] = float(value)
+    now = time.monotonic()
+    if now - _state.get("_load_written", -min_interval_s) >= min_interval_s:
+        _state["_load_written"] = now
+        _write()
