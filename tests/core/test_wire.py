@@ -262,3 +262,27 @@ def test_subjects_are_scoped_per_cluster() -> None:
     assert Subjects.cluster_of("other.v1.cluster.x.report.heartbeat") is None
     with pytest.raises(ValueError, match="cluster name"):
         Subjects("EU.west")  # a dot would escape the subject hierarchy
+
+
+def test_log_requests_and_chunks_round_trip_within_their_limits() -> None:
+    from orrery.wire import LogChunk, LogRequest
+    from orrery.wire.logs import MAX_CHUNK_BYTES, MAX_TAIL_LINES, MAX_WAIT_S
+
+    assert Subjects("eu-west").logs == "orrery.v1.cluster.eu-west.logs"
+    assert Subjects.cluster_of(Subjects("eu-west").logs) is None  # not a report
+    req = LogRequest(sender="hub", seq=1, stream="0f" * 8, job="j", index=0, epoch=2,
+                     offset=10, tail_lines=5, follow=True, wait_s=5)
+    assert decode(encode(req), LogRequest) == req
+    data = bytes(range(256)) * (MAX_CHUNK_BYTES // 256)
+    chunk = LogChunk(sender="spoke/eu", seq=2, stream=req.stream, data=LogChunk.pack(data))
+    back = decode(encode(chunk), LogChunk)
+    assert back.raw == data and len(encode(back)) < 100 * 1024  # far under NATS' 1 MiB
+    base = json.loads(encode(req))
+    for field, bad in [("max_bytes", MAX_CHUNK_BYTES + 1), ("tail_lines", MAX_TAIL_LINES + 1),
+                       ("wait_s", MAX_WAIT_S + 1), ("stream", "../x"), ("offset", -1),
+                       ("epoch", 2**70)]:
+        with pytest.raises(WireError, match=field):
+            decode(json.dumps({**base, field: bad}).encode(), LogRequest)
+    too_big = {**json.loads(encode(chunk)), "data": "A" * (len(chunk.data) + 8)}
+    with pytest.raises(WireError, match="data"):
+        decode(json.dumps(too_big).encode(), LogChunk)

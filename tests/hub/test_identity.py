@@ -21,7 +21,7 @@ from orrery_hub.identity import enroll as ops
 from orrery_hub.identity import files
 from orrery_hub.identity.ca import CertificateAuthority
 from orrery_hub.identity.models import JoinTokenRow
-from orrery_hub.identity.natsconf import cluster_user, render_users
+from orrery_hub.identity.natsconf import cluster_user, hub_user, render_users
 from orrery_hub.identity.service import ClusterIdentity, Known
 from orrery_hub.store import Database
 
@@ -145,8 +145,8 @@ def test_the_generated_config_is_valid_for_the_real_nats_server(
     files.write_users(paths, [cluster_user("eu", "CN=eu,OU=e1,O=orrery-cluster")])
     text = paths.nats_users.read_text()
     assert '"orrery.v1.cluster.eu.report.>"' in text
-    assert '"orrery.v1.cluster.eu.orders", "_INBOX_eu.>"' in text
-    assert "allow_responses: true" in text  # the hub's user only
+    assert '"orrery.v1.cluster.eu.orders", "orrery.v1.cluster.eu.logs", "_INBOX_eu.>"' in text
+    assert "allow_responses: true" in text  # answers to the hub's log requests
     assert "verify_and_map: true" in conf.read_text()
     out = subprocess.run([binary(), "-c", str(conf), "-t"], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr + out.stdout
@@ -155,8 +155,13 @@ def test_the_generated_config_is_valid_for_the_real_nats_server(
 def test_a_cluster_user_may_publish_only_its_reports_and_read_only_its_orders() -> None:
     u = cluster_user("eu", "CN=eu,OU=e1,O=orrery-cluster")
     assert u.publish == ("orrery.v1.cluster.eu.report.>",)
-    assert u.subscribe == ("orrery.v1.cluster.eu.orders", "_INBOX_eu.>")
-    assert not u.allow_responses
+    assert u.subscribe == ("orrery.v1.cluster.eu.orders", "orrery.v1.cluster.eu.logs",
+                           "_INBOX_eu.>")
+    # It may answer the requests it receives: only the hub's log requests on its own
+    # subject (it cannot read another cluster's requests, nor the hub's heartbeat replies).
+    assert u.allow_responses
+    hub = hub_user("CN=orrery-hub")
+    assert hub.publish == ("orrery.v1.cluster.*.orders", "orrery.v1.cluster.*.logs")
     # A quote in a subject cannot break out of its string.
     assert '\\"' in render_users([cluster_user("eu", 'CN=eu",x')])
 

@@ -9,7 +9,11 @@ serves list, watch, get, create, patch and delete. What the executor relies on a
 - watches that resume from a resourceVersion, end after ``timeoutSeconds``, and answer
   ``410 Gone`` (an ERROR event) once ``compact()`` dropped the history they need;
 - equality-based label selectors (``a=b``, ``a!=b``, ``a``, ``!a``) on lists and watches;
-- Job deletion that deletes the Job's pods (what the garbage collector does).
+- Job deletion that deletes the Job's pods (what the garbage collector does);
+- pod logs (``GET .../pods/NAME/log`` with ``follow``, ``tailLines`` and ``limitBytes``, as
+  the kubelet serves them through the API server: 400 while the container waits to start,
+  a followed log streamed in chunks until the container ends or the pod is deleted), whose
+  text a test writes with ``write_log`` (the emulated containers print nothing).
 
 There is no scheduler, kubelet or job controller: ``JobController`` plays the job
 controller (creating Pods, patching Job status), driven step by step by a test or, with
@@ -83,6 +87,7 @@ class KubeApi(kmock.KubernetesEmulator):
     down: bool = attrs.field(default=False, init=False)  # see ``outage``
     _generation: int = attrs.field(default=0, init=False)  # bumped to end every watch
     _cond: asyncio.Condition | None = attrs.field(default=None, init=False)
+    pod_logs: dict[tuple[str, str], bytearray] = attrs.field(factory=dict, init=False)
 
     # ---- state changes -----------------------------------------------------------------
 
@@ -109,6 +114,8 @@ class KubeApi(kmock.KubernetesEmulator):
         if self.down:  # an outage: every call fails, as with an API server restarting
             return aiohttp.web.Response(status=503, text="the emulated API server is down")
         res, action = request.resource, request.action
+        if res is not None and res.plural == "pods" and request.subresource == "log":
+            return await serve_pod_log(self, request)
         if res is None or action not in (kmock.action.CREATE, kmock.action.UPDATE,
                                          kmock.action.DELETE):
             return await super()._handle(request)
@@ -229,6 +236,12 @@ class KubeApi(kmock.KubernetesEmulator):
         """End every open watch (as an API server restart would); clients resume them."""
         self._generation += 1
 
+    async def write_log(self, namespace: str, pod: str, text: str) -> None:
+        """What the pod's container printed (appended to its log)."""
+        self.pod_logs.setdefault((namespace, pod), bytearray()).extend(text.encode())
+        async with self._condition():
+            self._condition().notify_all()
+
     def stored(self, plural: str, namespace: str | None, name: str) -> Obj | None:
         for (res, ns, nm), obj in self._objects.items():
             if res.plural == plural and ns == namespace and nm == name and not obj.deleted:
@@ -238,6 +251,66 @@ class KubeApi(kmock.KubernetesEmulator):
     def stored_all(self, plural: str) -> list[Obj]:
         return [dict(obj.raw) for (res, _ns, _nm), obj in self._objects.items()
                 if res.plural == plural and not obj.deleted]
+
+
+def _status(code: int, reason: str, message: str) -> aiohttp.web.Response:
+    return aiohttp.web.json_response({"kind": "Status", "apiVersion": "v1", "status": "Failure",
+                                      "code": code, "reason": reason, "message": message},
+                                     status=code)
+
+
+async def serve_pod_log(api: KubeApi, request: kmock.Request) -> aiohttp.web.StreamResponse:
+    """``GET /api/v1/namespaces/NS/pods/NAME/log``: the pod's log as text, whole or the
+    last ``tailLines`` lines, cut at ``limitBytes``; with ``follow=true``, chunked, until the
+    container has ended (the pod Succeeded or Failed) or the pod is gone."""
+    ns, name = request.namespace or "", request.name or ""
+
+    def pod() -> Obj | None:
+        obj = api._find(request.resource, ns, name)
+        return None if obj is None else dict(obj.raw)
+
+    def ended(p: Obj | None) -> bool:
+        return p is None or (p.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+    p = pod()
+    if p is None:
+        return _status(404, "NotFound", f'pods "{name}" not found')
+    for cs in (p.get("status") or {}).get("containerStatuses") or []:
+        waiting = (cs.get("state") or {}).get("waiting")
+        if waiting:
+            return _status(400, "BadRequest", f'container "{cs.get("name", "slice")}" in pod '
+                           f'"{name}" is waiting to start: {waiting.get("reason")}')
+    params = request.params
+    buf = api.pod_logs.setdefault((ns, name), bytearray())
+    start = 0
+    if params.get("tailLines") is not None:
+        lines = bytes(buf).splitlines(keepends=True)
+        keep = lines[len(lines) - int(params["tailLines"]):] if int(params["tailLines"]) else []
+        start = len(buf) - sum(len(x) for x in keep)
+    limit = int(params["limitBytes"]) if params.get("limitBytes") else None
+    if params.get("follow") != "true":
+        body = bytes(buf[start:])
+        return aiohttp.web.Response(body=body[:limit] if limit else body,
+                                    content_type="text/plain")
+    raw = request._raw_request
+    assert raw is not None
+    resp = aiohttp.web.StreamResponse(headers={"Content-Type": "text/plain"})
+    resp.enable_chunked_encoding()
+    await resp.prepare(raw)
+    pos, cond = start, api._condition()
+    while True:
+        done = ended(pod())  # before reading: what was written before the end is sent
+        if len(buf) > pos:
+            await resp.write(bytes(buf[pos:]))
+            pos = len(buf)
+        if done:
+            break
+        async with cond:
+            if len(buf) == pos and not ended(pod()):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(cond.wait(), timeout=1.0)
+    await resp.write_eof()
+    return resp
 
 
 # ---- objects ---------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from orrery.wire import (
 from orrery.wire.messages import INT64_MAX, clip
 from orrery_spoke_agent.executor import Executor, LaunchError, Outcome, slice_env
 from orrery_spoke_agent.inventory import Node
+from orrery_spoke_agent.logserve import LogServer
 from orrery_spoke_agent.orders import OrderGate, horizon_file, load_verifier
 from orrery_spoke_agent.settings import SpokeSettings
 from orrery_spoke_agent.state import (
@@ -120,6 +121,7 @@ class Agent:
         self.orders = OrderGate(
             settings.cluster, load_verifier(settings, clock), horizon_file=horizon_file(settings)
         )
+        self.logs = LogServer(settings.cluster, executor.open_log)  # slices' output, to the hub
         self.nc: NATS | None = None
         self._stop = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
@@ -210,6 +212,7 @@ class Agent:
         finally:
             if self.nc is not None and not self.nc.is_closed:
                 await self.nc.close()
+            await self.logs.close()
             await self.executor.close()
 
     async def _adopt(self) -> None:
@@ -229,6 +232,8 @@ class Agent:
             context={"cluster": cluster},
         )
         await self.nc.subscribe(self.subjects.orders, cb=self._on_order)
+        assert self._tg is not None
+        await self.logs.subscribe(self.nc, self.subjects.logs, self._tg)
 
     # ---- heartbeats and the lease ----------------------------------------------------
 

@@ -3,10 +3,14 @@ client certificate verified against the hub CA and mapped to a user by its subje
 (``verify_and_map``), and each user allowed exactly its own subjects.
 
     hub      publish   orrery.v1.cluster.*.orders           (the only publisher of orders)
+                       orrery.v1.cluster.*.logs             (the only one asking for output)
              subscribe orrery.v1.cluster.*.report.>  _INBOX_hub.>
              allow_responses (replies to heartbeat and renewal requests)
     cluster  publish   orrery.v1.cluster.<name>.report.>
-             subscribe orrery.v1.cluster.<name>.orders   _INBOX_<name>.>
+             subscribe orrery.v1.cluster.<name>.orders   orrery.v1.cluster.<name>.logs
+                       _INBOX_<name>.>
+             allow_responses (its answers to the hub's log requests: nats-server lets it
+             publish once to a request's reply subject, and nowhere else new)
 
 A client with no certificate fails the TLS handshake; one whose certificate maps to no
 user (never enrolled, revoked, pending approval) fails authentication. On reload,
@@ -46,7 +50,7 @@ class NatsUser:
 def hub_user(subject: str) -> NatsUser:
     return NatsUser(
         subject=subject,
-        publish=(f"{PREFIX}.*.orders",),
+        publish=(f"{PREFIX}.*.orders", f"{PREFIX}.*.logs"),
         subscribe=(f"{PREFIX}.*.report.>", f"{HUB_INBOX}.>"),
         allow_responses=True,
     )
@@ -56,7 +60,12 @@ def cluster_user(cluster: str, subject: str) -> NatsUser:
     return NatsUser(
         subject=subject,
         publish=(f"{PREFIX}.{cluster}.report.>",),
-        subscribe=(f"{PREFIX}.{cluster}.orders", f"{inbox_prefix(cluster)}.>"),
+        subscribe=(
+            f"{PREFIX}.{cluster}.orders",
+            f"{PREFIX}.{cluster}.logs",
+            f"{inbox_prefix(cluster)}.>",
+        ),
+        allow_responses=True,
     )
 
 

@@ -7,6 +7,7 @@ drops: a bad message never crashes hub or spoke).
 """
 
 from orrery.wire.codec import WireError, decode, decode_order, encode
+from orrery.wire.logs import LogChunk, LogRequest
 from orrery.wire.messages import (
     PROTOCOL_VERSION,
     Assignment,
@@ -36,6 +37,8 @@ __all__ = [
     "Heartbeat",
     "HeartbeatAck",
     "Kill",
+    "LogChunk",
+    "LogRequest",
     "NodeReport",
     "Order",
     "Progress",

@@ -4,6 +4,8 @@
     orrery.v1.cluster.<name>.report.status      spoke -> hub   a slice changed phase (a hint)
     orrery.v1.cluster.<name>.report.renew       spoke -> hub   a CSR; the hub replies a certificate
     orrery.v1.cluster.<name>.orders             hub -> spoke   Assignment or Kill (idempotent)
+    orrery.v1.cluster.<name>.logs               hub -> spoke   request; the spoke replies a chunk
+                                                               of a slice's output (wire.logs)
 
 The hub reads every report through one subscription (``ALL_REPORTS``), so the reports of
 one spoke are handled in the order it sent them.
@@ -35,6 +37,7 @@ class Subjects:
         self.status = f"{base}.report.status"
         self.renew = f"{base}.report.renew"
         self.orders = f"{base}.orders"
+        self.logs = f"{base}.logs"
 
     # What the hub subscribes to.
     ALL_REPORTS = f"{PREFIX}.*.report.*"

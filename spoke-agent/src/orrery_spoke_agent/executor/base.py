@@ -37,6 +37,25 @@ class LaunchError(Exception):
         self.retryable = retryable
 
 
+class LogMissing(Exception):
+    """The executor holds no output for that attempt (never ran here, or removed)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class LogStream(Protocol):
+    """One reading of an attempt's output, from where it was opened (see ``open_log``)."""
+
+    async def read(self, max_bytes: int, wait_s: float) -> tuple[bytes, bool]:
+        """Up to ``max_bytes`` of output; waits up to ``wait_s`` for some when following.
+        The bool: the stream has ended (nothing more will come)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
 class Executor(Protocol):
     name: str
 
@@ -70,6 +89,12 @@ class Executor(Protocol):
 
     async def renew_lease(self, now: float) -> None:
         """The hub answered: slices may keep running for another lease."""
+        ...
+
+    async def open_log(self, key: SliceKey, *, tail_lines: int | None, follow: bool) -> LogStream:
+        """The attempt's output (stdout and stderr), from ``tail_lines`` lines before its
+        end (None: the start). Without ``follow`` it ends at the end of what exists now;
+        with it, when the attempt has ended. Raises LogMissing."""
         ...
 
     async def close(self) -> None: ...

@@ -28,7 +28,7 @@ from pydantic import ValidationError
 from orrery.wire import Assignment, NodeReport, Progress, SliceKey
 from orrery.wire.messages import MAX_REASON
 from orrery_spoke_agent.executor import secrets
-from orrery_spoke_agent.executor.base import Found, LaunchError, Outcome
+from orrery_spoke_agent.executor.base import Found, LaunchError, LogMissing, LogStream, Outcome
 from orrery_spoke_agent.executor.local_host import (
     SliceUser,
     UnsafeKey,
@@ -37,6 +37,7 @@ from orrery_spoke_agent.executor.local_host import (
     private_dir,
     read_small,
 )
+from orrery_spoke_agent.executor.logfile import FileLog
 from orrery_spoke_agent.executor.outputtail import failure_reason
 from orrery_spoke_agent.supervise import Track, remove_cgroup, write_json
 
@@ -291,6 +292,17 @@ class LocalExecutor:
             return Progress.model_validate(data)
         except (UnsafeKey, ValueError, ValidationError, AttributeError):
             return None
+
+    async def open_log(self, key: SliceKey, *, tail_lines: int | None, follow: bool) -> LogStream:
+        try:
+            folder = self._dir(key)
+        except UnsafeKey:
+            raise LogMissing("no such attempt") from None
+        if not (folder / "assignment.json").exists():
+            raise LogMissing("its files are not on this cluster (removed after retention)")
+        done = folder / "exit.json"
+        return FileLog(folder / "output.log", tail_lines=tail_lines, follow=follow,
+                       ended=done.exists)
 
     def capacity(self) -> list[NodeReport] | None:
         return None  # declared nodes; the agent subtracts its own slices

@@ -55,9 +55,10 @@ from tenacity import (
 
 from orrery.errors import InvalidInput
 from orrery.wire import Assignment, NodeReport, Progress, SliceKey
-from orrery_spoke_agent.executor.base import Executor, Found, LaunchError, Outcome
+from orrery_spoke_agent.executor.base import Executor, Found, LaunchError, LogStream, Outcome
 from orrery_spoke_agent.executor.kubernetes import capacity as capa
 from orrery_spoke_agent.executor.kubernetes import jobs as kj
+from orrery_spoke_agent.executor.kubernetes import podlog
 from orrery_spoke_agent.executor.kubernetes.config import (
     CONFIG_ENV,
     KubeConfig,
@@ -131,6 +132,11 @@ class KubeExecutor:
         self.escapes = 0  # pods found outside their Job and deleted
         self._caught: set[str] = set()  # their names: counted and logged once
         self.progress_endpoint: ProgressEndpoint | None = None
+        # Copies of deleted Jobs' pod logs (None: none kept), and their own thread pool: a
+        # followed log blocks a thread for as long as it is read.
+        self.log_dir: Path | None = None
+        self.log_retention_s = 86400.0
+        self.log_pool = ThreadPoolExecutor(max_workers=32, thread_name_prefix="orrery-kube-log")
         self._patrol: asyncio.Task[None] | None = None
         sel = kj.selector(self.cluster)
         wt, cl = cfg.watch_timeout_s, self.cluster
@@ -313,6 +319,7 @@ class KubeExecutor:
     async def terminate(self, key: SliceKey, grace_s: float, reason: str) -> None:
         k = _k(key)
         self._stop_reasons.setdefault(k, reason)
+        await self._archive(key)
         self._log("deleting Job", key, reason=reason)
         try:
             await self._delete_job(kj.job_name(key), foreground=True, grace_s=grace_s)
@@ -406,8 +413,21 @@ class KubeExecutor:
         self._digests.pop(name, None)
         if self.progress_endpoint is not None:
             self.progress_endpoint.forget(name)
+        await self._archive(key)
         self._unreleased.add(name)
         await self._delete_released()
+
+    async def _archive(self, key: SliceKey) -> None:
+        if self.log_dir is not None:
+            pods = self._pods_of(kj.job_name(key))
+            await podlog.archive(self.core, self.ns, pods, self.pool, self.log_dir, key)
+            await asyncio.to_thread(podlog.prune, self.log_dir, self.log_retention_s)
+
+    async def open_log(self, key: SliceKey, *, tail_lines: int | None, follow: bool) -> LogStream:
+        archived = podlog.archive_file(self.log_dir, key) if self.log_dir else None
+        return await podlog.open_pod_log(self.core, self.ns, self._pods_of(kj.job_name(key)),
+                                         self.log_pool, archived, tail_lines=tail_lines,
+                                         follow=follow)
 
     async def _delete_released(self) -> None:
         """Delete the Jobs of ended attempts the hub has recorded; what fails (the API is
@@ -500,6 +520,7 @@ class KubeExecutor:
         await asyncio.gather(*(asyncio.to_thread(r.stop) for r in (self.nodes, self.pods,
                                                                      self.jobs)))
         self.pool.shutdown(wait=False, cancel_futures=True)
+        self.log_pool.shutdown(wait=False, cancel_futures=True)
 
     # ---- what the cluster says about itself -----------------------------------------------
 
@@ -531,6 +552,7 @@ def build(settings: SpokeSettings, *, kubeconfig: Path | None, context: str | No
         volume_mounts=tuple(cfg.volume_mounts), kill_grace_s=settings.kill_grace_s,
         lease_s=settings.lease_s)
     ex = KubeExecutor(api_client(kubeconfig, context), cfg, template).start()
+    ex.log_dir, ex.log_retention_s = settings.state_dir / "pod-logs", settings.slice_retention_s
     # Before the agent's first heartbeat, so its first report is the cluster's real
     # capacity rather than none (bounded: an API still unreachable is retried by the
     # reflectors, and the report fills in once they have listed).
