@@ -19,8 +19,8 @@ import pytest
 from benchmarks.conftest import percentile, record
 from orrery.manifest import parse_manifest
 from orrery.natsserver import NatsServer
-from orrery_hub.service import Hub
-from orrery_hub.settings import HubSettings
+from orrery_hub.config.settings import HubSettings
+from orrery_hub.main import Hub
 from orrery_hub.store import Database, database
 from orrery_hub.store import jobs as jobstore
 

@@ -39,8 +39,8 @@ from orrery.natsserver import NatsServer
 from orrery.wire import Assignment, Heartbeat, HeartbeatAck, NodeReport, Subjects, decode, encode
 from orrery.wire.codec import decode_order
 from orrery.wire.signing import OrderVerifier, Verdict, canonical_bytes, sign
-from orrery_hub.service import Hub
-from orrery_hub.settings import HubSettings, Timing
+from orrery_hub.config.settings import HubSettings, Timing
+from orrery_hub.main import Hub
 from orrery_spoke_agent.agent import Agent
 from orrery_spoke_agent.executor.fake import FakeExecutor
 from orrery_spoke_agent.inventory import Node

@@ -32,8 +32,8 @@ from benchmarks.conftest import percentile, record
 from orrery.clusterid import SpokeIdentity, inbox_prefix
 from orrery.natsserver import NatsServer
 from orrery.wire import Heartbeat, HeartbeatAck, NodeReport, Subjects, decode, encode
-from orrery_hub.service import Hub
-from orrery_hub.settings import HubSettings, Timing
+from orrery_hub.config.settings import HubSettings, Timing
+from orrery_hub.main import Hub
 from orrery_spoke_agent.agent import Agent
 from orrery_spoke_agent.executor.fake import FakeExecutor
 from orrery_spoke_agent.inventory import Node

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from orrery.natsserver import NatsServer
-from orrery_hub.service import Hub
-from orrery_hub.settings import HubSettings, Timing
+from orrery_hub.config.settings import HubSettings, Timing
+from orrery_hub.main import Hub
 
 PG_ADMIN_URL = os.environ.get("ORRERY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

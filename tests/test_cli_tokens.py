@@ -11,7 +11,7 @@ from pathlib import Path
 
 import yaml
 
-from orrery_hub.service import Hub
+from orrery_hub.main import Hub
 from tests.conftest import ADMIN_TOKEN
 
 ORRERY = [sys.executable, "-m", "orrery.cli.main"]

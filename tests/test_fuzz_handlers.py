@@ -23,8 +23,8 @@ from hypothesis import strategies as st
 
 from orrery.natsserver import NatsServer
 from orrery.wire import SliceKey, Subjects
-from orrery_hub.service import Hub
-from orrery_hub.settings import HubSettings
+from orrery_hub.config.settings import HubSettings
+from orrery_hub.main import Hub
 from orrery_spoke_agent.agent import Agent
 from orrery_spoke_agent.executor.fake import FakeExecutor
 from orrery_spoke_agent.inventory import Node

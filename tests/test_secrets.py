@@ -17,8 +17,8 @@ import pytest
 from orrery.errors import ManifestError
 from orrery.manifest import SecretRef, parse_manifest
 from orrery.wire import Assignment, SecretEnv, decode, encode
+from orrery_hub.main import Hub
 from orrery_hub.reconcile import split_env
-from orrery_hub.service import Hub
 from orrery_spoke_agent.executor import slice_env
 from orrery_spoke_agent.executor.kubernetes import jobs as kj
 from orrery_spoke_agent.executor.local import LocalExecutor

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from orrery_hub.service import Hub
+from orrery_hub.main import Hub
 from tests.conftest import ADMIN
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "orrery.json"

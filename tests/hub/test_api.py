@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from orrery_hub.service import Hub
+from orrery_hub.main import Hub
 from tests.conftest import ADMIN
 
 GOOD = """
@@ -120,7 +120,7 @@ async def test_health_metrics_clusters_and_openapi(api: httpx.AsyncClient) -> No
 
 @pytest.mark.postgres
 async def test_a_hub_on_postgresql_serves_and_restarts(tmp_path, nats_server, pg_url) -> None:  # type: ignore[no-untyped-def]
-    from orrery_hub.settings import HubSettings
+    from orrery_hub.config.settings import HubSettings
     from tests.conftest import FAST, running_hub
 
     settings = HubSettings(state_dir=tmp_path, db_url=pg_url, nats_url=nats_server.url, port=0,

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from orrery_hub.auth import ROLE_PERMISSIONS, Permission, Role
-from orrery_hub.service import Hub
+from orrery_hub.main import Hub
 from orrery_hub.store.tokenrows import TokenRow
 from tests.conftest import ADMIN
 
@@ -212,10 +212,10 @@ async def test_every_route_with_every_kind_of_caller(world: World) -> None:
 async def test_no_route_is_left_out_or_served_anonymously(world: World, hub: Hub) -> None:
     from fastapi.routing import APIRoute
 
-    from orrery_hub.api.app import create_app
+    from orrery_hub.main import build_app
 
     listed = {(r.method, r.path) for r in ROUTES}
-    for route in create_app(hub).routes:
+    for route in build_app(hub).routes:
         if not isinstance(route, APIRoute):
             continue
         for method in route.methods - {"HEAD"}:
@@ -319,7 +319,7 @@ async def test_a_flood_of_bad_calls_is_counted_but_cannot_grow_the_audit_without
 
 
 async def test_metrics_open_serves_metrics_without_a_token(tmp_path, nats_server) -> None:  # type: ignore[no-untyped-def]
-    from orrery_hub.settings import HubSettings
+    from orrery_hub.config.settings import HubSettings
     from tests.conftest import ADMIN_TOKEN, FAST, running_hub
 
     settings = HubSettings(state_dir=tmp_path / "hub", nats_url=nats_server.url, port=0,

@@ -9,10 +9,10 @@ import httpx
 import pytest
 
 from orrery_hub.console.views import budgets_view, queues_view
+from orrery_hub.main import Hub
 from orrery_hub.policy.match import AnyOf
 from orrery_hub.policy.policyset import BudgetRule
 from orrery_hub.scheduler import QueueConfig
-from orrery_hub.service import Hub
 from tests.conftest import ADMIN
 
 

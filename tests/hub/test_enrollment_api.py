@@ -15,8 +15,8 @@ import pytest
 from orrery.clusterid import SpokeIdentity, inbox_prefix
 from orrery.errors import InvalidInput
 from orrery.wire import Heartbeat, HeartbeatAck, Subjects, decode, encode
-from orrery_hub.service import Hub
-from orrery_hub.settings import HubSettings
+from orrery_hub.config.settings import HubSettings
+from orrery_hub.main import Hub
 from tests.conftest import ADMIN_TOKEN, FAST, running_hub
 
 ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}

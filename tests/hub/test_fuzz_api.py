@@ -22,8 +22,8 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from orrery.natsserver import NatsServer
-from orrery_hub.service import Hub
-from orrery_hub.settings import HubSettings
+from orrery_hub.config.settings import HubSettings
+from orrery_hub.main import Hub
 from tests.conftest import ADMIN, ADMIN_TOKEN, FAST
 
 EXAMPLES = 50  # per operation, mode and caller (fewer where fewer inputs exist)

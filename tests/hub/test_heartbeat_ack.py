@@ -20,7 +20,7 @@ from sqlmodel import Session
 
 from orrery.manifest import JobManifest
 from orrery.wire import Heartbeat, HeartbeatAck, NodeReport, Subjects, decode, encode
-from orrery_hub.service import Hub
+from orrery_hub.main import Hub
 from orrery_hub.store.models import JobRow, SliceRow
 from tests.conftest import ADMIN
 

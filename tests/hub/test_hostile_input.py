@@ -17,12 +17,12 @@ from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
 from orrery.manifest import parse_manifest
 from orrery.wire import Assignment, Kill
 from orrery.wire.codec import MAX_ORDER_BYTES
-from orrery_hub.admission import check_deliverable
+from orrery_hub.admission.deliverable import check_deliverable
 from orrery_hub.api.limits import MAX_BODY, BodyLimit
-from orrery_hub.applier import Applier
+from orrery_hub.apply.applier import Applier
+from orrery_hub.main import Hub
 from orrery_hub.policy import EMPTY
 from orrery_hub.scheduler import Plan, SlicePlacement
-from orrery_hub.service import Hub
 from orrery_hub.store import Database
 from orrery_hub.store import jobs as jobstore
 from orrery_hub.store.models import EventRow, JobRow, SliceRow

@@ -20,10 +20,10 @@ from orrery.wire import Heartbeat
 from orrery_hub.identity import enroll as ops
 from orrery_hub.identity import files
 from orrery_hub.identity.ca import CertificateAuthority
-from orrery_hub.identity.models import JoinTokenRow
 from orrery_hub.identity.natsconf import cluster_user, hub_user, render_users
 from orrery_hub.identity.service import ClusterIdentity, Known
 from orrery_hub.store import Database
+from orrery_hub.store.identityrows import JoinTokenRow
 
 HOUR = 3600.0
 

@@ -1,4 +1,4 @@
-"""Report lanes (``orrery_hub.intake``): per cluster, in arrival order, only the newest
+"""Report lanes (``orrery_hub.runtime.lanes``): per cluster, in arrival order, only the newest
 heartbeat waiting, one failure never stopping the next, lanes never waiting on each other."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import asyncio
 
 import pytest
 
-from orrery_hub.intake import Lanes
+from orrery_hub.runtime.lanes import Lanes
 
 
 async def test_a_lane_runs_in_order_and_keeps_only_the_newest_coalescible_work() -> None:

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from orrery.cli.main import app
 from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
-from orrery_hub import policycli
+from orrery_hub.cli import policy as policycli
 from orrery_hub.scheduler import ClusterCapacity, JobRequest, NodeCapacity, Snapshot, plan
 
 REPO = Path(__file__).resolve().parents[2]

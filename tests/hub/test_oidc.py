@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from orrery.errors import InvalidInput
 from orrery.natsserver import NatsServer
 from orrery_hub.auth.oidc import OidcSettings, load_groups
-from orrery_hub.settings import HubSettings
+from orrery_hub.config.settings import HubSettings
 from tests.conftest import ADMIN_TOKEN, FAST, running_hub
 
 ISSUER = "https://idp.example.test"

@@ -15,8 +15,8 @@ from nats.aio.msg import Msg
 from orrery.errors import InvalidInput
 from orrery.wire import Kill, Subjects, decode_order
 from orrery.wire.signing import OrderVerifier, Verdict, load_public_key, public_key_pem
-from orrery_hub.orderkey import load_or_create_order_key
-from orrery_hub.service import Hub
+from orrery_hub.identity.orderkey import load_or_create_order_key
+from orrery_hub.main import Hub
 
 
 def test_the_key_is_created_once_with_owner_only_access(tmp_path: Path) -> None:

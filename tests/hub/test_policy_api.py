@@ -22,8 +22,8 @@ from orrery.wire import (
     decode_order,
     encode,
 )
-from orrery_hub.service import Hub
-from orrery_hub.settings import HubSettings
+from orrery_hub.config.settings import HubSettings
+from orrery_hub.main import Hub
 from tests.conftest import ADMIN, ADMIN_TOKEN, FAST, running_hub
 
 GOOD = """

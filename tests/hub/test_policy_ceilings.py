@@ -9,8 +9,8 @@ import httpx
 import pytest
 
 from orrery.natsserver import NatsServer
+from orrery_hub.config.settings import HubSettings
 from orrery_hub.policy import NO_USAGE, admit
-from orrery_hub.settings import HubSettings
 from tests.conftest import ADMIN, ADMIN_TOKEN, FAST, running_hub
 from tests.hub.test_policy_helpers import job, policies
 

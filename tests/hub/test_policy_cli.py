@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from orrery.cli.main import app
-from orrery_hub import policycli
+from orrery_hub.cli import policy as policycli
 from orrery_hub.policy import CheckReport
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from orrery.errors import NotFound
+from orrery_hub.admission.policyfiles import PolicyHolder, load_policies
 from orrery_hub.policy import PolicyError, build_policy_set
 from orrery_hub.policy.schema import schema_text
-from orrery_hub.policyload import PolicyHolder, load_policies
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from orrery.errors import InvalidInput, ManifestError
-from orrery_hub.queues import load_queues, parse_queues
+from orrery_hub.config.queues import load_queues, parse_queues
 from orrery_hub.scheduler import QueueConfig
 
 

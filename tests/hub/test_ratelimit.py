@@ -8,7 +8,7 @@ import httpx
 
 from orrery.natsserver import NatsServer
 from orrery_hub.auth.ratelimit import RateLimiter
-from orrery_hub.settings import HubSettings
+from orrery_hub.config.settings import HubSettings
 from tests.conftest import ADMIN, ADMIN_TOKEN, FAST, running_hub
 
 JOB = (

@@ -28,7 +28,7 @@ from orrery.wire import (
     decode_order,
     encode,
 )
-from orrery_hub.service import Hub
+from orrery_hub.main import Hub
 from tests.conftest import ADMIN
 
 JOB = """
@@ -445,7 +445,7 @@ spec: {slices: 2, gpusPerSlice: 8, priority: %d, restartPolicy: Gang, command: [
 async def test_a_lost_preemption_kill_is_resent_from_heartbeats(tmp_path, nats_server) -> None:  # type: ignore[no-untyped-def]
     from dataclasses import replace
 
-    from orrery_hub.settings import HubSettings
+    from orrery_hub.config.settings import HubSettings
     from tests.conftest import ADMIN_TOKEN, FAST, running_hub
 
     settings = HubSettings(

@@ -10,7 +10,7 @@ import pytest
 from sqlmodel import col, select
 
 from orrery.manifest import parse_manifest
-from orrery_hub.service import Hub
+from orrery_hub.main import Hub
 from orrery_hub.store import Database
 from orrery_hub.store import jobs as jobstore
 from orrery_hub.store.models import AttemptRow, AuditRow, EventRow, JobRow

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from orrery.errors import InvalidInput
-from orrery_hub.settings import HubSettings, Timing
+from orrery_hub.config.settings import HubSettings, Timing
 
 
 def test_defaults_keep_the_order() -> None:

@@ -2,7 +2,7 @@
 
 import typer
 
-from orrery_hub.cli import command
+from orrery_hub.cli.hub import command
 
 app = typer.Typer(add_completion=False)
 command(app)

@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
 from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from orrery import __version__
@@ -46,15 +45,15 @@ from orrery.resources import (
     Problem,
 )
 from orrery_hub.api.limits import MAX_BODY, BodyLimit
+from orrery_hub.api.protocol import HubApi
 from orrery_hub.api.scope import bind_team, visible
 from orrery_hub.auth import Guard, Permission, Principal, require
 from orrery_hub.auth.ratelimit import RateLimiter, retry_after_header
 from orrery_hub.store import jobs as jobstore
 
-if TYPE_CHECKING:
-    from orrery_hub.service import Hub
-
 INT64_MAX = 2**63 - 1
+# What every route that needs a token may answer besides its own statuses.
+DENIED: dict[int | str, dict[str, Any]] = {401: {"model": Problem}, 403: {"model": Problem}}
 # Pagination of events and attempts: oldest first, ``after`` the last id of the page before.
 Page = Annotated[int, Query(ge=1, le=jobstore.MAX_PAGE, description="at most this many rows")]
 After = Annotated[
@@ -101,7 +100,7 @@ async def _text(request: Request) -> str:
     return text
 
 
-def create_app(hub: Hub) -> FastAPI:
+def create_app(hub: HubApi) -> FastAPI:
     app = FastAPI(
         title="Orrery hub",
         version=__version__,
@@ -121,7 +120,7 @@ def create_app(hub: Hub) -> FastAPI:
         writes=RateLimiter(rate, hub.settings.write_burst) if rate > 0 else None,
         clock=hub.clock,
     )
-    denied: dict[int | str, dict[str, Any]] = {401: {"model": Problem}, 403: {"model": Problem}}
+    denied = DENIED
 
     @app.exception_handler(OrreryError)
     async def _domain(_: Request, exc: OrreryError) -> JSONResponse:
@@ -315,9 +314,6 @@ def create_app(hub: Hub) -> FastAPI:
     from orrery_hub.api.clusters import cluster_routes
 
     app.include_router(cluster_routes(hub, denied))
-    from orrery_hub.console import console_routes
-
-    app.include_router(console_routes(hub, denied))
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(
@@ -338,11 +334,6 @@ def create_app(hub: Hub) -> FastAPI:
         dependencies=[] if hub.settings.metrics_open else [require(Permission.CLUSTERS_READ)],
     )
     async def metrics() -> PlainTextResponse:
-        from orrery_hub.scrape import refresh
-
-        await refresh(hub)
-        return PlainTextResponse(
-            generate_latest(hub.metrics.registry), media_type=CONTENT_TYPE_LATEST
-        )
+        return PlainTextResponse(await hub.metrics_text(), media_type=CONTENT_TYPE_LATEST)
 
     return app

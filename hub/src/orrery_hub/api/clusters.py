@@ -25,8 +25,8 @@ from orrery_hub.auth import Permission, Principal, require
 from orrery_hub.identity import enroll as ops
 
 if TYPE_CHECKING:
+    from orrery_hub.api.protocol import HubApi
     from orrery_hub.identity.service import ClusterIdentity
-    from orrery_hub.service import Hub
 
 Admin = Annotated[Principal, require(Permission.CLUSTERS_ADMIN)]
 Reader = Annotated[Principal, require(Permission.CLUSTERS_READ)]
@@ -68,7 +68,7 @@ class Enrollment(BaseModel):
     orders_key: str = Field(serialization_alias="ordersKey")
 
 
-def cluster_routes(hub: Hub, denied: dict[int | str, dict[str, Any]]) -> APIRouter:
+def cluster_routes(hub: HubApi, denied: dict[int | str, dict[str, Any]]) -> APIRouter:
     r = APIRouter()
 
     def identity() -> ClusterIdentity:

@@ -12,12 +12,12 @@ from orrery.resources import Problem
 from orrery_hub.auth import Permission, Principal, admin, require
 
 if TYPE_CHECKING:
-    from orrery_hub.service import Hub
+    from orrery_hub.api.protocol import HubApi
 
 Admin = Annotated[Principal, require(Permission.TOKENS_ADMIN)]
 
 
-def token_routes(hub: Hub, denied: dict[int | str, dict[str, Any]]) -> APIRouter:
+def token_routes(hub: HubApi, denied: dict[int | str, dict[str, Any]]) -> APIRouter:
     r = APIRouter()
 
     @r.post(

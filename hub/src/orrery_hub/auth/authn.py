@@ -25,8 +25,8 @@ from sqlmodel import Session, select
 from orrery.errors import Unauthenticated
 from orrery_hub.auth import tokens
 from orrery_hub.auth.roles import Principal, Role
+from orrery_hub.store.runner import StoreRunner
 from orrery_hub.store.tokenrows import TokenRow
-from orrery_hub.storerunner import StoreRunner
 
 log = logging.getLogger("orrery.hub.auth")
 

@@ -26,7 +26,7 @@ from orrery_hub.console.views import budgets_view, queues_view
 from orrery_hub.policy.cost import period_start
 
 if TYPE_CHECKING:
-    from orrery_hub.service import Hub
+    from orrery_hub.api.protocol import HubApi
 
 ASSETS = {
     "app.js": "text/javascript; charset=utf-8",
@@ -51,7 +51,7 @@ def _asset(name: str) -> bytes:
     return (resources.files("orrery_hub.console") / "static" / name).read_bytes()
 
 
-def console_routes(hub: Hub, denied: dict[int | str, dict[str, Any]]) -> APIRouter:
+def console_routes(hub: HubApi, denied: dict[int | str, dict[str, Any]]) -> APIRouter:
     r = APIRouter()
 
     @r.get("/", include_in_schema=False)

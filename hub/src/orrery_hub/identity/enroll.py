@@ -18,8 +18,8 @@ from sqlmodel import Session, select
 from orrery.errors import Conflict, Forbidden, InvalidInput, NotFound
 from orrery.wire.subjects import valid_cluster_name
 from orrery_hub.identity.ca import CertificateAuthority, Issued, nats_user
-from orrery_hub.identity.models import EnrollmentRow, JoinTokenRow
 from orrery_hub.identity.natsconf import NatsUser, cluster_user
+from orrery_hub.store.identityrows import EnrollmentRow, JoinTokenRow
 
 TOKEN_PREFIX = "orrery-join"
 MAX_LABELS = 32

@@ -17,7 +17,7 @@ from pathlib import Path
 from orrery.certs import key_pem, write_public, write_secret
 from orrery_hub.identity.ca import CertificateAuthority, nats_user
 from orrery_hub.identity.natsconf import NatsUser, hub_user, render_main, render_users
-from orrery_hub.orderkey import load_or_create_order_key
+from orrery_hub.identity.orderkey import load_or_create_order_key
 
 
 @dataclass(frozen=True)

@@ -17,11 +17,11 @@ from orrery.wire import Heartbeat
 from orrery_hub.identity import enroll as ops
 from orrery_hub.identity import files
 from orrery_hub.identity.files import IdentityPaths
-from orrery_hub.identity.models import EnrollmentRow
+from orrery_hub.store.identityrows import EnrollmentRow
 from orrery_hub.store.models import AuditRow
 
 if TYPE_CHECKING:
-    from orrery_hub.storerunner import StoreRunner
+    from orrery_hub.store.runner import StoreRunner
 
 T = TypeVar("T")
 log = logging.getLogger("orrery.hub.identity")

@@ -4,7 +4,7 @@ Who calls it: the hub at submit (``admit``), in each scheduling pass
 (``constraints_for_pass``, whose output fills the scheduler's ``JobRequest`` fields), in
 its reconcile loop (``runtime_exceeded``) and for accounting (``price_of``); the
 ``orrery policy check`` command (``admit`` + ``constraints``). Files are read by
-``orrery_hub.policyload``; this package parses text and decides, with no IO and no clock.
+``orrery_hub.admission.policyfiles``; this package parses text and decides, with no IO and no clock.
 
     build_policy_set([(path, text), ...]) -> PolicySet     or PolicyError (file:line: field)
     admit(job, policies, usage, now) -> Admission

@@ -1,8 +1,8 @@
 """Policy text to a :class:`PolicySet`, or one error naming every problem with file and line.
 
-Pure: the caller reads the files (``orrery_hub.policyload``) and hands over ``(path, text)``
-pairs. All or nothing: any problem in any file refuses the whole set, so the caller keeps
-the set it had — a half-loaded set would silently drop a residency rule.
+Pure: the caller reads the files (``orrery_hub.admission.policyfiles``) and hands over
+``(path, text)`` pairs. All or nothing: any problem in any file refuses the whole set, so
+the caller keeps the set it had — a half-loaded set would silently drop a residency rule.
 """
 
 from __future__ import annotations

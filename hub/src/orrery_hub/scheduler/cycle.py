@@ -1,6 +1,6 @@
 """One scheduling pass: ``plan(snapshot, now) -> Plan``. Pure: no IO, no clock, no database.
 
-Called by the hub's reconcile loop (``orrery_hub.service``), the simulator
+Called by the hub's reconcile loop (``orrery_hub.main``), the simulator
 (``orrery_hub.sim.engine``), the tests and the benchmarks. Steps, in order (Kueue writes
 its cycle the same way); see README.md for the picture:
 

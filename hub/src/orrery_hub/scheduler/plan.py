@@ -1,6 +1,6 @@
 """The scheduler's output: a plan the applier commits, and why the rest waits.
 
-Made by ``cycle.plan``; read by ``orrery_hub.applier.commit`` and by the simulator.
+Made by ``cycle.plan``; read by ``orrery_hub.apply.applier.commit`` and by the simulator.
 """
 
 from __future__ import annotations

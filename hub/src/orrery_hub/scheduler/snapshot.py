@@ -1,7 +1,7 @@
 """The scheduler's input: plain, immutable data. No IO and no clock: ``now`` is passed in.
 
-Built by the hub from its store and inventory (``orrery_hub.applier.gather`` and
-``orrery_hub.inventory``), by the simulator from a trace (``orrery_hub.sim.engine``), and by
+Built by the hub from its store and inventory (``orrery_hub.apply.applier.gather`` and
+``orrery_hub.runtime.inventory``), by the simulator from a trace (``orrery_hub.sim.engine``), and by
 tests from readable helpers. Every field added after the first release has a default that
 reproduces the first release's behaviour, so a caller that does not know about queues,
 running jobs or policies keeps working unchanged.

@@ -24,8 +24,7 @@ from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlmodel import Session, SQLModel, create_engine
 
 from orrery.errors import InvalidInput, Unavailable
-from orrery_hub.identity import models as _identity  # noqa: F401  (and the identity tables)
-from orrery_hub.store import models, tokenrows  # noqa: F401  (registers the tables)
+from orrery_hub.store import identityrows, models, tokenrows  # noqa: F401  (registers the tables)
 
 SQLITE_SYNCHRONOUS = "FULL"
 

@@ -11,7 +11,7 @@ from orrery.resources import JOB_PHASES
 from orrery_hub.store.models import JobRow, SliceRow
 
 if TYPE_CHECKING:
-    from orrery_hub.service import Hub
+    from orrery_hub.runtime.service import HubService
 
 HELD = ("Assigned", "Running")
 
@@ -35,7 +35,7 @@ def _queues(s: Session) -> tuple[dict[str, int], dict[str, int]]:
     return pending, in_use
 
 
-async def refresh(hub: Hub) -> None:
+async def refresh(hub: HubService) -> None:
     m = hub.metrics
     counts = await hub.job_counts()
     for phase in JOB_PHASES:

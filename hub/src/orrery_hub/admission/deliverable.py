@@ -8,7 +8,8 @@ every field the hub fills in later at its largest (node name, GPUs, addresses, t
 checkpoint path, 64-bit epoch and sequence), validates it against the wire's own limits
 and measures its encoding. Past ``MAX_ORDER_BYTES`` it is a 422 naming the fields to shrink.
 
-Called by ``Hub.submit`` (and the policy check), before anything is stored.
+Called by ``HubService.submit`` (``runtime.service``) and the policy check, before
+anything is stored.
 """
 
 from __future__ import annotations

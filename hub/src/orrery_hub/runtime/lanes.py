@@ -10,7 +10,8 @@ each, and keeps only the newest heartbeat waiting: heartbeats are complete, so a
 one says nothing that the newer does not.
 
 The hub answers a heartbeat once it is processed or after ``Timing.ack_wait_s``,
-whichever comes first (``Hub._answer``): that bound holds whatever the store is doing.
+whichever comes first (``ReportIntake._answer`` in ``runtime.intake``): that bound holds
+whatever the store is doing.
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ from orrery.ids import ClusterName
 from orrery.manifest import parse_manifest
 from orrery.resources import ClusterPublic
 from orrery.textfile import read_text
+from orrery_hub.admission.policyfiles import load_policies
 from orrery_hub.policy import EMPTY, NO_USAGE, CheckReport, ClusterFacts, JobFacts, check_report
-from orrery_hub.policyload import load_policies
 
 CHECK_PATH = "/v1/policies:check"
 

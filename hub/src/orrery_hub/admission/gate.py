@@ -1,7 +1,7 @@
 """The hub's side of the policy engine: which set is in force, and the store work around
 each pure decision (admission with its audit row, reloads, usage, runtime stops).
 
-Called by ``service.Hub`` on the store thread. The decisions themselves are
+Called by the runtime (``orrery_hub.runtime``) on the store thread. The decisions themselves are
 ``orrery_hub.policy`` functions of plain facts; this module only gathers the facts and
 records what was decided.
 """
@@ -19,8 +19,9 @@ from orrery.errors import Forbidden
 from orrery.ids import ClusterName
 from orrery.manifest import DEFAULT_MAX_RUNTIME_S, JobManifest
 from orrery.wire import NodeReport
-from orrery_hub import usage as accounting
-from orrery_hub.applier import Applier
+from orrery_hub.admission import usage as accounting
+from orrery_hub.admission.policyfiles import PolicyHolder, Reload
+from orrery_hub.apply.applier import Applier
 from orrery_hub.policy import (
     Admission,
     CheckReport,
@@ -34,7 +35,6 @@ from orrery_hub.policy import (
 )
 from orrery_hub.policy.facts import Period
 from orrery_hub.policy.guardrail import runtime_limit
-from orrery_hub.policyload import PolicyHolder, Reload
 from orrery_hub.store.models import AuditRow, JobRow
 
 log = logging.getLogger("orrery.hub.policy")

@@ -66,7 +66,7 @@ class HubMetrics:
         self.preemptions = Counter(
             "orrery_preemptions", "Slices preempted for a higher-priority job", registry=r
         )
-        # Read from the store at scrape time (orrery_hub.scrape).
+        # Read from the store at scrape time (orrery_hub.runtime.scrape).
         self.queue_pending = Gauge(
             "orrery_queue_pending_jobs", "Jobs waiting, by queue", ["queue"], registry=r
         )

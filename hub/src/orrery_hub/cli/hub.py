@@ -13,7 +13,7 @@ import typer
 from orrery import logs, timing
 from orrery.errors import OrreryError
 from orrery_hub.auth.oidc import OidcSettings
-from orrery_hub.settings import HubSettings, Timing
+from orrery_hub.config.settings import HubSettings, Timing
 
 
 def _duration(flag: str, text: str) -> float:
@@ -180,9 +180,9 @@ def command(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Run the hub: REST API, store, scheduler and reconcile loop."""
-        from orrery_hub.queues import load_queues
+        from orrery_hub.config.queues import load_queues
+        from orrery_hub.main import Hub
         from orrery_hub.scheduler import Policy
-        from orrery_hub.service import Hub
 
         logs.setup()
         try:
@@ -258,7 +258,7 @@ def command(app: typer.Typer) -> None:
         )
 
         def on_ready(e: object) -> None:
-            from orrery_hub.service import Endpoints
+            from orrery_hub.main import Endpoints
 
             assert isinstance(e, Endpoints)
             typer.echo(f"orrery hub: API {e.api_url}  NATS {e.nats_url}", err=True)

@@ -1,0 +1,77 @@
+"""``HubApi``: everything the routes (and the console) ask of the running hub.
+
+The routes depend on this Protocol, never on the hub itself: ``orrery_hub.runtime``
+implements it and ``orrery_hub.main`` hands the implementation to ``create_app``, so the
+API imports nothing of the runtime and a test can serve the routes over a fake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from orrery.manifest import JobManifest
+from orrery.resources import ClusterPublic, JobPublic
+
+if TYPE_CHECKING:
+    from orrery_hub.admission.gate import PolicyGate
+    from orrery_hub.auth import Authenticator, Principal
+    from orrery_hub.config.settings import HubSettings
+    from orrery_hub.identity.service import ClusterIdentity
+    from orrery_hub.policy import CheckReport
+    from orrery_hub.store.runner import StoreRunner
+
+
+class HubApi(Protocol):
+    settings: HubSettings
+    clock: Callable[[], float]
+    auth: Authenticator
+    store: StoreRunner
+    gate: PolicyGate
+    identity: ClusterIdentity | None
+    nats_url: str | None
+
+    @property
+    def healthy(self) -> bool: ...
+
+    def wake(self) -> None: ...
+
+    # ---- jobs ----------------------------------------------------------------------------
+    async def submit(self, manifest: JobManifest) -> JobPublic: ...
+
+    async def get_job(self, job_id: str) -> JobPublic: ...
+
+    async def list_jobs(
+        self, phase: str | None, limit: int, *, team: str | None = None
+    ) -> list[JobPublic]: ...
+
+    async def cancel(self, job_id: str) -> JobPublic: ...
+
+    async def events(self, job_id: str, *, after: int | None = None, limit: int = ...) -> Any: ...
+
+    async def attempts(
+        self, job_id: str, *, after: int | None = None, limit: int = ...
+    ) -> Any: ...
+
+    async def job_counts(self) -> dict[str, int]: ...
+
+    # ---- fleet, policies, usage, audit ---------------------------------------------------
+    async def clusters(self) -> list[ClusterPublic]: ...
+
+    def policies_info(self) -> dict[str, Any]: ...
+
+    async def reload_policies(self) -> dict[str, Any]: ...
+
+    async def check_policy(self, manifest: JobManifest) -> CheckReport: ...
+
+    async def usage(self, *, team: str | None, since: float | None) -> dict[str, Any]: ...
+
+    async def audit(
+        self, *, job: str | None, limit: int, before: int | None = None
+    ) -> list[dict[str, Any]]: ...
+
+    async def record_denial(
+        self, status: int, who: Principal | None, what: str, reason: str, source: str
+    ) -> None: ...
+
+    async def metrics_text(self) -> bytes: ...

@@ -1,0 +1,64 @@
+"""What the applier caches and hands the scheduler: a queued job's fixed request, and
+what one gather found."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from orrery.ids import JobId
+from orrery.manifest import JobManifest, RestartPolicy
+from orrery_hub.policy import JobFacts, Usage
+from orrery_hub.scheduler import (
+    JobRequest,
+    RunningJob,
+)
+from orrery_hub.store.models import JobRow
+
+ACTIVE_JOB = ("Pending", "Running")
+
+
+@dataclass(frozen=True, slots=True)
+class QueuedJob:
+    """What a job asks for: fixed at submission, read once."""
+
+    id: JobId
+    name: str
+    priority: int
+    seq: int
+    queue: str
+    labels: Mapping[str, str]
+    slices: int
+    gpus_per_slice: int
+    gpu_types: frozenset[str] | None
+    gang: bool
+    facts: JobFacts  # the same, as the policy engine sees it
+
+    @classmethod
+    def of(cls, row: JobRow) -> QueuedJob:
+        m = JobManifest.model_validate(row.manifest)
+        spec = m.spec
+        return cls(
+            id=JobId(row.id),
+            name=row.name,
+            priority=row.priority,
+            seq=row.seq or 0,
+            queue=row.queue,
+            labels=dict(row.labels),
+            slices=spec.slices,
+            gpus_per_slice=spec.gpus_per_slice,
+            gpu_types=spec.gpu_types,
+            gang=spec.restart_policy == RestartPolicy.GANG,
+            facts=JobFacts.from_manifest(m, job_id=JobId(row.id), seq=row.seq or 0),
+        )
+
+
+@dataclass(frozen=True)
+class Gathered:
+    requests: tuple[JobRequest, ...]
+    versions: dict[str, int]
+    held: dict[tuple[str, str], set[int]]  # GPUs held by open attempts, per (cluster, node)
+    blocked: dict[str, str]  # job -> why it is not offered to the scheduler this pass
+    summaries: dict[str, str]  # job -> the policy engine's one-line reason, if it has one
+    usage: Usage
+    running: tuple[RunningJob, ...] = ()  # what holds GPUs: for preemption and backfill

@@ -1,0 +1,2 @@
+"""Commands the hub adds to ``orrery``: ``orrery hub`` (``cli.hub``) and ``orrery policy``
+(``cli.policy``)."""

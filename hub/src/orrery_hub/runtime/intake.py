@@ -1,0 +1,257 @@
+"""Reports in: heartbeats, slice statuses and certificate renewals from the spokes.
+
+Every report arrives on one NATS callback; it is checked, handed to its cluster's lane
+(``runtime.lanes``) and answered within the ack bound, so nothing here waits for the
+store or for a scheduling pass."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+
+from nats.aio.msg import Msg
+from sqlmodel import Session
+
+from orrery.wire import (
+    Heartbeat,
+    HeartbeatAck,
+    SliceKey,
+    SliceStatus,
+    Subjects,
+    encode,
+)
+from orrery.wire.codec import WireError, decode_any
+from orrery_hub import reconcile
+from orrery_hub.identity.service import audit as audit_cluster
+from orrery_hub.runtime.orders import OrderOutbox
+from orrery_hub.store import jobs as jobstore
+from orrery_hub.store.models import ClusterRow
+
+log = logging.getLogger("orrery.hub")
+
+
+class ReportIntake(OrderOutbox):
+    async def _on_report(self, msg: Msg) -> None:
+        if msg.subject.endswith(".report.renew"):
+            self._background(self._on_renew(msg))  # it signs and writes: off this callback
+            return
+        try:
+            m = decode_any(msg.data)
+        except WireError as exc:
+            self.metrics.bad_messages.inc()
+            log.warning(
+                "dropped invalid message", extra={"subject": msg.subject, "error": str(exc)}
+            )
+            return
+        cluster = Subjects.cluster_of(msg.subject)
+        if isinstance(m, Heartbeat | SliceStatus) and m.cluster != cluster:
+            self.metrics.bad_messages.inc()
+            log.warning("dropped report: subject names %s, message names %s", cluster, m.cluster)
+            return
+        try:
+            if isinstance(m, Heartbeat):
+                await self._on_heartbeat(m, msg)
+            elif isinstance(m, SliceStatus):
+                if self.identity is not None and not self.identity.accepts(m.cluster):
+                    self.metrics.bad_messages.inc()
+                    return
+                self._on_status(m)
+            else:
+                self.metrics.bad_messages.inc()
+                log.warning("dropped %s on a report subject", m.kind)
+        except Exception:
+            # One report failing must not stop the next; the next heartbeat retries it.
+            log.exception("handling a report failed", extra={"cluster": cluster})
+
+    async def _on_heartbeat(self, hb: Heartbeat, msg: Msg) -> None:
+        """Queue the heartbeat on its cluster's lane and answer it within the ack bound.
+
+        Nothing here waits for the store: this runs on the one callback all reports share."""
+        now = self.clock()
+        self.metrics.heartbeats.inc()
+        t = self.settings.timing
+        if hb.lease_s + t.kill_grace_s + t.max_clock_drift_s >= t.failover_timeout_s:
+            # Its slices could outlive the moment this hub places them elsewhere: refuse it.
+            reason = (
+                f"lease {hb.lease_s}s + kill grace {t.kill_grace_s}s + clock drift "
+                f"{t.max_clock_drift_s}s must stay below the hub's failover timeout "
+                f"{t.failover_timeout_s}s; restart the spoke with a shorter --lease"
+            )
+            log.error("refused spoke", extra={"cluster": hb.cluster, "reason": reason})
+            await msg.respond(
+                encode(
+                    HeartbeatAck(sender="hub", seq=next(self._seq), accepted=False, reason=reason)
+                )
+            )
+            return
+        if self.identity is not None:
+            refused, enrolled = self.identity.check(hb)
+            if self.identity.should_audit(hb.cluster, refused):
+                log.error("refused heartbeat", extra={"cluster": hb.cluster, "reason": refused})
+                why = refused
+
+                async def record() -> None:
+                    await self.store.tx(
+                        lambda s: audit_cluster(
+                            s,
+                            at=now,
+                            kind="cluster",
+                            cluster=hb.cluster,
+                            decision="refused",
+                            detail=f"heartbeat refused: {why}",
+                        )
+                    )
+
+                # Never wait for the store on the shared report callback.
+                self._background(record())
+            if refused is not None:
+                self.metrics.bad_messages.inc()
+                await msg.respond(
+                    encode(
+                        HeartbeatAck(
+                            sender="hub", seq=next(self._seq), accepted=False, reason=refused
+                        )
+                    )
+                )
+                return
+            # The labels policies see are the ones the admin bound at enrollment.
+            hb = hb.model_copy(update={"labels": enrolled})
+        view = self.inventory.clusters.get(hb.cluster)
+        known = view is not None
+        came_back = view is not None and view.state == "Lost"
+        persist = (
+            not known
+            or came_back
+            or now - self._last_persist.get(hb.cluster, 0) > 5
+            or self._last_free.get(hb.cluster) is None
+        )
+        free = [(n.name, tuple(n.free)) for n in hb.nodes]
+        capacity_changed = self._last_free.get(hb.cluster) != free
+        self._last_free[hb.cluster] = free
+        if persist or capacity_changed:
+            self._last_persist[hb.cluster] = now
+        settings = self.settings
+
+        def work(s: Session) -> reconcile.Outbox:
+            if persist or capacity_changed:
+                row = s.get(ClusterRow, hb.cluster)
+                if row is None:
+                    row = ClusterRow(name=hb.cluster, first_seen=now, last_heartbeat=now)
+                row.labels = dict(hb.labels)
+                row.state = "Ready"
+                row.address = hb.address
+                row.executor = hb.executor
+                row.incarnation = hb.incarnation
+                row.nodes = [n.model_dump() for n in hb.nodes]
+                row.last_heartbeat = now
+                s.add(row)
+                if not known:
+                    jobstore.add_event(
+                        s,
+                        at=now,
+                        kind="ClusterJoined",
+                        cluster=hb.cluster,
+                        message=f"{hb.cluster} joined with {len(hb.nodes)} node(s)",
+                    )
+            return reconcile.apply_reports(
+                s,
+                cluster=hb.cluster,
+                incarnation=hb.incarnation,
+                seq=hb.seq,
+                reports=list(hb.slices),
+                complete=True,
+                now=now,
+                settings=settings,
+                lease_s=hb.lease_s,
+            )
+
+        async def process() -> list[SliceKey]:
+            out = await self.store.tx(work)
+            self._forget[hb.cluster] = list(out.forget)
+            await self._publish(out.orders)
+            if out.changed or capacity_changed or not known or came_back:
+                self.wake()
+            return out.forget
+
+        done = self.lanes.submit(hb.cluster, process, coalesce=True)
+        task = asyncio.create_task(self._answer(hb, msg, done, now))
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
+
+    async def _answer(
+        self, hb: Heartbeat, msg: Msg, done: asyncio.Future[list[SliceKey] | None], arrived: float
+    ) -> None:
+        """Reply once the heartbeat is processed, or after ``ack_wait_s`` whatever happens:
+        the reply renews the spoke's lease, so it must never wait behind a long pass."""
+        forget: list[SliceKey] | None = None
+        try:
+            forget = await asyncio.wait_for(
+                asyncio.shield(done), timeout=self.settings.timing.ack_wait_s
+            )
+        except TimeoutError:
+            pass
+        if forget is None:  # not processed yet (or superseded, or failed)
+            forget = self._forget.get(hb.cluster, [])
+        ack = HeartbeatAck(sender="hub", seq=next(self._seq), forget=forget)
+        try:
+            await msg.respond(encode(ack))
+        except Exception as exc:
+            log.warning(
+                "could not answer heartbeat", extra={"cluster": hb.cluster, "error": str(exc)}
+            )
+            return  # not acknowledged: the cluster is not counted as heard from
+        self.metrics.ack_seconds.observe(max(0.0, self.clock() - arrived))
+        view = self.inventory.clusters.get(hb.cluster)
+        if view is not None and view.state == "Ready" and arrived < view.last_seen:
+            return  # a newer heartbeat was answered first
+        # Ready in /v1/clusters, and its failover clock restarted, only once acknowledged.
+        _, came_back = self.inventory.observe(hb, arrived)
+        if came_back:
+            log.info("cluster back", extra={"cluster": hb.cluster})
+
+    async def _on_renew(self, msg: Msg) -> None:
+        """A cluster asks for a new certificate. Only that cluster can publish on its own
+        report subjects (nats-server enforces it), so the subject names who asks."""
+        cluster = Subjects.cluster_of(msg.subject)
+        if self.identity is None or cluster is None or not msg.reply:
+            return
+        try:
+            body = json.loads(msg.data)
+            pem = await self.identity.renew(
+                self.store, cluster=cluster, csr_pem=str(body["csr"]).encode(), now=self.clock()
+            )
+            reply = {"certificate": pem.decode()}
+            log.info("certificate renewed", extra={"cluster": cluster})
+        except Exception as exc:  # a bad request gets a reason, never a stack
+            reason = getattr(exc, "message", None) or f"bad renewal request: {type(exc).__name__}"
+            log.warning("renewal refused", extra={"cluster": cluster, "reason": reason})
+            reply = {"error": reason}
+        await msg.respond(json.dumps(reply).encode())
+
+    def _on_status(self, st: SliceStatus) -> None:
+        now = self.clock()
+        settings = self.settings
+        view = self.inventory.clusters.get(st.cluster)
+        lease = view.lease_s if view is not None else None
+
+        async def process() -> list[SliceKey]:
+            out = await self.store.tx(
+                lambda s: reconcile.apply_reports(
+                    s,
+                    cluster=st.cluster,
+                    incarnation=st.incarnation,
+                    seq=st.seq,
+                    reports=[st.slice],
+                    complete=False,
+                    now=now,
+                    settings=settings,
+                    lease_s=lease,
+                )
+            )
+            await self._publish(out.orders)
+            if out.changed:
+                self.wake()
+            return out.forget
+
+        self.lanes.submit(st.cluster, process)

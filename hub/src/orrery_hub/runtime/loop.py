@@ -1,0 +1,183 @@
+"""The reconcile loop: woken by reports and submissions (or every interval), one pass
+fails lost clusters and nodes, settles attempts of unknown fate, applies retention and
+runtime limits, then plans and commits placements."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from sqlmodel import Session, col, select
+
+from orrery.wire import (
+    Assignment,
+    Kill,
+)
+from orrery_hub import reconcile
+from orrery_hub.admission.gate import cluster_facts
+from orrery_hub.runtime.inventory import ClusterView, Inventory
+from orrery_hub.runtime.orders import OrderOutbox
+from orrery_hub.scheduler import Plan, Snapshot, plan
+from orrery_hub.store.models import ClusterRow, JobRow
+from orrery_hub.store.retention import RETENTION_EVERY_S, prune
+
+log = logging.getLogger("orrery.hub")
+
+
+class ReconcileLoop(OrderOutbox):
+    async def _reconcile_loop(self) -> None:
+        interval = self.settings.reconcile_interval_s
+        while True:
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            except TimeoutError:
+                pass
+            self._wake.clear()
+            try:
+                await self.reconcile_once()
+            except Exception:
+                log.exception("reconcile pass failed; retrying next tick")
+
+    async def _prune(self, now: float) -> None:
+        """Retention: events and audit rows of long-finished jobs go, now and then."""
+        days = self.settings.retention_days
+        if not days or now - self._last_prune < RETENTION_EVERY_S:
+            return
+        self._last_prune = now
+        pruned = await self.store.tx(lambda s: prune(s, now=now, keep_s=days * 86400))
+        if pruned.jobs or pruned.events:
+            log.info(
+                "pruned old rows",
+                extra={"jobs": pruned.jobs, "events": pruned.events, "audit": pruned.audit},
+            )
+
+    def _observe_plan(self, s: Session, p: Plan, now: float) -> None:
+        """Preemptions, and each job's wait from submission to its first placement."""
+        self.metrics.preemptions.inc(len(p.preemptions))
+        placed = {pl.job for pl in p.placements}
+        if not placed:
+            return
+        rows = s.exec(
+            select(JobRow.created_at).where(
+                col(JobRow.id).in_(placed), col(JobRow.started_at).is_(None)
+            )
+        ).all()
+        for created in rows:
+            self.metrics.placement_seconds.observe(max(0.0, now - created))
+
+    async def reconcile_once(self) -> None:
+        now = self.clock()
+        settings = self.settings
+        if self._connected:
+            for name in self.inventory.newly_lost(now, settings.timing.failover_timeout_s):
+                log.warning("cluster lost", extra={"cluster": name})
+                self.metrics.failovers.labels(name).inc()
+
+                def lose(s: Session, name: str = name) -> reconcile.Outbox:
+                    row = s.get(ClusterRow, name)
+                    if row is not None:
+                        row.state = "Lost"
+                        s.add(row)
+                    return reconcile.fail_cluster(s, name, now=now, settings=settings)
+
+                await self._publish((await self.store.tx(lose)).orders)
+            for cluster, nodes in self.inventory.nodes_lost(
+                now, settings.timing.failover_timeout_s
+            ).items():
+                log.warning("nodes lost", extra={"cluster": cluster, "nodes": sorted(nodes)})
+
+                def lose_nodes(
+                    s: Session, c: str = cluster, n: set[str] = nodes
+                ) -> reconcile.Outbox:
+                    return reconcile.fail_nodes(s, c, n, now=now, settings=settings)
+
+                await self._publish((await self.store.tx(lose_nodes)).orders)
+        await self._prune(now)
+        settled = await self.store.tx(
+            lambda s: reconcile.settle_unknown(s, now=now, settings=settings)
+        )
+        await self._publish(settled.orders)
+        if self._reload_requested:
+            self._reload_requested = False
+            await self.store.tx(lambda s: self.gate.reload(s, now=now))
+        await self._enforce_runtime(now)
+        frozen = [
+            (v.name, dict(v.labels), v.state, list(v.nodes), v.address)
+            for v in self.inventory.clusters.values()
+        ]
+        addresses = {v[0]: v[4] for v in frozen}
+        gpu_types = {(v[0], n.name): n.gpu_type for v in frozen for n in v[3]}
+        facts = cluster_facts(self._shapes())
+        gate, applier = self.gate, self.applier
+
+        def schedule(s: Session) -> list[tuple[str, Assignment | Kill]]:
+            started = time.perf_counter()
+            policies = gate.current
+            g = applier.gather(
+                s, now=now, policies=policies, clusters=facts, spend=gate.spend(s, applier, now)
+            )
+            inv = Inventory()
+            for name, labels, state, nodes, address in frozen:
+                inv.clusters[name] = ClusterView(
+                    name=name,
+                    labels=labels,
+                    address=address,
+                    executor="",
+                    incarnation="",
+                    last_seen=now,
+                    state=state,
+                    nodes=nodes,
+                )
+            p = plan(
+                Snapshot(
+                    clusters=inv.capacity(g.held),
+                    jobs=g.requests,
+                    running=g.running,
+                    queues=settings.queues,
+                    policy=settings.scheduling,
+                ),
+                now,
+            )
+            orders: list[tuple[str, Assignment | Kill]] = []
+            orders += applier.commit(
+                s,
+                p,
+                versions=g.versions,
+                addresses=addresses,
+                gpu_types=gpu_types,
+                now=now,
+                digest=policies.digest,
+            )
+            orders.extend(applier.preempt(s, p, now=now, digest=policies.digest))
+            applier.record_waiting(s, p, g)
+            self._observe_plan(s, p, now)
+            self.metrics.pass_seconds.observe(time.perf_counter() - started)
+            return orders
+
+        orders = await self.store.tx(schedule)
+        if orders:
+            self.metrics.placements.inc(len(orders))
+            for cluster, o in orders:
+                log.info(
+                    "assigned" if isinstance(o, Assignment) else "preempting",
+                    extra={"job": o.job, "slice": o.index, "epoch": o.epoch, "cluster": cluster},
+                )
+        await self._publish(list(orders))
+
+    async def _enforce_runtime(self, now: float) -> None:
+        """A running job past its max runtime (its own or a guardrail's) is stopped, Failed."""
+        settings, gate, applier = self.settings, self.gate, self.applier
+
+        def work(s: Session) -> reconcile.Outbox:
+            out = reconcile.Outbox()
+            for job_id, reason in gate.runtime_stops(s, applier, now):
+                job = s.exec(select(JobRow).where(JobRow.id == job_id)).first()
+                if job is not None:
+                    reconcile.fail_job(s, job, reason, now, out, settings)
+                    gate.audit(
+                        s, at=now, kind="runtime", job_id=job_id, decision="stopped", detail=reason
+                    )
+            return out
+
+        await self._publish((await self.store.tx(work)).orders)

@@ -1,0 +1,81 @@
+"""What every role of the running hub shares: settings, clock, store, the policy gate, the
+applier, the inventory, metrics, NATS, and the few helpers all of them call.
+
+``HubParts`` only declares the state; ``orrery_hub.main.Hub`` (the composition root)
+builds it. The roles are mixed into ``Hub`` on top of it: reports in
+(``runtime.intake``), orders out (``runtime.orders``), the reconcile loop
+(``runtime.loop``) and what the API calls (``runtime.service``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from nats.aio.client import Client as NATS
+
+from orrery.wire import (
+    SliceKey,
+)
+from orrery_hub.admission.gate import ClusterShape, PolicyGate
+from orrery_hub.apply.applier import Applier
+from orrery_hub.auth import Authenticator
+from orrery_hub.auth.ratelimit import RateLimiter
+from orrery_hub.config.settings import HubSettings
+from orrery_hub.identity.service import ClusterIdentity
+from orrery_hub.runtime.inventory import Inventory
+from orrery_hub.runtime.lanes import Lanes
+from orrery_hub.runtime.metrics import HubMetrics
+from orrery_hub.store.runner import StoreRunner
+
+log = logging.getLogger("orrery.hub")
+
+
+class HubParts:
+    settings: HubSettings
+    clock: Callable[[], float]
+    inventory: Inventory
+    metrics: HubMetrics
+    gate: PolicyGate
+    applier: Applier
+    store: StoreRunner
+    auth: Authenticator
+    identity: ClusterIdentity | None
+    nc: NATS | None
+    nats_url: str | None
+    order_key: Ed25519PrivateKey
+    lanes: Lanes[list[SliceKey]]
+    _wake: asyncio.Event
+    _seq: itertools.count[int]
+    _reload_requested: bool
+    _connected: bool
+    _denial_audit: RateLimiter
+    _last_persist: dict[str, float]
+    _last_prune: float
+    _last_free: dict[str, list[tuple[str, tuple[int, ...]]]]
+    _forget: dict[str, list[SliceKey]]
+    _answering: set[asyncio.Task[None]]
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload the policy files at the next pass (on the store thread)."""
+        self._reload_requested = True
+        self.wake()
+
+    def _shapes(self) -> tuple[ClusterShape, ...]:
+        return tuple(
+            ClusterShape(v.name, dict(v.labels), tuple(v.nodes))
+            for v in self.inventory.clusters.values()
+            if v.state == "Ready"
+        )
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(coro)
+        self._answering.add(task)
+        task.add_done_callback(self._answering.discard)
