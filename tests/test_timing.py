@@ -14,7 +14,7 @@ import pytest
 from orrery import timing
 from orrery.errors import InvalidInput
 from orrery.federation import Timings
-from orrery_hub.settings import Timing
+from orrery_hub.config.settings import Timing
 from orrery_spoke_agent.settings import SpokeSettings
 
 
