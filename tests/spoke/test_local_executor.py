@@ -185,3 +185,30 @@ async def test_progress_is_read_from_the_workload_helper(ex: LocalExecutor) -> N
 def test_alive_is_false_for_unknown_pids() -> None:
     assert not _alive(2**22 + 12345)
     assert _alive(os.getpid())
+
+
+async def test_a_serving_replica_gets_a_free_port_and_reports_load(
+    ex: LocalExecutor, tmp_path: Path
+) -> None:
+    code = (
+        "import os, socket; from orrery import workload; "
+        "s = socket.socket(); s.bind(('127.0.0.1', int(os.environ['PORT']))); "
+        "workload.load(queue_depth=3, kv_cache=0.5, tokens_per_s=120); print(os.environ['PORT'])"
+    )
+    base = assignment(py(code))
+    a = base.model_copy(update={"env": {**base.env, "ORRERY_SERVICE": "chat"}})
+    plain = assignment(py("pass"), index=1)
+    await ex.launch(a, slice_env(a))
+    await ex.launch(plain, slice_env(plain))
+    assert (await asyncio.wait_for(ex.wait(a.key), 20)).exit_code == 0
+    port = ex.listen_port(a.key)
+    assert port is not None
+    log = (tmp_path / "slices" / "job-1" / "0" / "1" / "output.log").read_text()
+    assert log.strip().splitlines()[-1] == str(port)
+    progress = ex.progress(a.key)
+    assert progress is not None
+    assert progress.metrics == {
+        "load.queueDepth": 3.0, "load.kvCache": 0.5, "load.tokensPerS": 120.0
+    }
+    await asyncio.wait_for(ex.wait(plain.key), 20)
+    assert ex.listen_port(plain.key) is None  # not a replica: no port chosen

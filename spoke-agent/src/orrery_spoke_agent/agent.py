@@ -294,6 +294,12 @@ class Agent:
             cause=at.cause,
         )
         try:
+            port = self.executor.listen_port(at.key)
+        except Exception:  # a replica's port file is never worth a heartbeat
+            port = None
+        if port is not None and not at.phase.terminal:
+            report["endpoint"] = f"{self.address}:{port}"
+        try:
             return SliceReport.model_validate({**report, "progress": progress})
         except ValidationError as exc:
             log.warning("slice report did not fit the wire: %s", clip(str(exc), 512))

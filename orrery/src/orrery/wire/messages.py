@@ -113,6 +113,9 @@ class SliceReport(_Wire):
     # maxRetries; "platform" (a kill, a lapsed lease, a lost node) does not. None: a spoke
     # one version behind, or not known; the hub then falls back to the reason's prefix.
     cause: Literal["workload", "platform"] | None = None
+    # host:port a serving replica listens on (the spoke chose the port, passed as $PORT).
+    # None: not a serving replica; left out on the wire then, so N-1 hubs decode it.
+    endpoint: str | None = Field(default=None, max_length=300)
 
     @property
     def key(self) -> SliceKey:

@@ -73,6 +73,10 @@ class Executor(Protocol):
 
     def progress(self, key: SliceKey) -> Progress | None: ...
 
+    def listen_port(self, key: SliceKey) -> int | None:
+        """The port a serving replica was given ($PORT), where the executor chose one."""
+        ...
+
     def capacity(self) -> list[NodeReport] | None:
         """Nodes with their free GPUs, where the executor knows better than the agent (a
         Kubernetes cluster shared with other tenants). None: the agent derives free GPUs

@@ -124,6 +124,9 @@ class FakeExecutor:
     def progress(self, key: SliceKey) -> Progress | None:
         return None
 
+    def listen_port(self, key: SliceKey) -> int | None:
+        return None
+
     def capacity(self) -> list[NodeReport] | None:
         return None
 

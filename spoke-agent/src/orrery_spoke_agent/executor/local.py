@@ -25,6 +25,8 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from orrery.natsserver import free_port
+from orrery.service_manifest import SERVICE_ENV
 from orrery.wire import Assignment, NodeReport, Progress, SliceKey
 from orrery.wire.messages import MAX_REASON
 from orrery_spoke_agent.executor import secrets
@@ -146,6 +148,12 @@ class LocalExecutor:
         private_dir(folder.parent)
         private_dir(folder)
         private_dir(work, self.user)
+        if SERVICE_ENV in a.env:
+            # A serving replica listens on a port this host has free, named in $PORT and
+            # reported to the hub (its endpoint) so gateways can reach it.
+            port = free_port("0.0.0.0")
+            env = {**env, "PORT": str(port)}
+            (folder / "port").write_text(str(port))
         for stale in ("exit.json", "stop.json", "started.json", "released"):
             (folder / stale).unlink(missing_ok=True)
         cgroup = None
@@ -303,6 +311,12 @@ class LocalExecutor:
         done = folder / "exit.json"
         return FileLog(folder / "output.log", tail_lines=tail_lines, follow=follow,
                        ended=done.exists)
+
+    def listen_port(self, key: SliceKey) -> int | None:
+        try:
+            return int((self._dir(key) / "port").read_text())
+        except (UnsafeKey, OSError, ValueError):
+            return None
 
     def capacity(self) -> list[NodeReport] | None:
         return None  # declared nodes; the agent subtracts its own slices

@@ -337,6 +337,9 @@ class KubeExecutor:
             return None
         return self.progress_endpoint.get(kj.job_name(key))
 
+    def listen_port(self, key: SliceKey) -> int | None:
+        return None  # serving replicas on Kubernetes: a Service per replica, not yet built
+
     def capacity(self) -> list[NodeReport] | None:
         if not (self.nodes.synced.is_set() and self.pods.synced.is_set()):
             return []  # nothing offered until both lists arrived
