@@ -59,8 +59,10 @@ def netns() -> Iterator[tuple[str, str, str]]:
 
 
 def test_a_partitioned_spoke_stops_its_slices_before_they_run_elsewhere(  # type: ignore[no-untyped-def]
-    federation, netns: tuple[str, str, str], tmp_path: Path
+    netns: tuple[str, str, str], federation, tmp_path: Path
 ) -> None:
+    # netns comes first so that it is torn down last: the federation stops while the island
+    # can still reach NATS, instead of each process waiting out its stop timeout.
     ns, host_if, host_ip = netns
     out = tmp_path / "out"
     fed = federation(

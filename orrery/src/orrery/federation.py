@@ -436,10 +436,13 @@ class Federation:
         for p in procs:
             if p is not None and p.poll() is None:
                 p.terminate()
+        # One deadline for all: waiting 10 s for each in turn made a wedged federation take
+        # half a minute to stop.
+        deadline = time.monotonic() + 10
         for p in procs:
             if p is not None:
                 try:
-                    p.wait(10)
+                    p.wait(max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     os.kill(p.pid, signal.SIGKILL)
                     p.wait()
