@@ -59,6 +59,14 @@ def describe_body(r: httpx.Response) -> str:
 PolicyDenied = Forbidden  # 403: policies refuse the job; the message names each and why
 
 
+class NotSent(Unavailable):
+    """The hub refused the connection: the request never left, so even a submit may be
+    sent again without running the job twice."""
+
+
+EVENT_PAGES = 50  # at most this many pages of a job's events are read for one view
+
+
 class HubClient:
     def __init__(
         self,
@@ -161,6 +169,11 @@ class HubClient:
                 return self._http.request(method, path, **kw)
             except httpx.InvalidURL as exc:
                 raise InvalidInput(f"--hub: {self.base_url!r} is not a valid URL: {exc}") from None
+            except httpx.ConnectError as exc:
+                raise NotSent(
+                    f"cannot reach the hub at {self.base_url} ({type(exc).__name__}); is it "
+                    "running? (set --hub or ORRERY_HUB)"
+                ) from None
             except httpx.TransportError as exc:
                 raise Unavailable(
                     f"cannot reach the hub at {self.base_url} ({type(exc).__name__}); is it "
@@ -194,18 +207,64 @@ class HubClient:
             self._request("GET", f"/v1/jobs/{job_id}", idempotent=True).json()
         )
 
-    def jobs(self, *, phase: str | None = None) -> list[JobPublic]:
-        params = {"phase": phase} if phase else {}
+    def jobs(
+        self,
+        *,
+        phase: str | None = None,
+        limit: int | None = None,
+        filters: dict[str, str] | None = None,
+    ) -> list[JobPublic]:
+        """Newest first. ``filters`` (queue, team, name, label) are sent as query
+        parameters for a hub that filters; the CLI filters what comes back as well."""
+        params = {k: v for k, v in {"phase": phase, **(filters or {})}.items() if v}
+        if limit is not None:
+            params["limit"] = str(limit)
         r = self._request("GET", "/v1/jobs", idempotent=True, params=params)
         return JobList.model_validate(r.json()).items
+
+    def find_job(self, ref: str) -> JobPublic:
+        """A job by ID, or by name where exactly one job has it (as ``kubectl`` and
+        ``sky`` let a user type what they named it). Ambiguous: InvalidInput listing them."""
+        try:
+            return self.job(ref)
+        except NotFound:
+            named = [
+                j
+                for j in self.jobs(filters={"name": ref}, limit=10_000)
+                if j.metadata.get("name") == ref
+            ]
+            if len(named) == 1:
+                return named[0]
+            if not named:
+                raise
+            ids = ", ".join(j.id for j in named[:10]) + (" ..." if len(named) > 10 else "")
+            raise InvalidInput(
+                f"{ref!r} names {len(named)} jobs ({ids}): give one of their IDs"
+            ) from None
 
     def cancel(self, job_id: str) -> JobPublic:
         r = self._request("DELETE", f"/v1/jobs/{job_id}", idempotent=False)
         return JobPublic.model_validate(r.json())
 
-    def events(self, job_id: str) -> list[EventView]:
-        r = self._request("GET", f"/v1/jobs/{job_id}/events", idempotent=True)
+    def events(
+        self, job_id: str, *, after: int | None = None, limit: int | None = None
+    ) -> list[EventView]:
+        """One page of a job's events, oldest first (those after the cursor ``after``)."""
+        params = {k: str(v) for k, v in (("after", after), ("limit", limit)) if v is not None}
+        r = self._request("GET", f"/v1/jobs/{job_id}/events", idempotent=True, params=params)
         return [EventView.model_validate(e) for e in r.json()]
+
+    def all_events(self, job_id: str) -> list[EventView]:
+        """Every event of a job, page after page (bounded: ``EVENT_PAGES`` pages)."""
+        out: list[EventView] = []
+        after: int | None = None
+        for _ in range(EVENT_PAGES):
+            page = self.events(job_id, after=after)
+            out += page
+            if not page or page[-1].id is None or page[-1].id == after:
+                break
+            after = page[-1].id
+        return out
 
     def attempts(self, job_id: str) -> list[AttemptView]:
         r = self._request("GET", f"/v1/jobs/{job_id}/attempts", idempotent=True)

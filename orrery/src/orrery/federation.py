@@ -282,7 +282,7 @@ class Federation:
                 start_new_session=True,
             )
 
-    def _why(self, log_name: str, code: int | None) -> str:
+    def why_exited(self, log_name: str, code: int | None) -> str:
         """Why a child exited, from its log: its own one-line error (``orrery ...: why``)
         when it printed one, else its last line; the log's path for the rest."""
         log = self.state / "logs" / log_name
@@ -343,7 +343,7 @@ class Federation:
         while not ready.exists():
             if self.hub.poll() is not None:
                 raise Unavailable(
-                    f"the hub did not start: {self._why('hub.log', self.hub.returncode)}"
+                    f"the hub did not start: {self.why_exited('hub.log', self.hub.returncode)}"
                 )
             if time.monotonic() > deadline:
                 raise Unavailable("the hub did not become ready in time")
@@ -409,7 +409,7 @@ class Federation:
                 for name in sorted(want - ready):
                     p = self.spokes.get(name)
                     if p is not None and p.poll() is not None:
-                        why = self._why(f"spoke-{name}.log", p.returncode)
+                        why = self.why_exited(f"spoke-{name}.log", p.returncode)
                         raise Unavailable(f"the spoke {name} did not start: {why}")
                 if time.monotonic() > deadline:
                     raise Unavailable(f"clusters not Ready in time: {sorted(want - ready)}")

@@ -8,6 +8,7 @@ same thing everywhere.
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 import re
@@ -268,8 +269,48 @@ def _union_tag(part: int | str) -> bool:
     return isinstance(part, str) and (part in _TAGS or part.startswith("function-"))
 
 
-def problems_of(exc: ValidationError) -> list[tuple[str, str]]:
-    """(location, reason) pairs from a pydantic error, using the manifest's field names."""
+def _fields_at(model: type[BaseModel], loc: tuple[int | str, ...]) -> list[str]:
+    """The names a manifest may use at ``loc`` (the place of an unknown field), walking
+    the models by their fields' names; [] where ``loc`` leads to no model."""
+    for part in loc:
+        f = next((f for n, f in model.model_fields.items() if part in (n, f.alias)), None)
+        if f is None:
+            continue  # a list index, a mapping's key, or the name of a union's member
+        inner = _model_in(f.annotation)
+        if inner is None:
+            return []
+        model = inner
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def unknown_field(model: type[BaseModel], loc: tuple[int | str, ...]) -> str:
+    """"unknown field", and the known field it resembles (``gpuPerSlice`` → did you mean
+    ``gpusPerSlice``?), by difflib's ratio; case alone is a near miss too."""
+    if not loc or not isinstance(loc[-1], str):
+        return "unknown field"
+    known = _fields_at(model, loc[:-1])
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(loc[-1].lower(), list(by_lower), n=1, cutoff=0.6)
+    if not close:
+        return "unknown field"
+    return f"unknown field; did you mean {by_lower[close[0]]!r}?"
+
+
+def problems_of(
+    exc: ValidationError, model: type[BaseModel] | None = None
+) -> list[tuple[str, str]]:
+    """(location, reason) pairs from a pydantic error, using the manifest's field names;
+    an unknown field names the known one of ``model`` it resembles."""
     out = []
     errors = exc.errors(include_url=False)
     # Where a union fails on every branch, the branch of the right type says the most:
@@ -279,7 +320,7 @@ def problems_of(exc: ValidationError) -> list[tuple[str, str]]:
         loc = tuple(p for p in err["loc"] if not _union_tag(p))
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
-            msg = "unknown field"
+            msg = unknown_field(model, loc) if model is not None else "unknown field"
         elif msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         out.append((_loc(loc), msg))
@@ -298,7 +339,7 @@ def manifest_from_data(data: Any, *, source: str = "manifest") -> JobManifest:
     try:
         return JobManifest.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(problems_of(exc), source=source) from None
+        raise ManifestError(problems_of(exc, JobManifest), source=source) from None
 
 
 def parse_manifest(text: str, *, source: str = "manifest") -> JobManifest:

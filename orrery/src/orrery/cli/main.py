@@ -14,17 +14,24 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.live import Live
+from rich.text import Text
 
 from orrery.cli import clusters as cluster_cli
-from orrery.cli import contexts, tokens, views
-from orrery.client import DEFAULT_HUB, HubClient
+from orrery.cli import contexts, jobcmds, tokens
+from orrery.cli.columns import render
+from orrery.cli.output import Output, OutputOpt, dump, emit_list, width
+from orrery.cli.tables import (
+    CLUSTER_COLUMNS,
+    CLUSTER_WIDE,
+    TEAM_COLUMNS,
+    USAGE_JOB_COLUMNS,
+    cluster_row,
+    cost_text,
+)
+from orrery.cli.term import console, err
+from orrery.client import DEFAULT_HUB
 from orrery.config import Context, connect, set_context
 from orrery.errors import InvalidInput, ManifestError, NotFound, OrreryError
-from orrery.manifest import parse_manifest
-from orrery.resources import FINAL_JOB_PHASES
-from orrery.textfile import read_text
 
 app = typer.Typer(
     add_completion=False,
@@ -32,8 +39,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     help="Orrery: one control plane for GPUs in many clusters.",
 )
-console = Console()
-err = Console(stderr=True)
 
 HubOpt = Annotated[
     str | None,
@@ -52,94 +57,46 @@ TokenOpt = Annotated[
 ]
 
 
-def _client(hub: str | None, token: str | None) -> HubClient:
-    return connect(hub, token)
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("orrery-core")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            v = "unknown"
+        typer.echo(f"orrery {v}")
+        raise typer.Exit()
 
 
-@app.command()
-def submit(
-    file: Annotated[Path, typer.Argument(help="job manifest, YAML or JSON")],
-    wait: Annotated[
-        bool,
+@app.callback()
+def main(
+    _version_flag: Annotated[
+        bool | None,
         typer.Option(
-            "--wait", envvar="ORRERY_WAIT", help="wait until it ends; exit 0 only if it succeeds"
+            "--version", callback=_version, is_eager=True, help="print the version and exit"
         ),
-    ] = False,
-    hub: HubOpt = None,
-    token: TokenOpt = None,
-) -> None:
-    """Submit a job manifest."""
-    text = read_text(file, what="manifest file")
-    parse_manifest(text, source=str(file))  # refuse locally first, with the same messages
-    with _client(hub, token) as c:
-        job = c.submit(text)
-        console.print(f"submitted [bold]{job.id}[/bold] ({job.status.phase})")
-        if wait:
-            final = _watch(c, job.id, live=sys.stdout.isatty())
-            console.print(
-                f"{final.id}: {final.status.phase}"
-                + (f" ({final.status.reason})" if final.status.reason else "")
-            )
-            raise typer.Exit(0 if final.status.phase == "Succeeded" else 1)
-
-
-def _watch(c: HubClient, job_id: str, *, live: bool, interval: float = 0.5):  # type: ignore[no-untyped-def]
-    if not live:
-        while True:
-            j = c.job(job_id)
-            if j.status.phase in FINAL_JOB_PHASES:
-                return j
-            time.sleep(interval)
-    with Live(console=console, refresh_per_second=4) as lv:
-        while True:
-            j = c.job(job_id)
-            lv.update(views.job_detail(j, c.events(job_id)))
-            if j.status.phase in FINAL_JOB_PHASES:
-                return j
-            time.sleep(interval)
-
-
-@app.command()
-def jobs(
-    job_id: Annotated[str | None, typer.Argument(help="one job's detail")] = None,
-    watch: Annotated[
-        bool, typer.Option("--watch", "-w", envvar="ORRERY_WATCH", help="live view until it ends")
-    ] = False,
-    phase: Annotated[
-        str | None, typer.Option(envvar="ORRERY_PHASE", help="only jobs in this phase")
     ] = None,
-    hub: HubOpt = None,
-    token: TokenOpt = None,
 ) -> None:
-    """List jobs, or show one with its slices and why it waits."""
-    with _client(hub, token) as c:
-        if job_id is None:
-            if watch:
-                with Live(console=console, refresh_per_second=2) as lv:
-                    while True:
-                        lv.update(views.jobs_table(c.jobs(phase=phase)))
-                        time.sleep(1)
-            console.print(views.jobs_table(c.jobs(phase=phase)))
-            return
-        if watch:
-            _watch(c, job_id, live=True)
-            return
-        console.print(views.job_detail(c.job(job_id), c.events(job_id)))
+    """Orrery: one control plane for GPUs in many clusters."""
+
+
+jobcmds.register(app)
 
 
 @app.command()
-def cancel(job_id: str, hub: HubOpt = None, token: TokenOpt = None) -> None:
-    """Cancel a job: its slices are stopped wherever they run."""
-    with _client(hub, token) as c:
-        j = c.cancel(job_id)
-        console.print(f"{j.id}: {j.status.phase}")
-
-
-@app.command()
-def clusters(hub: HubOpt = None, token: TokenOpt = None) -> None:
+def clusters(output: OutputOpt = Output.table, hub: HubOpt = None, token: TokenOpt = None) -> None:
     """The fleet: each cluster, its state and its GPUs."""
-    with _client(hub, token) as c:
-        console.print(views.clusters_table(c.clusters()))
+    with connect(hub, token) as c:
+        items = c.clusters()
+    emit_list(
+        items,
+        output,
+        columns=CLUSTER_COLUMNS,
+        wide=CLUSTER_WIDE,
+        row=cluster_row,
+        name=lambda x: x.name,
+    )
 
 
 @app.command()
@@ -149,39 +106,57 @@ def usage(
         str | None,
         typer.Option(envvar="ORRERY_SINCE", help="how far back, e.g. 7d (default: all time)"),
     ] = None,
+    output: OutputOpt = Output.table,
     hub: HubOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """GPU-seconds and cost per team and job, from the attempts' real start and end."""
-    from rich.table import Table
-
-    with _client(hub, token) as c:
+    """GPU-seconds and cost per team and job, from the attempts' real start and end.
+    "no price" where no Cost policy prices the clusters and GPU types the work ran on."""
+    with connect(hub, token) as c:
         u = c.usage(team=team, since=since)
-    t = Table(title="Usage by team" + (f" (last {since})" if since else ""), title_justify="left")
-    for col in ("TEAM", "GPU-HOURS", "COST", "GPUS IN USE"):
-        t.add_column(col)
+    if output in (Output.json, Output.yaml):
+        typer.echo(dump(u, output))
+        return
+    if output is Output.name:
+        for row in u["jobs"]:
+            typer.echo(row["job"])
+        return
+    fit = None if output is Output.wide else width()
     in_use = u["gpusInUse"]["byTeam"]
-    for name, v in u["teams"].items():
-        t.add_row(
-            name or "(no team)",
-            f"{v['gpuSeconds'] / 3600:.3f}",
-            f"{v['cost']:.2f}",
-            str(in_use.get(name, 0)),
+    typer.echo("By team" + (f" (last {since})" if since else ""))
+    typer.echo(
+        render(
+            TEAM_COLUMNS,
+            [
+                (
+                    name or "(no team)",
+                    f"{v['gpuSeconds'] / 3600:.3f}",
+                    cost_text(v, 2),
+                    str(in_use.get(name, 0)),
+                )
+                for name, v in u["teams"].items()
+            ],
+            fit,
         )
-    console.print(t)
-    j = Table(title="By job", title_justify="left")
-    for col in ("JOB", "TEAM", "QUEUE", "ATTEMPTS", "GPU-SECONDS", "COST"):
-        j.add_column(col)
-    for row in u["jobs"]:
-        j.add_row(
-            row["job"],
-            row["team"] or "-",
-            row["queue"],
-            str(row["attempts"]),
-            f"{row['gpuSeconds']:.1f}",
-            f"{row['cost']:.4f}",
+    )
+    typer.echo("\nBy job")
+    typer.echo(
+        render(
+            USAGE_JOB_COLUMNS,
+            [
+                (
+                    row["job"],
+                    row["team"] or "-",
+                    row["queue"],
+                    str(row["attempts"]),
+                    f"{row['gpuSeconds']:.1f}",
+                    cost_text(row, 4),
+                )
+                for row in u["jobs"]
+            ],
+            fit,
         )
-    console.print(j)
+    )
 
 
 @app.command()
@@ -233,6 +208,7 @@ def up(
     import dataclasses
     import signal
 
+    from orrery.cli.upwatch import Watchdog
     from orrery.federation import Federation, Timings, default_spokes
 
     if fast and timing_preset not in (None, "fast"):
@@ -261,7 +237,9 @@ def up(
     try:
         fed.start()
         with fed.client() as c:
-            console.print(views.clusters_table(c.clusters()))
+            typer.echo(
+                render(CLUSTER_COLUMNS, [cluster_row(x, False) for x in c.clusters()], width())
+            )
         assert fed.api_url is not None
         where = set_context(Context(name="local", hub=fed.api_url, token=fed.admin_token))
         console.print(f"hub: [bold]{fed.api_url}[/bold]")
@@ -273,8 +251,10 @@ def up(
         print(f"export ORRERY_HUB={fed.api_url}", flush=True)
         print(f"export ORRERY_TOKEN={fed.admin_token}", flush=True)
         console.print(f"logs: {fed.state / 'logs'}.  Ctrl-C stops everything.")
+        dog = Watchdog(fed, err)
         while True:
-            time.sleep(3600)
+            time.sleep(1)
+            dog.check()
     except KeyboardInterrupt:
         pass
     finally:
@@ -320,12 +300,12 @@ def run() -> None:
     try:
         app()
     except ManifestError as exc:
-        err.print(f"[red]orrery: {exc.source} refused:[/red]")
+        err.print(Text(f"orrery: {exc.source} refused:", style="red"))
         for loc, why in exc.problems:
-            err.print(f"  {loc or '<document>'}: {why}")
+            err.print(f"  {loc or '<document>'}: {why}", markup=False, highlight=False)
         sys.exit(2)
     except OrreryError as exc:
-        err.print(f"[red]orrery: {exc.message}[/red]")
+        err.print(Text(f"orrery: {exc.message}", style="red"))
         sys.exit(2 if isinstance(exc, InvalidInput | NotFound) else 1)
     except KeyboardInterrupt:
         sys.exit(130)

@@ -8,6 +8,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from orrery.cli.tables import elapsed, when
 from orrery.duration import format_duration
 from orrery.resources import ClusterPublic, EventView, JobPublic
 
@@ -31,41 +32,9 @@ def _age(ts: float | None) -> str:
     return "-" if ts is None else format_duration(max(0.0, time.time() - ts)) + " ago"
 
 
-def jobs_table(jobs: list[JobPublic]) -> Table:
-    t = Table(title="Jobs", title_justify="left")
-    for col in ("ID", "PHASE", "QUEUE", "SLICES", "GPUS", "WHY / PROGRESS", "AGE"):
-        t.add_column(col)
-    for j in jobs:
-        spec = j.spec
-        n = int(spec.get("slices", 1))
-        g = int(spec.get("gpusPerSlice", 1))
-        running = sum(1 for s in j.status.slices if s.phase == "Running")
-        note = j.status.reason or ""
-        if j.status.phase == "Running":
-            steps = [s.progress.get("step") for s in j.status.slices if s.progress]
-            total = next(
-                (
-                    s.progress.get("totalSteps") or s.progress.get("total_steps")
-                    for s in j.status.slices
-                    if s.progress
-                ),
-                None,
-            )
-            if steps and total:
-                note = f"step {min(x for x in steps if x is not None)}/{total}"
-        t.add_row(
-            j.id,
-            phase(j.status.phase),
-            spec.get("queue", "default"),
-            f"{running}/{n}",
-            str(n * g),
-            note[:80],
-            _age(j.status.created_at),
-        )
-    return t
-
-
-def job_detail(j: JobPublic, events: list[EventView] | None = None) -> Group:
+def job_detail(j: JobPublic, events: list[EventView] | None = None, *, last: int = 10) -> Group:
+    """A job's head, why it waits, its slices and its ``last`` events (0: all), saying so
+    when it leaves older ones out."""
     st = j.status
     head = Table.grid(padding=(0, 2))
     head.add_column(style="bold")
@@ -83,6 +52,11 @@ def job_detail(j: JobPublic, events: list[EventView] | None = None) -> Group:
     )
     if st.reason:
         head.add_row("Reason", st.reason)
+    head.add_row(
+        "Times",
+        f"created {when(st.created_at)}, started {when(st.started_at)}, "
+        f"ended {when(st.finished_at)}, elapsed {elapsed(j)}",
+    )
     if st.checkpoint:
         head.add_row("Checkpoint", f"{st.checkpoint} (step {st.checkpoint_step})")
     parts: list[Table | Text] = [head]
@@ -113,11 +87,18 @@ def job_detail(j: JobPublic, events: list[EventView] | None = None) -> Group:
         )
     parts.append(s)
     if events:
-        e = Table(title="Events", title_justify="left")
+        shown = events[-last:] if last > 0 else events
+        title = "Events"
+        if len(shown) < len(events):
+            title = (
+                f"Events: the last {len(shown)} of {len(events)} "
+                "(--events N for more, --events 0 for all)"
+            )
+        e = Table(title=title, title_justify="left")
         e.add_column("WHEN")
         e.add_column("EVENT")
         e.add_column("DETAIL")
-        for ev in events[-10:]:
+        for ev in shown:
             e.add_row(time.strftime("%H:%M:%S", time.localtime(ev.at)), ev.kind, ev.message)
         parts.append(e)
     return Group(*parts)
