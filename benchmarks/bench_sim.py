@@ -3,11 +3,11 @@ Alibaba GPU trace, 8,152 rows) and the quality of each policy against FIFO (mean
 queueing-delay ratios, utilisation, Jain's index), on the fleet in
 tests/data/fleet-5pct.yaml (5% of the trace's nodes, arrivals 16x faster).
 
-    .venv/bin/python -m pytest -m benchmark benchmarks/bench_sim.py -s
+    .venv/bin/python -m pytest -m benchmark benchmarks/bench_sim.py -s [--sim-trace CSV]
 
-The whole trace is read from ORRERY_TRACE or /work/shared/traces/ (research/study use,
-cite Weng et al., ATC'23); without it, the 2,000-row slice in tests/data stands in and the
-output says so.
+The trace is the argument ``--sim-trace`` (or ``ORRERY_TRACE``); by default the whole
+trace the repository ships, tests/data/openb_pod_list_gpuspec33.csv (research/study use,
+cite Weng et al., ATC'23). A path is read from where pytest runs.
 """
 
 from __future__ import annotations
@@ -25,20 +25,21 @@ from orrery_hub.sim.report import summary
 from orrery_hub.sim.trace import read_pods
 
 DATA = Path(__file__).parent.parent / "tests" / "data"
-WHOLE = Path(os.environ.get("ORRERY_TRACE",
-                            "/work/shared/traces/openb_pod_list_gpuspec33.csv"))
+WHOLE = DATA / "openb_pod_list_gpuspec33.csv"
 POLICIES = ("fifo", "priority", "fair", "orrery")
 
 
-def _trace() -> tuple[Path, str]:
-    if WHOLE.exists():
-        return WHOLE, "whole trace"
-    return DATA / "openb_pod_list_gpuspec33.slice2000.csv", "2,000-row slice (whole trace absent)"
+def _trace(config: pytest.Config) -> tuple[Path, str]:
+    given = config.getoption("sim_trace", default=None) or os.environ.get("ORRERY_TRACE")
+    path = Path(given) if given else WHOLE
+    if not path.is_file():
+        pytest.fail(f"--sim-trace: {path}: no such file")
+    return path, ("whole trace" if path.resolve() == WHOLE.resolve() else str(path))
 
 
 @pytest.mark.benchmark
-def test_replay_throughput_and_quality() -> None:
-    path, what = _trace()
+def test_replay_throughput_and_quality(pytestconfig: pytest.Config) -> None:
+    path, what = _trace(pytestconfig)
     tr = read_pods(path)
     fleet = load_fleet(DATA / "fleet-5pct.yaml", path)
     rows = {}

@@ -12,6 +12,15 @@ from typing import Any
 RESULTS = Path(__file__).parent / "results"
 
 
+def pytest_addoption(parser: Any) -> None:
+    parser.addoption(
+        "--sim-trace",
+        dest="sim_trace",
+        default=None,
+        help="bench_sim: the pod list CSV to replay (default: the whole trace in tests/data)",
+    )
+
+
 def record(name: str, figures: dict[str, Any]) -> None:
     RESULTS.mkdir(exist_ok=True)
     entry = {

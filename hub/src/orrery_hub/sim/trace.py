@@ -1,7 +1,7 @@
 """Reading the Alibaba GPU trace (cluster-trace-gpu-v2023, Weng et al., ATC'23) into jobs.
 Called by ``engine`` and ``cli``.
 
-Rules (see /work/shared/traces/README.md, copied in tests/data/README.md):
+Rules (the trace's provenance and checksums: tests/data/README.md in the repository):
 
 * one pod is one job of one slice; arrival = ``creation_time``;
 * GPUs = ``num_gpu``; a fractional share (``gpu_milli`` < 1000) is rounded up to one whole
