@@ -1,4 +1,5 @@
-"""Every example in examples/ is a valid manifest (they are what the README tells users to run)."""
+"""Every example in examples/ is a valid manifest (they are what the README tells users to
+run), and the example policies price the clusters `orrery up` starts."""
 
 from __future__ import annotations
 
@@ -6,9 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from orrery.federation import CATALOG
 from orrery.manifest import parse_manifest
+from orrery_hub.policy import price_of
+from orrery_hub.policyload import load_policies
 
-EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
@@ -19,3 +24,15 @@ def test_example_is_a_valid_manifest(path: Path) -> None:
 
 def test_there_are_examples() -> None:
     assert len(EXAMPLES) >= 2
+
+
+@pytest.mark.parametrize(
+    ("cluster", "gpu_type"), [(c[0], c[2]) for c in CATALOG], ids=lambda x: str(x)
+)
+def test_the_example_prices_cover_every_cluster_orrery_up_starts(
+    cluster: str, gpu_type: str
+) -> None:
+    """policies/cost.yaml once priced `eu-west-1` while `orrery up` names the cluster
+    `eu-west`: every job there cost 0.00."""
+    policies = load_policies(REPO / "policies")
+    assert price_of(policies, cluster, gpu_type) is not None, (cluster, gpu_type)

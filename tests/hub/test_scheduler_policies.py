@@ -242,6 +242,23 @@ def test_type_aware_spares_the_gpus_constrained_jobs_need(
     assert ("t4-only" in placed(p)) is t4_job_placed
 
 
+@pytest.mark.parametrize(
+    ("policy", "expect_cluster"), [(Policy(), "h100"), (Policy(type_aware=True), "a100")]
+)
+def test_a_flexible_job_on_an_empty_fleet_takes_the_plentiful_type(
+    policy: Policy, expect_cluster: str
+) -> None:
+    # `orrery up`'s fleet: 2 x 4 H100 in each of two clusters, 3 x 8 A100 in one. Nobody
+    # waits, so there is no contention to spare; tightest fit alone picks an H100 cluster,
+    # type-aware placement leaves the scarce H100 free and takes an A100 cluster.
+    h1, _ = fleet({"h100": [4, 4]}, gpu_type="H100")
+    h2, _ = fleet({"h100-b": [4, 4]}, gpu_type="H100")
+    a, _ = fleet({"a100": [8, 8, 8]}, gpu_type="A100")
+    flexible = replace(job("shards", gpus=1), gpu_types=frozenset({"H100", "A100"}))
+    p = plan(Snapshot(h1 + h2 + a, (flexible,), policy=policy), 0.0)
+    assert p.for_job(flexible.id)[0].cluster == expect_cluster
+
+
 @pytest.mark.parametrize("policy", [Policy(), Policy.full()])
 def test_cpu_only_jobs_are_placed_on_a_full_fleet(policy: Policy) -> None:
     busy = [running("x", on=[("c1", "n0", 8)], priority=100)]

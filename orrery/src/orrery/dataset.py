@@ -177,7 +177,7 @@ def dataset_from_data(data: Any, *, source: str = "dataset") -> DatasetManifest:
     try:
         return DatasetManifest.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(problems_of(exc), source=source) from None
+        raise ManifestError(problems_of(exc, DatasetManifest), source=source) from None
 
 
 def parse_dataset(text: str, *, source: str = "dataset") -> DatasetManifest:

@@ -26,11 +26,13 @@ from orrery.clusterid import SpokeIdentity
 from orrery.errors import InvalidInput, Unavailable
 from orrery.natsserver import NatsServer, free_port
 
-# Simulated clusters: name, region, GPU type, nodes x GPUs per node, extra labels.
+# Simulated clusters: name, region, GPU type, nodes x GPUs per node, extra labels. As in
+# most fleets, the newest type (H100) is the scarcer one: 16 H100, 24 A100 with 3 spokes.
+# policies/cost.yaml prices these names.
 CATALOG: list[tuple[str, str, str, int, int, dict[str, str]]] = [
     ("eu-west", "eu-west-1", "H100", 2, 4, {"tier": "reserved", "compliance": "gdpr"}),
     ("us-east", "us-east-1", "H100", 2, 4, {"tier": "spot"}),
-    ("ap-south", "ap-south-1", "A100", 2, 8, {"tier": "on-demand"}),
+    ("ap-south", "ap-south-1", "A100", 3, 8, {"tier": "on-demand"}),
     ("eu-north", "eu-north-1", "A100", 1, 8, {"tier": "on-demand"}),
     ("us-west", "us-west-2", "L4", 4, 2, {"tier": "spot"}),
 ]

@@ -39,7 +39,7 @@ def parse_queues(text: str, *, source: str = "queues") -> tuple[QueueConfig, ...
     try:
         parsed = _Queues.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(problems_of(exc), source=source) from None
+        raise ManifestError(problems_of(exc, _Queues), source=source) from None
     names = [q.name for q in parsed.queues]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:

@@ -53,7 +53,7 @@ def _choose(
     job: JobRequest,
     n: int,
     candidates: list[tuple[ClusterFit, int]],
-    contention: dict[ClusterName, float] | None = None,
+    contention: dict[ClusterName, tuple[float, int]] | None = None,
 ) -> list[tuple[ClusterFit, int]]:
     """Which clusters take how many slices. Returns [] when a gang cannot be placed."""
     scores = job.cluster_scores
@@ -62,7 +62,7 @@ def _choose(
         if contention is not None and len(whole) > 1:
             # Type-aware: spare the GPUs that single-type jobs are waiting for.
             c, _ = min(whole, key=lambda ck: (
-                -scores.get(ck[0].name, 0.0), contention.get(ck[0].name, 0.0), ck[1],
+                -scores.get(ck[0].name, 0.0), contention.get(ck[0].name, (0.0, 0)), ck[1],
                 ck[0].name))
             return [(c, n)]
         # Policy preference first, then the tightest fit (leave big holes for big jobs).
@@ -112,7 +112,7 @@ class _Pass:
         ] = {}
         self.free_left = sum(c.free_all for c in self.fits if c.ready)
         self.jobs = snapshot.jobs
-        self._cont: dict[ClusterName, float] | None = None
+        self._cont: dict[ClusterName, tuple[float, int]] | None = None
         self.inflight: dict[JobId, list[RunningJob]] = {}
         for r in snapshot.running:
             if r.stopping and r.preempted_for is not None:
@@ -288,10 +288,13 @@ class _Pass:
             r = self.reasons[key] = why(job, n, self.fits)
         return r
 
-    def _contention(self) -> dict[ClusterName, float] | None:
+    def _contention(self) -> dict[ClusterName, tuple[float, int]] | None:
         """Per cluster: GPUs wanted by waiting jobs that accept only its GPU type, per GPU
-        it has free. Built on first need, and only with ``Policy.type_aware`` on a fleet of
-        several types; fixed for the pass (a ranking hint, not an accounting)."""
+        it has free; then how scarce its type is (minus the free GPUs of that type in the
+        whole fleet), so that with no one waiting a flexible job still takes the plentiful
+        type and leaves the scarce one. Built on first need, and only with
+        ``Policy.type_aware`` on a fleet of several types; fixed for the pass (a ranking
+        hint, not an accounting)."""
         if not self.policy.type_aware:
             return None
         if self._cont is None:
@@ -303,9 +306,18 @@ class _Pass:
                     if j.gpu_types is not None and len(j.gpu_types) == 1:
                         (t,) = j.gpu_types
                         wanted[t] = wanted.get(t, 0) + j.gpus
+                free: dict[str, int] = {}
                 for c in self.fits:
-                    w = sum(wanted.get(t, 0) for t in c.buckets if t is not None)
-                    self._cont[c.name] = w / max(1, c.free_all)
+                    if c.ready:
+                        for ty, by_count in c.buckets.items():
+                            if ty is not None:
+                                n = sum(k * len(b) for k, b in by_count.items())
+                                free[ty] = free.get(ty, 0) + n
+                for c in self.fits:
+                    mine = [t for t in c.buckets if t is not None]
+                    w = sum(wanted.get(t, 0) for t in mine)
+                    plenty = max((free.get(t, 0) for t in mine), default=0)
+                    self._cont[c.name] = (w / max(1, c.free_all), -plenty)
         return self._cont
 
     def _known_lent_failure(self, job: JobRequest, n: int, end: float) -> bool:
