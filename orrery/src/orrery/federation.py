@@ -288,6 +288,12 @@ class Federation:
         """Why a child exited, from its log: its own one-line error (``orrery ...: why``)
         when it printed one, else its last line; the log's path for the rest."""
         log = self.state / "logs" / log_name
+        if code is not None and code < 0:  # a signal: its log's last line is not why
+            try:
+                name = signal.Signals(-code).name
+            except ValueError:
+                name = f"signal {-code}"
+            return f"killed by {name} (full log: {log})"
         try:
             lines = [x.strip() for x in log.read_text(errors="replace").splitlines() if x.strip()]
         except OSError:

@@ -4,15 +4,36 @@ through the ``orrery.commands`` entry point (``hub/pyproject.toml``)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from orrery.errors import InvalidInput, NotFound
 from orrery_hub.sim.engine import POLICIES, Result, simulate
 from orrery_hub.sim.fleet import load_fleet
 from orrery_hub.sim.report import plot, summary
 from orrery_hub.sim.trace import TraceError, read_pods
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """A bad trace, fleet or path as the rest of the CLI says it: ``orrery: PATH: no such
+    file`` and exit 2 (the CLI's handler prints Orrery errors), never an errno repr."""
+    try:
+        yield
+    except TraceError as exc:
+        raise InvalidInput(str(exc)) from None
+    except FileNotFoundError as exc:
+        raise NotFound(f"{exc.filename}: no such file") from None
+    except IsADirectoryError as exc:
+        raise InvalidInput(f"{exc.filename}: is a folder, not a file") from None
+    except UnicodeDecodeError:
+        raise InvalidInput("the trace is not UTF-8 text") from None
+    except OSError as exc:
+        raise InvalidInput(f"{exc.filename or 'sim'}: {exc.strerror}") from None
 
 
 def run_sim(
@@ -81,13 +102,9 @@ def command(app: typer.Typer) -> None:
             _sweep(sweep, out)
             return
         if trace is None:
-            typer.echo("orrery sim: give a TRACE (pod list CSV) or --sweep FILE", err=True)
-            raise typer.Exit(2)
-        try:
+            raise InvalidInput("sim: give a TRACE (a pod list CSV) or --sweep FILE")
+        with user_errors():
             summaries = run_sim(trace, fleet, policy or ["orrery"], out, limit=limit)
-        except (TraceError, OSError) as exc:
-            typer.echo(f"orrery sim: {exc}", err=True)
-            raise typer.Exit(2) from None
         cols = ["utilization", "jct_mean", "jct_p99", "wait_mean", "wait_p99", "jain",
                 "preemptions", "makespan"]
         typer.echo("policy    " + "".join(f"{c:>14}" for c in cols))
@@ -99,11 +116,8 @@ def command(app: typer.Typer) -> None:
 def _sweep(path: Path, out: Path) -> None:
     from orrery_hub.sim.sweep import run_sweep
 
-    try:
+    with user_errors():
         result = run_sweep(path, out)
-    except (TraceError, OSError) as exc:
-        typer.echo(f"orrery sim: {exc}", err=True)
-        raise typer.Exit(2) from None
     for p, a in result["aggregate"].items():
         w, b = a["worst"], a["best"]
         typer.echo(

@@ -27,9 +27,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from orrery.document import load_document
+from orrery.textfile import read_text
 from orrery_hub.scheduler import QueueConfig
 from orrery_hub.sim.trace import TraceError, TraceNode, read_nodes
 
@@ -104,10 +105,8 @@ def load_fleet(path: Path | None, trace_path: Path) -> Fleet:
     trace. Raises TraceError naming the bad field."""
     raw: object = {}
     if path is not None:
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise TraceError(f"{path}: cannot read the fleet file: {exc}") from None
+        # One line per mistake, as for a manifest: NotFound, or the line of bad YAML.
+        raw = load_document(read_text(path, what="fleet file"), source=str(path)) or {}
     try:
         spec = FleetSpec.model_validate(raw)
     except ValidationError as exc:

@@ -39,9 +39,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from orrery.document import load_document
+from orrery.textfile import read_text
 from orrery_hub.sim.engine import POLICIES, simulate
 from orrery_hub.sim.fleet import (
     DEFAULT_NODES,
@@ -141,10 +142,8 @@ class Cell:
 def load_sweep(path: Path) -> tuple[SweepSpec, Path, Path]:
     """The sweep file, and the trace and node list it names. Raises TraceError naming the
     bad field."""
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise TraceError(f"{path}: cannot read the sweep file: {exc}") from None
+    # One line per mistake, as for a manifest: NotFound, or the line of bad YAML.
+    raw = load_document(read_text(path, what="sweep file"), source=str(path)) or {}
     try:
         spec = SweepSpec.model_validate(raw)
     except ValidationError as exc:

@@ -181,7 +181,8 @@ def _watch_list(c: HubClient, filt: JobFilter, patient: Patient) -> None:
     seen: dict[str, str] = {}
     while True:
         for j in reversed(patient.call(lambda: _list(c, filt))):
-            line = f"{j.status.phase}: {progress(j)}"
+            note = progress(j)
+            line = f"phase {j.status.phase}" + (f", {note}" if note != "-" else "")
             if seen.get(j.id) != line:
                 typer.echo(f"{time.strftime('%H:%M:%S')}  {j.id}  {line}")
                 seen[j.id] = line

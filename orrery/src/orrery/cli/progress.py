@@ -100,9 +100,10 @@ def follow(
             stamp = time.strftime("%H:%M:%S", time.localtime(ev.at))
             typer.echo(f"{stamp}  {job_id}  {ev.kind}: {ev.message}")
             after = ev.id if ev.id is not None else after
-        line = f"{j.status.phase}: {progress(j)}"
+        note = progress(j)
+        line = f"phase {j.status.phase}" + (f", {note}" if note != "-" else "")
         now = time.monotonic()
-        changed_phase = line.split(":", 1)[0] != said.split(":", 1)[0]
+        changed_phase = line.split(",", 1)[0] != said.split(",", 1)[0]
         if line != said and (changed_phase or now - said_at >= PLAIN_EVERY_S):
             typer.echo(f"{time.strftime('%H:%M:%S')}  {job_id}  {line}")
             said, said_at = line, now

@@ -88,13 +88,17 @@ def job_detail(j: JobPublic, events: list[EventView] | None = None, *, last: int
     parts.append(s)
     if events:
         shown = events[-last:] if last > 0 else events
-        title = "Events"
         if len(shown) < len(events):
-            title = (
-                f"Events: the last {len(shown)} of {len(events)} "
-                "(--events N for more, --events 0 for all)"
+            # Above the table, not its title: a title wraps at the table's own width.
+            parts.append(
+                Text(
+                    f"Events: the last {len(shown)} of {len(events)} "
+                    "(--events N shows more, --events 0 all)",
+                    no_wrap=True,
+                    overflow="ignore",
+                )
             )
-        e = Table(title=title, title_justify="left")
+        e = Table(title=None if len(shown) < len(events) else "Events", title_justify="left")
         e.add_column("WHEN")
         e.add_column("EVENT")
         e.add_column("DETAIL")
