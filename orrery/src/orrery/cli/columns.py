@@ -38,12 +38,14 @@ def fit(columns: Sequence[Column], rows: Sequence[Sequence[str]], width: int | N
         fixed = sum(MIN_WRAP if columns[i].wrap else widths[i] for i in idx)
         return fixed + GAP * (len(idx) - 1)
 
-    # Drop the optional columns, highest `drop` first, until what is left fits.
-    for i in sorted(keep, key=lambda i: -columns[i].drop):
-        if total(keep) <= width or columns[i].drop == 0:
-            break
-        keep.remove(i)
-    return keep
+    # The columns always shown, then each optional one, most useful (lowest `drop`)
+    # first, wherever it still fits beside them: a wide one left out leaves room for
+    # narrower ones after it.
+    chosen = [i for i in keep if columns[i].drop == 0]
+    for i in sorted((i for i in keep if columns[i].drop), key=lambda i: columns[i].drop):
+        if total(sorted([*chosen, i])) <= width:
+            chosen.append(i)
+    return sorted(chosen)
 
 
 def render(
