@@ -9,8 +9,8 @@ import pytest
 
 from orrery.federation import CATALOG
 from orrery.manifest import parse_manifest
+from orrery_hub.admission.policyfiles import load_policies
 from orrery_hub.policy import price_of
-from orrery_hub.policyload import load_policies
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))

@@ -208,7 +208,7 @@ def service_from_data(data: Any, *, source: str = "manifest") -> ServiceManifest
     try:
         return ServiceManifest.model_validate(data)
     except ValidationError as exc:
-        raise ManifestError(problems_of(exc), source=source) from None
+        raise ManifestError(problems_of(exc, ServiceManifest), source=source) from None
 
 
 def parse_service_manifest(text: str, *, source: str = "manifest") -> ServiceManifest:
