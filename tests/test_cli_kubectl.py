@@ -234,3 +234,19 @@ def test_clusters_in_every_format(fed: Federation) -> None:
     assert "EXECUTOR" in p.stdout and "LABELS" in p.stdout
     p = run("usage", "-o", "json", env=env)
     assert "teams" in json.loads(p.stdout)
+
+
+def test_sim_errors_are_said_as_the_rest_of_the_cli_says_them(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.csv"
+    p = run("sim", str(missing), "--out", str(tmp_path / "o"))
+    assert p.returncode == 2 and p.stderr.strip() == f"orrery: {missing}: no such file", p.stderr
+    p = run("submit", str(tmp_path / "nope.yaml"))  # the same words elsewhere
+    assert p.stderr.strip() == f"orrery: {tmp_path / 'nope.yaml'}: no such file"
+    bad = tmp_path / "fleet.yaml"
+    bad.write_text("clusters: [\n")
+    trace = Path(__file__).parent / "data" / "openb_pod_list_gpuspec33.slice2000.csv"
+    p = run("sim", str(trace), "--fleet", str(bad), "--out", str(tmp_path / "o"))
+    assert p.returncode == 2 and "Errno" not in p.stderr and "Traceback" not in p.stderr
+    assert f"orrery: {bad} refused:" in p.stderr and "not valid YAML at line 2" in p.stderr
+    p = run("sim")
+    assert p.returncode == 2 and "orrery: sim: give a TRACE" in p.stderr, p.stderr

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from orrery.errors import InvalidInput, NotFound
+from orrery.errors import InvalidInput, ManifestError, NotFound, OrreryError
 from orrery_hub.sim.engine import POLICIES, Result, simulate
 from orrery_hub.sim.fleet import load_fleet
 from orrery_hub.sim.report import plot, summary
@@ -20,20 +20,30 @@ from orrery_hub.sim.trace import TraceError, read_pods
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """A bad trace, fleet or path as the rest of the CLI says it: ``orrery: PATH: no such
-    file`` and exit 2 (the CLI's handler prints Orrery errors), never an errno repr."""
+    """A bad trace, fleet or path said as the rest of the CLI says it (``orrery: PATH: no
+    such file``, a bad YAML file with its line) and exit 2 — never an errno repr. Said here
+    rather than left to the CLI's handler, so the command stands alone (tests, plugins)."""
     try:
-        yield
-    except TraceError as exc:
-        raise InvalidInput(str(exc)) from None
-    except FileNotFoundError as exc:
-        raise NotFound(f"{exc.filename}: no such file") from None
-    except IsADirectoryError as exc:
-        raise InvalidInput(f"{exc.filename}: is a folder, not a file") from None
-    except UnicodeDecodeError:
-        raise InvalidInput("the trace is not UTF-8 text") from None
-    except OSError as exc:
-        raise InvalidInput(f"{exc.filename or 'sim'}: {exc.strerror}") from None
+        try:
+            yield
+        except TraceError as exc:
+            raise InvalidInput(str(exc)) from None
+        except FileNotFoundError as exc:
+            raise NotFound(f"{exc.filename}: no such file") from None
+        except IsADirectoryError as exc:
+            raise InvalidInput(f"{exc.filename}: is a folder, not a file") from None
+        except UnicodeDecodeError:
+            raise InvalidInput("the trace is not UTF-8 text") from None
+        except OSError as exc:
+            raise InvalidInput(f"{exc.filename or 'sim'}: {exc.strerror}") from None
+    except ManifestError as exc:
+        typer.echo(f"orrery: {exc.source} refused:", err=True)
+        for loc, why in exc.problems:
+            typer.echo(f"  {loc or '<document>'}: {why}", err=True)
+        raise typer.Exit(2) from None
+    except OrreryError as exc:
+        typer.echo(f"orrery: {exc.message}", err=True)
+        raise typer.Exit(2) from None
 
 
 def run_sim(
@@ -101,9 +111,9 @@ def command(app: typer.Typer) -> None:
         if sweep is not None:
             _sweep(sweep, out)
             return
-        if trace is None:
-            raise InvalidInput("sim: give a TRACE (a pod list CSV) or --sweep FILE")
         with user_errors():
+            if trace is None:
+                raise InvalidInput("sim: give a TRACE (a pod list CSV) or --sweep FILE")
             summaries = run_sim(trace, fleet, policy or ["orrery"], out, limit=limit)
         cols = ["utilization", "jct_mean", "jct_p99", "wait_mean", "wait_p99", "jain",
                 "preemptions", "makespan"]
