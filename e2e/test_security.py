@@ -196,8 +196,11 @@ async def test_a_revoked_cluster_is_dropped_at_once_and_its_slice_moves(  # type
     fed: Federation = federation(spokes("a", "b"))
     out = tmp_path / "out"
     with fed.client() as c:
+        # Long enough (20 s) that it cannot finish on the victim before the revocation, even
+        # on a loaded machine where the `orrery cluster revoke` process takes seconds to start;
+        # checkpoints every 5 steps keep the moved run short.
         job = c.submit(
-            manifest("moving", out, slices=1, args=["--steps", "60", "--step-time", "0.1"])
+            manifest("moving", out, slices=1, args=["--steps", "200", "--step-time", "0.1"])
         )
         j = wait_for(c, job.id, lambda j: j.status.phase == "Running", 30, "Running")
         victim = j.status.slices[0].cluster
