@@ -11,16 +11,10 @@ become), ``reports`` (a spoke's reports folded in), ``failover`` (clusters, node
 unknown fates), ``assignment`` (the order as sent), ``outbox`` (what a step publishes).
 """
 
+from orrery_hub.lifecycle import ACTIVE, INFRA_REASONS, platform_failure
 from orrery_hub.reconcile.assignment import assignment_for, master_port, split_env
 from orrery_hub.reconcile.failover import fail_cluster, fail_nodes, settle_unknown
-from orrery_hub.reconcile.lifecycle import (
-    ACTIVE,
-    INFRA_REASONS,
-    close_attempt,
-    fail_job,
-    hold_unknown,
-    platform_failure,
-)
+from orrery_hub.reconcile.lifecycle import close_attempt, fail_job, hold_unknown
 from orrery_hub.reconcile.outbox import Outbox, kill_order
 from orrery_hub.reconcile.reports import apply_reports, settles
 

@@ -11,15 +11,18 @@ from sqlmodel import Session, col, select
 from orrery.manifest import RestartPolicy
 from orrery.resources import FINAL_JOB_PHASES
 from orrery_hub.config.settings import HubSettings
+from orrery_hub.lifecycle import (
+    AttemptEnd,
+    JobState,
+    SliceState,
+    Transition,
+    on_attempt_end,
+)
 from orrery_hub.reconcile.outbox import Outbox
 from orrery_hub.store.jobs import add_event
 from orrery_hub.store.models import AttemptRow, JobRow, SliceRow
 
 log = logging.getLogger("orrery.hub.reconcile")
-
-
-ACTIVE = ("Assigned", "Running")
-INFRA_REASONS = ("cluster lost", "node lost", "vanished", "lease lapsed", "gpus busy")
 
 
 def _backoff(settings: HubSettings, failures: int) -> float:
@@ -89,16 +92,31 @@ def fail_job(
     log.warning("job failed", extra={"job": job.id, "reason": reason})
 
 
-def _requeue(s: Session, job: JobRow, sl: SliceRow, now: float, delay: float) -> None:
+def _requeue(sl: SliceRow, new: SliceState, now: float) -> None:
     sl.phase = "Pending"
-    sl.epoch += 1
+    sl.epoch = new.epoch
     sl.cluster = None
     sl.node = None
     sl.gpus = []
     sl.confirmed_by = None
-    sl.not_before = now + delay
+    sl.not_before = new.not_before
     sl.updated_at = now
-    s.add(sl)
+
+
+def job_state(job: JobRow) -> JobState:
+    spec = job.manifest["spec"]
+    return JobState(
+        id=job.id,
+        phase=job.phase,
+        gang=spec.get("restartPolicy", RestartPolicy.GANG.value) != RestartPolicy.SLICE.value,
+        max_retries=int(spec.get("maxRetries", 3)),
+        restarts=job.restarts,
+        checkpoint=job.checkpoint,
+    )
+
+
+def slice_state(sl: SliceRow) -> SliceState:
+    return SliceState(sl.index, sl.phase, sl.epoch, sl.failures, sl.cluster, sl.not_before)
 
 
 def close_attempt(
@@ -114,7 +132,8 @@ def close_attempt(
     settings: HubSettings,
     out: Outbox,
 ) -> None:
-    """Close an attempt and, if it was its slice's current one, decide what comes next."""
+    """Close an attempt and, if it was its slice's current one, do what the lifecycle
+    (``orrery_hub.lifecycle.on_attempt_end``, shared with the simulator) decides."""
     if a.ended_at is not None:
         return
     a.phase = phase
@@ -129,118 +148,71 @@ def close_attempt(
     if job is None:
         return
     slices = slice_rows(s, job.id)
-    sl = next((x for x in slices if x.index == a.index), None)
-    if sl is None or sl.epoch != a.epoch or sl.phase not in ACTIVE:
-        return  # a stale epoch stopped, as ordered
-    if job.phase in FINAL_JOB_PHASES:
-        return
-    spec = job.manifest["spec"]
-    if phase == "Succeeded":
-        sl.phase = "Succeeded"
-        sl.updated_at = now
-        s.add(sl)
-        add_event(
-            s,
-            at=now,
-            kind="SliceSucceeded",
-            job_id=job.id,
-            index=sl.index,
-            epoch=sl.epoch,
-            cluster=a.cluster,
-            message=f"slice {sl.index} exited 0",
-        )
-        refresh_job_phase(s, job, slices, now)
-        return
-
-    # Stopped by the platform rather than failed by the workload: the spoke stopped it (its
-    # lease lapsed, it shut down), the hub lost it, or it was preempted. Requeued at once,
-    # not counted against maxRetries. The spoke says which where it knows (``cause``); a
-    # spoke one version behind does not, and its reason's prefix decides.
-    infra = platform_failure(phase, reason, cause)
-    what = f"exit code {exit_code}" if exit_code is not None else (reason or phase)
-    if a.preempted_for:
-        what = f"preempted for {a.preempted_for}"
-    add_event(
-        s,
-        at=now,
-        kind="Preempted" if a.preempted_for else "SliceFailed",
-        job_id=job.id,
-        index=sl.index,
-        epoch=sl.epoch,
-        cluster=a.cluster,
-        message=f"slice {sl.index} epoch {sl.epoch} on {a.cluster}: "
-        f"{what}" + (f" ({reason})" if reason and exit_code is not None else ""),
+    t = on_attempt_end(
+        job_state(job),
+        tuple(slice_state(sl) for sl in slices),
+        AttemptEnd(a.index, a.epoch, a.cluster, exit_code, reason, a.preempted_for),
+        phase,
+        cause,
+        now,
+        lambda failures: _backoff(settings, failures),
     )
-    max_retries = int(spec.get("maxRetries", 3))
-    policy = spec.get("restartPolicy", RestartPolicy.GANG.value)
-    if policy == RestartPolicy.SLICE.value:
-        if not infra:
-            sl.failures += 1
-        if sl.failures > max_retries:
-            fail_job(
-                s,
-                job,
-                f"slice {sl.index} failed {sl.failures} times "
-                f"(maxRetries {max_retries}); last: {what}",
-                now,
-                out,
-                settings,
-            )
-            return
-        _requeue(s, job, sl, now, 0.0 if infra else _backoff(settings, sl.failures))
-        add_event(
-            s,
-            at=now,
-            kind="Requeued",
-            job_id=job.id,
-            index=sl.index,
-            epoch=sl.epoch,
-            message=f"slice {sl.index} will run again at epoch {sl.epoch}",
-        )
-    else:
-        if not infra:
-            job.restarts += 1
-        if job.restarts > max_retries:
-            fail_job(
-                s,
-                job,
-                f"gang failed {job.restarts} times (maxRetries {max_retries}); "
-                f"last: slice {sl.index} {what}",
-                now,
-                out,
-                settings,
-            )
-            return
-        delay = 0.0 if infra else _backoff(settings, job.restarts)
-        for other in slices:
-            if other.phase in ACTIVE or other.phase == "Pending":
-                if other.index != sl.index and other.phase in ACTIVE and other.cluster:
-                    out.kill(
-                        other.cluster,
-                        job.id,
-                        other.index,
-                        other.epoch,
-                        f"gang restart after slice {sl.index} failed",
-                        settings.timing.kill_grace_s,
-                    )
-                _requeue(s, job, other, now, delay)
-        add_event(
-            s,
-            at=now,
-            kind="GangRestart",
-            job_id=job.id,
-            epoch=sl.epoch,
-            message=f"restarting all {len(slices)} slices at epoch {sl.epoch}"
-            + (f" from checkpoint {job.checkpoint}" if job.checkpoint else ""),
-        )
-    refresh_job_phase(s, job, slices, now)
+    if not t.stale:
+        apply_transition(s, job, slices, t, now=now, settings=settings, out=out)
 
 
-def platform_failure(phase: str, reason: str | None, cause: str | None) -> bool:
-    """True when an ending is the platform's doing (not counted against maxRetries)."""
-    if cause is not None:
-        return cause == "platform"
-    return phase in ("Killed", "Lost") or (reason is not None and reason.startswith(INFRA_REASONS))
+def apply_transition(
+    s: Session,
+    job: JobRow,
+    slices: list[SliceRow],
+    t: Transition,
+    *,
+    now: float,
+    settings: HubSettings,
+    out: Outbox,
+) -> None:
+    """Write a lifecycle transition to the job's and its slices' rows, with its events."""
+    for ev in t.events:
+        if t.failed is None or ev.kind != "Failed":  # fail_job writes that one
+            add_event(
+                s,
+                at=now,
+                kind=ev.kind,
+                job_id=job.id,
+                index=ev.index,
+                epoch=ev.epoch,
+                cluster=ev.cluster,
+                message=ev.message,
+            )
+    job.restarts = t.job.restarts
+    by_index = {sl.index: sl for sl in slices}
+    for new in t.slices:
+        sl = by_index[new.index]
+        sl.failures = new.failures
+        if new.phase == "Pending" and new.epoch != sl.epoch:
+            _requeue(sl, new, now)
+        elif new.phase != sl.phase and t.failed is None:
+            sl.phase = new.phase
+            sl.updated_at = now
+        s.add(sl)
+    if t.failed is not None:
+        fail_job(s, job, t.failed, now, out, settings)
+        return
+    for stop in t.stops:
+        out.kill(
+            stop.cluster, job.id, stop.index, stop.epoch, stop.reason, settings.timing.kill_grace_s
+        )
+    if t.job.phase == "Succeeded":
+        job.finished_at = now
+        job.reason = None
+        job.waiting = None
+    elif t.job.phase == "Running" and job.phase != "Running":
+        job.started_at = job.started_at or now
+        job.waiting = None
+        job.reason = None
+    job.phase = t.job.phase
+    job.version += 1
+    s.add(job)
 
 
 def hold_unknown(

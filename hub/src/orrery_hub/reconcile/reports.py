@@ -10,9 +10,9 @@ from sqlmodel import Session, col, select
 from orrery.resources import FINAL_JOB_PHASES
 from orrery.wire import SlicePhase, SliceReport
 from orrery_hub.config.settings import HubSettings
+from orrery_hub.lifecycle import ACTIVE
 from orrery_hub.reconcile.assignment import assignment_for
 from orrery_hub.reconcile.lifecycle import (
-    ACTIVE,
     attempt_row,
     close_attempt,
     hold_unknown,

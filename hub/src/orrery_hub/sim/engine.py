@@ -1,5 +1,6 @@
 """The discrete-event loop: arrivals, scheduling passes, completions and preemptions in
-simulated time, driving ``orrery_hub.scheduler.plan`` exactly as the hub does. Called by
+simulated time, driving ``orrery_hub.scheduler.plan`` and the slice lifecycle
+(``orrery_hub.lifecycle.on_attempt_end``) exactly as the hub does. Called by
 ``cli`` and the tests; no sleeps, no clock, no IO.
 
 Events at the same instant are handled together, then one pass runs if anything changed
@@ -17,6 +18,7 @@ import zlib
 from dataclasses import dataclass, field, replace
 
 from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
+from orrery_hub.lifecycle import AttemptEnd, JobState, SliceState, on_attempt_end
 from orrery_hub.scheduler import (
     ClusterCapacity,
     JobRequest,
@@ -40,6 +42,11 @@ POLICIES: dict[str, Policy] = {
 }
 
 ARRIVE, PASS, FINISH, STOPPED = 0, 1, 2, 3
+MAX_RETRIES = 3  # traces hold no workload failures: only successes and preemptions
+
+
+def _no_backoff(_failures: int) -> float:
+    return 0.0
 
 
 class _Job:
@@ -192,14 +199,26 @@ class Engine:
             return True
         if epoch != j.epoch:
             return False  # a completion for an attempt that was preempted meanwhile
-        if kind == FINISH:
+        assert j.run is not None
+        # The hub's own lifecycle decides what the ending means (orrery_hub.lifecycle).
+        cluster = j.slices[0].cluster if j.slices else ""
+        step = on_attempt_end(
+            JobState(j.tj.name, "Running", max_retries=MAX_RETRIES),
+            (SliceState(0, "Running", epoch, cluster=cluster),),
+            AttemptEnd(0, epoch, cluster, preempted_for=j.run.preempted_for),
+            "Succeeded" if kind == FINISH else "Killed",
+            None if kind == FINISH else "platform",
+            t,
+            _no_backoff,
+        )
+        if step.job.phase == "Succeeded":
             self._release(j, t)
             j.end = t
             start = j.first_start if j.first_start is not None else t
             self.result.finished.append((j.wait, start, t, j.tj.censored))
             return True
-        # STOPPED: the preempted attempt has exited; requeue from its last checkpoint.
-        assert j.run is not None
+        assert step.requeued, step  # preempted: the platform's doing, requeued at once
+        # The preempted attempt has exited; requeue from its last checkpoint.
         done = math.floor(max(0.0, self._ordered_at(j) - j.run.started_at) / self.ci) * self.ci
         self.result.lost_gpu_seconds += (self._ordered_at(j) - j.run.started_at - done) * j.tj.gpus
         j.remaining = max(1.0, j.remaining - done)
