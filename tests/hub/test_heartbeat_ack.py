@@ -3,7 +3,9 @@
 With 100,000 pending jobs, heartbeat replies used to wait 48-57 s behind scheduling passes
 on the one store thread, past every spoke's lease. Now a report is processed on its
 cluster's lane and the reply waits for it at most ``Timing.ack_wait_s``. Here 20,000 jobs
-that can never fit keep every pass busy, and a spoke's heartbeats are timed meanwhile."""
+that can never fit keep every pass busy; passes plan off the store thread now, so the store
+is also held busy directly (slow transactions, as a stalled disk would), and a spoke's
+heartbeats are timed meanwhile."""
 
 from __future__ import annotations
 
@@ -74,6 +76,13 @@ async def test_heartbeats_are_answered_within_the_bound_while_long_passes_run(hu
     nc = await nats.connect(hub.endpoints.nats_url)
     latencies: list[float] = []
     passes_before = hub.metrics.pass_seconds._sum.get()
+    stop = asyncio.Event()
+
+    async def stall_the_store() -> None:
+        while not stop.is_set():
+            await hub.store.tx(lambda s: time.sleep(0.4))
+
+    staller = asyncio.create_task(stall_the_store())
     try:
         for seq in range(1, 41):
             free = list(range(8)) if seq % 2 else list(range(7))  # capacity changes: a pass
@@ -94,6 +103,8 @@ async def test_heartbeats_are_answered_within_the_bound_while_long_passes_run(hu
         # What /v1/clusters shows (it reads the store too, behind the passes: not timed here).
         state = hub.inventory.clusters[name].state
     finally:
+        stop.set()
+        await staller
         await nc.close()
         # Unload the hub before it stops: its stop waits for the pass in flight only.
         await hub.store.tx(lambda s: s.execute(update(JobRow).values(phase="Cancelled")))

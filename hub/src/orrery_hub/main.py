@@ -29,10 +29,13 @@ from orrery import natsconnect
 from orrery.errors import InvalidInput, Unavailable
 from orrery.natsserver import NatsServer, free_port
 from orrery.wire import SliceKey, Subjects
+from orrery_hub.admission.admit import Admitter
 from orrery_hub.admission.gate import PolicyGate
+from orrery_hub.admission.groupcommit import AdmissionQueue
 from orrery_hub.api.app import DENIED, create_app
 from orrery_hub.api.protocol import HubApi
 from orrery_hub.apply.applier import Applier
+from orrery_hub.apply.jobdb import JobDb
 from orrery_hub.auth import Authenticator, bootstrap_admin
 from orrery_hub.auth.ratelimit import RateLimiter
 from orrery_hub.config.settings import HubSettings
@@ -77,7 +80,11 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
         # Policies first: a bad set refuses the start before anything is opened.
         self.gate = PolicyGate(settings.policies_dir)
         self.applier = Applier()
-        self.store = StoreRunner(Database.connect(settings.database_url))
+        self.jobdb = JobDb()
+        # Every transaction keeps the job database up to date (rebuilt by the first).
+        self.store = StoreRunner(Database.connect(settings.database_url), self.jobdb)
+        self.admitter = Admitter(self.gate, self.jobdb, settings.checkpoints)
+        self.admission = AdmissionQueue(self._admit_batch)
         from orrery_hub.auth.oidc import OidcVerifier
 
         self._denial_audit = RateLimiter(rate=5.0, burst=50)
@@ -207,6 +214,7 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
             for t in list(self._answering):
                 t.cancel()
             await self.lanes.close()
+            await self.admission.close()
             self.store.close()
             if self._nats_server:
                 self._nats_server.stop()

@@ -24,7 +24,15 @@ from orrery.errors import (
     Unauthenticated,
     Unavailable,
 )
-from orrery.resources import AttemptView, ClusterList, ClusterPublic, EventView, JobList, JobPublic
+from orrery.resources import (
+    AttemptView,
+    ClusterList,
+    ClusterPublic,
+    EventView,
+    JobBatch,
+    JobList,
+    JobPublic,
+)
 
 DEFAULT_HUB = "http://127.0.0.1:8080"
 
@@ -201,6 +209,11 @@ class HubClient:
             headers={"content-type": "application/yaml"},
         )
         return JobPublic.model_validate(r.json())
+
+    def submit_batch(self, documents: list[Any]) -> JobBatch:
+        """Submit parsed manifests in one request; each is admitted or refused on its own."""
+        r = self._request("POST", "/v1/jobs:batch", idempotent=False, json=documents)
+        return JobBatch.model_validate(r.json())
 
     def job(self, job_id: str) -> JobPublic:
         return JobPublic.model_validate(

@@ -119,3 +119,17 @@ class Problem(_Out):
     detail: str
     retryable: bool = False
     fields: list[dict[str, str]] | None = None
+
+
+class JobBatchItem(_Out):
+    """One manifest of a batch: 201 and its job, or the status and problem it got."""
+
+    status: int
+    job: JobPublic | None = None
+    error: Problem | None = None
+
+
+class JobBatch(_Out):
+    """``POST /v1/jobs:batch``: one item per manifest, in order."""
+
+    items: list[JobBatchItem]

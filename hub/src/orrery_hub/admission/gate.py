@@ -21,7 +21,8 @@ from orrery.manifest import DEFAULT_MAX_RUNTIME_S, JobManifest
 from orrery.wire import NodeReport
 from orrery_hub.admission import usage as accounting
 from orrery_hub.admission.policyfiles import PolicyHolder, Reload
-from orrery_hub.apply.applier import Applier
+from orrery_hub.apply.jobdb import JobDb
+from orrery_hub.apply.queued import QueuedJob
 from orrery_hub.policy import (
     Admission,
     CheckReport,
@@ -96,7 +97,7 @@ class PolicyGate:
     # ---- usage --------------------------------------------------------------------------
 
     def spend(
-        self, s: Session, applier: Applier, now: float
+        self, s: Session, jobs: JobDb, now: float
     ) -> dict[tuple[str, Period], float]:
         policies = self.current
         if not policies.budgets:
@@ -106,7 +107,7 @@ class PolicyGate:
             return cached[2]
 
         def limit(job_id: str) -> float | None:
-            q = applier.job(s, job_id)
+            q = _queued(s, jobs, job_id)
             if q is None:
                 return None
             lim = runtime_limit(q.facts, policies.matching(q.facts).guardrails)
@@ -117,18 +118,18 @@ class PolicyGate:
         self._spend = (now, policies.digest, dict(out))
         return dict(out)
 
-    def usage(self, s: Session, applier: Applier, now: float) -> Usage:
+    def usage(self, s: Session, jobs: JobDb, now: float) -> Usage:
         by_team: dict[str, int] = {}
         by_queue: dict[str, int] = {}
-        held = applier.held_by_job(s)
+        held = jobs.held_by_job()
         for job_id, gpus in held.items():
-            q = applier.job(s, job_id)
+            q = jobs.job(job_id)
             if q is None:
                 continue
             by_team[q.facts.team] = by_team.get(q.facts.team, 0) + gpus
             by_queue[q.queue] = by_queue.get(q.queue, 0) + gpus
         return Usage(
-            gpus_by_team=by_team, gpus_by_queue=by_queue, spend=self.spend(s, applier, now)
+            gpus_by_team=by_team, gpus_by_queue=by_queue, spend=self.spend(s, jobs, now)
         )
 
     # ---- decisions ----------------------------------------------------------------------
@@ -136,7 +137,7 @@ class PolicyGate:
     def admit(
         self,
         s: Session,
-        applier: Applier,
+        jobs: JobDb,
         manifest: JobManifest,
         *,
         now: float,
@@ -145,7 +146,7 @@ class PolicyGate:
         """Refuse (Forbidden, naming each policy) or admit; either way, audited."""
         policies = self.current
         facts = JobFacts.from_manifest(manifest)
-        a = admit(facts, policies, self.usage(s, applier, now), now, clusters=clusters or None)
+        a = admit(facts, policies, self.usage(s, jobs, now), now, clusters=clusters or None)
         names = [policy for policy, _ in (*a.denials, *a.holds)]
         if not a.admitted and a.decision == "denied":
             # The refusal is recorded even though the job is not: its own transaction.
@@ -159,16 +160,16 @@ class PolicyGate:
     def check(
         self,
         s: Session,
-        applier: Applier,
+        jobs: JobDb,
         manifest: JobManifest,
         *,
         now: float,
         clusters: tuple[ClusterFacts, ...],
     ) -> CheckReport:
         facts = JobFacts.from_manifest(manifest)
-        return check_report(facts, self.current, self.usage(s, applier, now), now, clusters)
+        return check_report(facts, self.current, self.usage(s, jobs, now), now, clusters)
 
-    def runtime_stops(self, s: Session, applier: Applier, now: float) -> list[tuple[str, str]]:
+    def runtime_stops(self, s: Session, jobs: JobDb, now: float) -> list[tuple[str, str]]:
         """Running jobs past the shortest of their own and their guardrails' max runtime."""
         policies = self.current
         out = []
@@ -177,7 +178,7 @@ class PolicyGate:
                 JobRow.phase == "Running", col(JobRow.started_at).is_not(None)
             )
         ):
-            q = applier.job(s, job_id)
+            q = _queued(s, jobs, job_id)
             if q is None or started is None:
                 continue
             stop = runtime_exceeded(q.facts, policies, started, now)
@@ -203,3 +204,17 @@ class PolicyGate:
                 detail=f"{len(r.policies.entries)} policies in force",
             )
         return r
+
+
+def _queued(s: Session, jobs: JobDb, job_id: str) -> QueuedJob | None:
+    """What a job asks for: from the job database, or (a finished job) from its row."""
+    q = jobs.job(job_id)
+    if q is not None:
+        return q
+    row = s.exec(select(JobRow).where(JobRow.id == job_id)).first()
+    if row is None:
+        return None
+    try:
+        return QueuedJob.of(row)
+    except ValueError:
+        return None

@@ -23,16 +23,8 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from orrery import __version__
 from orrery.duration import parse_duration
 from orrery.errors import (
-    Conflict,
-    Forbidden,
     InvalidInput,
-    ManifestError,
-    NotFound,
     OrreryError,
-    TooLarge,
-    TooManyRequests,
-    Unauthenticated,
-    Unavailable,
 )
 from orrery.manifest import JobManifest, parse_manifest
 from orrery.resources import (
@@ -44,11 +36,13 @@ from orrery.resources import (
     JobPublic,
     Problem,
 )
+from orrery_hub.api.batch import batch_routes
 from orrery_hub.api.limits import MAX_BODY, BodyLimit
+from orrery_hub.api.problems import problem_response, read_text
 from orrery_hub.api.protocol import HubApi
 from orrery_hub.api.scope import bind_team, visible
 from orrery_hub.auth import Guard, Permission, Principal, require
-from orrery_hub.auth.ratelimit import RateLimiter, retry_after_header
+from orrery_hub.auth.ratelimit import RateLimiter
 from orrery_hub.store import jobs as jobstore
 
 INT64_MAX = 2**63 - 1
@@ -59,46 +53,6 @@ Page = Annotated[int, Query(ge=1, le=jobstore.MAX_PAGE, description="at most thi
 After = Annotated[
     int | None, Query(ge=0, le=INT64_MAX, description="the next page: rows after this id")
 ]
-
-_STATUS: dict[type[OrreryError], int] = {
-    TooLarge: 413,
-    Unauthenticated: 401,
-    TooManyRequests: 429,
-    ManifestError: 422,
-    InvalidInput: 422,
-    Forbidden: 403,
-    NotFound: 404,
-    Conflict: 409,
-    Unavailable: 503,
-}
-
-
-def _problem(exc: OrreryError) -> JSONResponse:
-    status = next((code for cls, code in _STATUS.items() if isinstance(exc, cls)), 500)
-    fields = None
-    if isinstance(exc, ManifestError):
-        fields = [{"field": loc or "<document>", "reason": why} for loc, why in exc.problems]
-    body = Problem(
-        error=type(exc).__name__, detail=exc.message, retryable=exc.retryable, fields=fields
-    )
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-    if isinstance(exc, TooManyRequests):
-        headers = {"Retry-After": retry_after_header(exc.retry_after_s)}
-    return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
-
-
-async def _text(request: Request) -> str:
-    body = await request.body()  # BodyLimit has stopped anything past MAX_BODY
-    if len(body) > MAX_BODY:
-        raise TooLarge(f"manifest larger than {MAX_BODY} bytes")
-    try:
-        text = body.decode()
-    except UnicodeDecodeError:
-        raise ManifestError([("", "manifest is not UTF-8 text")]) from None
-    if not text.strip():
-        raise ManifestError([("", "empty request body; send a manifest")])
-    return text
-
 
 def create_app(hub: HubApi) -> FastAPI:
     app = FastAPI(
@@ -124,7 +78,7 @@ def create_app(hub: HubApi) -> FastAPI:
 
     @app.exception_handler(OrreryError)
     async def _domain(_: Request, exc: OrreryError) -> JSONResponse:
-        return _problem(exc)
+        return problem_response(exc)
 
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY)
 
@@ -150,7 +104,7 @@ def create_app(hub: HubApi) -> FastAPI:
     async def submit(
         request: Request, who: Annotated[Principal, require(Permission.JOBS_SUBMIT)]
     ) -> JobPublic:
-        return await hub.submit(bind_team(parse_manifest(await _text(request)), who))
+        return await hub.submit(bind_team(parse_manifest(await read_text(request)), who))
 
     @app.get("/v1/jobs", response_model=JobList, response_model_by_alias=True, responses=denied)
     async def list_jobs(
@@ -252,7 +206,7 @@ def create_app(hub: HubApi) -> FastAPI:
     async def check_policy(
         request: Request, who: Annotated[Principal, require(Permission.POLICIES_READ)]
     ) -> Any:
-        text = await _text(request)
+        text = await read_text(request)
         # The body is {"manifest": "<text>"} (what `orrery policy check --hub` sends), or
         # the manifest itself.
         try:
@@ -310,6 +264,7 @@ def create_app(hub: HubApi) -> FastAPI:
 
     from orrery_hub.api.tokens import token_routes
 
+    app.include_router(batch_routes(hub, denied))
     app.include_router(token_routes(hub, denied))
     from orrery_hub.api.clusters import cluster_routes
 

@@ -7,9 +7,10 @@ API imports nothing of the runtime and a test can serve the routes over a fake.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
+from orrery.errors import OrreryError
 from orrery.manifest import JobManifest
 from orrery.resources import ClusterPublic, JobPublic
 
@@ -38,6 +39,10 @@ class HubApi(Protocol):
 
     # ---- jobs ----------------------------------------------------------------------------
     async def submit(self, manifest: JobManifest) -> JobPublic: ...
+
+    async def submit_many(
+        self, manifests: Sequence[JobManifest | OrreryError]
+    ) -> list[JobPublic | OrreryError]: ...
 
     async def get_job(self, job_id: str) -> JobPublic: ...
 

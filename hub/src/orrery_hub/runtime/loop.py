@@ -16,6 +16,7 @@ from orrery.wire import (
 )
 from orrery_hub import reconcile
 from orrery_hub.admission.gate import cluster_facts
+from orrery_hub.apply.queued import Gathered
 from orrery_hub.runtime.inventory import ClusterView, Inventory
 from orrery_hub.runtime.orders import OrderOutbox
 from orrery_hub.scheduler import Plan, Snapshot, plan
@@ -109,13 +110,20 @@ class ReconcileLoop(OrderOutbox):
         addresses = {v[0]: v[4] for v in frozen}
         gpu_types = {(v[0], n.name): n.gpu_type for v in frozen for n in v[3]}
         facts = cluster_facts(self._shapes())
-        gate, applier = self.gate, self.applier
+        gate, applier, jobdb = self.gate, self.applier, self.jobdb
+        policies = gate.current
+        # 1. The snapshot: the job database as it stands (no SQL), and the spend so far
+        #    (cached; read from the store at most every few seconds).
+        started = time.perf_counter()
+        spend = await self.store.tx(lambda s: gate.spend(s, jobdb, now))
+        entries = jobdb.entries()
+        broken = dict(jobdb.broken)
 
-        def schedule(s: Session) -> list[tuple[str, Assignment | Kill]]:
-            started = time.perf_counter()
-            policies = gate.current
+        # 2. Plan on a worker thread: the store thread stays free for heartbeats and
+        #    submissions, whatever the pass costs.
+        def decide() -> tuple[Gathered, Plan]:
             g = applier.gather(
-                s, now=now, policies=policies, clusters=facts, spend=gate.spend(s, applier, now)
+                entries, now=now, policies=policies, clusters=facts, spend=spend, broken=broken
             )
             inv = Inventory()
             for name, labels, state, nodes, address in frozen:
@@ -139,6 +147,17 @@ class ReconcileLoop(OrderOutbox):
                 ),
                 now,
             )
+            return g, p
+
+        g, p = await asyncio.to_thread(decide)
+
+        # 3. One short commit: each job checked against the version the snapshot saw;
+        #    what went stale is dropped (the next pass decides it again).
+        def schedule(s: Session) -> list[tuple[str, Assignment | Kill]]:
+            for job_id, exc in broken.items():
+                jobdb.broken.pop(job_id, None)
+                if job_id in g.versions:
+                    applier.fail_unplaceable(s, job_id, exc, now=now)
             orders: list[tuple[str, Assignment | Kill]] = []
             orders += applier.commit(
                 s,
@@ -152,10 +171,10 @@ class ReconcileLoop(OrderOutbox):
             orders.extend(applier.preempt(s, p, now=now, digest=policies.digest))
             applier.record_waiting(s, p, g)
             self._observe_plan(s, p, now)
-            self.metrics.pass_seconds.observe(time.perf_counter() - started)
             return orders
 
         orders = await self.store.tx(schedule)
+        self.metrics.pass_seconds.observe(time.perf_counter() - started)
         if orders:
             self.metrics.placements.inc(len(orders))
             for cluster, o in orders:
@@ -167,11 +186,11 @@ class ReconcileLoop(OrderOutbox):
 
     async def _enforce_runtime(self, now: float) -> None:
         """A running job past its max runtime (its own or a guardrail's) is stopped, Failed."""
-        settings, gate, applier = self.settings, self.gate, self.applier
+        settings, gate, jobdb = self.settings, self.gate, self.jobdb
 
         def work(s: Session) -> reconcile.Outbox:
             out = reconcile.Outbox()
-            for job_id, reason in gate.runtime_stops(s, applier, now):
+            for job_id, reason in gate.runtime_stops(s, jobdb, now):
                 job = s.exec(select(JobRow).where(JobRow.id == job_id)).first()
                 if job is not None:
                     reconcile.fail_job(s, job, reason, now, out, settings)

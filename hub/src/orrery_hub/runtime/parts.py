@@ -18,11 +18,15 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NATS
 
-from orrery.wire import (
-    SliceKey,
-)
+from orrery.errors import OrreryError
+from orrery.manifest import JobManifest
+from orrery.resources import JobPublic
+from orrery.wire import SliceKey
+from orrery_hub.admission.admit import Admitter
 from orrery_hub.admission.gate import ClusterShape, PolicyGate
+from orrery_hub.admission.groupcommit import AdmissionQueue
 from orrery_hub.apply.applier import Applier
+from orrery_hub.apply.jobdb import JobDb
 from orrery_hub.auth import Authenticator
 from orrery_hub.auth.ratelimit import RateLimiter
 from orrery_hub.config.settings import HubSettings
@@ -42,6 +46,9 @@ class HubParts:
     metrics: HubMetrics
     gate: PolicyGate
     applier: Applier
+    jobdb: JobDb  # what waits and what runs, in memory: passes plan from it
+    admitter: Admitter
+    admission: AdmissionQueue[JobManifest, JobPublic | OrreryError]  # group commit
     store: StoreRunner
     auth: Authenticator
     identity: ClusterIdentity | None

@@ -4,12 +4,13 @@ reads of jobs, events and attempts, policies, usage and audit."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from prometheus_client import generate_latest
 from sqlmodel import Session, col, select
 
-from orrery.errors import Forbidden
+from orrery.errors import Forbidden, OrreryError
 from orrery.manifest import JobManifest
 from orrery.resources import ClusterPublic, JobPublic
 from orrery.wire import (
@@ -19,6 +20,7 @@ from orrery.wire import (
 from orrery_hub import reconcile
 from orrery_hub.admission.deliverable import check_deliverable
 from orrery_hub.admission.gate import cluster_facts
+from orrery_hub.admission.groupcommit import Submission
 from orrery_hub.auth import Principal
 from orrery_hub.policy import CheckReport
 from orrery_hub.runtime.orders import OrderOutbox
@@ -30,42 +32,44 @@ log = logging.getLogger("orrery.hub")
 
 class HubService(OrderOutbox):
     async def submit(self, manifest: JobManifest) -> JobPublic:
-        check_deliverable(manifest)  # a job that could never be sent is a 422 now
-        now = self.clock()
-        root = self.settings.checkpoints
-
-        gate, applier = self.gate, self.applier
-        facts = cluster_facts(self._shapes())
-
-        def work(s: Session) -> JobPublic:
-            verdict = gate.admit(s, applier, manifest, now=now, clusters=facts)  # or Forbidden
-            job = jobstore.submit(s, manifest, now=now, checkpoint_root=root)
-            names = [policy for policy, _ in (*verdict.denials, *verdict.holds)]
-            if verdict.decision == "held":
-                job.reason = f"held: {verdict.message()}"
-                job.waiting = {"": job.reason}
-                s.add(job)
-            gate.audit(
-                s,
-                at=now,
-                kind="admit",
-                job_id=job.id,
-                decision=verdict.decision,
-                detail=verdict.message() if names else f"estimated cost {verdict.estimate.text()}",
-                policies=names,
-            )
-            return jobstore.view(job, jobstore.slices_of(s, job.id))
-
-        try:
-            out = await self.store.tx(work)
-        except Forbidden:
-            self.metrics.jobs_denied.inc()
-            self.metrics.admissions.labels("denied").inc()
-            raise
-        self.metrics.jobs_submitted.inc()
-        self.metrics.admissions.labels("admitted").inc()
-        self.wake()
+        [out] = await self.submit_many([manifest])
+        if isinstance(out, OrreryError):
+            raise out
         return out
+
+    async def submit_many(
+        self, manifests: Sequence[JobManifest | OrreryError]
+    ) -> list[JobPublic | OrreryError]:
+        """Admit each manifest on its own (an error in place of one stays its outcome):
+        all of them in one transaction, shared with whatever else arrives meanwhile
+        (``admission.groupcommit``). Each outcome is known only once that has committed."""
+        checked: list[JobManifest | OrreryError] = []
+        for m in manifests:
+            if isinstance(m, JobManifest):
+                try:
+                    check_deliverable(m)  # a job that could never be sent is a 422 now
+                except OrreryError as exc:
+                    m = exc
+            checked.append(m)
+        todo = [m for m in checked if isinstance(m, JobManifest)]
+        done = iter(await self.admission.submit(todo, self.clock()) if todo else [])
+        out = [next(done) if isinstance(m, JobManifest) else m for m in checked]
+        admitted = sum(1 for o in out if isinstance(o, JobPublic))
+        denied = sum(1 for o in out if isinstance(o, Forbidden))
+        if denied:
+            self.metrics.jobs_denied.inc(denied)
+            self.metrics.admissions.labels("denied").inc(denied)
+        if admitted:
+            self.metrics.jobs_submitted.inc(admitted)
+            self.metrics.admissions.labels("admitted").inc(admitted)
+            self.wake()
+        return out
+
+    async def _admit_batch(
+        self, batch: list[Submission[JobManifest, JobPublic | OrreryError]]
+    ) -> list[list[JobPublic | OrreryError]]:
+        facts = cluster_facts(self._shapes())
+        return await self.store.tx(lambda s: self.admitter.admit(s, batch, facts))
 
     async def get_job(self, job_id: str) -> JobPublic:
         return await self.store.tx(lambda s: jobstore.get(s, job_id))
@@ -105,7 +109,7 @@ class HubService(OrderOutbox):
         return await self.store.tx(lambda s: jobstore.attempts(s, job_id, after=after, limit=limit))
 
     async def clusters(self) -> list[ClusterPublic]:
-        return self.inventory.public(await self.store.tx(self.applier.held))
+        return self.inventory.public(self.jobdb.held())
 
     # ---- policies, usage, audit ------------------------------------------------------
 
@@ -142,7 +146,7 @@ class HubService(OrderOutbox):
         now = self.clock()
         facts = cluster_facts(self._shapes())
         return await self.store.tx(
-            lambda s: self.gate.check(s, self.applier, manifest, now=now, clusters=facts)
+            lambda s: self.gate.check(s, self.jobdb, manifest, now=now, clusters=facts)
         )
 
     async def usage(self, *, team: str | None, since: float | None) -> dict[str, Any]:
@@ -158,7 +162,7 @@ class HubService(OrderOutbox):
                 t = teams.setdefault(ln.team, {"gpuSeconds": 0.0, "cost": 0.0})
                 t["gpuSeconds"] += ln.gpu_seconds
                 t["cost"] += ln.cost
-            current = self.gate.usage(s, self.applier, now)
+            current = self.gate.usage(s, self.jobdb, now)
             return {
                 "since": since,
                 "now": now,

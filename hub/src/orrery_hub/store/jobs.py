@@ -48,16 +48,33 @@ def add_event(
     )
 
 
-def _new_id(s: Session, name: str) -> str:
-    while True:
-        candidate = f"{name[:50]}-{secrets.token_hex(3)}"
-        if s.exec(select(JobRow.seq).where(JobRow.id == candidate)).first() is None:
-            return candidate
+def new_ids(s: Session, names: list[str]) -> list[str]:
+    """A fresh job id for each name (``<name>-<6 hex>``), unused in the store and among
+    themselves, found with one query per round rather than one per job."""
+    out = [""] * len(names)
+    todo = list(range(len(names)))
+    taken: set[str] = set()
+    while todo:
+        cands = {i: f"{names[i][:50]}-{secrets.token_hex(3)}" for i in todo}
+        values = list(cands.values())
+        used: set[str] = set()
+        for k in range(0, len(values), 500):
+            used.update(s.exec(select(JobRow.id).where(col(JobRow.id).in_(values[k : k + 500]))))
+        todo = []
+        for i, c in cands.items():
+            if c in used or c in taken:
+                todo.append(i)
+            else:
+                taken.add(c)
+                out[i] = c
+    return out
 
 
-def submit(s: Session, manifest: JobManifest, *, now: float, checkpoint_root: Path) -> JobRow:
+def add_job(
+    s: Session, manifest: JobManifest, *, job_id: str, now: float, checkpoint_root: Path
+) -> tuple[JobRow, list[SliceRow]]:
+    """Stage a job's rows (job, slices, its Submitted event); the transaction stores them."""
     spec = manifest.spec
-    job_id = _new_id(s, manifest.metadata.name)
     checkpoint_dir = spec.checkpoint_dir or str(checkpoint_root / job_id)
     job = JobRow(
         id=job_id,
@@ -71,8 +88,8 @@ def submit(s: Session, manifest: JobManifest, *, now: float, checkpoint_root: Pa
         checkpoint_dir=checkpoint_dir,
     )
     s.add(job)
-    for i in range(spec.slices):
-        s.add(SliceRow(job_id=job_id, index=i, updated_at=now))
+    slices = [SliceRow(job_id=job_id, index=i, updated_at=now) for i in range(spec.slices)]
+    s.add_all(slices)
     add_event(
         s,
         at=now,
@@ -80,6 +97,12 @@ def submit(s: Session, manifest: JobManifest, *, now: float, checkpoint_root: Pa
         job_id=job_id,
         message=f"{spec.slices} slice(s) × {spec.gpus_per_slice} GPU(s), queue {spec.queue}",
     )
+    return job, slices
+
+
+def submit(s: Session, manifest: JobManifest, *, now: float, checkpoint_root: Path) -> JobRow:
+    [job_id] = new_ids(s, [manifest.metadata.name])
+    job, _ = add_job(s, manifest, job_id=job_id, now=now, checkpoint_root=checkpoint_root)
     s.flush()
     return job
 

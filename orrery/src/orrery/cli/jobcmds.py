@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.live import Live
@@ -25,11 +25,14 @@ from orrery.cli.tables import JOB_COLUMNS, JOB_WIDE, job_row, progress
 from orrery.cli.term import console, err
 from orrery.client import HubClient, NotSent
 from orrery.config import connect
+from orrery.document import load_documents
 from orrery.duration import parse_duration
 from orrery.errors import InvalidInput, OrreryError, TooManyRequests
-from orrery.manifest import parse_manifest
+from orrery.manifest import manifest_from_data, parse_manifest
 from orrery.resources import JobPublic
 from orrery.textfile import read_text
+
+BATCH = 1000  # manifests per request (the hub's limit for /v1/jobs:batch)
 
 HubOpt = Annotated[str | None, typer.Option("--hub", envvar="ORRERY_HUB", help="hub URL")]
 TokenOpt = Annotated[
@@ -69,7 +72,13 @@ def _seconds(text: str) -> float:
 
 
 def submit(
-    file: Annotated[Path, typer.Argument(help="job manifest, YAML or JSON")],
+    file: Annotated[
+        Path,
+        typer.Argument(
+            help="job manifest, YAML or JSON; several documents (separated by ---) are "
+            "submitted as one batch; - reads standard input"
+        ),
+    ],
     wait: Annotated[
         bool,
         typer.Option(
@@ -81,9 +90,18 @@ def submit(
     hub: HubOpt = None,
     token: TokenOpt = None,
 ) -> None:
-    """Submit a job manifest."""
-    text = read_text(file, what="manifest file")
-    parse_manifest(text, source=str(file))  # refuse locally first, with the same messages
+    """Submit a job manifest, or many (a multi-document file, or - for stdin)."""
+    source = "stdin" if str(file) == "-" else str(file)
+    text = sys.stdin.read() if source == "stdin" else read_text(file, what="manifest file")
+    docs = load_documents(text, source=source)
+    if not docs:
+        raise InvalidInput(f"{source}: no manifest in it")
+    if len(docs) > 1:
+        if wait:
+            raise InvalidInput("--wait: follows one job; submit a single manifest to use it")
+        _submit_many(docs, source, output, hub, token)
+        return
+    parse_manifest(text, source=source)  # refuse locally first, with the same messages
     patient = Patient(err, _seconds(retry_for))
     with connect(hub, token) as c:
         # With --wait, a submit that never left is sent again through a blip; one that
@@ -103,6 +121,31 @@ def submit(
                 markup=False,
             )
             raise typer.Exit(0 if final.status.phase == "Succeeded" else 1)
+
+
+def _submit_many(
+    docs: list[Any], source: str, output: Output, hub: str | None, token: str | None
+) -> None:
+    """Several manifests: all checked here first (nothing is sent if one is bad), then
+    sent as batches; a line per job, and exit 1 if the hub refused any."""
+    for i, doc in enumerate(docs):
+        manifest_from_data(doc, source=f"{source}: document {i + 1}")
+    failed = 0
+    with connect(hub, token) as c:
+        for start in range(0, len(docs), BATCH):
+            for n, item in enumerate(c.submit_batch(docs[start : start + BATCH]).items):
+                if item.job is None:
+                    failed += 1
+                    why = item.error.detail if item.error is not None else f"HTTP {item.status}"
+                    err.print(f"document {start + n + 1}: {why}", markup=False)
+                elif output in (Output.json, Output.yaml):
+                    typer.echo(dump(item.job, output))
+                elif output is Output.name:
+                    typer.echo(item.job.id)
+                else:
+                    console.print(f"submitted [bold]{item.job.id}[/bold] ({item.job.status.phase})")
+    if failed:
+        raise typer.Exit(1)
 
 
 def _submit_once(c: HubClient, text: str) -> JobPublic:

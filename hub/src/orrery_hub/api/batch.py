@@ -1,0 +1,62 @@
+"""``POST /v1/jobs:batch``: many manifests in one request, each admitted or refused on
+its own (all or nothing per manifest), with a status for each.
+
+The body is a JSON array of manifests (or ``{"items": [...]}``), or YAML documents
+separated by ``---`` (what ``orrery submit`` reads from a multi-document file or stdin).
+The answer is 200 with one item per manifest, in order: ``201`` and the job, or the
+status and problem that manifest alone would have got from ``POST /v1/jobs``. They are
+admitted in one transaction (group commit), so a batch costs about one commit.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Request
+
+from orrery.document import load_documents
+from orrery.errors import InvalidInput, OrreryError
+from orrery.manifest import JobManifest, manifest_from_data
+from orrery.resources import JobBatch, JobBatchItem, JobPublic, Problem
+from orrery_hub.api.problems import problem_of, read_text, status_of
+from orrery_hub.api.protocol import HubApi
+from orrery_hub.api.scope import bind_team
+from orrery_hub.auth import Permission, Principal, require
+
+MAX_BATCH = 1000  # manifests per request
+
+
+def batch_routes(hub: HubApi, denied: dict[int | str, dict[str, Any]]) -> APIRouter:
+    r = APIRouter()
+
+    @r.post(
+        "/v1/jobs:batch",
+        response_model=JobBatch,
+        response_model_by_alias=True,
+        responses={**denied, 413: {"model": Problem}, 422: {"model": Problem}},
+        summary=f"Submit up to {MAX_BATCH} manifests; each is admitted or refused on its own",
+    )
+    async def submit_batch(
+        request: Request, who: Annotated[Principal, require(Permission.JOBS_SUBMIT)]
+    ) -> JobBatch:
+        docs = load_documents(await read_text(request))
+        if not docs:
+            raise InvalidInput("body: no manifests; send a JSON array or YAML documents")
+        if len(docs) > MAX_BATCH:
+            raise InvalidInput(f"body: {len(docs)} manifests, at most {MAX_BATCH} per batch")
+        manifests: list[JobManifest | OrreryError] = []
+        for i, doc in enumerate(docs):
+            try:
+                manifests.append(bind_team(manifest_from_data(doc, source=f"item {i}"), who))
+            except OrreryError as exc:
+                manifests.append(exc)
+        outcomes = await hub.submit_many(manifests)
+        return JobBatch(items=[_item(o) for o in outcomes])
+
+    return r
+
+
+def _item(outcome: JobPublic | OrreryError) -> JobBatchItem:
+    if isinstance(outcome, JobPublic):
+        return JobBatchItem(status=201, job=outcome)
+    return JobBatchItem(status=status_of(outcome), error=problem_of(outcome))
