@@ -4,13 +4,16 @@ group commit, ``admission.groupcommit``).
 Each manifest is decided on its own: refused by a policy (its audit row is written, the
 job is not), held by a budget (stored, waiting with that reason), or admitted. What the
 policies look at — GPUs held by running attempts and the spend so far — does not change
-as jobs are admitted, so it is read once per batch, not once per job.
+as jobs are admitted, so it is read once per batch, not once per job. Rows are written
+with one bulk insert per table, and the job database learns each new job from the values
+written, not by reading them back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import Session
 
@@ -19,9 +22,12 @@ from orrery.manifest import JobManifest
 from orrery.resources import JobPublic
 from orrery_hub.admission.gate import PolicyGate
 from orrery_hub.admission.groupcommit import Submission
-from orrery_hub.apply.jobdb import JobDb
-from orrery_hub.policy import ClusterFacts, JobFacts, Usage, admit
+from orrery_hub.apply import jobdb
+from orrery_hub.apply.jobdb import JobDb, JobEntry, SliceEntry
+from orrery_hub.apply.queued import QueuedJob
+from orrery_hub.policy import Admission, ClusterFacts, Evaluator, JobFacts, Usage, admit
 from orrery_hub.store import jobs as jobstore
+from orrery_hub.store.models import AuditRow
 
 Outcome = JobPublic | OrreryError
 
@@ -40,49 +46,78 @@ class Admitter:
     ) -> list[list[Outcome]]:
         now = batch[0].now
         usage = self.gate.usage(s, self.jobs, now)
+        evaluator = Evaluator(self.gate.current, clusters) if clusters else None
         names = [m.metadata.name for sub in batch for m in sub.items]
         ids = iter(jobstore.new_ids(s, names))
-        out: list[list[Outcome]] = []
+        digest = self.gate.current.digest
+        audits: list[dict[str, Any]] = []
+        stored: list[tuple[jobstore.NewJob, JobManifest]] = []
+        out: list[list[Outcome | int]] = []
         for sub in batch:
-            results: list[Outcome] = []
+            results: list[Outcome | int] = []
             for manifest in sub.items:
-                results.append(self._one(s, manifest, next(ids), sub.now, usage, clusters))
+                job_id = next(ids)
+                verdict = self._decide(manifest, sub.now, usage, clusters, evaluator)
+                policies = [policy for policy, _ in (*verdict.denials, *verdict.holds)]
+                audit = {
+                    "at": sub.now, "kind": "admit", "job_id": None, "decision": verdict.decision,
+                    "detail": verdict.message(), "policies": policies, "digest": digest,
+                }  # fmt: skip
+                audits.append(audit)
+                if not verdict.admitted and verdict.decision == "denied":
+                    # The refusal is recorded even though the job is not.
+                    results.append(Forbidden(verdict.message()))
+                    continue
+                held = f"held: {verdict.message()}" if verdict.decision == "held" else None
+                new = jobstore.new_job(
+                    manifest,
+                    job_id=job_id,
+                    now=sub.now,
+                    checkpoint_root=self.checkpoints,
+                    reason=held,
+                )
+                audit["job_id"] = job_id
+                if not policies:
+                    audit["detail"] = f"estimated cost {verdict.estimate.text()}"
+                results.append(len(stored))
+                stored.append((new, manifest))
             out.append(results)
-        return out
+        with jobdb.quiet(s):  # bulk writes: the job database is told below
+            seqs = jobstore.insert_jobs(s, [new for new, _ in stored])
+            if audits:
+                s.execute(AuditRow.__table__.insert(), audits)  # type: ignore[attr-defined]
+        for (new, manifest), seq in zip(stored, seqs, strict=True):
+            jobdb.created(s, _entry(new, manifest, seq))
+        views = [jobstore.view_new(new) for new, _ in stored]
+        return [[views[r] if isinstance(r, int) else r for r in results] for results in out]
 
-    def _one(
+    def _decide(
         self,
-        s: Session,
         manifest: JobManifest,
-        job_id: str,
         now: float,
         usage: Usage,
         clusters: tuple[ClusterFacts, ...],
-    ) -> Outcome:
-        gate = self.gate
-        verdict = admit(
-            JobFacts.from_manifest(manifest), gate.current, usage, now, clusters=clusters or None
+        evaluator: Evaluator | None,
+    ) -> Admission:
+        return admit(
+            JobFacts.from_manifest(manifest),
+            self.gate.current,
+            usage,
+            now,
+            clusters=clusters or None,
+            evaluator=evaluator,
         )
-        names = [policy for policy, _ in (*verdict.denials, *verdict.holds)]
-        if not verdict.admitted and verdict.decision == "denied":
-            # The refusal is recorded even though the job is not.
-            gate.audit(
-                s, at=now, kind="admit", decision="denied", detail=verdict.message(), policies=names
-            )
-            return Forbidden(verdict.message())
-        job, slices = jobstore.add_job(
-            s, manifest, job_id=job_id, now=now, checkpoint_root=self.checkpoints
-        )
-        if verdict.decision == "held":
-            job.reason = f"held: {verdict.message()}"
-            job.waiting = {"": job.reason}
-        gate.audit(
-            s,
-            at=now,
-            kind="admit",
-            job_id=job.id,
-            decision=verdict.decision,
-            detail=verdict.message() if names else f"estimated cost {verdict.estimate.text()}",
-            policies=names,
-        )
-        return jobstore.view(job, slices)
+
+
+def _entry(new: jobstore.NewJob, manifest: JobManifest, seq: int) -> JobEntry:
+    j = new.job
+    return JobEntry(
+        j["id"],
+        "Pending",
+        0,
+        None,
+        None,
+        tuple(SliceEntry(sl["index"], "Pending", sl["epoch"], 0.0) for sl in new.slices),
+        (),
+        QueuedJob.new(j["id"], seq, manifest),
+    )

@@ -96,9 +96,7 @@ class PolicyGate:
 
     # ---- usage --------------------------------------------------------------------------
 
-    def spend(
-        self, s: Session, jobs: JobDb, now: float
-    ) -> dict[tuple[str, Period], float]:
+    def spend(self, s: Session, jobs: JobDb, now: float) -> dict[tuple[str, Period], float]:
         policies = self.current
         if not policies.budgets:
             return {}
@@ -128,9 +126,7 @@ class PolicyGate:
                 continue
             by_team[q.facts.team] = by_team.get(q.facts.team, 0) + gpus
             by_queue[q.queue] = by_queue.get(q.queue, 0) + gpus
-        return Usage(
-            gpus_by_team=by_team, gpus_by_queue=by_queue, spend=self.spend(s, jobs, now)
-        )
+        return Usage(gpus_by_team=by_team, gpus_by_queue=by_queue, spend=self.spend(s, jobs, now))
 
     # ---- decisions ----------------------------------------------------------------------
 

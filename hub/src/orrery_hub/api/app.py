@@ -17,7 +17,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from orrery import __version__
@@ -38,7 +38,7 @@ from orrery.resources import (
 )
 from orrery_hub.api.batch import batch_routes
 from orrery_hub.api.limits import MAX_BODY, BodyLimit
-from orrery_hub.api.problems import problem_response, read_text
+from orrery_hub.api.problems import model_response, problem_response, read_text
 from orrery_hub.api.protocol import HubApi
 from orrery_hub.api.scope import bind_team, visible
 from orrery_hub.auth import Guard, Permission, Principal, require
@@ -103,8 +103,9 @@ def create_app(hub: HubApi) -> FastAPI:
     )
     async def submit(
         request: Request, who: Annotated[Principal, require(Permission.JOBS_SUBMIT)]
-    ) -> JobPublic:
-        return await hub.submit(bind_team(parse_manifest(await read_text(request)), who))
+    ) -> Response:
+        job = await hub.submit(bind_team(parse_manifest(await read_text(request)), who))
+        return model_response(job, 201)  # built by the hub: no second validation
 
     @app.get("/v1/jobs", response_model=JobList, response_model_by_alias=True, responses=denied)
     async def list_jobs(

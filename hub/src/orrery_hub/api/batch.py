@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 
 from orrery.document import load_documents
 from orrery.errors import InvalidInput, OrreryError
 from orrery.manifest import JobManifest, manifest_from_data
 from orrery.resources import JobBatch, JobBatchItem, JobPublic, Problem
-from orrery_hub.api.problems import problem_of, read_text, status_of
+from orrery_hub.api.problems import model_response, problem_of, read_text, status_of
 from orrery_hub.api.protocol import HubApi
 from orrery_hub.api.scope import bind_team
 from orrery_hub.auth import Permission, Principal, require
@@ -38,7 +38,7 @@ def batch_routes(hub: HubApi, denied: dict[int | str, dict[str, Any]]) -> APIRou
     )
     async def submit_batch(
         request: Request, who: Annotated[Principal, require(Permission.JOBS_SUBMIT)]
-    ) -> JobBatch:
+    ) -> Response:
         docs = load_documents(await read_text(request))
         if not docs:
             raise InvalidInput("body: no manifests; send a JSON array or YAML documents")
@@ -51,7 +51,7 @@ def batch_routes(hub: HubApi, denied: dict[int | str, dict[str, Any]]) -> APIRou
             except OrreryError as exc:
                 manifests.append(exc)
         outcomes = await hub.submit_many(manifests)
-        return JobBatch(items=[_item(o) for o in outcomes])
+        return model_response(JobBatch(items=[_item(o) for o in outcomes]))
 
     return r
 

@@ -9,6 +9,7 @@ publish. Wait reasons are written only when they change.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -104,15 +105,22 @@ class Applier:
             reasons[str(waiting_id)] = {"": summary, **{str(k): v for k, v in w.clusters.items()}}
         for blocked_id, why in g.blocked.items():
             reasons.setdefault(blocked_id, {"": why})
+        # One UPDATE per distinct reason: a long queue mostly waits for the same thing.
+        groups: dict[str, tuple[dict[str, str], list[str]]] = {}
         for job_id, r in reasons.items():
             if self._waiting.get(job_id) == r:
                 continue
-            with jobdb.quiet(s):  # wait reasons: nothing a snapshot shows
-                s.exec(
-                    update(JobRow)
-                    .where(col(JobRow.id) == job_id, col(JobRow.phase).in_(ACTIVE_JOB))
-                    .values(waiting=r, reason=r[""])
-                )
+            groups.setdefault(json.dumps(r, sort_keys=True), (r, []))[1].append(job_id)
             self._waiting[job_id] = r
+        for r, ids in groups.values():
+            for i in range(0, len(ids), 500):
+                with jobdb.quiet(s):  # wait reasons: nothing a snapshot shows
+                    s.exec(
+                        update(JobRow)
+                        .where(
+                            col(JobRow.id).in_(ids[i : i + 500]), col(JobRow.phase).in_(ACTIVE_JOB)
+                        )
+                        .values(waiting=r, reason=r[""])
+                    )
         if len(self._waiting) > len(g.versions) + 1000:  # finished jobs wait for nothing
             self._waiting = {j: r for j, r in self._waiting.items() if j in g.versions}

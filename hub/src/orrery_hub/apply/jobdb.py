@@ -17,7 +17,7 @@ list, built atomically under the GIL) and never see a half-applied change.
 from __future__ import annotations
 
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,6 +38,7 @@ CHUNK = 500  # ids per IN (...) query
 INFO_KEY = "orrery.jobdb.touched"
 RELOAD_KEY = "orrery.jobdb.reload"  # a bulk statement changed rows the ORM did not see
 QUIET_KEY = "orrery.jobdb.quiet"  # ... or one known to change nothing a snapshot shows
+NEW_KEY = "orrery.jobdb.new"  # jobs created in bulk by this transaction
 _TABLES = {"jobs", "slices", "attempts"}
 # Only these columns change what a snapshot shows; a heartbeat's confirmation stamp or a
 # progress report does not send the job back to be read.
@@ -112,6 +113,13 @@ def quiet(s: Session) -> Iterator[None]:
         s.info.pop(QUIET_KEY, None)
 
 
+def created(s: Session, entry: JobEntry) -> None:
+    """A job this transaction creates, as the job database will hold it: written in bulk
+    (admission writes thousands a second), so nothing is read back."""
+    if touched(s) is not None:
+        s.info.setdefault(NEW_KEY, []).append(entry)
+
+
 def _changed(obj: Any, fields: Iterable[str]) -> bool:
     state = inspect(obj)
     return any(state.attrs[f].history.has_changes() for f in fields)
@@ -149,6 +157,8 @@ def _note_bulk(state: ORMExecuteState) -> None:
 class JobDb:
     def __init__(self) -> None:
         self.jobs: dict[str, JobEntry] = {}
+        self.holding: dict[str, JobEntry] = {}  # the jobs with open attempts: few
+        self._attempts_on: Counter[str] = Counter()  # open attempts per cluster
         self.loaded = False
         # Stored jobs whose manifest no longer loads: failed by the next commit.
         self.broken: dict[str, Exception] = {}
@@ -165,14 +175,18 @@ class JobDb:
     def held(self) -> dict[tuple[str, str], set[int]]:
         """GPUs held by open attempts, per (cluster, node)."""
         out: dict[tuple[str, str], set[int]] = defaultdict(set)
-        for e in self.entries():
+        for e in list(self.holding.values()):
             for a in e.attempts:
                 out[(a.cluster, a.node)].update(a.gpus)
         return dict(out)
 
+    def attempts_on(self, cluster: str) -> int:
+        """Open attempts on ``cluster``: none means its heartbeat has nothing to settle."""
+        return self._attempts_on[cluster]
+
     def held_by_job(self) -> dict[str, int]:
         out: dict[str, int] = {}
-        for e in self.entries():
+        for e in list(self.holding.values()):
             n = sum(len(a.gpus) for a in e.attempts)
             if n:
                 out[e.id] = n
@@ -186,10 +200,17 @@ class JobDb:
     def collect(self, s: Session) -> Delta:
         """The jobs this transaction changed, as it leaves them (read before it commits)."""
         s.flush()
+        new = s.info.pop(NEW_KEY, [])
         if s.info.pop(RELOAD_KEY, False):
             return self.load(s)
-        ids = touched(s)
-        return self.read(s, ids) if ids else {}
+        ids = set(touched(s) or ())
+        out: Delta = {}
+        for entry in new:
+            ids.discard(entry.id)
+            out[entry.id] = entry
+        if ids:
+            out.update(self.read(s, ids))
+        return out
 
     def load(self, s: Session) -> Delta:
         """Every job that waits or holds GPUs, as the store has it now (and every job held
@@ -265,7 +286,16 @@ class JobDb:
 
     def apply(self, delta: Delta) -> None:
         for job_id, entry in delta.items():
+            old = self.holding.get(job_id)
+            if old is not None:
+                self._attempts_on.subtract(a.cluster for a in old.attempts)
+            if entry is not None:
+                self._attempts_on.update(a.cluster for a in entry.attempts)
             if entry is None:
                 self.jobs.pop(job_id, None)
             else:
                 self.jobs[job_id] = entry
+            if entry is not None and entry.attempts:
+                self.holding[job_id] = entry
+            else:
+                self.holding.pop(job_id, None)

@@ -36,20 +36,25 @@ class QueuedJob:
 
     @classmethod
     def of(cls, row: JobRow) -> QueuedJob:
-        m = JobManifest.model_validate(row.manifest)
+        """From a stored row: its manifest validated again."""
+        return cls.new(row.id, row.seq or 0, JobManifest.model_validate(row.manifest))
+
+    @classmethod
+    def new(cls, job_id: str, seq: int, m: JobManifest) -> QueuedJob:
+        """From the manifest a job was just made from (what its row holds)."""
         spec = m.spec
         return cls(
-            id=JobId(row.id),
-            name=row.name,
-            priority=row.priority,
-            seq=row.seq or 0,
-            queue=row.queue,
-            labels=dict(row.labels),
+            id=JobId(job_id),
+            name=m.metadata.name,
+            priority=spec.priority,
+            seq=seq,
+            queue=spec.queue,
+            labels=dict(m.metadata.labels),
             slices=spec.slices,
             gpus_per_slice=spec.gpus_per_slice,
             gpu_types=spec.gpu_types,
             gang=spec.restart_policy == RestartPolicy.GANG,
-            facts=JobFacts.from_manifest(m, job_id=JobId(row.id), seq=row.seq or 0),
+            facts=JobFacts.from_manifest(m, job_id=JobId(job_id), seq=seq),
         )
 
 

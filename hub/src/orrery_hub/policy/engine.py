@@ -61,12 +61,14 @@ def admit(
     now: float,
     *,
     clusters: Sequence[ClusterFacts] | None = None,
+    evaluator: Evaluator | None = None,
 ) -> Admission:
     """Decide at submit. Denied: a guardrail forbids the job outright, or a ``deny`` budget
     cannot take even its cheapest placement. Held: a ``hold`` budget cannot take it now
     (queue it; it waits with that reason). ``clusters`` (the hub's inventory) sharpens the
     cost estimate to the clusters placement allows; without them it ranges over every price
-    set for the job's GPU types."""
+    set for the job's GPU types. ``evaluator``: one already built for these policies and
+    clusters (admitting a batch builds it once)."""
     m = policies.matching(job)
     denials = admission_denials(job, m.guardrails)
     types, _ = allowed_gpu_types(job, m.guardrails)
@@ -74,7 +76,8 @@ def admit(
     runtime = effective_runtime_s(job, limit.seconds if limit else None)
     if clusters is not None:
         # Price only where placement lets it run: a forbidden cheap cluster is no saving.
-        allowed = Evaluator(policies, clusters).profile(job).base.allowed_clusters
+        ev = evaluator if evaluator is not None else Evaluator(policies, clusters)
+        allowed = ev.profile(job).base.allowed_clusters
         if allowed is not None:
             clusters = [c for c in clusters if c.name in allowed]
     estimate = estimate_cost(job, policies, gpus=job.total_gpus, types=types,

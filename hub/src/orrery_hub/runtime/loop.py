@@ -26,6 +26,13 @@ from orrery_hub.store.retention import RETENTION_EVERY_S, prune
 log = logging.getLogger("orrery.hub")
 
 
+# Wakes are coalesced: after a pass that took t, the next one waits PACING * t (at most
+# the reconcile interval), so passes over a long queue take at most 1 / (1 + PACING) of
+# the hub's time however fast submissions and reports wake it; a short queue's passes
+# stay back to back.
+PACING = 2.0
+
+
 class ReconcileLoop(OrderOutbox):
     async def _reconcile_loop(self) -> None:
         interval = self.settings.reconcile_interval_s
@@ -35,10 +42,12 @@ class ReconcileLoop(OrderOutbox):
             except TimeoutError:
                 pass
             self._wake.clear()
+            started = time.monotonic()
             try:
                 await self.reconcile_once()
             except Exception:
                 log.exception("reconcile pass failed; retrying next tick")
+            await asyncio.sleep(min(interval, PACING * (time.monotonic() - started)))
 
     async def _prune(self, now: float) -> None:
         """Retention: events and audit rows of long-finished jobs go, now and then."""

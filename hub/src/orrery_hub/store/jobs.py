@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sqlmodel import Session, col, select
 
@@ -98,6 +100,105 @@ def add_job(
         message=f"{spec.slices} slice(s) × {spec.gpus_per_slice} GPU(s), queue {spec.queue}",
     )
     return job, slices
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A job's first rows as plain values, for a bulk insert (ORM objects cost ~0.2 ms each
+    to build and flush: more than the rest of an admission)."""
+
+    job: dict[str, Any]
+    slices: list[dict[str, Any]]
+    event: dict[str, Any]
+
+
+def new_job(
+    manifest: JobManifest,
+    *,
+    job_id: str,
+    now: float,
+    checkpoint_root: Path,
+    reason: str | None = None,
+) -> NewJob:
+    spec = manifest.spec
+    job = {
+        "id": job_id,
+        "name": manifest.metadata.name,
+        "queue": spec.queue,
+        "team": manifest.team,
+        "priority": spec.priority,
+        "labels": dict(manifest.metadata.labels),
+        "manifest": manifest.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "phase": "Pending",
+        "reason": reason,
+        "waiting": {"": reason} if reason else None,
+        "created_at": now,
+        "restarts": 0,
+        "checkpoint_dir": spec.checkpoint_dir or str(checkpoint_root / job_id),
+        "version": 0,
+    }
+    slices = [
+        {
+            "job_id": job_id,
+            "index": i,
+            "phase": "Pending",
+            "epoch": 1,
+            "gpus": [],
+            "attempts": 0,
+            "failures": 0,
+            "not_before": 0.0,
+            "updated_at": now,
+        }
+        for i in range(spec.slices)
+    ]
+    event = {
+        "at": now,
+        "kind": "Submitted",
+        "job_id": job_id,
+        "message": f"{spec.slices} slice(s) × {spec.gpus_per_slice} GPU(s), queue {spec.queue}",
+    }
+    return NewJob(job, slices, event)
+
+
+def insert_jobs(s: Session, jobs: list[NewJob]) -> list[int]:
+    """Insert new jobs' rows in bulk; their ``seq`` (submission order), in order."""
+    if not jobs:
+        return []
+    # On the tables, not the mapped classes: the ORM's bulk path costs more than the rows.
+    jobs_t, slices_t, events_t = JobRow.__table__, SliceRow.__table__, EventRow.__table__  # type: ignore[attr-defined]
+    seqs = list(
+        s.execute(
+            jobs_t.insert().returning(jobs_t.c.seq, sort_by_parameter_order=True),
+            [j.job for j in jobs],
+        ).scalars()
+    )
+    s.execute(slices_t.insert(), [sl for j in jobs for sl in j.slices])
+    s.execute(events_t.insert(), [j.event for j in jobs])
+    return seqs
+
+
+def view_new(job: NewJob) -> JobPublic:
+    """The API's view of a job just inserted by ``insert_jobs``."""
+    j = job.job
+    m = j["manifest"]
+    reason = j["reason"]
+    return JobPublic(
+        id=j["id"],
+        metadata=m["metadata"],
+        spec=m["spec"],
+        status=JobStatus(
+            phase="Pending",
+            reason=reason,
+            waiting=Waiting(summary=reason, clusters={}) if reason else None,
+            slices=[
+                SliceView(index=sl["index"], phase="Pending", epoch=1, attempts=0, gpus=[])
+                for sl in job.slices
+            ],
+            restarts=0,
+            checkpoint_dir=j["checkpoint_dir"],
+            created_at=j["created_at"],
+        ),
+    )
 
 
 def submit(s: Session, manifest: JobManifest, *, now: float, checkpoint_root: Path) -> JobRow:
