@@ -163,3 +163,29 @@ def test_no_preemption_ping_pong_under_heavy_load() -> None:
     assert len(r.finished) == 1517
     assert r.preemptions < 400
     assert max(j.preempted for j in eng.jobs.values()) <= 10
+
+
+def test_a_pass_due_at_a_rounded_instant_still_runs(tmp_path: Path) -> None:
+    # Passes 0.1 s apart, the first at 0.7: the next is due at 0.7 + 0.1, where
+    # 0.7999999999999999 - 0.7 < 0.1. The loop compared that difference and pushed the
+    # same instant's pass again, forever (a 100x replay of the trace never ended).
+    path = write_trace(
+        tmp_path,
+        ["a,1,1000,BE,0,0,100", "b,1,1000,BE,7,7,20", "c,1,1000,BE,7.5,7.5,20"],
+        ["n0,1,1,1,G2"],
+    )
+    fleet = load_fleet(fleet_file(tmp_path, pass_interval=0.1, arrival_scale=10), path)
+    engine = Engine(read_pods(path).jobs, fleet, "fifo")
+    real_push = engine._push
+    pushed = 0
+
+    def counted(t: float, kind: int, job: str, epoch: int) -> None:
+        nonlocal pushed
+        pushed += 1
+        assert pushed < 1000, f"events without end at t={t}"
+        real_push(t, kind, job, epoch)
+
+    engine._push = counted  # type: ignore[method-assign]
+    r = engine.run()
+    assert len(r.finished) == 3
+    assert r.events < 100, f"{r.events} events for 3 jobs"

@@ -172,7 +172,10 @@ class Engine:
                 else:
                     changed |= self._event(kind, self.jobs[name], epoch, t)
             if changed and self.pending:
-                if t - self.last_pass >= self.fleet.spec.pass_interval:
+                # The same sum as pass_at below: `t - last >= interval` can miss by a
+                # rounding error at t == last + interval, and the PASS event it then pushes
+                # for that same instant would come back forever.
+                if t >= self.last_pass + self.fleet.spec.pass_interval:
                     self._pass(t)
                 elif self.pass_at is None:
                     self.pass_at = self.last_pass + self.fleet.spec.pass_interval
