@@ -38,6 +38,7 @@ from orrery.resources import (
 )
 from orrery_hub.api.batch import batch_routes
 from orrery_hub.api.limits import MAX_BODY, BodyLimit
+from orrery_hub.api.models import AuditEntry, PolicyInfo, PolicyReload, UsageReport
 from orrery_hub.api.problems import model_response, problem_response, read_text
 from orrery_hub.api.protocol import HubApi
 from orrery_hub.api.scope import bind_team, visible
@@ -186,7 +187,7 @@ def create_app(hub: HubApi) -> FastAPI:
     )
     async def policies(
         who: Annotated[Principal, require(Permission.POLICIES_READ)],
-    ) -> dict[str, Any]:
+    ) -> PolicyInfo:
         return hub.policies_info()
 
     @app.post(
@@ -196,7 +197,7 @@ def create_app(hub: HubApi) -> FastAPI:
     )
     async def reload_policies(
         who: Annotated[Principal, require(Permission.POLICIES_ADMIN)],
-    ) -> dict[str, Any]:
+    ) -> PolicyReload:
         return await hub.reload_policies()
 
     @app.post(
@@ -234,7 +235,7 @@ def create_app(hub: HubApi) -> FastAPI:
         since: Annotated[
             str | None, Query(description="a duration back from now (e.g. 7d) or a Unix time")
         ] = None,
-    ) -> dict[str, Any]:
+    ) -> UsageReport:
         start: float | None = None
         if since is not None:
             try:
@@ -260,7 +261,7 @@ def create_app(hub: HubApi) -> FastAPI:
             int | None,
             Query(ge=0, le=INT64_MAX, description="the next page: rows older than this id"),
         ] = None,
-    ) -> list[dict[str, Any]]:
+    ) -> list[AuditEntry]:
         return await hub.audit(job=job, limit=limit, before=before)
 
     from orrery_hub.api.tokens import token_routes

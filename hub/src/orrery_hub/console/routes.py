@@ -89,8 +89,8 @@ def console_routes(hub: HubApi, denied: dict[int | str, dict[str, Any]]) -> APIR
         teams: set[str] = set()
         for period in {b.period for b in rules}:
             u = await hub.usage(team=team, since=period_start(period, now))
-            for name, t in u["teams"].items():
-                spend[(period, name)] = float(t["cost"])
+            for name, t in u.teams.items():
+                spend[(period, name)] = t.cost
                 teams.add(name)
         rows = budgets_view(rules, spend, teams)
         if team is not None:

@@ -57,6 +57,6 @@ async def refresh(hub: HubService) -> None:
         m.queue_pending.labels(q).set(pending.get(q, 0))
         m.queue_gpus.labels(q).set(in_use.get(q, 0))
     usage = await hub.usage(team=None, since=None)
-    for team, t in usage["teams"].items():
-        m.team_spend.labels(team).set(t["cost"])
-        m.team_gpu_seconds.labels(team).set(t["gpuSeconds"])
+    for name, spent in usage.teams.items():
+        m.team_spend.labels(name).set(spent.cost)
+        m.team_gpu_seconds.labels(name).set(spent.gpu_seconds)

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Any
 
 from prometheus_client import generate_latest
 from sqlmodel import Session, col, select
 
 from orrery.errors import Forbidden, OrreryError
 from orrery.manifest import JobManifest
-from orrery.resources import ClusterPublic, JobPublic
+from orrery.resources import AttemptView, ClusterPublic, EventView, JobPublic
 from orrery.wire import (
     Assignment,
     Kill,
@@ -21,6 +20,17 @@ from orrery_hub import reconcile
 from orrery_hub.admission.deliverable import check_deliverable
 from orrery_hub.admission.gate import cluster_facts
 from orrery_hub.admission.groupcommit import Submission
+from orrery_hub.api.models import (
+    AuditEntry,
+    GpusInUse,
+    JobUsage,
+    PolicyEntryInfo,
+    PolicyInfo,
+    PolicyReload,
+    PolicySource,
+    TeamUsage,
+    UsageReport,
+)
 from orrery_hub.auth import Principal
 from orrery_hub.policy import CheckReport
 from orrery_hub.runtime.orders import OrderOutbox
@@ -100,12 +110,12 @@ class HubService(OrderOutbox):
 
     async def events(
         self, job_id: str, *, after: int | None = None, limit: int = jobstore.PAGE
-    ) -> Any:
+    ) -> list[EventView]:
         return await self.store.tx(lambda s: jobstore.events(s, job_id, after=after, limit=limit))
 
     async def attempts(
         self, job_id: str, *, after: int | None = None, limit: int = jobstore.PAGE
-    ) -> Any:
+    ) -> list[AttemptView]:
         return await self.store.tx(lambda s: jobstore.attempts(s, job_id, after=after, limit=limit))
 
     async def clusters(self) -> list[ClusterPublic]:
@@ -113,34 +123,34 @@ class HubService(OrderOutbox):
 
     # ---- policies, usage, audit ------------------------------------------------------
 
-    def policies_info(self) -> dict[str, Any]:
+    def policies_info(self) -> PolicyInfo:
         p = self.gate.current
-        return {
-            "folder": str(self.settings.policies_dir) if self.settings.policies_dir else None,
-            "digest": p.digest,
-            "sources": [
-                {"path": src.path, "sha256": src.sha256, "policies": list(src.policies)}
+        return PolicyInfo(
+            folder=str(self.settings.policies_dir) if self.settings.policies_dir else None,
+            digest=p.digest,
+            sources=[
+                PolicySource(path=src.path, sha256=src.sha256, policies=list(src.policies))
                 for src in p.sources
             ],
-            "entries": [
-                {
-                    "kind": e.kind,
-                    "name": e.name,
-                    "file": e.origin.path,
-                    "line": e.origin.line,
-                    "sha256": e.sha256,
-                }
+            entries=[
+                PolicyEntryInfo(
+                    kind=e.kind,
+                    name=e.name,
+                    file=e.origin.path,
+                    line=e.origin.line,
+                    sha256=e.sha256,
+                )
                 for e in p.entries
             ],
-        }
+        )
 
-    async def reload_policies(self) -> dict[str, Any]:
+    async def reload_policies(self) -> PolicyReload:
         now = self.clock()
         r = await self.store.tx(lambda s: self.gate.reload(s, now=now))
         if r.error is not None:
             raise r.error
         self.wake()  # the next pass uses the new set; running slices are not touched
-        return {"changed": r.changed, **self.policies_info()}
+        return PolicyReload(changed=r.changed, **dict(self.policies_info()))
 
     async def check_policy(self, manifest: JobManifest) -> CheckReport:
         now = self.clock()
@@ -149,69 +159,67 @@ class HubService(OrderOutbox):
             lambda s: self.gate.check(s, self.jobdb, manifest, now=now, clusters=facts)
         )
 
-    async def usage(self, *, team: str | None, since: float | None) -> dict[str, Any]:
+    async def usage(self, *, team: str | None, since: float | None) -> UsageReport:
         from orrery_hub.admission import usage as accounting
 
         now = self.clock()
         policies = self.gate.current
 
-        def work(s: Session) -> dict[str, Any]:
+        def work(s: Session) -> UsageReport:
             lines = accounting.report(s, policies, now=now, since=since, team=team)
-            teams: dict[str, dict[str, float]] = {}
+            teams: dict[str, list[float]] = {}
             for ln in lines:
-                t = teams.setdefault(ln.team, {"gpuSeconds": 0.0, "cost": 0.0})
-                t["gpuSeconds"] += ln.gpu_seconds
-                t["cost"] += ln.cost
+                t = teams.setdefault(ln.team, [0.0, 0.0])
+                t[0] += ln.gpu_seconds
+                t[1] += ln.cost
             current = self.gate.usage(s, self.jobdb, now)
-            return {
-                "since": since,
-                "now": now,
-                "jobs": [
-                    {
-                        "job": ln.job,
-                        "team": ln.team,
-                        "queue": ln.queue,
-                        "attempts": ln.attempts,
-                        "gpuSeconds": round(ln.gpu_seconds, 3),
-                        "cost": round(ln.cost, 4),
-                    }
+            return UsageReport(
+                since=since,
+                now=now,
+                jobs=[
+                    JobUsage(
+                        job=ln.job,
+                        team=ln.team,
+                        queue=ln.queue,
+                        attempts=ln.attempts,
+                        gpu_seconds=round(ln.gpu_seconds, 3),
+                        cost=round(ln.cost, 4),
+                    )
                     for ln in lines
                 ],
-                "teams": {
-                    k: {"gpuSeconds": round(v["gpuSeconds"], 3), "cost": round(v["cost"], 4)}
+                teams={
+                    k: TeamUsage(gpu_seconds=round(v[0], 3), cost=round(v[1], 4))
                     for k, v in sorted(teams.items())
                 },
-                "gpusInUse": {
-                    "byTeam": dict(current.gpus_by_team),
-                    "byQueue": dict(current.gpus_by_queue),
-                },
-            }
+                gpus_in_use=GpusInUse(
+                    by_team=dict(current.gpus_by_team), by_queue=dict(current.gpus_by_queue)
+                ),
+            )
 
         return await self.store.tx(work)
 
     async def audit(
         self, *, job: str | None, limit: int, before: int | None = None
-    ) -> list[dict[str, Any]]:
-
+    ) -> list[AuditEntry]:
         from orrery_hub.store.models import AuditRow
 
-        def work(s: Session) -> list[dict[str, Any]]:
+        def work(s: Session) -> list[AuditEntry]:
             q = select(AuditRow).order_by(col(AuditRow.id).desc()).limit(limit)
             if job:
                 q = q.where(AuditRow.job_id == job)
             if before is not None:  # the next page, newest first: rows older than that id
                 q = q.where(col(AuditRow.id) < before)
             return [
-                {
-                    "id": a.id,
-                    "at": a.at,
-                    "kind": a.kind,
-                    "job": a.job_id,
-                    "decision": a.decision,
-                    "detail": a.detail,
-                    "policies": a.policies,
-                    "digest": a.digest,
-                }
+                AuditEntry(
+                    id=a.id,
+                    at=a.at,
+                    kind=a.kind,
+                    job=a.job_id,
+                    decision=a.decision,
+                    detail=a.detail,
+                    policies=list(a.policies),
+                    digest=a.digest,
+                )
                 for a in s.exec(q)
             ]
 
