@@ -20,6 +20,7 @@ from orrery.wire.codec import MAX_ORDER_BYTES
 from orrery_hub.admission.deliverable import check_deliverable
 from orrery_hub.api.limits import MAX_BODY, BodyLimit
 from orrery_hub.apply.applier import Applier
+from orrery_hub.apply.jobdb import JobDb
 from orrery_hub.main import Hub
 from orrery_hub.policy import EMPTY
 from orrery_hub.scheduler import Plan, SlicePlacement
@@ -222,7 +223,9 @@ def test_commit_isolates_a_job_that_cannot_be_written(tmp_path: Path) -> None:
         assert kinds[-1] == "Failed"
 
 
-def test_gather_fails_a_stored_job_whose_manifest_no_longer_loads(tmp_path: Path) -> None:
+def test_a_stored_job_whose_manifest_no_longer_loads_is_failed_not_offered(
+    tmp_path: Path,
+) -> None:
     db = Database.connect(f"sqlite:///{tmp_path / 'hub.db'}")
     with db.session() as s:
         good = jobstore.submit(
@@ -232,12 +235,21 @@ def test_gather_fails_a_stored_job_whose_manifest_no_longer_loads(tmp_path: Path
         bad.manifest = {**bad.manifest, "spec": {**bad.manifest["spec"], "maxRuntime": ".inf"}}
         s.add(bad)
         ids = (good.id, bad.id)
+    # As the reconcile loop does: the job database (rebuilt from the store) names it
+    # broken, the snapshot leaves it out, and the pass's commit fails it.
+    jobs = JobDb()
     with db.session() as s:
-        g = Applier().gather(s, now=2, policies=EMPTY)
+        jobs.apply(jobs.load(s))
+    assert set(jobs.broken) == {ids[1]}
+    applier = Applier()
+    g = applier.gather(jobs.entries(), now=2, policies=EMPTY, broken=jobs.broken)
     assert [r.id for r in g.requests] == [ids[0]]
+    with db.session() as s:
+        applier.fail_unplaceable(s, ids[1], jobs.broken[ids[1]], now=2)
     with db.session() as s:
         row = s.exec(select(JobRow).where(JobRow.id == ids[1])).one()
         assert row.phase == "Failed"
+        assert "could not be placed" in (row.reason or "")
 
 
 # ---- one failed publish never drops the rest ----------------------------------------------
