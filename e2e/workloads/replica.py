@@ -1,7 +1,8 @@
 """A small inference replica for the serving tests: stdlib HTTP on $PORT.
 
     GET /healthz          200 once listening (the readinessPath)
-    GET /work?ms=50       sleeps ms (default 50), answers {"replica", "pid", "inflight"}
+    GET /work?ms=50       sleeps ms (default 50) holding one of $SLOTS slots (default 4: a
+                          model serving a batch of 4), answers {"replica", "pid", "inflight"}
     GET /stream?n=5       server-sent events: n token events, one every 20 ms, chunked
     POST /echo            the body back
 
@@ -25,6 +26,7 @@ except ImportError:  # run outside Orrery: no reports
     workload = None  # type: ignore[assignment]
 
 LOCK = threading.Lock()
+SLOTS = threading.Semaphore(int(os.environ.get("SLOTS", "4")))
 INFLIGHT = 0
 NAME = os.environ.get("ORRERY_JOB_NAME", "local")
 
@@ -61,7 +63,8 @@ class Handler(BaseHTTPRequestHandler):
                 seen = INFLIGHT
             _load()
             try:
-                time.sleep(float(q.get("ms", ["50"])[0]) / 1000)
+                with SLOTS:
+                    time.sleep(float(q.get("ms", ["50"])[0]) / 1000)
                 self._json(200, {"replica": NAME, "pid": os.getpid(), "inflight": seen})
             finally:
                 with LOCK:

@@ -50,6 +50,8 @@ from orrery_hub.runtime.lanes import Lanes
 from orrery_hub.runtime.loop import ReconcileLoop
 from orrery_hub.runtime.metrics import HubMetrics
 from orrery_hub.runtime.service import HubService
+from orrery_hub.serving.controller import ServiceController
+from orrery_hub.serving.routes import service_routes
 from orrery_hub.store import Database
 from orrery_hub.store.models import ClusterRow
 from orrery_hub.store.runner import StoreRunner
@@ -60,6 +62,7 @@ log = logging.getLogger("orrery.hub")
 def build_app(hub: HubApi) -> FastAPI:
     """The REST API, with the web console (a client of the same API) mounted beside it."""
     app = create_app(hub)
+    app.include_router(service_routes(hub, DENIED))
     app.include_router(console_routes(hub, DENIED))
     return app
 
@@ -126,6 +129,11 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
         self.lanes: Lanes[list[SliceKey]] = Lanes()
         self._forget: dict[str, list[SliceKey]] = {}
         self._answering: set[asyncio.Task[None]] = set()
+        # Inference services: replica jobs kept at what the autoscaler wants.
+        self.serving = ServiceController(
+            self, self.store.tx, clock=clock, heartbeat_s=settings.timing.heartbeat_interval_s
+        )
+        self.applier.avoid = self.serving.avoid
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -192,6 +200,7 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
             async with asyncio.TaskGroup() as tg:
                 serving = tg.create_task(server.serve(sockets=[sock]), name="api")
                 loop_task = tg.create_task(self._reconcile_loop(), name="reconcile")
+                serving_task = tg.create_task(self.serving.run(), name="serving")
                 while not server.started:
                     if serving.done():
                         break  # it failed: the TaskGroup raises why
@@ -207,6 +216,7 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
                     # its task instead would leave the socket accepting into the void.
                     server.should_exit = True
                     loop_task.cancel()
+                    serving_task.cancel()
         finally:
             sock.close()
             if self.nc is not None and not self.nc.is_closed:

@@ -156,6 +156,7 @@ class Federation:
         run_as: str | None = None,
         insecure: bool = False,
         verify_orders: bool = True,
+        gateway: bool = False,
     ) -> None:
         self.state = state_dir.resolve()
         self.spec = {s.name: s for s in spokes}
@@ -182,6 +183,9 @@ class Federation:
         # False measures the development mode without it (benchmarks/bench_security.py).
         self.verify_orders = verify_orders
         self.nats: NatsServer | None = None
+        self.want_gateway = gateway  # an inference gateway beside the hub (orrery up)
+        self.gateway: subprocess.Popen[bytes] | None = None
+        self.gateway_url: str | None = None
         self.hub: subprocess.Popen[bytes] | None = None
         self.spokes: dict[str, subprocess.Popen[bytes]] = {}
         self.api_url: str | None = None
@@ -225,8 +229,40 @@ class Federation:
         self.start_hub(timeout=timeout)
         for name in self.spec:
             self.start_spoke(name)
+        if self.want_gateway:
+            self.start_gateway(timeout=timeout)
         self.wait_ready(timeout=timeout)
         return self
+
+    def start_gateway(self, timeout: float = 60.0, *, interval: float | None = None) -> None:
+        """The inference gateway (``orrery gateway``), reporting to this hub with the admin
+        token; it syncs routes once per heartbeat interval."""
+        assert self.api_url is not None
+        ready = self.state / "gateway-ready.json"
+        ready.unlink(missing_ok=True)
+        args = [
+            self.python, "-m", "orrery_hub.gateway",
+            "--hub", self.api_url,
+            "--port", "0",
+            "--name", "gateway-1",
+            "--interval", str(interval or min(0.5, self.timings.heartbeat_s)),
+            "--ready-file", str(ready),
+        ]
+        env_token = {"ORRERY_TOKEN": self.admin_token}
+        with open(self.state / "logs" / "gateway.log", "ab") as log:
+            self.gateway = subprocess.Popen(
+                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                env={**self.env, **env_token}, cwd=self.state, start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while not ready.exists():
+            if self.gateway.poll() is not None:
+                why = self._why("gateway.log", self.gateway.returncode)
+                raise Unavailable(f"the gateway did not start: {why}")
+            if time.monotonic() > deadline:
+                raise Unavailable("the gateway did not become ready in time")
+            time.sleep(0.05)
+        self.gateway_url = json.loads(ready.read_text())["url"]
 
     def _identity_init(self, port: int) -> Path:
         """The hub's CA, certificates and the nats-server configuration (TLS, a user per
@@ -440,7 +476,7 @@ class Federation:
         return HubClient(self.api_url, token=self.admin_token)
 
     def stop(self) -> None:
-        procs = [*self.spokes.values(), self.hub]
+        procs = [self.gateway, *self.spokes.values(), self.hub]
         for p in procs:
             if p is not None and p.poll() is None:
                 p.terminate()

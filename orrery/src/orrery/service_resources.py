@@ -76,6 +76,7 @@ class ReplicaLoad(_Model):
     requests: int = Field(ge=0, le=10**12)
     errors: int = Field(default=0, ge=0, le=10**12)
     latency_p95_s: Seconds | None = None
+    ready: bool = False  # answered its readiness path at the last probe
 
 
 class ServiceLoad(_Model):

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from orrery_hub.config.settings import HubSettings
     from orrery_hub.identity.service import ClusterIdentity
     from orrery_hub.policy import CheckReport
+    from orrery_hub.serving.controller import ServiceController
     from orrery_hub.store.runner import StoreRunner
 
 
@@ -32,6 +33,7 @@ class HubApi(Protocol):
     gate: PolicyGate
     identity: ClusterIdentity | None
     nats_url: str | None
+    serving: ServiceController
 
     @property
     def healthy(self) -> bool: ...

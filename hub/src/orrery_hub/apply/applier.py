@@ -38,6 +38,15 @@ class Applier:
         self._waiting: dict[str, dict[str, str]] = {}  # what the store says each job waits for
         self._gatherer = Gatherer()
 
+    @property
+    def avoid(self) -> Mapping[tuple[str, str], frozenset[str]]:
+        """Clusters to keep service replicas off (``Gatherer.avoid``)."""
+        return self._gatherer.avoid
+
+    @avoid.setter
+    def avoid(self, value: Mapping[tuple[str, str], frozenset[str]]) -> None:
+        self._gatherer.avoid = value
+
     def gather(
         self,
         entries: Sequence[JobEntry],

@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
+from orrery.service_manifest import REPLICA_LABEL, SERVICE_LABEL
 from orrery_hub.apply.jobdb import JobEntry
 from orrery_hub.apply.queued import ACTIVE_JOB, Gathered, QueuedJob
 from orrery_hub.policy import ClusterFacts, Constraints, Evaluator, PolicySet, Usage
@@ -24,6 +25,10 @@ class Gatherer:
 
     def __init__(self) -> None:
         self._evaluator: Evaluator | None = None
+        # Clusters to keep a job off, on top of its policies: a service's replicas kept out
+        # of regions it already covers until it spans ``spread.regions`` (orrery_hub.serving),
+        # keyed by (service, replica index), the labels each replica job carries.
+        self.avoid: Mapping[tuple[str, str], frozenset[str]] = {}
 
     def gather(
         self,
@@ -94,6 +99,15 @@ class Gatherer:
             if c is not None and c.blocked:
                 blocked[q.id] = "; ".join(c.blocked)
                 continue
+            allowed = c.allowed_clusters if c is not None else None
+            avoid = (
+                self.avoid.get((q.labels[SERVICE_LABEL], q.labels.get(REPLICA_LABEL, "")))
+                if SERVICE_LABEL in q.labels
+                else None
+            )
+            if avoid:
+                base = allowed if allowed is not None else frozenset(f.name for f in clusters)
+                allowed = frozenset(n for n in base if n not in avoid)
             requests.append(
                 JobRequest(
                     id=q.id,
@@ -107,7 +121,7 @@ class Gatherer:
                     queue=q.queue,
                     labels=q.labels,
                     max_runtime=q.facts.max_runtime_s,
-                    allowed_clusters=c.allowed_clusters if c is not None else None,
+                    allowed_clusters=allowed,
                     denied_reasons=c.denied_reasons if c is not None else {},
                     cluster_scores=c.cluster_scores if c is not None else {},
                 )

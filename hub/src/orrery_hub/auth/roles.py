@@ -33,11 +33,12 @@ class Permission(StrEnum):
     AUDIT_READ = "audit:read"
     TOKENS_ADMIN = "tokens:admin"
     SECRETS_ADMIN = "secrets:admin"
+    GATEWAY_SYNC = "gateway:sync"  # an inference gateway reports load and reads routes
 
 
 _VIEWER = frozenset({Permission.JOBS_READ, Permission.CLUSTERS_READ, Permission.POLICIES_READ})
 _MEMBER = _VIEWER | {Permission.JOBS_SUBMIT, Permission.JOBS_CANCEL}
-_OPERATOR = _MEMBER | {Permission.USAGE_READ, Permission.AUDIT_READ}
+_OPERATOR = _MEMBER | {Permission.USAGE_READ, Permission.AUDIT_READ, Permission.GATEWAY_SYNC}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: _VIEWER,

@@ -19,23 +19,66 @@ from orrery.client import hub_url
 def command(app: typer.Typer) -> None:
     @app.command("gateway")
     def gateway(
-        hub: Annotated[str, typer.Option(envvar="ORRERY_HUB", help="the hub's API URL")] = "http://127.0.0.1:8080",
-        token: Annotated[str | None, typer.Option(envvar="ORRERY_TOKEN", help="API token (operator or admin)")] = None,
-        port: Annotated[int, typer.Option(envvar="ORRERY_GATEWAY_PORT", help="port to serve on (0: any free)")] = 8090,
-        host: Annotated[str, typer.Option(envvar="ORRERY_GATEWAY_HOST", help="address to serve on")] = "127.0.0.1",
-        region: Annotated[str | None, typer.Option(envvar="ORRERY_REGION", help="this gateway's region: its callers' replicas go first")] = None,
-        name: Annotated[str | None, typer.Option(envvar="ORRERY_GATEWAY_NAME", help="a name unique among gateways (default host:pid)")] = None,
-        interval: Annotated[float, typer.Option(envvar="ORRERY_GATEWAY_INTERVAL", help="report load and refresh routes every this many s")] = 0.5,
-        hold: Annotated[float, typer.Option(envvar="ORRERY_GATEWAY_HOLD", help="hold a request this long for a replica to become ready, s")] = 30.0,
-        max_held: Annotated[int, typer.Option(envvar="ORRERY_GATEWAY_MAX_HELD", help="requests held per service at most")] = 1000,
-        ready_file: Annotated[Path | None, typer.Option(envvar="ORRERY_READY_FILE", help="write the gateway URL here once serving")] = None,
+        hub: Annotated[
+            str, typer.Option(envvar="ORRERY_HUB", help="the hub's API URL")
+        ] = "http://127.0.0.1:8080",
+        token: Annotated[
+            str | None, typer.Option(envvar="ORRERY_TOKEN", help="API token (operator or admin)")
+        ] = None,
+        port: Annotated[
+            int, typer.Option(envvar="ORRERY_GATEWAY_PORT", help="port to serve on (0: any free)")
+        ] = 8090,
+        host: Annotated[
+            str, typer.Option(envvar="ORRERY_GATEWAY_HOST", help="address to serve on")
+        ] = "127.0.0.1",
+        region: Annotated[
+            str | None,
+            typer.Option(
+                envvar="ORRERY_REGION", help="this gateway's region: its callers' replicas go first"
+            ),
+        ] = None,
+        name: Annotated[
+            str | None,
+            typer.Option(
+                envvar="ORRERY_GATEWAY_NAME", help="a name unique among gateways (default host:pid)"
+            ),
+        ] = None,
+        interval: Annotated[
+            float,
+            typer.Option(
+                envvar="ORRERY_GATEWAY_INTERVAL",
+                help="report load and refresh routes every this many s",
+            ),
+        ] = 0.5,
+        hold: Annotated[
+            float,
+            typer.Option(
+                envvar="ORRERY_GATEWAY_HOLD",
+                help="hold a request this long for a replica to become ready, s",
+            ),
+        ] = 30.0,
+        max_held: Annotated[
+            int,
+            typer.Option(
+                envvar="ORRERY_GATEWAY_MAX_HELD", help="requests held per service at most"
+            ),
+        ] = 1000,
+        ready_file: Annotated[
+            Path | None,
+            typer.Option(
+                envvar="ORRERY_READY_FILE", help="write the gateway URL here once serving"
+            ),
+        ] = None,
     ) -> None:
         """Run an inference gateway: GATEWAY/services/<name>/<path> to ready replicas."""
         from orrery_hub.gateway.sync import GatewaySettings, run_gateway
 
         logs.setup()
         if interval <= 0 or hold < 0 or max_held < 0:
-            typer.echo("orrery gateway: --interval must be positive, --hold and --max-held not negative", err=True)
+            typer.echo(
+                "orrery gateway: --interval must be positive, --hold and --max-held not negative",
+                err=True,
+            )
             raise typer.Exit(2)
         settings = GatewaySettings(
             hub_url=hub_url(hub),

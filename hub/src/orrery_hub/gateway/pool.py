@@ -94,9 +94,7 @@ class Replica:
 class Pool:
     """One service's replicas and load at one gateway."""
 
-    def __init__(
-        self, name: str, *, readiness_path: str, scale_to_zero: bool, now: float
-    ) -> None:
+    def __init__(self, name: str, *, readiness_path: str, scale_to_zero: bool, now: float) -> None:
         self.name = name
         self.readiness_path = readiness_path
         self.scale_to_zero = scale_to_zero
@@ -176,8 +174,12 @@ class Pool:
             rm, rq, re, rl = r.meter.take(now)
             reps.append(
                 ReplicaLoad(
-                    job=r.job, concurrency=rm, requests=rq, errors=re,
+                    job=r.job,
+                    concurrency=rm,
+                    requests=rq,
+                    errors=re,
                     latency_p95_s=percentile(rl, 0.95),
+                    ready=r.ready,
                 )
             )
         cold, self.cold_start_s = self.cold_start_s, None

@@ -32,8 +32,16 @@ Send = Callable[[Message], Awaitable[None]]
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 HOP_BY_HOP = frozenset(
     {
-        b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te",
-        b"trailer", b"transfer-encoding", b"upgrade", b"host", b"content-length",
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
     }
 )
 REGION_HEADER = b"x-orrery-region"
@@ -168,7 +176,9 @@ class Gateway:
                 await _plain(send, 502, "no replica could take the request")
             else:
                 await _plain(
-                    send, 503, f"no ready replica of {pool.name} within {self.hold_s:g}s",
+                    send,
+                    503,
+                    f"no ready replica of {pool.name} within {self.hold_s:g}s",
                     retry_after=1,
                 )
         finally:
@@ -203,9 +213,7 @@ class Gateway:
                 pool.mark_down(r, self.clock())
                 return "sent"
             try:
-                out = [
-                    (k.lower(), v) for k, v in resp.headers.raw if k.lower() not in HOP_BY_HOP
-                ]
+                out = [(k.lower(), v) for k, v in resp.headers.raw if k.lower() not in HOP_BY_HOP]
                 if "content-length" in resp.headers and "transfer-encoding" not in resp.headers:
                     out.append((b"content-length", resp.headers["content-length"].encode()))
                 chunks = resp.aiter_raw()
@@ -214,15 +222,15 @@ class Gateway:
                 except httpx.TransportError:
                     pool.mark_down(r, self.clock())
                     return "sent"
-                await send({"type": "http.response.start", "status": resp.status_code,
-                            "headers": out})
+                await send(
+                    {"type": "http.response.start", "status": resp.status_code, "headers": out}
+                )
                 started = True
                 if first is not None:
                     await send({"type": "http.response.body", "body": first, "more_body": True})
                 try:
                     async for chunk in chunks:
-                        await send({"type": "http.response.body", "body": chunk,
-                                    "more_body": True})
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
                 except httpx.TransportError:
                     pool.mark_down(r, self.clock())
                     return "failed"

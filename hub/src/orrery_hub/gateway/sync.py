@@ -53,7 +53,9 @@ def apply_routes(gw: Gateway, routes: GatewayRoutes, now: float) -> None:
         pool = gw.pools.get(svc.name)
         if pool is None:
             pool = Pool(
-                svc.name, readiness_path=svc.readiness_path, scale_to_zero=svc.scale_to_zero,
+                svc.name,
+                readiness_path=svc.readiness_path,
+                scale_to_zero=svc.scale_to_zero,
                 now=now,
             )
             gw.pools[svc.name] = pool
@@ -122,9 +124,7 @@ async def probe_loop(gw: Gateway) -> None:
             await asyncio.sleep(PROBE_STARTING_S)
 
 
-async def run_gateway(
-    s: GatewaySettings, *, on_ready: Callable[[str], None] | None = None
-) -> None:
+async def run_gateway(s: GatewaySettings, *, on_ready: Callable[[str], None] | None = None) -> None:
     gw = Gateway(region=s.region, hold_s=s.hold_s, max_held=s.max_held)
     await gw.start()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

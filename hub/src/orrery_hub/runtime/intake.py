@@ -212,6 +212,7 @@ class ReportIntake(OrderOutbox):
             return  # a newer heartbeat was answered first
         # Ready in /v1/clusters, and its failover clock restarted, only once acknowledged.
         _, came_back = self.inventory.observe(hb, arrived)
+        self.serving.observe(hb, arrived)
         if came_back:
             log.info("cluster back", extra={"cluster": hb.cluster})
 

@@ -13,7 +13,7 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NATS
@@ -36,6 +36,9 @@ from orrery_hub.runtime.lanes import Lanes
 from orrery_hub.runtime.metrics import HubMetrics
 from orrery_hub.store.runner import StoreRunner
 
+if TYPE_CHECKING:
+    from orrery_hub.serving.controller import ServiceController
+
 log = logging.getLogger("orrery.hub")
 
 
@@ -56,6 +59,7 @@ class HubParts:
     nats_url: str | None
     order_key: Ed25519PrivateKey
     lanes: Lanes[list[SliceKey]]
+    serving: ServiceController
     _wake: asyncio.Event
     _seq: itertools.count[int]
     _reload_requested: bool

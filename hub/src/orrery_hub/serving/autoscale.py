@@ -132,8 +132,8 @@ def desired(
             panicking = True
         else:
             memory = replace(memory, panic_since=now)  # renewed: the condition still holds
-    elif panicking and memory.panic_since is not None and (
-        now - memory.panic_since >= auto.stable_s
+    elif (
+        panicking and memory.panic_since is not None and (now - memory.panic_since >= auto.stable_s)
     ):
         memory = replace(memory, panic_since=None, panic_peak=0)
         panicking = False

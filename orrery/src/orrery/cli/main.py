@@ -18,6 +18,7 @@ from rich.text import Text
 
 from orrery.cli import clusters as cluster_cli
 from orrery.cli import contexts, jobcmds, tokens
+from orrery.cli import services as services_cli
 from orrery.cli.columns import render
 from orrery.cli.output import Output, OutputOpt, dump, emit_list, width
 from orrery.cli.tables import (
@@ -222,7 +223,12 @@ def up(
     }
     timings = dataclasses.replace(timings, **{k: v for k, v in overrides.items() if v is not None})
     fed = Federation(
-        state, spokes=default_spokes(spokes), port=port, policies=policies, timings=timings
+        state,
+        spokes=default_spokes(spokes),
+        port=port,
+        policies=policies,
+        timings=timings,
+        gateway=True,
     )
 
     def on_term(_sig: int, _frame: object) -> None:
@@ -244,12 +250,17 @@ def up(
         where = set_context(Context(name="local", hub=fed.api_url, token=fed.admin_token))
         console.print(f"hub: [bold]{fed.api_url}[/bold]")
         console.print(
+            f"gateway: [bold]{fed.gateway_url}[/bold] (services at "
+            f"{fed.gateway_url}/services/<name>/...)"
+        )
+        console.print(
             f"admin context 'local' written to {where} (current): orrery jobs, orrery "
             "clusters, ... use it. For scripts and other shells:"
         )
         # One line each, unwrapped, so a script can read them (eval "$(... | grep export)").
         print(f"export ORRERY_HUB={fed.api_url}", flush=True)
         print(f"export ORRERY_TOKEN={fed.admin_token}", flush=True)
+        print(f"export ORRERY_GATEWAY={fed.gateway_url}", flush=True)
         console.print(f"logs: {fed.state / 'logs'}.  Ctrl-C stops everything.")
         dog = Watchdog(fed, err)
         while True:
@@ -278,6 +289,7 @@ def demo(
     raise typer.Exit(run_demo(state, port=port, kill=kill, console=console))
 
 
+services_cli.register(app)
 app.add_typer(tokens.app, name="token")
 app.add_typer(cluster_cli.app, name="cluster")
 app.add_typer(contexts.app, name="config")
