@@ -129,14 +129,21 @@ def test_a_service_scales_up_under_load_and_back_down_after(
     federation: Callable[..., Federation], tmp_path: Path
 ) -> None:
     fed = federation(
-        [SpokeSpec("eu-west", "eu-west-1", "H100", 1, 4), SpokeSpec("us-east", "us-east-1", "H100", 1, 4)],
+        [
+            SpokeSpec("eu-west", "eu-west-1", "H100", 1, 4),
+            SpokeSpec("us-east", "us-east-1", "H100", 1, 4),
+        ],
         gateway=True,
     )
     assert fed.gateway_url is not None
-    apply(fed, service(
-        "chat", replicas={"min": 1, "max": 6},
-        autoscale={"targetConcurrency": 4, "stableWindow": "12s", "panicWindow": "2s"},
-    ))
+    apply(
+        fed,
+        service(
+            "chat",
+            replicas={"min": 1, "max": 6},
+            autoscale={"targetConcurrency": 4, "stableWindow": "12s", "panicWindow": "2s"},
+        ),
+    )
     wait_service(fed, "chat", lambda s: s.status.ready >= 1, 60, "the first replica")
     with Load(fed.gateway_url, 24, "/services/chat/work?ms=50") as load:
         t0 = time.monotonic()
@@ -159,8 +166,13 @@ def test_a_service_scales_up_under_load_and_back_down_after(
     status = s.status
     assert status.replicas and all(r.endpoint for r in status.replicas if r.phase == "Ready")
     # The load stopped: back to one replica within the stable window (and some slack).
-    wait_service(fed, "chat", lambda s: s.status.desired == 1 and len(s.status.replicas) == 1,
-                 90, "scale down to one replica")
+    wait_service(
+        fed,
+        "chat",
+        lambda s: s.status.desired == 1 and len(s.status.replicas) == 1,
+        90,
+        "scale down to one replica",
+    )
 
 
 def test_an_eu_service_stays_in_the_eu_through_a_spoke_kill_under_load(
@@ -179,10 +191,15 @@ def test_an_eu_service_stays_in_the_eu_through_a_spoke_kill_under_load(
         policies=policies,
     )
     assert fed.gateway_url is not None
-    apply(fed, service(
-        "eu-chat", labels={"data-residency": "eu", "team": "nlp"},
-        replicas={"min": 2, "max": 2}, spread={"regions": 2},
-    ))
+    apply(
+        fed,
+        service(
+            "eu-chat",
+            labels={"data-residency": "eu", "team": "nlp"},
+            replicas={"min": 2, "max": 2},
+            spread={"regions": 2},
+        ),
+    )
     s = wait_service(fed, "eu-chat", lambda s: s.status.ready == 2, 60, "two ready replicas")
     regions = {r.region for r in s.status.replicas}
     assert regions == {"eu-west-1", "eu-north-1"}, s.status.replicas  # spread over 2 regions
@@ -207,5 +224,12 @@ def test_an_eu_service_stays_in_the_eu_through_a_spoke_kill_under_load(
     assert len(failed) < 0.01 * total, f"{len(failed)} of {total} failed: {failed[:5]}"
     assert "us-east" not in seen
     assert all(r.cluster == "eu-north" for r in s.status.replicas)
-    print(json.dumps({"requests": total, "failed": len(failed),
-                      "replaced_in_s": round(time.monotonic() - killed, 1)}))
+    print(
+        json.dumps(
+            {
+                "requests": total,
+                "failed": len(failed),
+                "replaced_in_s": round(time.monotonic() - killed, 1),
+            }
+        )
+    )

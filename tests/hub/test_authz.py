@@ -162,6 +162,9 @@ ROUTES = [
     Route("GET", "/", None),
     Route("GET", "/console/{name}", None, prepare=_asset),
     Route("GET", "/v1/queues", Permission.JOBS_READ),
+    Route("GET", "/v1/services", Permission.JOBS_READ),
+    Route("POST", "/v1/gateway/sync", Permission.GATEWAY_SYNC,
+          body={"json": {"gateway": "g1", "intervalS": 1}}),
     Route("GET", "/v1/budgets", Permission.USAGE_READ),
     # Cluster identity. This hub runs --insecure, so past authorization they answer 409
     # (identity is off); what is checked here is who gets that far.
@@ -301,7 +304,7 @@ def test_the_role_table_is_the_one_the_issue_states() -> None:
     can = {role: {p.value for p in ROLE_PERMISSIONS[role]} for role in Role}
     assert can[Role.VIEWER] == {"jobs:read", "clusters:read", "policies:read"}
     assert can[Role.MEMBER] == can[Role.VIEWER] | {"jobs:submit", "jobs:cancel"}
-    assert can[Role.OPERATOR] == can[Role.MEMBER] | {"usage:read", "audit:read"}
+    assert can[Role.OPERATOR] == can[Role.MEMBER] | {"usage:read", "audit:read", "gateway:sync"}
     assert can[Role.ADMIN] == {p.value for p in P}
 
 

@@ -135,7 +135,8 @@ class ServiceController:
         self.heartbeat_s = heartbeat_s
         self.state: dict[str, ServiceState] = {}
         self.endpoints: dict[str, Endpoint] = {}  # replica job id -> where it listens
-        self.avoid: dict[str, frozenset[str]] = {}  # job id -> clusters to keep it off
+        # (service, replica index) -> clusters to keep that replica's job off
+        self.avoid: dict[tuple[str, str], frozenset[str]] = {}
 
     # ---- inputs ---------------------------------------------------------------------------
 
@@ -252,8 +253,13 @@ class ServiceController:
         st.replicas = live
 
         add, cancel = plan_replicas(live, row.template, d.replicas)
+        keep = [r for r in live if r not in cancel]
+        if now < st.blocked_until:
+            add = 0
+        # Before the jobs exist: the scheduler may take them in the very next pass.
+        self._spread(svc, keep, list(range(row.next_index, row.next_index + add)))
         created = []
-        if add and now >= st.blocked_until:
+        if add:
             try:
                 for _ in range(add):
                     created.append(await self._create(svc, row))
@@ -266,7 +272,6 @@ class ServiceController:
                 await self.hub.cancel(r.job)
             except (NotFound, Conflict):
                 pass
-        keep = [r for r in live if r not in cancel]
         entries: list[dict[str, Any]] = [
             {"index": r.index, "job": r.job, "template": r.template} for r in keep
         ]
@@ -274,7 +279,6 @@ class ServiceController:
         if entries != row.replicas or d.replicas != row.desired:
             next_index = max([row.next_index, *[int(e["index"]) + 1 for e in entries]])
             await self.tx(lambda s: _save(s, row.name, entries, next_index, d.replicas))
-        self._spread(svc, keep, created)
         if created or cancel:
             self.hub.wake()
 
@@ -286,32 +290,38 @@ class ServiceController:
         log.info("service replica added", extra={"service": svc.name, "job": job.id})
         return {"index": index, "job": job.id, "template": row.template}
 
-    def _spread(
-        self, svc: ServiceManifest, keep: list[Replica], created: list[dict[str, Any]]
-    ) -> None:
+    def _spread(self, svc: ServiceManifest, keep: list[Replica], new: list[int]) -> None:
+        """Keep unplaced replicas out of the regions the service covers while it covers
+        fewer than ``spread.regions`` (and a Ready cluster elsewhere exists). Keyed by
+        (service, replica index), the labels every replica job carries, so it holds from
+        the moment a job is submitted."""
         want = svc.spec.spread.regions
         placed_regions = {r.region for r in keep if r.cluster and r.region}
-        pending = [r.job for r in keep if r.cluster is None] + [str(c["job"]) for c in created]
-        for job in [r.job for r in keep if r.cluster is not None]:
-            self.avoid.pop(job, None)
-        if want <= 1 or len(placed_regions) >= want or len(keep) + len(created) < 2:
-            for job in pending:
-                self.avoid.pop(job, None)
-            return
+        pending = [r.index for r in keep if r.cluster is None] + new
+        for r in keep:
+            if r.cluster is not None:
+                self.avoid.pop((svc.name, str(r.index)), None)
+        unmet = want > 1 and len(placed_regions) < want and len(keep) + len(new) >= 2
+        elsewhere = any(
+            v.state == "Ready" and v.labels.get("region") not in placed_regions
+            for v in self.hub.inventory.clusters.values()
+        )
         crowded = frozenset(
             name
             for name, v in self.hub.inventory.clusters.items()
             if v.labels.get("region") in placed_regions
         )
-        elsewhere = any(
-            v.state == "Ready" and v.labels.get("region") not in placed_regions
-            for v in self.hub.inventory.clusters.values()
-        )
-        for job in pending:
-            if elsewhere:
-                self.avoid[job] = crowded
+        everywhere = frozenset(self.hub.inventory.clusters)
+        for i, index in enumerate(pending):
+            key = (svc.name, str(index))
+            if not (unmet and elsewhere):
+                self.avoid.pop(key, None)
+            elif i == 0:
+                self.avoid[key] = crowded
             else:
-                self.avoid.pop(job, None)
+                # Placed in one pass, they could all land in one region: one at a time
+                # until the spread is met, each kept out of the regions taken before it.
+                self.avoid[key] = everywhere
 
     def routes(self, name: str, now: float) -> list[Route]:
         st = self.state.get(name)
