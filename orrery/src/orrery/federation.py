@@ -257,7 +257,7 @@ class Federation:
         deadline = time.monotonic() + timeout
         while not ready.exists():
             if self.gateway.poll() is not None:
-                why = self._why("gateway.log", self.gateway.returncode)
+                why = self.why_exited("gateway.log", self.gateway.returncode)
                 raise Unavailable(f"the gateway did not start: {why}")
             if time.monotonic() > deadline:
                 raise Unavailable("the gateway did not become ready in time")

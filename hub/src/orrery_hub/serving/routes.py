@@ -130,9 +130,9 @@ def service_routes(hub: HubApi, denied: dict[int | str, Any]) -> APIRouter:
     async def apply(
         request: Request, who: Annotated[Principal, require(Permission.JOBS_SUBMIT)]
     ) -> ServicePublic:
-        from orrery_hub.api.app import _text
+        from orrery_hub.api.problems import read_text
 
-        m = bind_service_team(parse_service_manifest(await _text(request)), who)
+        m = bind_service_team(parse_service_manifest(await read_text(request)), who)
         now = hub.clock()
 
         def work(s: Session) -> ServiceRow:
