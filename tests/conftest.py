@@ -72,9 +72,10 @@ async def running_hub(settings: HubSettings) -> AsyncIterator[Hub]:
         await asyncio.wait_for(task, 20)
 
 
-@pytest.fixture(scope="session")
-def pg_url() -> Iterator[str]:
-    """A fresh database on the local PostgreSQL server, dropped afterwards."""
+@contextlib.contextmanager
+def scratch_pg() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL server, dropped afterwards (skips, saying
+    why, when there is no server)."""
     from sqlalchemy import create_engine, text
 
     name = f"orrery_test_{uuid.uuid4().hex[:8]}"
@@ -95,7 +96,23 @@ def pg_url() -> Iterator[str]:
             pytest.fail(msg)
         pytest.skip(msg)
     url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
-    yield url
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as c:
+            c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def pg_url() -> Iterator[str]:
+    """A fresh database on the local PostgreSQL server, dropped afterwards."""
+    with scratch_pg() as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_pg_url() -> Iterator[str]:
+    """A database of this test's own."""
+    with scratch_pg() as url:
+        yield url

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import uvicorn
 from fastapi import FastAPI
 from nats.aio.client import Client as NATS
+from nats.aio.subscription import Subscription
 from sqlmodel import Session, select
 
 from orrery import natsconnect
@@ -44,6 +45,7 @@ from orrery_hub.identity import files as identity_files
 from orrery_hub.identity.natsconf import HUB_INBOX
 from orrery_hub.identity.orderkey import load_or_create_order_key
 from orrery_hub.identity.service import ClusterIdentity
+from orrery_hub.leader import Elector
 from orrery_hub.runtime.intake import ReportIntake
 from orrery_hub.runtime.inventory import ClusterView, Inventory
 from orrery_hub.runtime.lanes import Lanes
@@ -134,6 +136,20 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
             self, self.store.tx, clock=clock, heartbeat_s=settings.timing.heartbeat_interval_s
         )
         self.applier.avoid = self.serving.avoid
+        self.serving.acting = lambda: self.leading  # a standby leaves services to the leader
+        # Hub standby (``orrery_hub.leader``): with a leader lease, every write transaction
+        # is fenced by this hub's leader epoch; it takes reports and schedules while it leads.
+        self.elector: Elector | None = None
+        self._reports: Subscription | None = None
+        if settings.leader_lease_s > 0:
+            self.elector = Elector(
+                self.store,
+                address=settings.advertise_url or "",
+                ttl_s=settings.leader_lease_s,
+                on_lead=self._on_lead,
+                on_depose=self._on_depose,
+            )
+            self.store.db.fence = self.elector.fence
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -174,7 +190,7 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
         port = sock.getsockname()[1]
         try:
             await self._restore()
-            if s.admin_token is None:
+            if s.admin_token is None and self.elector is None:
                 written = await self.store.tx(
                     lambda db: bootstrap_admin(db, s.state_dir, self.clock())
                 )
@@ -197,10 +213,17 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
             server = uvicorn.Server(config)
             scheme = "https" if tls else "http"
             self.endpoints = Endpoints(f"{scheme}://{s.host}:{port}", nats_url)
+            if self.elector is not None and not self.elector.address:
+                self.elector.address = self.endpoints.api_url
             async with asyncio.TaskGroup() as tg:
                 serving = tg.create_task(server.serve(sockets=[sock]), name="api")
                 loop_task = tg.create_task(self._reconcile_loop(), name="reconcile")
                 serving_task = tg.create_task(self.serving.run(), name="serving")
+                electing = (
+                    tg.create_task(self.elector.run(), name="leader")
+                    if self.elector is not None
+                    else None
+                )
                 while not server.started:
                     if serving.done():
                         break  # it failed: the TaskGroup raises why
@@ -217,6 +240,9 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
                     server.should_exit = True
                     loop_task.cancel()
                     serving_task.cancel()
+                    if electing is not None and self.elector is not None:
+                        electing.cancel()
+                        await self.elector.resign()  # a standby takes over at once
         finally:
             sock.close()
             if self.nc is not None and not self.nc.is_closed:
@@ -232,7 +258,8 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
     async def _check_external_nats(self, url: str) -> None:
         """A NATS the hub did not start must refuse anonymous clients (docs/security.md)."""
         assert self.identity is not None
-        if await self.identity.anonymous_allowed(url, self.settings.nats_ca):
+        first = url.split(",")[0].strip()  # a cluster's members share one configuration
+        if await self.identity.anonymous_allowed(first, self.settings.nats_ca):
             log.error(
                 "SECURITY: the NATS server lets clients in without a certificate: anyone who "
                 "reaches it can forge reports and read orders. Apply the server configuration "
@@ -244,7 +271,10 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
                 "says (or --insecure, for development only)"
             )
 
-    async def _restore(self) -> None:
+    async def _restore(self, *, as_stored: bool = False) -> None:
+        """The clusters the store knows into the inventory. ``as_stored``: as the leader
+        last wrote them (a standby's view); else each Ready, with a full failover timeout
+        from now to report before it counts as Lost (a hub that starts or takes over)."""
         now = self.clock()
 
         def load(s: Session) -> list[ClusterView]:
@@ -257,15 +287,18 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
                     address=c.address,
                     executor=c.executor,
                     incarnation=c.incarnation or "",
-                    last_seen=now,
-                    state="Ready",
+                    last_seen=c.last_heartbeat if as_stored else now,
+                    state=c.state if as_stored else "Ready",
                     nodes=[NodeReport.model_validate(n) for n in c.nodes],
                 )
                 for c in s.exec(select(ClusterRow))
             ]
 
-        # Every known cluster gets a full failover timeout to report before it counts as Lost.
-        self.inventory.restore(await self.store.tx(load), now)
+        views = await self.store.tx(load)
+        if as_stored:
+            self.inventory.clusters = {v.name: v for v in views}
+        else:
+            self.inventory.restore(views, now)
 
     async def _connect(self, url: str) -> None:
         async def disconnected() -> None:
@@ -292,8 +325,40 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
             on_reconnect=reconnected,
         )
         self._connected = True
+        if self.elector is None:
+            await self._subscribe_reports()
+
+    async def _subscribe_reports(self) -> None:
         assert self.nc is not None
-        await self.nc.subscribe(Subjects.ALL_REPORTS, cb=self._on_report)
+        if self._reports is None:
+            self._reports = await self.nc.subscribe(Subjects.ALL_REPORTS, cb=self._on_report)
+
+    async def _on_lead(self, epoch: int) -> None:
+        """Elected: reload what a standby does not keep (enrollments, and the clusters, each
+        given a full failover timeout to report to us), then take reports and schedule."""
+        if self.identity is not None:
+            await self.identity.restore(self.store)  # enrollments made under the last leader
+        # The job database a standby kept may miss the last leader's commits: read it all
+        # again at the next transaction (the one just below).
+        self.jobdb.loaded = False
+        await self._restore()
+        s = self.settings
+        if s.admin_token is None:
+            written = await self.store.tx(lambda db: bootstrap_admin(db, s.state_dir, self.clock()))
+            if written is not None:
+                log.warning("created an admin API token", extra={"path": str(written)})
+        if self.nc is not None:
+            await self._subscribe_reports()
+        self.wake()
+
+    async def _on_depose(self) -> None:
+        """Another hub leads: stop taking reports (spokes report to the leader)."""
+        sub, self._reports = self._reports, None
+        if sub is not None:
+            try:
+                await sub.unsubscribe()
+            except Exception as exc:  # NATS gone: nothing to unsubscribe from
+                log.debug("unsubscribe failed: %r", exc)
 
     def stop(self) -> None:
         """Ask ``run()`` to finish: the API stops serving, loops end, NATS closes."""

@@ -7,6 +7,7 @@ refused manifest ``ManifestError`` with each field, an unknown job ``NotFound``.
 from __future__ import annotations
 
 import ssl
+import time
 from typing import Any
 
 import httpx
@@ -50,6 +51,20 @@ def hub_url(url: str) -> str:
     return url
 
 
+def hub_urls(urls: str) -> list[str]:
+    """``--hub`` / ``ORRERY_HUB``: one hub URL, or several separated by commas (a leader
+    and its standbys; the client follows to whichever leads)."""
+    out = [hub_url(u) for u in urls.split(",") if u.strip()]
+    if not out:
+        raise InvalidInput("--hub: no hub URL given")
+    return out
+
+
+# How long a client keeps trying while the hubs hand over leadership (a standby that knows
+# no leader yet answers 503): longer than a leader lease and a standby's poll.
+FAILOVER_WAIT_S = 15.0
+
+
 def describe_body(r: httpx.Response) -> str:
     """A few words on a non-JSON answer: its type and, for a web page, its title."""
     ctype = r.headers.get("content-type", "").split(";")[0].strip() or "no content type"
@@ -84,8 +99,11 @@ class HubClient:
         transport: httpx.BaseTransport | None = None,
         token: str | None = None,
         verify: str | bool = True,
+        failover_wait_s: float = FAILOVER_WAIT_S,
     ) -> None:
-        self.base_url = hub_url(base_url)
+        self.urls = hub_urls(base_url)
+        self.base_url = self.urls[0]  # the hub this client talks to now
+        self.failover_wait_s = failover_wait_s
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         tls: ssl.SSLContext | bool = verify if isinstance(verify, bool) else True
         if isinstance(verify, str):
@@ -171,22 +189,58 @@ class HubClient:
             raise Unavailable(f"hub error {r.status_code}: {detail}")
         raise InvalidInput(f"hub refused the request ({r.status_code}): {detail}")
 
-    def _request(self, method: str, path: str, *, idempotent: bool, **kw: Any) -> httpx.Response:
-        def once() -> httpx.Response:
+    def _send(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One request, to the leader: a standby's 503 names it (``X-Orrery-Leader``) and
+        the request goes there; a hub that cannot be connected to (nothing was sent) or a
+        standby that knows no leader yet (a handover) sends it to the next URL of ``--hub``,
+        until one answers or ``failover_wait_s`` passes."""
+        deadline = time.monotonic() + self.failover_wait_s
+        hops = 0
+        while True:
+            hops += 1
             try:
-                return self._http.request(method, path, **kw)
+                r = self._http.request(method, self.base_url + path, **kw)
             except httpx.InvalidURL as exc:
                 raise InvalidInput(f"--hub: {self.base_url!r} is not a valid URL: {exc}") from None
-            except httpx.ConnectError as exc:
-                raise NotSent(
-                    f"cannot reach the hub at {self.base_url} ({type(exc).__name__}); is it "
-                    "running? (set --hub or ORRERY_HUB)"
-                ) from None
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                # Never connected, so never sent: safe to send elsewhere, writes included.
+                if len(self.urls) > 1 and time.monotonic() < deadline:
+                    self._next_url(pause=hops % len(self.urls) == 0)
+                    continue
+                raise self._unreachable(exc) from None
             except httpx.TransportError as exc:
-                raise Unavailable(
-                    f"cannot reach the hub at {self.base_url} ({type(exc).__name__}); is it "
-                    "running? (set --hub or ORRERY_HUB)"
-                ) from None
+                raise self._unreachable(exc) from None
+            if r.status_code != 503 or not r.headers.get("x-orrery-standby"):
+                return r
+            leader = r.headers.get("x-orrery-leader")
+            if leader and leader != self.base_url and hops <= 2 * len(self.urls) + 2:
+                self.base_url = leader
+                continue
+            if time.monotonic() >= deadline:
+                return r  # the standby's own answer says why
+            self._next_url(pause=True)
+
+    def _next_url(self, *, pause: bool) -> None:
+        if self.base_url in self.urls:
+            i = self.urls.index(self.base_url)
+            self.base_url = self.urls[(i + 1) % len(self.urls)]
+        else:
+            self.base_url = self.urls[0]
+        if pause:
+            time.sleep(0.2)  # every hub tried: a handover is under way
+
+    def _unreachable(self, exc: Exception) -> Unavailable:
+        where = ", ".join(self.urls) if len(self.urls) > 1 else self.base_url
+        # Refused connections: the request never left (a submit may be sent again).
+        kind = NotSent if isinstance(exc, httpx.ConnectError) else Unavailable
+        return kind(
+            f"cannot reach the hub at {where} ({type(exc).__name__}); is it running? "
+            "(set --hub or ORRERY_HUB)"
+        )
+
+    def _request(self, method: str, path: str, *, idempotent: bool, **kw: Any) -> httpx.Response:
+        def once() -> httpx.Response:
+            return self._send(method, path, **kw)
 
         if not idempotent:
             r = once()

@@ -10,7 +10,8 @@
     ├── Conflict                     the request clashes with current state: never retry as is
     ├── TooManyRequests              over a rate limit: retry after ``retry_after_s``
     └── Unavailable                  a dependency (hub, NATS, database) cannot be reached:
-                                     retry with backoff
+        │                            retry with backoff
+        └── NotLeader                this hub is a standby: retry at ``leader`` (when known)
 
 The hub turns these into HTTP statuses in one exception handler; the CLI prints them as one
 line and exits non-zero.
@@ -81,3 +82,12 @@ class Unavailable(OrreryError):
     """A dependency is down or unreachable; trying again later may succeed."""
 
     retryable = True
+
+
+class NotLeader(Unavailable):
+    """This hub is a standby (or was deposed): writes go to the leader, at ``leader`` where
+    known (HTTP 503 with an ``X-Orrery-Leader`` header); retry there."""
+
+    def __init__(self, message: str, leader: str | None = None) -> None:
+        super().__init__(message)
+        self.leader = leader

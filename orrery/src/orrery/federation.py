@@ -10,134 +10,22 @@ from __future__ import annotations
 
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from orrery import timing
+from orrery import hubrole
 from orrery.client import HubClient
 from orrery.clusterid import SpokeIdentity
-from orrery.errors import InvalidInput, Unavailable
+from orrery.errors import Unavailable
+from orrery.fleetspec import CATALOG, SpokeSpec, Timings, admin_token, default_spokes
 from orrery.natsserver import NatsServer, free_port
 
-# Simulated clusters: name, region, GPU type, nodes x GPUs per node, extra labels. As in
-# most fleets, the newest type (H100) is the scarcer one: 16 H100, 24 A100 with 3 spokes.
-# policies/cost.yaml prices these names.
-CATALOG: list[tuple[str, str, str, int, int, dict[str, str]]] = [
-    ("eu-west", "eu-west-1", "H100", 2, 4, {"tier": "reserved", "compliance": "gdpr"}),
-    ("us-east", "us-east-1", "H100", 2, 4, {"tier": "spot"}),
-    ("ap-south", "ap-south-1", "A100", 3, 8, {"tier": "on-demand"}),
-    ("eu-north", "eu-north-1", "A100", 1, 8, {"tier": "on-demand"}),
-    ("us-west", "us-west-2", "L4", 4, 2, {"tier": "spot"}),
-]
-
-
-@dataclass(frozen=True)
-class Timings:
-    heartbeat_s: float = timing.HEARTBEAT_S
-    lease_s: float = timing.LEASE_S
-    failover_s: float = timing.FAILOVER_S
-    kill_grace_s: float = timing.KILL_GRACE_S
-    backoff_s: float = 1.0
-    drift_s: float = timing.MAX_CLOCK_DRIFT_S
-    # How often the hub looks for silent clusters (and schedules, unless woken sooner): a
-    # lost cluster is noticed up to this long after its failover timeout.
-    reconcile_s: float = 0.5
-
-    @classmethod
-    def preset(cls, name: str) -> Timings:
-        """``default``, ``fast`` or ``aggressive`` (``orrery.timing.PRESETS``)."""
-        p = timing.PRESETS.get(name)
-        if p is None:
-            raise InvalidInput(
-                f"--timing: {name!r} is not one of {', '.join(sorted(timing.PRESETS))}"
-            )
-        if name == "default":
-            return cls()
-        # Faster presets retry sooner and look for silent clusters more often, or the
-        # reconcile tick would be most of the failover time.
-        return cls(
-            p.heartbeat_s,
-            p.lease_s,
-            p.failover_s,
-            p.kill_grace_s,
-            backoff_s=0.2 if name == "fast" else 0.1,
-            drift_s=p.drift_s,
-            reconcile_s=0.25 if name == "fast" else 0.1,
-        )
-
-    @classmethod
-    def fast(cls) -> Timings:
-        """For demos and tests: failures noticed in seconds (``orrery.timing.FAST``)."""
-        return cls.preset("fast")
-
-    @classmethod
-    def aggressive(cls) -> Timings:
-        """A lost host replaced in under two seconds (``orrery.timing.AGGRESSIVE``)."""
-        return cls.preset("aggressive")
-
-    def check(self) -> None:
-        """The fencing rule, before any process starts (the hub would refuse it later)."""
-        for flag, v in (
-            ("--heartbeat-interval", self.heartbeat_s),
-            ("--lease", self.lease_s),
-            ("--failover-timeout", self.failover_s),
-            ("--reconcile-interval", self.reconcile_s),
-        ):
-            if not v > 0:
-                raise InvalidInput(f"{flag}: must be a positive number of seconds, not {v}")
-        if not self.kill_grace_s >= 0:
-            raise InvalidInput(f"--kill-grace: cannot be negative ({self.kill_grace_s})")
-        if self.lease_s < 2 * self.heartbeat_s:
-            raise InvalidInput(
-                f"--lease ({self.lease_s}s) must be at least twice --heartbeat-interval "
-                f"({self.heartbeat_s}s), or one lost heartbeat stops every slice"
-            )
-        problem = timing.fencing_problem(
-            self.lease_s, self.kill_grace_s, self.drift_s, self.failover_s
-        )
-        if problem:
-            raise InvalidInput(problem)
-
-
-@dataclass
-class SpokeSpec:
-    name: str
-    region: str
-    gpu_type: str
-    nodes: int
-    gpus_per_node: int
-    labels: dict[str, str] = field(default_factory=dict)
-
-    def inventory(self) -> dict[str, object]:
-        return {
-            "nodes": [
-                {
-                    "name": f"{self.name}-node",
-                    "gpuType": self.gpu_type,
-                    "gpus": self.gpus_per_node,
-                    "gpuMemoryMiB": 81920,
-                    "count": self.nodes,
-                }
-            ]
-        }
-
-
-def default_spokes(n: int) -> list[SpokeSpec]:
-    out = []
-    for i in range(n):
-        name, region, gpu, nodes, per, labels = CATALOG[i % len(CATALOG)]
-        if i >= len(CATALOG):
-            name = f"{name}-{i // len(CATALOG) + 1}"
-        out.append(SpokeSpec(name, region, gpu, nodes, per, dict(labels)))
-    return out
-
+__all__ = ["CATALOG", "Federation", "SpokeSpec", "Timings", "default_spokes"]
 
 class Federation:
     def __init__(
@@ -157,6 +45,10 @@ class Federation:
         insecure: bool = False,
         verify_orders: bool = True,
         gateway: bool = False,
+        hubs: int = 1,
+        nats_servers: int = 1,
+        db_url: str | None = None,
+        leader_lease_s: float | None = None,
     ) -> None:
         self.state = state_dir.resolve()
         self.spec = {s.name: s for s in spokes}
@@ -182,51 +74,57 @@ class Federation:
         # insecure only: pass the spokes the hub's orders.pub so they verify orders (default).
         # False measures the development mode without it (benchmarks/bench_security.py).
         self.verify_orders = verify_orders
-        self.nats: NatsServer | None = None
         self.want_gateway = gateway  # an inference gateway beside the hub (orrery up)
         self.gateway: subprocess.Popen[bytes] | None = None
         self.gateway_url: str | None = None
-        self.hub: subprocess.Popen[bytes] | None = None
+        # High availability (orrery up --ha): several hubs on one database (the state
+        # folder's SQLite, or db_url), one leading by a lease; several nats-servers in a
+        # cluster, every hub and spoke given all of their URLs.
+        self.hub_count = hubs
+        self.nats_count = nats_servers
+        self.db_url = db_url
+        self.leader_lease_s = leader_lease_s or min(
+            3.0, (self.timings.lease_s - self.timings.heartbeat_s) * 0.6
+        )
+        self.nats_servers: list[NatsServer] = []
+        self.nats: NatsServer | None = None  # the first of them
+        self.hubs: dict[int, subprocess.Popen[bytes]] = {}
+        self.api_urls: dict[int, str] = {}
         self.spokes: dict[str, subprocess.Popen[bytes]] = {}
-        self.api_url: str | None = None
+        self.api_url: str | None = None  # the first hub's
         self.admin_token_file = self.state / "admin.token"
-        self.admin_token = self._admin_token()
-
-    def _admin_token(self) -> str:
-        """The federation's admin API token: kept in ``<state>/admin.token`` (0600), so a
-        federation restarted on the same state keeps it."""
-        try:
-            token = self.admin_token_file.read_text().strip()
-        except FileNotFoundError:
-            token = ""
-        if token:
-            return token
-        token = "orrery-admin-" + secrets.token_urlsafe(32)
-        self.state.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.admin_token_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, (token + "\n").encode())
-        finally:
-            os.close(fd)
-        return token
+        self.admin_token = admin_token(self.admin_token_file)
 
     # ---- processes -------------------------------------------------------------------
 
     def start(self, timeout: float = 60.0) -> Federation:
         self.state.mkdir(parents=True, exist_ok=True)
         (self.state / "logs").mkdir(exist_ok=True)
-        config = None
-        port = free_port(self.nats_host)
+        host, n = self.nats_host, self.nats_count
+        ports = [free_port(host) for _ in range(n)]
+        routes = [free_port(host) for _ in range(n)] if n > 1 else []
+        configs: list[Path | None] = [None] * n
         if not self.insecure:
-            config = self._identity_init(port)
-        self.nats = NatsServer(
-            host=self.nats_host,
-            port=port,
-            log_file=self.state / "logs" / "nats-server.log",
-            config=config,
-        ).start()
-        self.start_hub(timeout=timeout)
+            configs = list(self._identity_init(ports, routes))
+        for i in range(n):
+            others = tuple(f"{host}:{r}" for j, r in enumerate(routes) if j != i)
+            plain_cluster = self.insecure and n > 1
+            log = f"nats-{i}.log" if n > 1 else "nats-server.log"
+            self.nats_servers.append(
+                NatsServer(
+                    host=host,
+                    port=ports[i],
+                    log_file=self.state / "logs" / log,
+                    config=configs[i],
+                    cluster_port=routes[i] if plain_cluster else None,
+                    routes=others if plain_cluster else (),
+                ).start()
+            )
+        self.nats = self.nats_servers[0]
+        for i in range(self.hub_count):
+            self.start_hub(i, timeout=timeout)
+            if i == 0 and self.hub_count > 1:
+                self.wait_leader(0, timeout=timeout)  # the first leads, the others stand by
         for name in self.spec:
             self.start_spoke(name)
         if self.want_gateway:
@@ -264,7 +162,17 @@ class Federation:
             time.sleep(0.05)
         self.gateway_url = json.loads(ready.read_text())["url"]
 
-    def _identity_init(self, port: int) -> Path:
+    @property
+    def nats_url(self) -> str:
+        """Every nats-server's URL, comma-separated (what hubs and spokes are given)."""
+        return ",".join(x.url for x in self.nats_servers)
+
+    @property
+    def hub(self) -> subprocess.Popen[bytes] | None:
+        """The first hub's process."""
+        return self.hubs.get(0)
+
+    def _identity_init(self, ports: list[int], routes: list[int]) -> list[Path]:
         """The hub's CA, certificates and the nats-server configuration (TLS, a user per
         enrolled cluster), made before nats-server starts; the hub keeps the users current."""
         out = subprocess.run(
@@ -275,8 +183,8 @@ class Federation:
                 "init",
                 "--state",
                 str(self.state / "hub"),
-                "--listen",
-                f"{self.nats_host}:{port}",
+                *(a for p in ports for a in ("--listen", f"{self.nats_host}:{p}")),
+                *(a for r in routes for a in ("--route-port", str(r))),
             ],
             capture_output=True,
             text=True,
@@ -285,7 +193,7 @@ class Federation:
         )
         if out.returncode != 0:
             raise Unavailable(f"hub identity init failed: {out.stderr.strip()}")
-        return Path(out.stdout.strip())
+        return [Path(x) for x in out.stdout.split()]
 
     def join_token(self, name: str, labels: dict[str, str]) -> str:
         """A one-time join token for cluster ``name`` with ``labels`` bound (admin API)."""
@@ -305,8 +213,7 @@ class Federation:
         namespace (which cannot reach the API on 127.0.0.1) enrolls all the same."""
         ident = SpokeIdentity.under(state)
         if not ident.exists():
-            assert self.api_url is not None
-            ident.join(self.api_url, self.join_token(name, labels), name)
+            ident.join(self.leader_url(), self.join_token(name, labels), name)
 
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
         with open(self.state / "logs" / log_name, "ab") as log:
@@ -338,13 +245,16 @@ class Federation:
         reason = (mine or lines or [f"exit code {code}"])[-1]
         return f"{reason[:500]} (exit code {code}; full log: {log})"
 
-    def start_hub(self, timeout: float = 60.0) -> None:
-        assert self.nats is not None
+    def start_hub(self, index: int = 0, timeout: float = 60.0) -> None:
+        """Start hub ``index`` (0 unless HA); a restart keeps its port."""
+        assert self.nats_servers
         t = self.timings
-        ready = self.state / "hub-ready.json"
+        name = "hub" if index == 0 else f"hub-{index}"
+        ready = self.state / f"{name}-ready.json"
         ready.unlink(missing_ok=True)
-        port = self.port or (
-            free_port() if self.api_url is None else int(self.api_url.rsplit(":", 1)[1])
+        known = self.api_urls.get(index)
+        port = (self.port + index if self.port else 0) or (
+            free_port() if known is None else int(known.rsplit(":", 1)[1])
         )
         args = [
             self.python,
@@ -353,7 +263,7 @@ class Federation:
             "--port",
             str(port),
             "--nats",
-            self.nats.url,
+            self.nats_url,
             "--state",
             str(self.state / "hub"),
             "--ready-file",
@@ -381,21 +291,42 @@ class Federation:
             args.append("--manage-nats")  # nats-server runs from the config init wrote
         if self.policies:
             args += ["--policies", str(self.policies)]
+        if self.hub_count > 1:
+            args += ["--leader-lease", str(self.leader_lease_s)]
+        if self.db_url:
+            args += ["--db", self.db_url]
         args += self.hub_args
-        self.hub = self._spawn(args, "hub.log")
+        proc = self.hubs[index] = self._spawn(args, f"{name}.log")
         deadline = time.monotonic() + timeout
         while not ready.exists():
-            if self.hub.poll() is not None:
+            if proc.poll() is not None:
                 raise Unavailable(
-                    f"the hub did not start: {self.why_exited('hub.log', self.hub.returncode)}"
+                    f"the hub did not start: {self.why_exited(f'{name}.log', proc.returncode)}"
                 )
             if time.monotonic() > deadline:
                 raise Unavailable("the hub did not become ready in time")
             time.sleep(0.05)
-        self.api_url = json.loads(ready.read_text())["api"]
+        self.api_urls[index] = json.loads(ready.read_text())["api"]
+        self.api_url = self.api_urls.get(0)
+
+    def role(self, index: int) -> str | None:
+        """``leader`` or ``standby``, as hub ``index`` says; None if down or alone."""
+        url = self.api_urls.get(index)
+        return None if url is None else hubrole.role(url)
+
+    def wait_leader(self, index: int | None = None, timeout: float = 60.0) -> int:
+        """Until hub ``index`` (or any hub) leads; returns which does."""
+        urls = self.api_urls if index is None else {index: self.api_urls[index]}
+        return hubrole.wait_leader(urls, timeout=timeout)
+
+    def leader_url(self) -> str:
+        if self.hub_count == 1:
+            assert self.api_url is not None
+            return self.api_url
+        return self.api_urls[self.wait_leader()]
 
     def start_spoke(self, name: str) -> None:
-        assert self.nats is not None
+        assert self.nats_servers
         s, t = self.spec[name], self.timings
         inv = self.state / "inventories" / f"{name}.yaml"
         inv.parent.mkdir(exist_ok=True)
@@ -406,7 +337,7 @@ class Federation:
             "-m",
             "orrery_spoke_agent",
             "--nats",
-            self.nats.url,
+            self.nats_url,
             "--cluster",
             name,
             "--region",
@@ -466,17 +397,20 @@ class Federation:
             os.kill(p.pid, signal.SIGKILL)
             p.wait()
 
-    def kill_hub(self) -> None:
-        if self.hub and self.hub.poll() is None:
-            os.kill(self.hub.pid, signal.SIGKILL)
-            self.hub.wait()
+    def kill_hub(self, index: int = 0) -> None:
+        p = self.hubs.get(index)
+        if p and p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait()
 
     def client(self) -> HubClient:
+        """A client of every hub (it follows to the leader)."""
         assert self.api_url is not None
-        return HubClient(self.api_url, token=self.admin_token)
+        urls = ",".join(self.api_urls[i] for i in sorted(self.api_urls))
+        return HubClient(urls, token=self.admin_token)
 
     def stop(self) -> None:
-        procs = [self.gateway, *self.spokes.values(), self.hub]
+        procs = [self.gateway, *self.spokes.values(), *self.hubs.values()]
         for p in procs:
             if p is not None and p.poll() is None:
                 p.terminate()
@@ -490,8 +424,8 @@ class Federation:
                 except subprocess.TimeoutExpired:
                     os.kill(p.pid, signal.SIGKILL)
                     p.wait()
-        if self.nats:
-            self.nats.stop()
+        for server in self.nats_servers:
+            server.stop()
 
     def __enter__(self) -> Federation:
         return self.start()

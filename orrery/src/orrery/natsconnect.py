@@ -60,7 +60,8 @@ async def connect(
     on_reconnect: Callback | None = None,
     context: dict[str, object] | None = None,
 ) -> NATS:
-    """A connected client. ``inbox_prefix``: with TLS, each identity has its own (nats-server
+    """A connected client to ``url``: one server, or several comma-separated (the members of
+    a cluster). ``inbox_prefix``: with TLS, each identity has its own (nats-server
     lets only it read its replies). ``context``: fields for the log lines (cluster, ...)."""
     extra = dict(context or {})
 
@@ -80,6 +81,9 @@ async def connect(
     async def error(exc: Exception) -> None:
         log.debug("nats: %r", exc)
 
+    # Several servers (a cluster), comma-separated: the client connects to any and moves to
+    # another when that one goes.
+    servers = [u.strip() for u in url.split(",") if u.strip()]
     options: dict[str, Any] = {}
     if tls is not None:
         options["tls"] = tls
@@ -94,7 +98,7 @@ async def connect(
     ):
         with attempt:
             nc = await nats.connect(
-                url,
+                servers,
                 **options,
                 name=name,
                 max_reconnect_attempts=-1,

@@ -56,12 +56,19 @@ class NatsServer:
         port: int | None = None,
         log_file: Path | None = None,
         config: Path | None = None,
+        cluster_port: int | None = None,
+        routes: tuple[str, ...] = (),
     ) -> None:
         self.host = host
         self.port = port or free_port(host)
         self.log_file = log_file
-        # A configuration file (TLS, users and permissions; its listen must be host:port).
+        # A configuration file (TLS, users and permissions; its listen must be host:port,
+        # and it holds the cluster block of a clustered server).
         self.config = config
+        # Without a configuration: a cluster member listening for routes on cluster_port,
+        # joining the others at routes (their HOST:PORT). Plain TCP (development only).
+        self.cluster_port = cluster_port
+        self.routes = routes
         self.proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -73,6 +80,17 @@ class NatsServer:
             args = [binary(), "-c", str(self.config)]
         else:
             args = [binary(), "-a", self.host, "-p", str(self.port), "--no_advertise"]
+            if self.cluster_port is not None:
+                args += [
+                    "--cluster_name",
+                    "orrery",
+                    "--cluster",
+                    f"nats://{self.host}:{self.cluster_port}",
+                    "--cluster_advertise",
+                    f"{self.host}:{self.cluster_port}",
+                ]
+                if self.routes:
+                    args += ["--routes", ",".join(f"nats://{r}" for r in self.routes)]
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL  # noqa: SIM115
         try:
             self.proc = subprocess.Popen(

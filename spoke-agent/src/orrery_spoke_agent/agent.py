@@ -78,7 +78,7 @@ CONNECT_RETRY = natsconnect.Retry(
 
 def outbound_address(nats_url: str) -> str:
     """The local address that reaches the NATS server: where this cluster's slices listen."""
-    host = urlparse(nats_url).hostname or "127.0.0.1"
+    host = urlparse(nats_url.split(",")[0].strip()).hostname or "127.0.0.1"  # a cluster: the first
     try:
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             s.connect((host, 9))  # UDP: sends nothing, only picks a route

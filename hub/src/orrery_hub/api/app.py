@@ -44,6 +44,7 @@ from orrery_hub.api.protocol import HubApi
 from orrery_hub.api.scope import bind_team, visible
 from orrery_hub.auth import Guard, Permission, Principal, require
 from orrery_hub.auth.ratelimit import RateLimiter
+from orrery_hub.leader.http import StandbyGuard
 from orrery_hub.store import jobs as jobstore
 
 INT64_MAX = 2**63 - 1
@@ -82,6 +83,8 @@ def create_app(hub: HubApi) -> FastAPI:
         return problem_response(exc)
 
     app.add_middleware(BodyLimit, max_bytes=MAX_BODY)
+    if hub.elector is not None:
+        app.add_middleware(StandbyGuard, role=hub.elector)  # a standby refuses writes
 
     manifest_schema = JobManifest.model_json_schema(by_alias=True)
 
@@ -281,9 +284,11 @@ def create_app(hub: HubApi) -> FastAPI:
     @app.get("/healthz")
     async def healthz() -> JSONResponse:
         ok = hub.healthy
-        return JSONResponse(
-            {"status": "ok" if ok else "degraded", "nats": ok}, status_code=200 if ok else 503
-        )
+        body: dict[str, Any] = {"status": "ok" if ok else "degraded", "nats": ok}
+        if hub.elector is not None:  # one of several hubs: which leads
+            body["role"] = "leader" if hub.elector.leading else "standby"
+            body["leader"] = hub.elector.leader_address
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get(
         "/metrics",

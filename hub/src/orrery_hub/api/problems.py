@@ -6,6 +6,7 @@
     Unauthenticated -> 401 (WWW-Authenticate: Bearer)              Forbidden -> 403
     TooLarge -> 413 (the body limit, enforced while streaming: ``api.limits``)
     TooManyRequests -> 429 (Retry-After)
+    NotLeader -> 503 (X-Orrery-Standby, and X-Orrery-Leader where known: hub standby)
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from orrery.errors import (
     InvalidInput,
     ManifestError,
     NotFound,
+    NotLeader,
     OrreryError,
     TooLarge,
     TooManyRequests,
@@ -29,6 +31,7 @@ from orrery.errors import (
 from orrery.resources import Problem
 from orrery_hub.api.limits import MAX_BODY
 from orrery_hub.auth.ratelimit import retry_after_header
+from orrery_hub.leader.http import standby_headers
 
 _STATUS: dict[type[OrreryError], int] = {
     TooLarge: 413,
@@ -62,6 +65,8 @@ def problem_response(exc: OrreryError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     if isinstance(exc, TooManyRequests):
         headers = {"Retry-After": retry_after_header(exc.retry_after_s)}
+    if isinstance(exc, NotLeader):
+        headers = standby_headers(exc)
     return JSONResponse(body.model_dump(exclude_none=True), status_code=status, headers=headers)
 
 

@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from orrery_hub.auth import Authenticator, Principal
     from orrery_hub.config.settings import HubSettings
     from orrery_hub.identity.service import ClusterIdentity
+    from orrery_hub.leader import Elector
     from orrery_hub.policy import CheckReport
     from orrery_hub.serving.controller import ServiceController
     from orrery_hub.store.runner import StoreRunner
@@ -34,6 +35,7 @@ class HubApi(Protocol):
     identity: ClusterIdentity | None
     nats_url: str | None
     serving: ServiceController
+    elector: Elector | None  # one of several hubs: who leads (None: the only hub)
 
     @property
     def healthy(self) -> bool: ...

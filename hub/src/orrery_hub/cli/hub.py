@@ -172,6 +172,22 @@ def command(app: typer.Typer) -> None:
                 "(0: keep forever)",
             ),
         ] = 30.0,
+        leader_lease: Annotated[
+            float,
+            typer.Option(
+                envvar="ORRERY_LEADER_LEASE",
+                help="run as one of several hubs on one database: the leader holds a lease "
+                "this long, s; the others stand by (0: a lone hub)",
+            ),
+        ] = 0.0,
+        advertise_url: Annotated[
+            str | None,
+            typer.Option(
+                envvar="ORRERY_ADVERTISE_URL",
+                help="with --leader-lease: this hub's API URL as clients reach it (standbys "
+                "name the leader's in their redirects)",
+            ),
+        ] = None,
         ready_file: Annotated[
             Path | None,
             typer.Option(
@@ -255,6 +271,8 @@ def command(app: typer.Typer) -> None:
             write_burst=write_burst,
             oidc=oidc,
             retention_days=retention_days,
+            leader_lease_s=leader_lease,
+            advertise_url=advertise_url,
         )
 
         def on_ready(e: object) -> None:

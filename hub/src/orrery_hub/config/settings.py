@@ -114,6 +114,11 @@ class HubSettings:
     # orders are level-triggered (the hub sends again what a spoke still lacks), and an
     # order is only replayable by a spoke that restarted within this window (plus skew).
     order_ttl_s: float | None = None
+    # Hub standby: several hubs on one database, one leader by a lease this long (renewed
+    # every third of it). 0: this hub is the only one (no lease, no fence). advertise_url:
+    # where clients reach this hub's API, for a standby's redirect (default: its own URL).
+    leader_lease_s: float = 0.0
+    advertise_url: str | None = None
     # Events and audit rows of jobs finished more than this many days ago are pruned
     # (store.retention); None or 0 keeps them forever.
     retention_days: float | None = 30.0
@@ -153,6 +158,16 @@ class HubSettings:
 
     def check(self) -> None:
         self.timing.check()
+        if not self.leader_lease_s >= 0:
+            raise InvalidInput("--leader-lease: must be >= 0 (0: a lone hub)")
+        handover = self.leader_lease_s * 4 / 3 + self.timing.heartbeat_interval_s
+        if self.leader_lease_s > 0 and handover >= self.timing.lease_s:
+            raise InvalidInput(
+                f"--leader-lease ({self.leader_lease_s}s): a handover takes up to the leader "
+                f"lease, a third of it more and a heartbeat ({handover:.2f}s), which must stay "
+                f"below the spokes' lease ({self.timing.lease_s}s), or their slices stop while "
+                "the hubs hand over"
+            )
         if not self.reconcile_interval_s > 0:
             raise InvalidInput("--reconcile-interval: must be positive")
         if not 0 <= self.port <= 65535:

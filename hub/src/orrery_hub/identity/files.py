@@ -104,22 +104,35 @@ def hub_subject(paths: IdentityPaths) -> str:
     return nats_user(x509.load_pem_x509_certificate(paths.hub_cert.read_bytes()).subject)
 
 
-def write_nats_conf(paths: IdentityPaths, *, host: str, port: int) -> Path:
+def write_nats_conf(
+    paths: IdentityPaths,
+    *,
+    host: str,
+    port: int,
+    name: str = "nats",
+    cluster_port: int | None = None,
+    routes: tuple[str, ...] = (),
+) -> Path:
+    """``<name>.conf`` (pid file ``<name>.pid``) for one nats-server; with ``cluster_port``
+    and ``routes``, one member of a cluster (``orrery up --ha`` writes nats-0, -1, -2)."""
+    conf = paths.root / f"{name}.conf"
     write_public(
-        paths.nats_conf,
+        conf,
         render_main(
             host=host,
             port=port,
             cert=paths.server_cert,
             key=paths.server_key,
             ca=paths.ca_cert,
-            pid_file=paths.nats_pid,
+            pid_file=paths.root / f"{name}.pid",
             users=paths.nats_users,
+            cluster_port=cluster_port,
+            routes=routes,
         ).encode(),
     )
     if not paths.nats_users.exists():
         write_users(paths, [])
-    return paths.nats_conf
+    return conf
 
 
 def write_users(paths: IdentityPaths, clusters: list[NatsUser]) -> None:
@@ -127,15 +140,18 @@ def write_users(paths: IdentityPaths, clusters: list[NatsUser]) -> None:
 
 
 def reload_nats(paths: IdentityPaths) -> bool:
-    """Ask the nats-server running from this configuration to reload it (SIGHUP to the pid in
-    its pid_file). False when none runs."""
-    try:
-        pid = int(paths.nats_pid.read_text().strip())
-        # A stale pid file could name a process that is not nats-server any more.
-        cmdline = Path(f"/proc/{pid}/cmdline")
-        if cmdline.parent.parent.exists() and b"nats-server" not in cmdline.read_bytes():
-            return False
-        os.kill(pid, signal.SIGHUP)
-        return True
-    except (OSError, ValueError):
-        return False
+    """Ask every nats-server running from a configuration here (one, or the members of a
+    cluster) to reload it: SIGHUP to the pid in each pid file. False when none runs."""
+    reloaded = False
+    for pid_file in sorted(paths.root.glob("nats*.pid")):
+        try:
+            pid = int(pid_file.read_text().strip())
+            # A stale pid file could name a process that is not nats-server any more.
+            cmdline = Path(f"/proc/{pid}/cmdline")
+            if cmdline.parent.parent.exists() and b"nats-server" not in cmdline.read_bytes():
+                continue
+            os.kill(pid, signal.SIGHUP)
+            reloaded = True
+        except (OSError, ValueError):
+            continue
+    return reloaded

@@ -77,6 +77,8 @@ class ReconcileLoop(OrderOutbox):
             self.metrics.placement_seconds.observe(max(0.0, now - created))
 
     async def reconcile_once(self) -> None:
+        if not self.leading:
+            return  # a standby: the leader schedules and watches the clusters
         now = self.clock()
         settings = self.settings
         if self._connected:

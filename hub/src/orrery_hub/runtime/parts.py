@@ -31,6 +31,7 @@ from orrery_hub.auth import Authenticator
 from orrery_hub.auth.ratelimit import RateLimiter
 from orrery_hub.config.settings import HubSettings
 from orrery_hub.identity.service import ClusterIdentity
+from orrery_hub.leader import Elector
 from orrery_hub.runtime.inventory import Inventory
 from orrery_hub.runtime.lanes import Lanes
 from orrery_hub.runtime.metrics import HubMetrics
@@ -70,9 +71,21 @@ class HubParts:
     _last_free: dict[str, list[tuple[str, tuple[int, ...]]]]
     _forget: dict[str, list[SliceKey]]
     _answering: set[asyncio.Task[None]]
+    # Hub standby (``orrery_hub.leader``): with a leader lease, this hub schedules, takes
+    # reports and commits writes only while it leads. None: the only hub.
+    elector: Elector | None
+
+    @property
+    def leading(self) -> bool:
+        """Whether this hub acts: always, without a leader lease."""
+        return self.elector is None or self.elector.leading
 
     def wake(self) -> None:
         self._wake.set()
+
+    async def _restore(self, *, as_stored: bool = False) -> None:
+        """The clusters the store knows into the inventory (``orrery_hub.main.Hub``)."""
+        raise NotImplementedError
 
     def request_reload(self) -> None:
         """SIGHUP: reload the policy files at the next pass (on the store thread)."""

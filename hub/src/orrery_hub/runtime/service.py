@@ -119,6 +119,8 @@ class HubService(OrderOutbox):
         return await self.store.tx(lambda s: jobstore.attempts(s, job_id, after=after, limit=limit))
 
     async def clusters(self) -> list[ClusterPublic]:
+        if not self.leading:
+            await self._restore(as_stored=True)  # a standby hears no heartbeats
         return self.inventory.public(self.jobdb.held())
 
     # ---- policies, usage, audit ------------------------------------------------------
@@ -233,6 +235,8 @@ class HubService(OrderOutbox):
         cannot grow the audit table without bound."""
         now = self.clock()
         self.metrics.api_denied.labels(str(status)).inc()
+        if not self.leading:
+            return  # counted; the audit log is the leader's to write
         if self._denial_audit.take(source, now) > 0:
             self.metrics.api_denied_unaudited.inc()
             return

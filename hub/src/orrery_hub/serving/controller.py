@@ -164,10 +164,14 @@ class ServiceController:
 
     # ---- the loop --------------------------------------------------------------------------
 
+    # Whether this hub acts on services (hub standby: only the leader does).
+    acting: Callable[[], bool] = staticmethod(lambda: True)
+
     async def run(self) -> None:
         while True:
             try:
-                await self.tick(self.clock())
+                if self.acting():
+                    await self.tick(self.clock())
             except OrreryError as exc:
                 log.warning("service controller: %s", exc.message)
             await asyncio.sleep(TICK_S)

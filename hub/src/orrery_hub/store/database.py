@@ -13,7 +13,7 @@ spans its reads too and SAVEPOINTs work: the applier commits each job in its own
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -21,17 +21,46 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import ORMExecuteState
 from sqlmodel import Session, SQLModel, create_engine
 
 from orrery.errors import InvalidInput, Unavailable
-from orrery_hub.store import identityrows, models, tokenrows  # noqa: F401  (registers the tables)
+from orrery_hub.store import (  # noqa: F401  (registers the tables)
+    identityrows,
+    leaderrows,
+    models,
+    tokenrows,
+)
 
 SQLITE_SYNCHRONOUS = "FULL"
+
+
+class _Session(Session):
+    """A session that remembers whether it wrote: only writes are fenced (a standby
+    serves reads)."""
+
+
+@event.listens_for(_Session, "after_flush")
+def _flushed(session: Session, _ctx: Any) -> None:
+    session.info["wrote"] = True
+
+
+@event.listens_for(_Session, "do_orm_execute")
+def _dml(state: ORMExecuteState) -> None:
+    if state.is_insert or state.is_update or state.is_delete:
+        state.session.info["wrote"] = True
+
+
+def wrote(s: Session) -> bool:
+    return bool(s.new or s.dirty or s.deleted or s.info.get("wrote"))
 
 
 class Database:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        # Hub standby (``orrery_hub.leader``): run before committing any transaction that
+        # wrote; it raises to refuse the commit. None: a lone hub, nothing to fence.
+        self.fence: Callable[[Session], None] | None = None
 
     @classmethod
     def connect(cls, url: str) -> Database:
@@ -74,9 +103,11 @@ class Database:
     @contextmanager
     def session(self) -> Iterator[Session]:
         """A transaction: committed when the block ends, rolled back when it raises."""
-        with Session(self.engine, expire_on_commit=False) as s:
+        with _Session(self.engine, expire_on_commit=False) as s:
             try:
                 yield s
+                if self.fence is not None and not s.info.get("unfenced") and wrote(s):
+                    self.fence(s)
                 s.commit()
             except BaseException:
                 s.rollback()

@@ -204,6 +204,22 @@ def up(
     kill_grace: Annotated[
         float | None, typer.Option(envvar="ORRERY_KILL_GRACE", help="SIGTERM to SIGKILL, s")
     ] = None,
+    ha: Annotated[
+        bool,
+        typer.Option(
+            "--ha",
+            envvar="ORRERY_HA",
+            help="no single point of failure: two hubs (one leads, one stands by) and three "
+            "clustered nats-servers",
+        ),
+    ] = False,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            envvar="ORRERY_DB",
+            help="the hubs' database URL, e.g. postgresql://... (default: SQLite in --state)",
+        ),
+    ] = None,
 ) -> None:
     """A whole federation on this machine: NATS, the hub, and N simulated GPU clusters."""
     import dataclasses
@@ -229,6 +245,9 @@ def up(
         policies=policies,
         timings=timings,
         gateway=True,
+        hubs=2 if ha else 1,
+        nats_servers=3 if ha else 1,
+        db_url=db,
     )
 
     def on_term(_sig: int, _frame: object) -> None:
@@ -236,8 +255,9 @@ def up(
 
     signal.signal(signal.SIGTERM, on_term)
     t = fed.timings
+    parts = "3 clustered nats-servers, 2 hubs" if ha else "NATS, the hub"
     err.print(
-        f"starting NATS, the hub and {spokes} spoke(s) under {state} ... (heartbeat "
+        f"starting {parts} and {spokes} spoke(s) under {state} ... (heartbeat "
         f"{t.heartbeat_s}s, lease {t.lease_s}s, failover {t.failover_s}s)"
     )
     try:
@@ -247,8 +267,11 @@ def up(
                 render(CLUSTER_COLUMNS, [cluster_row(x, False) for x in c.clusters()], width())
             )
         assert fed.api_url is not None
-        where = set_context(Context(name="local", hub=fed.api_url, token=fed.admin_token))
-        console.print(f"hub: [bold]{fed.api_url}[/bold]")
+        hubs = ",".join(fed.api_urls[i] for i in sorted(fed.api_urls))
+        where = set_context(Context(name="local", hub=hubs, token=fed.admin_token))
+        console.print(f"hub: [bold]{hubs}[/bold]" + (" (the first leads)" if ha else ""))
+        if ha:
+            console.print(f"nats: {fed.nats_url}")
         console.print(
             f"gateway: [bold]{fed.gateway_url}[/bold] (services at "
             f"{fed.gateway_url}/services/<name>/...)"
@@ -258,7 +281,7 @@ def up(
             "clusters, ... use it. For scripts and other shells:"
         )
         # One line each, unwrapped, so a script can read them (eval "$(... | grep export)").
-        print(f"export ORRERY_HUB={fed.api_url}", flush=True)
+        print(f"export ORRERY_HUB={hubs}", flush=True)
         print(f"export ORRERY_TOKEN={fed.admin_token}", flush=True)
         print(f"export ORRERY_GATEWAY={fed.gateway_url}", flush=True)
         console.print(f"logs: {fed.state / 'logs'}.  Ctrl-C stops everything.")
