@@ -30,12 +30,12 @@ from orrery.federation import Federation, Timings
 
 pytestmark = pytest.mark.e2e
 
-# The spokes' lease (5 s) outlasts a handover: the leader lease (1.5 s), a standby's poll
+# The spokes' lease (5 s) outlasts a handover: the leader lease (2 s), a standby's poll
 # (a third of it) and the new leader's first heartbeat reply, with room for a loaded machine.
 TIMINGS = Timings(
     heartbeat_s=0.25, lease_s=5.0, failover_s=7.0, kill_grace_s=0.5, backoff_s=0.1, reconcile_s=0.25
 )
-LEADER_LEASE_S = 1.5
+LEADER_LEASE_S = 2.0
 
 
 def job(name: str, out: Path, *, slices: int, steps: int) -> str:
