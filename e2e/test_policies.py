@@ -172,4 +172,4 @@ def test_sighup_reloads_and_a_broken_file_keeps_the_old_set(federation, tmp_path
                             "--since", "7d", "--token", fed.admin_token], capture_output=True,
                            text=True, timeout=60)
         assert p.returncode == 0, p.stderr
-        assert "Usage by team (last 7d)" in p.stdout
+        assert "By team (last 7d)" in p.stdout
