@@ -13,6 +13,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from orrery_hub.scheduler.fairness import jain, max_min_shares
 from orrery_hub.sim.cli import command, run_sim
 from orrery_hub.sim.engine import Engine, simulate
 from orrery_hub.sim.fleet import load_fleet
@@ -189,3 +190,15 @@ def test_a_pass_due_at_a_rounded_instant_still_runs(tmp_path: Path) -> None:
     r = engine.run()
     assert len(r.finished) == 3
     assert r.events < 100, f"{r.events} events for 3 jobs"
+
+
+def test_fair_shares_are_weighted_max_min_capped_by_demand() -> None:
+    # 10 GPUs; A (weight 2) wants 9, B (weight 1) 9, C (weight 1) wants 1: C gets its 1,
+    # the 9 left split 2:1.
+    got = max_min_shares({"A": 9, "B": 9, "C": 1}, {"A": 2}, 10)
+    assert got == pytest.approx({"A": 6.0, "B": 3.0, "C": 1.0})
+    # Everyone satisfied: shares are the demands; nothing asked, nothing given.
+    assert max_min_shares({"A": 2, "B": 0}, {}, 10) == {"A": 2, "B": 0.0}
+    # Jain's index over allocations normalised by those shares: 1 when each has its share.
+    assert jain([6 / 6, 3 / 3, 1 / 1]) == 1.0
+    assert jain([9 / 6, 0 / 3, 1 / 1]) < 0.7

@@ -72,8 +72,35 @@ def tenant_usage(policy: Policy, running: Iterable[RunningJob]) -> dict[str, flo
     return usage
 
 
+def max_min_shares(
+    demand: Mapping[str, float], weights: Mapping[str, float], capacity: float
+) -> dict[str, float]:
+    """Weighted max-min fair shares of ``capacity`` (water-filling): each tenant gets
+    capacity in proportion to its weight, none more than it demands, and what a satisfied
+    tenant leaves is shared among the others the same way. GPU types are not modelled: a
+    share is of the fleet's GPUs."""
+    share = dict.fromkeys(demand, 0.0)
+    open_ = {t for t, d in demand.items() if d > 0}
+    left = capacity
+    while open_ and left > 1e-9:
+        total_w = sum(weights.get(t, 1.0) for t in open_)
+        level = left / total_w
+        capped = {t for t in open_ if demand[t] - share[t] <= level * weights.get(t, 1.0)}
+        if not capped:
+            for t in open_:
+                share[t] += level * weights.get(t, 1.0)
+            break
+        for t in capped:
+            left -= demand[t] - share[t]
+            share[t] = demand[t]
+        open_ -= capped
+    return share
+
+
 def jain(values: Iterable[float]) -> float:
-    """Jain's fairness index: 1 when all are equal, 1/n when one has everything."""
+    """Jain's fairness index: 1 when all are equal, 1/n when one has everything. Jain et
+    al. apply it to allocations normalised by each one's fair allocation (``x_i = T_i /
+    O_i``), so that a tenant that asks for little is not counted as treated unfairly."""
     xs = list(values)
     if not xs:
         return 1.0

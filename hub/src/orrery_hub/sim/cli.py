@@ -126,8 +126,12 @@ def command(app: typer.Typer) -> None:
 def _sweep(path: Path, out: Path) -> None:
     from orrery_hub.sim.sweep import run_sweep
 
+    def progress(cell: str, policy: str, s: dict[str, Any]) -> None:
+        typer.echo(f"{cell} {policy}: JCT {s['jct_mean']:,.0f} s, wait {s['wait_mean']:,.0f} s,"
+                   f" Jain {s['jain']:.3f}, {s['preemptions']} preemptions", err=True)
+
     with user_errors():
-        result = run_sweep(path, out)
+        result = run_sweep(path, out, progress=progress)
     for p, a in result["aggregate"].items():
         w, b = a["worst"], a["best"]
         typer.echo(

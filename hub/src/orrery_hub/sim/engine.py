@@ -29,7 +29,7 @@ from orrery_hub.scheduler import (
     Snapshot,
     plan,
 )
-from orrery_hub.scheduler.fairness import jain
+from orrery_hub.scheduler.fairness import jain, max_min_shares
 from orrery_hub.sim.fleet import Fleet
 from orrery_hub.sim.trace import TraceJob
 
@@ -111,6 +111,7 @@ class Engine:
         self.grace = spec.grace
         self.policy = replace(self.policy, grace_s=self.grace)
         self.queues = {q.name for q in fleet.queues}
+        self.weights = {q.name: q.weight for q in fleet.queues}
         # Free GPU indices per node, and the capacity the scheduler sees, rebuilt per
         # cluster only when that cluster changed.
         self.free: dict[tuple[ClusterName, NodeName], list[int]] = {}
@@ -330,18 +331,23 @@ class Engine:
         self._measure_fairness()
 
     def _measure_fairness(self) -> None:
-        """Jain's index of weighted GPU shares among the queues that have work waiting,
-        held until the next pass; None (not counted) while fewer than two wait."""
-        backlogged = {j.queue for j in self.pending.values()}
-        if len(backlogged) < 2:
+        """Jain's index, held until the next pass, of each queue's GPUs over its fair
+        share: weighted max-min of the fleet's GPUs, capped by what the queue demands
+        (what it runs plus what it waits for), over every queue with demand. None (not
+        counted) while fewer than two queues wait."""
+        demand: dict[str, float] = {}
+        for j in self.pending.values():
+            demand[j.queue] = demand.get(j.queue, 0.0) + j.tj.gpus
+        if len(demand) < 2:
             self.jain_now = None
             return
-        alloc = dict.fromkeys(backlogged, 0.0)
+        alloc: dict[str, float] = {}
         for j in self.running.values():
-            if j.queue in alloc:
-                alloc[j.queue] += j.tj.gpus
-        weights = {q.name: q.weight for q in self.fleet.queues}
-        self.jain_now = jain(alloc[q] / weights.get(q, 1.0) for q in sorted(alloc))
+            alloc[j.queue] = alloc.get(j.queue, 0.0) + j.tj.gpus
+        for q, a in alloc.items():
+            demand[q] = demand.get(q, 0.0) + a
+        fair = max_min_shares(demand, self.weights, self.result.gpus)
+        self.jain_now = jain(alloc.get(q, 0.0) / fair[q] for q in sorted(fair) if fair[q] > 0)
 
 
 def simulate(jobs: tuple[TraceJob, ...], fleet: Fleet, policy: str) -> Result:

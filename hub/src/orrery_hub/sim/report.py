@@ -8,7 +8,8 @@ Definitions (all seconds or fractions):
   ``utilization_arrivals`` the same while jobs were still arriving (the contended part).
 * ``jct_*``: end - submission; ``wait_*``: first start - submission; over finished jobs,
   right-censored trace rows left out. p99 is the nearest-rank percentile.
-* ``jain``: Jain's index of weighted GPU shares among queues with work waiting,
+* ``jain``: Jain's index of each queue's GPUs over its demand-capped weighted max-min
+  fair share of the fleet (Jain et al.'s normalisation), over queues with demand,
   time-averaged over the time when at least two queues had work waiting (1.0 when never).
 * ``makespan``: last completion - first submission.
 """

@@ -32,8 +32,8 @@ from __future__ import annotations
 import json
 import math
 from collections import defaultdict
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -235,43 +235,86 @@ def _inputs(trace: str, nodes: str, limit: int | None) -> tuple[tuple[TraceJob, 
     return read_pods(Path(trace), limit=limit).jobs, read_nodes(Path(nodes))
 
 
-def run_cell(spec: SweepSpec, trace: Path, nodes_path: Path, cell: Cell) -> dict[str, Any]:
+def _cell_fleet(spec: SweepSpec, trace: Path, nodes_path: Path,
+                cell: Cell) -> tuple[tuple[TraceJob, ...], Fleet, float]:
     jobs, nodes = _inputs(str(trace), str(nodes_path), spec.limit)
     probe = make_fleet(spec, cell, nodes, 1.0)
-    scale = scale_for(jobs, probe.gpus, cell.load)
-    fleet = make_fleet(spec, cell, nodes, scale)
-    out: dict[str, Any] = {
+    scale = _scale(str(trace), str(nodes_path), spec.limit, probe.gpus, cell.load)
+    return jobs, make_fleet(spec, cell, nodes, scale), scale
+
+
+@cache
+def _scale(trace: str, nodes: str, limit: int | None, gpus: int, load: float) -> float:
+    return scale_for(_inputs(trace, nodes, limit)[0], gpus, load)
+
+
+def _cell_row(jobs: tuple[TraceJob, ...], fleet: Fleet, scale: float,
+              cell: Cell) -> dict[str, Any]:
+    return {
         "cell": cell.key, "fleet": cell.fleet.name, "load": cell.load, "seed": cell.seed,
         "gpus": fleet.gpus, "clusters": len(fleet.clusters), "arrival_scale": round(scale, 4),
         "offered_load": round(offered_load(jobs, fleet.gpus, scale), 4), "policies": {},
     }
+
+
+def run_cell(spec: SweepSpec, trace: Path, nodes_path: Path, cell: Cell) -> dict[str, Any]:
+    """Every policy of the sweep on one cell."""
+    jobs, fleet, scale = _cell_fleet(spec, trace, nodes_path, cell)
+    out = _cell_row(jobs, fleet, scale, cell)
     for p in spec.policies:
         out["policies"][p] = summary(simulate(jobs, fleet, p))
     return out
 
 
-def _run_one(args: tuple[SweepSpec, Path, Path, Cell]) -> dict[str, Any]:
-    return run_cell(*args)
+Task = tuple[SweepSpec, Path, Path, Cell, str]
+
+
+def _run_one(task: Task) -> tuple[dict[str, Any], str, dict[str, Any]]:
+    """One policy on one cell: the unit the workers share, so that one slow policy (strict
+    FIFO on an overloaded cell) does not hold a whole cell's worth of work on one core."""
+    spec, trace, nodes_path, cell, policy = task
+    jobs, fleet, scale = _cell_fleet(spec, trace, nodes_path, cell)
+    return _cell_row(jobs, fleet, scale, cell), policy, summary(simulate(jobs, fleet, policy))
+
+
+Progress = Callable[[str, str, dict[str, Any]], None]
 
 
 def run_sweep(path: Path, out: Path | None = None, draw: bool = True,
-              workers: int | None = None) -> dict[str, Any]:
-    """Run every cell; write sweep.json, sweep.md (and sweep.png) under ``out``."""
+              workers: int | None = None, progress: Progress | None = None) -> dict[str, Any]:
+    """Run every cell; write sweep.json, sweep.md (and sweep.png) under ``out``.
+    ``progress(cell, policy, summary)`` is called as each run ends."""
     from orrery_hub.sim.sweep_report import aggregate, plot_sweep, table
 
     spec, trace, nodes = load_sweep(path)
     for p in (trace, nodes):
         if not p.exists():
             raise TraceError(f"{path}: {p} does not exist")
-    todo = [(spec, trace, nodes, c) for c in cells(spec)]
+    todo: list[Task] = [(spec, trace, nodes, c, p) for c in cells(spec) for p in spec.policies]
+    rows: dict[str, dict[str, Any]] = {}
+
+    def done(got: tuple[dict[str, Any], str, dict[str, Any]]) -> None:
+        row, policy, s = got
+        rows.setdefault(row["cell"], row)["policies"][policy] = s
+        if progress is not None:
+            progress(row["cell"], policy, s)
+
     n = workers or spec.workers
     if n > 1:
         with ProcessPoolExecutor(n) as ex:
-            rows = list(ex.map(_run_one, todo))
+            for fut in as_completed([ex.submit(_run_one, t) for t in todo]):
+                done(fut.result())
     else:
-        rows = [_run_one(t) for t in todo]
-    result = {"baseline": spec.baseline, "policies": spec.policies, "cells": rows,
-              "aggregate": aggregate(rows, spec.baseline, spec.pass_interval)}
+        for t in todo:
+            done(_run_one(t))
+    # Cells and policies in the sweep file's order, whatever order the workers finished in.
+    ordered = []
+    for c in cells(spec):
+        row = rows[c.key]
+        row["policies"] = {p: row["policies"][p] for p in spec.policies}
+        ordered.append(row)
+    result = {"baseline": spec.baseline, "policies": spec.policies, "cells": ordered,
+              "aggregate": aggregate(ordered, spec.baseline, spec.pass_interval)}
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "sweep.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
