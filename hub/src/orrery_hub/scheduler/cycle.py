@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
 from orrery_hub.scheduler import backfill, preemption
-from orrery_hub.scheduler.fairness import Offer, order
+from orrery_hub.scheduler.fairness import Offer, order, tenant_of
 from orrery_hub.scheduler.fit import ClusterFit
 from orrery_hub.scheduler.plan import Plan, Preemption, Reservation, SlicePlacement, WaitReason
 from orrery_hub.scheduler.quota import QuotaBook
@@ -53,17 +53,23 @@ def _choose(
     job: JobRequest,
     n: int,
     candidates: list[tuple[ClusterFit, int]],
-    contention: dict[ClusterName, tuple[float, int]] | None = None,
+    prefer: list[frozenset[str]],
 ) -> list[tuple[ClusterFit, int]]:
-    """Which clusters take how many slices. Returns [] when a gang cannot be placed."""
+    """Which clusters take how many slices. Returns [] when a gang cannot be placed.
+    ``prefer``: with ``Policy.type_aware``, a flexible job's types, best first."""
     scores = job.cluster_scores
     whole = [(c, k) for c, k in candidates if k >= n]
     if whole:
-        if contention is not None and len(whole) > 1:
-            # Type-aware: spare the GPUs that single-type jobs are waiting for.
+        if prefer and len(whole) > 1:
+            # Type-aware: the cluster whose best type that holds the job ranks first.
+            g = job.gpus_per_slice
+
+            def best(c: ClusterFit) -> int:
+                return next((i for i, one in enumerate(prefer) if c.slices_fit(g, one) >= n),
+                            len(prefer))
+
             c, _ = min(whole, key=lambda ck: (
-                -scores.get(ck[0].name, 0.0), contention.get(ck[0].name, (0.0, 0)), ck[1],
-                ck[0].name))
+                -scores.get(ck[0].name, 0.0), best(ck[0]), ck[1], ck[0].name))
             return [(c, n)]
         # Policy preference first, then the tightest fit (leave big holes for big jobs).
         c, _ = min(whole, key=lambda ck: (-scores.get(ck[0].name, 0.0), ck[1], ck[0].name))
@@ -112,7 +118,8 @@ class _Pass:
         ] = {}
         self.free_left = sum(c.free_all for c in self.fits if c.ready)
         self.jobs = snapshot.jobs
-        self._cont: dict[ClusterName, tuple[float, int]] | None = None
+        self._rank: dict[str, int] | None = None
+        self._singles: dict[str, frozenset[str]] = {}
         self.inflight: dict[JobId, list[RunningJob]] = {}
         for r in snapshot.running:
             if r.stopping and r.preempted_for is not None:
@@ -288,37 +295,49 @@ class _Pass:
             r = self.reasons[key] = why(job, n, self.fits)
         return r
 
-    def _contention(self) -> dict[ClusterName, tuple[float, int]] | None:
-        """Per cluster: GPUs wanted by waiting jobs that accept only its GPU type, per GPU
-        it has free; then how scarce its type is (minus the free GPUs of that type in the
-        whole fleet), so that with no one waiting a flexible job still takes the plentiful
-        type and leaves the scarce one. Built on first need, and only with
-        ``Policy.type_aware`` on a fleet of several types; fixed for the pass (a ranking
-        hint, not an accounting)."""
+    def _type_rank(self) -> dict[str, int] | None:
+        """GPU types in the order a job that accepts several should use them (0 first), or
+        None without ``Policy.type_aware`` or on a fleet of one type. Fixed for the pass.
+
+        First the types the fewest single-type waiting jobs want, per free GPU of that
+        type; among types nobody waits for, the most plentiful in the fleet. Tightest fit
+        alone sends a flexible job to the smallest cluster, which is the rarest type: on
+        the Alibaba trace that put day-long any-type jobs on the 14 P100s while 223
+        P100-only jobs arrived behind them and waited 30 hours at light load."""
         if not self.policy.type_aware:
             return None
-        if self._cont is None:
-            types = {t for c in self.fits for t in c.buckets if t is not None}
-            self._cont = {}
-            if len(types) > 1:
+        if self._rank is None:
+            total: dict[str, int] = {}
+            free: dict[str, int] = {}
+            for c in self.fits:
+                if not c.ready:
+                    continue
+                for t, by in c.buckets.items():
+                    if t is not None:
+                        total[t] = total.get(t, 0) + c.totals[t]
+                        free[t] = free.get(t, 0) + sum(k * len(ns) for k, ns in by.items())
+            self._rank = {}
+            if len(total) > 1:
                 wanted: dict[str, int] = {}
                 for j in self.jobs:
                     if j.gpu_types is not None and len(j.gpu_types) == 1:
                         (t,) = j.gpu_types
                         wanted[t] = wanted.get(t, 0) + j.gpus
-                free: dict[str, int] = {}
-                for c in self.fits:
-                    if c.ready:
-                        for ty, by_count in c.buckets.items():
-                            if ty is not None:
-                                n = sum(k * len(b) for k, b in by_count.items())
-                                free[ty] = free.get(ty, 0) + n
-                for c in self.fits:
-                    mine = [t for t in c.buckets if t is not None]
-                    w = sum(wanted.get(t, 0) for t in mine)
-                    plenty = max((free.get(t, 0) for t in mine), default=0)
-                    self._cont[c.name] = (w / max(1, c.free_all), -plenty)
-        return self._cont
+                ordered = sorted(total, key=lambda t: (
+                    wanted.get(t, 0) / max(1, free[t]), -total[t], t))
+                self._rank = {t: i for i, t in enumerate(ordered)}
+        return self._rank or None
+
+    def _preferred(self, job: JobRequest, rank: dict[str, int]) -> list[frozenset[str]]:
+        """The job's allowed types, each alone, best first (see ``_type_rank``)."""
+        allowed = rank if job.gpu_types is None else [t for t in rank if t in job.gpu_types]
+        return [self._single(t) for t in sorted(allowed, key=rank.__getitem__)]
+
+    def _single(self, t: str) -> frozenset[str]:
+        got = self._singles.get(t)
+        if got is None:
+            got = self._singles[t] = frozenset((t,))
+        return got
 
     def _known_lent_failure(self, job: JobRequest, n: int, end: float) -> bool:
         """Held nodes are lent to jobs ending by the hold's end; a job ending earlier may
@@ -348,7 +367,9 @@ class _Pass:
             if (k := c.slices_fit(job.gpus_per_slice, job.gpu_types)) > 0
         ]
         flexible = job.gpu_types is None or len(job.gpu_types) > 1
-        chosen = _choose(job, n, candidates, self._contention() if flexible else None)
+        rank = self._type_rank() if flexible and job.gpus_per_slice > 0 else None
+        prefer = self._preferred(job, rank) if rank is not None else []
+        chosen = _choose(job, n, candidates, prefer)
         if not chosen:
             if lent:
                 self.no_fit_lent.setdefault(shape, []).append((need, end))
@@ -358,7 +379,12 @@ class _Pass:
         indices = iter(sorted(job.pending))
         placed = 0
         for cluster, k in chosen:
-            for take in cluster.take(k, job.gpus_per_slice, job.gpu_types):
+            types = job.gpu_types
+            for one in prefer:  # the whole share in the best type that holds it
+                if cluster.slices_fit(job.gpus_per_slice, one) >= k:
+                    types = one
+                    break
+            for take in cluster.take(k, job.gpus_per_slice, types):
                 if take.node in cluster.held:
                     self.backfilled.add(job.id)
                 self.placements.append(
@@ -418,11 +444,28 @@ class _Pass:
             and q.within_guarantee(job.queue, job.gpus)
         ):
             return f"reclaimed: queue {job.queue} takes back its guarantee from {r.queue}"
-        if r.priority < job.priority:
+        if r.priority < job.priority and self._towards_fairness(job, r):
             # Across queues under quota, only what the victim's queue borrowed is fair game
             # (``_budget`` enforces how much); within a queue, priority alone decides.
             return f"preempted by job {job.id} (priority {job.priority} over {r.priority})"
         return None
+
+    def _towards_fairness(self, job: JobRequest, r: RunningJob) -> bool:
+        """With fair share, a job evicts another tenant's only if its own tenant's share,
+        with the job placed, stays at or below the victim tenant's share without the
+        victim (Kueue's LessThanOrEqualToFinalShare): priority may not buy a tenant more
+        than its share, or the GPUs it takes would go back to the victim's tenant on the
+        next pass and the two would evict each other in turn."""
+        if not self.offer.fair:
+            return True
+        offer, pol = self.offer, self.policy
+        mine = tenant_of(pol, job.queue, job.team)
+        theirs = tenant_of(pol, r.queue, r.team)
+        if mine == theirs:
+            return True
+        # The preemptor is charged (``offer.charge``) only once it has chosen its victims.
+        return (offer.share(mine) + job.gpus / offer.weight(mine)
+                <= offer.share(theirs) - r.gpus / offer.weight(theirs))
 
     def _budget(self, job: JobRequest, queue: str) -> float:
         """GPUs that evictions for ``job`` may take from ``queue``."""

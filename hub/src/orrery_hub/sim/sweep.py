@@ -6,11 +6,9 @@ A cell is (fleet, load, seed). Fleets are drawn from the node list: a fraction o
 nodes, GPU models grouped into clusters (``model``: one per model; ``family``: the V100s
 together; ``mixed-N``: models dealt into N clusters, so a cluster holds several types;
 ``one``: a single cluster), each split into ``regions`` clusters, and QoS queues with one
-of the guarantee templates in ``QUEUE_TEMPLATES``. A load is the *offered* utilisation
-during arrivals — GPU-seconds the arrivals ask for inside the arrival window (each job
-counted from its submission for its duration, cut at the last arrival) over the fleet's
-GPU-seconds in that window — which does not depend on the policy; the arrival scale that
-gives it is found by bisection. The seed draws other nodes and other synthetic teams.
+of the guarantee templates in ``QUEUE_TEMPLATES``. A load is the *offered* load rho —
+the GPU-seconds all arrivals ask for over the fleet's GPU-seconds in the arrival window —
+which does not depend on the policy and is linear in the arrival scale. The seed draws other nodes and other synthetic teams.
 
 ```yaml
 trace: openb_pod_list_gpuspec33.slice2000.csv   # relative to this file
@@ -207,26 +205,24 @@ def make_fleet(spec: SweepSpec, cell: Cell, nodes: tuple[TraceNode, ...], scale:
 
 
 def offered_load(jobs: tuple[TraceJob, ...], gpus: int, scale: float) -> float:
-    """GPU-seconds asked for inside the arrival window over the fleet's, at ``scale``."""
+    """The textbook offered load, rho = arrival rate x mean GPU-seconds per job / GPUs: all
+    the GPU-seconds the arrivals ask for over the fleet's GPU-seconds in the arrival window
+    at ``scale``. Each job counts whole, even when it runs past the window: on this trace
+    90% of the GPU-seconds lie in 77 jobs longer than a day, and they hold their GPUs that
+    long whatever the window (counting only the part inside the window, as the first
+    sweep did, put cells where FIFO waited 36 hours at "0.3")."""
     if not jobs or gpus <= 0:
         return 0.0
-    first, last = jobs[0].submit / scale, jobs[-1].submit / scale
-    window = max(last - first, 1e-9)
-    work = sum(j.gpus * min(j.duration, last - j.submit / scale) for j in jobs)
-    return work / (gpus * window)
+    window = max((jobs[-1].submit - jobs[0].submit) / scale, 1e-9)
+    return sum(j.gpus * j.duration for j in jobs) / (gpus * window)
 
 
 def scale_for(jobs: tuple[TraceJob, ...], gpus: int, load: float) -> float:
-    """The arrival scale at which the offered load is ``load`` (bisection in log space:
-    the offered load grows with the scale)."""
-    lo, hi = 1e-3, 1e5
-    for _ in range(60):
-        mid = math.sqrt(lo * hi)
-        if offered_load(jobs, gpus, mid) < load:
-            lo = mid
-        else:
-            hi = mid
-    return float(math.sqrt(lo * hi))
+    """The arrival scale at which the offered load is ``load`` (it is linear in the scale)."""
+    at_one = offered_load(jobs, gpus, 1.0)
+    if at_one <= 0:
+        raise TraceError("the trace asks for no GPU-seconds: no arrival scale gives a load")
+    return load / at_one
 
 
 @cache
