@@ -7,6 +7,7 @@ from dataclasses import replace
 
 import pytest
 
+from orrery.ids import NodeName
 from orrery_hub.scheduler import Policy, QueueConfig, Snapshot, plan
 from tests.hub.test_scheduler_helpers import (
     fleet,
@@ -57,6 +58,35 @@ def test_fair_share_between_teams_within_a_queue() -> None:
                                                                   team="cv")
     p = run({"c1": [4]}, waiting, policy=Policy(fair_share=True, tenant="team"))
     assert placed(p) == {"nlp-0", "nlp-1", "cv-0", "cv-1"}
+
+
+def test_across_queues_share_outranks_priority() -> None:
+    # A's jobs all outrank B's, yet with fair share each queue gets half: priority orders
+    # jobs within a queue, not queues (else B's short jobs would wait out all of A's).
+    waiting = jobs(8, queue="A", priority=10) + jobs(8, queue="B")
+    p = run({"c1": [8]}, waiting, policy=FAIR)
+    assert gpus_by_queue(p, waiting) == {"A": 4, "B": 4}
+
+
+@pytest.mark.parametrize(
+    ("case", "held", "expect_victims"),
+    [
+        # A holds 2 of 8 and B 6: evicting one B job leaves A at 3, B at 5: fairer.
+        ("towards fairness", {"A": 2, "B": 6}, {"B-0"}),
+        # A holds 6 and B 2: A would grow to 7 against B's 1. Priority does not buy that.
+        ("away from fairness", {"A": 6, "B": 2}, set()),
+    ],
+)
+def test_cross_queue_priority_preemption_only_towards_fairness(
+    case: str, held: dict[str, int], expect_victims: set[str]
+) -> None:
+    # A's own jobs share its priority (within a queue, priority alone would decide).
+    busy = [running(f"{q}-{i}", queue=q, on=[("c1", "n0", 1)], checkpoint=100 - i,
+                    priority=10 if q == "A" else 0)
+            for q, n in held.items() for i in range(n)]
+    p = run({"c1": [8]}, [job("hi", queue="A", priority=10)], busy=busy,
+            policy=Policy(fair_share=True, preemption=True), now=100)
+    assert victims(p) == expect_victims, case
 
 
 def test_within_a_queue_priority_then_submission() -> None:
@@ -257,6 +287,22 @@ def test_a_flexible_job_on_an_empty_fleet_takes_the_plentiful_type(
     flexible = replace(job("shards", gpus=1), gpu_types=frozenset({"H100", "A100"}))
     p = plan(Snapshot(h1 + h2 + a, (flexible,), policy=policy), 0.0)
     assert p.for_job(flexible.id)[0].cluster == expect_cluster
+
+
+def test_type_aware_with_nothing_waiting_keeps_the_rare_type_free() -> None:
+    # Nothing waits for T4 yet, but jobs that need it will come: a job that takes either
+    # goes to the plentiful G2, across clusters and inside a cluster holding both types.
+    t4, _ = fleet({"t4": [2]}, gpu_type="T4")
+    g2, _ = fleet({"g2": [8]}, gpu_type="G2")
+    flexible = replace(job("flex", gpus=1), gpu_types=frozenset({"T4", "G2"}))
+    aware = Policy(type_aware=True)
+    assert plan(Snapshot(t4 + g2, (flexible,), policy=aware), 0.0).placements[0].cluster == "g2"
+    (mixed,) = fleet({"mix": [2]}, gpu_type="T4")[0]
+    g2_node = replace(g2[0].nodes[0], name=NodeName("g"))
+    mixed = replace(mixed, nodes=(*mixed.nodes, g2_node))
+    for policy, node in ((Policy(), "n0"), (aware, "g")):  # tightest fit alone: the T4 node
+        p = plan(Snapshot((mixed,), (flexible,), policy=policy), 0.0)
+        assert p.placements[0].node == node
 
 
 @pytest.mark.parametrize("policy", [Policy(), Policy.full()])

@@ -138,7 +138,9 @@ def _sweep(path: Path, out: Path) -> None:
             f"{p}: JCT x{a['jct_ratio_geomean']:.3f}, wait x{a['wait_ratio_geomean']:.3f} of "
             f"{result['baseline']} (geomean over {a['cells']} cells); not worse in "
             f"{a['not_worse_cells']}/{a['cells']}; contended wins {a['contended_wins']}/"
-            f"{a['contended_cells']}; WORST {w['cell']} (JCT x{w['jct_ratio']:.2f}, wait "
+            f"{a['contended_cells']} (1.5x JCT out of any policy's reach in "
+            f"{a['contended_jct_unreachable']}); JCT at most x{a['jct_over_floor_max']:.3f} "
+            f"of its floor; WORST {w['cell']} (JCT x{w['jct_ratio']:.2f}, wait "
             f"x{w['wait_ratio']:.2f}); best {b['cell']} (JCT x{b['jct_ratio']:.2f}, wait "
             f"x{b['wait_ratio']:.2f})")
     typer.echo(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'} and {out / 'sweep.png'}")

@@ -86,6 +86,9 @@ class Result:
     first_submit: float
     last_submit: float
     finished: list[tuple[float, float, float, bool]] = field(default_factory=list)
+    # The trace's service time of each finished uncensored job, summed: no policy's mean
+    # JCT can go below their mean (the work itself, with no wait and nothing lost).
+    service_seconds: float = 0.0
     # (submit, first start, end, censored) per finished job
     used_series: list[tuple[float, int]] = field(default_factory=list)
     busy_gpu_seconds: float = 0.0
@@ -220,6 +223,8 @@ class Engine:
             j.end = t
             start = j.first_start if j.first_start is not None else t
             self.result.finished.append((j.wait, start, t, j.tj.censored))
+            if not j.tj.censored:
+                self.result.service_seconds += j.tj.duration
             return True
         assert step.requeued, step  # preempted: the platform's doing, requeued at once
         # The preempted attempt has exited; requeue from its last checkpoint.

@@ -8,6 +8,8 @@ Definitions (all seconds or fractions):
   ``utilization_arrivals`` the same while jobs were still arriving (the contended part).
 * ``jct_*``: end - submission; ``wait_*``: first start - submission; over finished jobs,
   right-censored trace rows left out. p99 is the nearest-rank percentile.
+* ``jct_floor``: the mean service time of the same jobs, below which no policy's mean
+  JCT can go (JCT = wait + service, and preemption only adds lost work).
 * ``jain``: Jain's index of each queue's GPUs over its demand-capped weighted max-min
   fair share of the fleet (Jain et al.'s normalisation), over queues with demand,
   time-averaged over the time when at least two queues had work waiting (1.0 when never).
@@ -41,6 +43,7 @@ def summary(r: Result) -> dict[str, Any]:
         "utilization": round(r.busy_gpu_seconds / (r.gpus * span), 6),
         "utilization_arrivals": round(r.busy_gpu_seconds_arrivals / (r.gpus * arr), 6),
         "jct_mean": round(sum(jct) / len(jct), 3) if jct else 0.0,
+        "jct_floor": round(r.service_seconds / len(jct), 3) if jct else 0.0,
         "jct_p99": round(percentile(jct, 99), 3),
         "wait_mean": round(sum(wait) / len(wait), 3) if wait else 0.0,
         "wait_p99": round(percentile(wait, 99), 3),
