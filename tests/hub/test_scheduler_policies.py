@@ -73,7 +73,7 @@ def test_across_queues_share_outranks_priority() -> None:
     [
         # A holds 2 of 8 and B 6: evicting one B job leaves A at 3, B at 5: fairer.
         ("towards fairness", {"A": 2, "B": 6}, {"B-0"}),
-        # A holds 6 and B 2: A would grow to 7 against B's 1. Priority does not buy that.
+        # A holds 6 and B 2: A would grow to 7, past B's 2. Priority does not buy that.
         ("away from fairness", {"A": 6, "B": 2}, set()),
     ],
 )

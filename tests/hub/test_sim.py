@@ -197,6 +197,9 @@ def test_fair_shares_are_weighted_max_min_capped_by_demand() -> None:
     # the 9 left split 2:1.
     got = max_min_shares({"A": 9, "B": 9, "C": 1}, {"A": 2}, 10)
     assert got == pytest.approx({"A": 6.0, "B": 3.0, "C": 1.0})
+    # Guarantees first (A is promised 8), the 2 left by weight 2:1, A needing only 1.
+    assert max_min_shares({"A": 9, "B": 9}, {"A": 2}, 10, {"A": 8}) == {"A": 9, "B": 1}
+    assert max_min_shares({"A": 1, "B": 9}, {}, 10, {"A": 8}) == {"A": 1, "B": 9}
     # Everyone satisfied: shares are the demands; nothing asked, nothing given.
     assert max_min_shares({"A": 2, "B": 0}, {}, 10) == {"A": 2, "B": 0.0}
     # Jain's index over allocations normalised by those shares: 1 when each has its share.

@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
 from sqlalchemy import update
-from sqlmodel import Session, col
+from sqlmodel import Session, col, select
 
 from orrery.ids import JobId
 from orrery.wire import Assignment, Kill
@@ -28,15 +28,41 @@ from orrery_hub.apply.queued import ACTIVE_JOB, Gathered
 from orrery_hub.policy import ClusterFacts, PolicySet
 from orrery_hub.policy.facts import Period
 from orrery_hub.scheduler import Plan, SlicePlacement
+from orrery_hub.scheduler.history import runtime_history
 from orrery_hub.store.models import JobRow
 
 log = logging.getLogger("orrery.hub.applier")
+
+HISTORY_REFRESH_S = 60.0
+HISTORY_ROWS = 2000  # newest finished jobs read for learned runtimes
 
 
 class Applier:
     def __init__(self) -> None:
         self._waiting: dict[str, dict[str, str]] = {}  # what the store says each job waits for
         self._gatherer = Gatherer()
+        self._history: dict[str, float] = {}
+        self._history_at = float("-inf")
+
+    def history(self, s: Session, *, now: float) -> dict[str, float]:
+        """Learned runtimes (``scheduler.history``: medians per queue/team and queue) of
+        the newest finished jobs, for ``Snapshot.runtime_history``. Read on the store
+        thread at most every ``HISTORY_REFRESH_S``: a median over recent runs moves slowly,
+        and finished jobs are not in the job database."""
+        if now - self._history_at >= HISTORY_REFRESH_S or now < self._history_at:
+            rows = s.exec(
+                select(JobRow.queue, JobRow.team, JobRow.started_at, JobRow.finished_at)
+                .where(JobRow.phase == "Succeeded", col(JobRow.started_at).is_not(None),
+                       col(JobRow.finished_at).is_not(None))
+                .order_by(col(JobRow.finished_at).desc())
+                .limit(HISTORY_ROWS)
+            )
+            self._history = runtime_history(
+                (q, team or "", end - start) for q, team, start, end in rows
+                if start is not None and end is not None
+            )
+            self._history_at = now
+        return self._history
 
     @property
     def avoid(self) -> Mapping[tuple[str, str], frozenset[str]]:

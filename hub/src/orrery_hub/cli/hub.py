@@ -107,6 +107,7 @@ def command(app: typer.Typer) -> None:
         fair_share: Annotated[bool, typer.Option(envvar="ORRERY_FAIR_SHARE", help="order queues by weighted GPU share")] = True,
         preemption: Annotated[bool, typer.Option(envvar="ORRERY_PREEMPTION", help="let higher-priority or under-share jobs preempt")] = True,
         backfill: Annotated[bool, typer.Option(envvar="ORRERY_BACKFILL", help="run short jobs on GPUs reserved for a waiting gang")] = True,
+        shortest_first: Annotated[bool, typer.Option(envvar="ORRERY_SHORTEST_FIRST", help="within a queue, least expected GPU-seconds first: maxRuntime, else the median runtime of the queue/team's recent finished jobs")] = True,
         preemption_min_run: Annotated[float, typer.Option(envvar="ORRERY_PREEMPTION_MIN_RUN", help="a job placed less than this long ago is never preempted, s")] = 60.0,
         preemption_grace: Annotated[float, typer.Option(envvar="ORRERY_PREEMPTION_GRACE", help="a preempted slice's time to checkpoint before SIGKILL, s")] = 30.0,
         insecure: Annotated[bool, typer.Option("--insecure", envvar="ORRERY_INSECURE", help="development only: plain NATS, unenrolled clusters accepted")] = False,
@@ -228,9 +229,11 @@ def command(app: typer.Typer) -> None:
                 raise typer.Exit(2)
             assert oidc_issuer and oidc_audience and oidc_jwks and oidc_groups
             oidc = OidcSettings(oidc_issuer, oidc_audience, oidc_jwks, oidc_groups)
+        # The simulator's "orrery" policy, stage by stage (Policy.full()).
         scheduling = Policy(fair_share=fair_share, quotas=True, preemption=preemption,
                             backfill=backfill, type_aware=True, grace_s=preemption_grace,
-                            min_run_s=preemption_min_run)
+                            min_run_s=preemption_min_run, shortest_first=shortest_first,
+                            preempt_for_gain=True)
         settings = HubSettings(
             state_dir=state,
             db_url=db,

@@ -126,7 +126,8 @@ class ReconcileLoop(OrderOutbox):
         # 1. The snapshot: the job database as it stands (no SQL), and the spend so far
         #    (cached; read from the store at most every few seconds).
         started = time.perf_counter()
-        spend = await self.store.tx(lambda s: gate.spend(s, jobdb, now))
+        spend, history = await self.store.tx(
+            lambda s: (gate.spend(s, jobdb, now), applier.history(s, now=now)))
         entries = jobdb.entries()
         broken = dict(jobdb.broken)
 
@@ -155,6 +156,7 @@ class ReconcileLoop(OrderOutbox):
                     running=g.running,
                     queues=settings.queues,
                     policy=settings.scheduling,
+                    runtime_history=history,
                 ),
                 now,
             )

@@ -24,7 +24,7 @@ its cycle the same way); see README.md for the picture:
 from __future__ import annotations
 
 from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
-from orrery_hub.scheduler import backfill, preemption
+from orrery_hub.scheduler import backfill, preemption, types
 from orrery_hub.scheduler.fairness import Offer, order, tenant_of
 from orrery_hub.scheduler.fit import ClusterFit
 from orrery_hub.scheduler.plan import Plan, Preemption, Reservation, SlicePlacement, WaitReason
@@ -119,7 +119,6 @@ class _Pass:
         self.free_left = sum(c.free_all for c in self.fits if c.ready)
         self.jobs = snapshot.jobs
         self._rank: dict[str, int] | None = None
-        self._singles: dict[str, frozenset[str]] = {}
         self.inflight: dict[JobId, list[RunningJob]] = {}
         for r in snapshot.running:
             if r.stopping and r.preempted_for is not None:
@@ -296,48 +295,12 @@ class _Pass:
         return r
 
     def _type_rank(self) -> dict[str, int] | None:
-        """GPU types in the order a job that accepts several should use them (0 first), or
-        None without ``Policy.type_aware`` or on a fleet of one type. Fixed for the pass.
-
-        First the types the fewest single-type waiting jobs want, per free GPU of that
-        type; among types nobody waits for, the most plentiful in the fleet. Tightest fit
-        alone sends a flexible job to the smallest cluster, which is the rarest type: on
-        the Alibaba trace that put day-long any-type jobs on the 14 P100s while 223
-        P100-only jobs arrived behind them and waited 30 hours at light load."""
+        """See ``types.rank``; built on first need, fixed for the pass."""
         if not self.policy.type_aware:
             return None
         if self._rank is None:
-            total: dict[str, int] = {}
-            free: dict[str, int] = {}
-            for c in self.fits:
-                if not c.ready:
-                    continue
-                for t, by in c.buckets.items():
-                    if t is not None:
-                        total[t] = total.get(t, 0) + c.totals[t]
-                        free[t] = free.get(t, 0) + sum(k * len(ns) for k, ns in by.items())
-            self._rank = {}
-            if len(total) > 1:
-                wanted: dict[str, int] = {}
-                for j in self.jobs:
-                    if j.gpu_types is not None and len(j.gpu_types) == 1:
-                        (t,) = j.gpu_types
-                        wanted[t] = wanted.get(t, 0) + j.gpus
-                ordered = sorted(total, key=lambda t: (
-                    wanted.get(t, 0) / max(1, free[t]), -total[t], t))
-                self._rank = {t: i for i, t in enumerate(ordered)}
+            self._rank = types.rank(self.fits, self.jobs)
         return self._rank or None
-
-    def _preferred(self, job: JobRequest, rank: dict[str, int]) -> list[frozenset[str]]:
-        """The job's allowed types, each alone, best first (see ``_type_rank``)."""
-        allowed = rank if job.gpu_types is None else [t for t in rank if t in job.gpu_types]
-        return [self._single(t) for t in sorted(allowed, key=rank.__getitem__)]
-
-    def _single(self, t: str) -> frozenset[str]:
-        got = self._singles.get(t)
-        if got is None:
-            got = self._singles[t] = frozenset((t,))
-        return got
 
     def _known_lent_failure(self, job: JobRequest, n: int, end: float) -> bool:
         """Held nodes are lent to jobs ending by the hold's end; a job ending earlier may
@@ -368,7 +331,7 @@ class _Pass:
         ]
         flexible = job.gpu_types is None or len(job.gpu_types) > 1
         rank = self._type_rank() if flexible and job.gpus_per_slice > 0 else None
-        prefer = self._preferred(job, rank) if rank is not None else []
+        prefer = types.preferred(job, rank) if rank is not None else []
         chosen = _choose(job, n, candidates, prefer)
         if not chosen:
             if lent:
@@ -379,12 +342,12 @@ class _Pass:
         indices = iter(sorted(job.pending))
         placed = 0
         for cluster, k in chosen:
-            types = job.gpu_types
+            allowed = job.gpu_types
             for one in prefer:  # the whole share in the best type that holds it
                 if cluster.slices_fit(job.gpus_per_slice, one) >= k:
-                    types = one
+                    allowed = one
                     break
-            for take in cluster.take(k, job.gpus_per_slice, types):
+            for take in cluster.take(k, job.gpus_per_slice, allowed):
                 if take.node in cluster.held:
                     self.backfilled.add(job.id)
                 self.placements.append(
@@ -452,10 +415,11 @@ class _Pass:
 
     def _towards_fairness(self, job: JobRequest, r: RunningJob) -> bool:
         """With fair share, a job evicts another tenant's only if its own tenant's share,
-        with the job placed, stays at or below the victim tenant's share without the
-        victim (Kueue's LessThanOrEqualToFinalShare): priority may not buy a tenant more
-        than its share, or the GPUs it takes would go back to the victim's tenant on the
-        next pass and the two would evict each other in turn."""
+        with the job placed, stays at or below the victim tenant's share now (after
+        Kueue's fair-sharing preemption; "below its share after the eviction" would forbid
+        every eviction of a whole GPU on a small fleet). Priority may not buy a tenant
+        more than the tenant it takes from has; the victim's lower priority keeps it from
+        taking the GPUs back."""
         if not self.offer.fair:
             return True
         offer, pol = self.offer, self.policy
@@ -464,8 +428,7 @@ class _Pass:
         if mine == theirs:
             return True
         # The preemptor is charged (``offer.charge``) only once it has chosen its victims.
-        return (offer.share(mine) + job.gpus / offer.weight(mine)
-                <= offer.share(theirs) - r.gpus / offer.weight(theirs))
+        return offer.share(mine) + job.gpus / offer.weight(mine) <= offer.share(theirs)
 
     def _budget(self, job: JobRequest, queue: str) -> float:
         """GPUs that evictions for ``job`` may take from ``queue``."""

@@ -77,15 +77,19 @@ def tenant_usage(policy: Policy, running: Iterable[RunningJob]) -> dict[str, flo
 
 
 def max_min_shares(
-    demand: Mapping[str, float], weights: Mapping[str, float], capacity: float
+    demand: Mapping[str, float],
+    weights: Mapping[str, float],
+    capacity: float,
+    guaranteed: Mapping[str, float] | None = None,
 ) -> dict[str, float]:
-    """Weighted max-min fair shares of ``capacity`` (water-filling): each tenant gets
-    capacity in proportion to its weight, none more than it demands, and what a satisfied
-    tenant leaves is shared among the others the same way. GPU types are not modelled: a
-    share is of the fleet's GPUs."""
-    share = dict.fromkeys(demand, 0.0)
-    open_ = {t for t, d in demand.items() if d > 0}
-    left = capacity
+    """Weighted max-min fair shares of ``capacity`` (water-filling): each tenant first gets
+    its guarantee (up to what it demands), then the rest in proportion to its weight, none
+    more than it demands, and what a satisfied tenant leaves is shared among the others
+    the same way — what quotas with borrowing promise (Kueue's nominal quota plus fair
+    sharing). GPU types are not modelled: a share is of the fleet's GPUs."""
+    share = {t: min(d, (guaranteed or {}).get(t, 0.0)) for t, d in demand.items()}
+    left = capacity - sum(share.values())
+    open_ = {t for t, d in demand.items() if d > share[t]}
     while open_ and left > 1e-9:
         total_w = sum(weights.get(t, 1.0) for t in open_)
         level = left / total_w

@@ -115,6 +115,8 @@ class Engine:
         self.policy = replace(self.policy, grace_s=self.grace)
         self.queues = {q.name for q in fleet.queues}
         self.weights = {q.name: q.weight for q in fleet.queues}
+        self.guaranteed = {q.name: float(q.guaranteed) for q in fleet.queues
+                           if q.guaranteed is not None}
         # Free GPU indices per node, and the capacity the scheduler sees, rebuilt per
         # cluster only when that cluster changed.
         self.free: dict[tuple[ClusterName, NodeName], list[int]] = {}
@@ -337,8 +339,9 @@ class Engine:
 
     def _measure_fairness(self) -> None:
         """Jain's index, held until the next pass, of each queue's GPUs over its fair
-        share: weighted max-min of the fleet's GPUs, capped by what the queue demands
-        (what it runs plus what it waits for), over every queue with demand. None (not
+        share: its guarantee, then weighted max-min of the rest of the fleet's GPUs, capped
+        by what the queue demands (what it runs plus what it waits for), over every queue
+        with demand. None (not
         counted) while fewer than two queues wait."""
         demand: dict[str, float] = {}
         for j in self.pending.values():
@@ -351,7 +354,7 @@ class Engine:
             alloc[j.queue] = alloc.get(j.queue, 0.0) + j.tj.gpus
         for q, a in alloc.items():
             demand[q] = demand.get(q, 0.0) + a
-        fair = max_min_shares(demand, self.weights, self.result.gpus)
+        fair = max_min_shares(demand, self.weights, self.result.gpus, self.guaranteed)
         self.jain_now = jain(alloc.get(q, 0.0) / fair[q] for q in sorted(fair) if fair[q] > 0)
 
 

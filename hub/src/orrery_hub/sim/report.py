@@ -10,8 +10,9 @@ Definitions (all seconds or fractions):
   right-censored trace rows left out. p99 is the nearest-rank percentile.
 * ``jct_floor``: the mean service time of the same jobs, below which no policy's mean
   JCT can go (JCT = wait + service, and preemption only adds lost work).
-* ``jain``: Jain's index of each queue's GPUs over its demand-capped weighted max-min
-  fair share of the fleet (Jain et al.'s normalisation), over queues with demand,
+* ``jain``: Jain's index of each queue's GPUs over its fair share — its guarantee, then a
+  weighted max-min share of the rest, capped by its demand (Jain et al.'s normalisation
+  by the fair allocation) — over queues with demand,
   time-averaged over the time when at least two queues had work waiting (1.0 when never).
 * ``makespan``: last completion - first submission.
 """

@@ -8,7 +8,8 @@ together; ``mixed-N``: models dealt into N clusters, so a cluster holds several 
 ``one``: a single cluster), each split into ``regions`` clusters, and QoS queues with one
 of the guarantee templates in ``QUEUE_TEMPLATES``. A load is the *offered* load rho —
 the GPU-seconds all arrivals ask for over the fleet's GPU-seconds in the arrival window —
-which does not depend on the policy and is linear in the arrival scale. The seed draws other nodes and other synthetic teams.
+which does not depend on the policy and is linear in the arrival scale. The seed draws
+other nodes and other synthetic teams.
 
 ```yaml
 trace: openb_pod_list_gpuspec33.slice2000.csv   # relative to this file
@@ -28,7 +29,6 @@ workers: 1
 from __future__ import annotations
 
 import json
-import math
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
