@@ -303,3 +303,70 @@ def test_spoke_requires_a_join_secret_unless_insecure(helm: Helm) -> None:
     bad = {**DEFAULTS["orrery-spoke"], "join": {"hubUrl": "http://h", "caHash": "md5:x"}}
     answer = helm.call("render", str(CHARTS / "orrery-spoke"), bad)
     assert answer.get("error") == "HelmValuesError" and "caHash" in answer["message"], answer
+
+
+# ---- high availability: hub replicas on PostgreSQL, a NATS cluster --------------------
+
+HA = {
+    "ha": {"enabled": True, "identitySecret": "orrery-hub-identity"},
+    "database": {"existingSecret": "orrery-db"},
+    "nats": {"url": "tls://n-0:4222,tls://n-1:4222,tls://n-2:4222"},
+}
+
+
+def test_hub_ha_runs_replicas_with_a_leader_lease_on_postgres(helm: Helm) -> None:
+    by = kinds(render(helm, "orrery-hub", HA))
+    (hub,) = by["Deployment"]
+    assert hub["spec"]["replicas"] == 2
+    assert hub["spec"]["strategy"]["type"] == "RollingUpdate"  # never both down at once
+    spec = hub["spec"]["template"]["spec"]
+    c = spec["containers"][0]
+    assert "--leader-lease=3" in c["args"]
+    assert "--advertise-url=http://$(POD_IP):8080" in c["args"]
+    assert "--nats=tls://n-0:4222,tls://n-1:4222,tls://n-2:4222" in c["args"]
+    env = {e["name"]: e for e in c["env"]}
+    assert env["POD_IP"]["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP"
+    assert env["ORRERY_DB"]["valueFrom"]["secretKeyRef"]["name"] == "orrery-db"
+    # No volume shared between replicas: the identity comes from a Secret, the rest of the
+    # state is the pod's own; the database is PostgreSQL.
+    assert "PersistentVolumeClaim" not in by
+    vols = {v["name"]: v for v in spec["volumes"]}
+    assert vols["state"] == {"name": "state", "emptyDir": {}}
+    assert vols["identity"]["secret"]["secretName"] == "orrery-hub-identity"
+    (init,) = spec["initContainers"]
+    assert "copytree" in " ".join(init["command"])
+    assert [x["name"] for x in spec["containers"]] == ["hub"]  # NATS is the external cluster
+
+
+@pytest.mark.parametrize(
+    ("drop", "words"),
+    [
+        ("database", "set database.url or database.existingSecret"),
+        ("nats", "set nats.url to an external NATS cluster"),
+        ("identity", "set ha.identitySecret"),
+    ],
+)
+def test_hub_ha_refuses_what_replicas_cannot_share(helm: Helm, drop: str, words: str) -> None:
+    vals: dict[str, Any] = {k: dict(v) for k, v in HA.items()}
+    if drop == "identity":
+        vals["ha"] = {"enabled": True}
+    else:
+        del vals[drop]
+    answer = helm.call("render", str(CHARTS / "orrery-hub"), vals)
+    assert "error" in answer and words in answer["message"], answer
+
+
+def test_hub_ha_manifests_validate(helm: Helm) -> None:
+    for version in KUBE_VERSIONS:
+        for doc in render(helm, "orrery-hub", HA):
+            kv.validate(doc, version, strict=True)
+
+
+def test_nats_cluster_values_for_the_official_chart() -> None:
+    v = yaml.safe_load((CHARTS / "nats-cluster-values.yaml").read_text())
+    cluster, nats = v["config"]["cluster"], v["config"]["nats"]
+    assert cluster["enabled"] is True and cluster["replicas"] == 3
+    # Routes and clients both on TLS from the hub's CA; clients mapped to users by cert.
+    assert cluster["tls"]["enabled"] and cluster["tls"]["merge"]["verify"] is True
+    assert nats["tls"]["enabled"] and nats["tls"]["merge"]["verify_and_map"] is True
+    assert v["tlsCA"]["enabled"] and v["tlsCA"]["secretName"] == nats["tls"]["secretName"]
