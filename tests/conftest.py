@@ -15,6 +15,7 @@ import pytest
 from orrery.natsserver import NatsServer
 from orrery_hub.config.settings import HubSettings, Timing
 from orrery_hub.main import Hub
+from tests.objectstore import s3_credentials, seaweedfs  # noqa: F401 (fixtures)
 
 PG_ADMIN_URL = os.environ.get("ORRERY_TEST_PG", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 

@@ -13,10 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import pytest
 
 from orrery.natsserver import free_port
 
@@ -101,3 +103,41 @@ class SeaweedFS:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
+
+
+def bucket(server: SeaweedFS, name: str) -> None:
+    """Create a bucket (the gateway checks no credentials: a plain PUT does it)."""
+    r = httpx.put(f"{server.endpoint}/{name}", timeout=30)
+    assert r.status_code in (200, 409), r.text
+
+
+def upload(server: SeaweedFS, bucket_name: str, files: dict[str, bytes]) -> None:
+    """Put ``files`` (key -> content) into the bucket with obstore."""
+    import obstore
+    from obstore.store import S3Store
+
+    store = S3Store(
+        bucket_name,
+        endpoint=server.endpoint,
+        region="us-east-1",
+        access_key_id=ACCESS_KEY,
+        secret_access_key=SECRET_KEY,
+        virtual_hosted_style_request=False,
+        client_options={"allow_http": True},
+    )
+    for key, data in files.items():
+        obstore.put(store, key, data)
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedFS]:
+    server = SeaweedFS(tmp_path_factory.mktemp("seaweedfs")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def s3_credentials(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The credentials the spoke reads from its environment, as every S3 tool does."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY)

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 from orrery import natsconnect
 from orrery.certs import needs_renewal
 from orrery.clusterid import SpokeIdentity, inbox_prefix
+from orrery.dataset import env_name
 from orrery.wire import (
     Assignment,
     Heartbeat,
@@ -40,6 +41,7 @@ from orrery.wire import (
     Kill,
     NodeReport,
     SliceKey,
+    SlicePhase,
     SliceReport,
     SliceStatus,
     Subjects,
@@ -53,6 +55,7 @@ from orrery_spoke_agent.inventory import Node
 from orrery_spoke_agent.logserve import LogServer
 from orrery_spoke_agent.orders import OrderGate, horizon_file, load_verifier
 from orrery_spoke_agent.settings import SpokeSettings
+from orrery_spoke_agent.staging import Stager, StagingError
 from orrery_spoke_agent.state import (
     Attempt,
     Effect,
@@ -61,6 +64,7 @@ from orrery_spoke_agent.state import (
     Release,
     RenewLease,
     SendStatus,
+    SliceId,
     SpokeState,
     StopAll,
     Terminate,
@@ -126,6 +130,12 @@ class Agent:
         self._stop = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.heartbeat_ok = asyncio.Event()  # set at the first acknowledged heartbeat
+        # Datasets are staged into the cluster's cache before the slices reading them start.
+        self.stager = Stager(
+            settings.data_cache, limit_bytes=settings.data_cache_limit_bytes, clock=clock
+        )
+        self._staging: dict[SliceKey, asyncio.Task[None]] = {}
+        self._staging_stopped: dict[SliceKey, str] = {}
 
     # What the state knows, for callers and tests.
     @property
@@ -156,10 +166,12 @@ class Agent:
                 case Watch(key):
                     self._spawn_watch(key)
                 case Terminate(key, grace, reason):
-                    await self.executor.terminate(key, grace, reason)
+                    if not self._stop_staging(key, reason):
+                        await self.executor.terminate(key, grace, reason)
                 case StopAll(reason, keys, grace):
                     for key in keys:
-                        await self.executor.terminate(key, grace, reason)
+                        if not self._stop_staging(key, reason):
+                            await self.executor.terminate(key, grace, reason)
                 case Release(key):
                     await self.executor.release(key)
                 case SendStatus(key):
@@ -174,15 +186,62 @@ class Agent:
                     )
                     self._log(lvl, message, key, **dict(fields))
 
-    async def _launch(self, a: Assignment) -> None:
+    async def _launch(self, a: Assignment, data: dict[str, str] | None = None) -> None:
+        if a.datasets and data is None:
+            # Staging may take hours: it runs beside the agent, and the slice launches
+            # when its data is in the cache (a kill meanwhile stops the wait, not the copy
+            # other slices may share).
+            assert self._tg is not None
+            self._staging[a.key] = self._tg.create_task(
+                self._stage_then_launch(a), name=f"stage {a.job}/{a.index}/{a.epoch}"
+            )
+            return
         try:
-            started_at = await self.executor.launch(a, slice_env(a))
+            started_at = await self.executor.launch(a, slice_env(a) | (data or {}))
         except LaunchError as exc:
+            await self.stager.release(a.key)
             await self._apply(
                 self.state.on_launch_failed(a.key, exc.reason, exc.retryable, self.clock())
             )
             return
         await self._apply(self.state.on_launched(a.key, started_at))
+
+    async def _stage_then_launch(self, a: Assignment) -> None:
+        key = a.key
+        assert a.datasets is not None
+        try:
+            try:
+                paths = await self.stager.acquire(key, a.datasets)
+            except StagingError as exc:
+                await self._apply(self.state.on_launch_failed(key, exc.reason, True, self.clock()))
+                return
+            at = self.state.attempts.get(key)
+            fenced = self.state.tombstones.get(SliceId.of(key), -1) >= key.epoch
+            if at is None or at.phase is not SlicePhase.STARTING or fenced:
+                await self.stager.release(key)
+                return
+            data = {env_name(name): str(path) for name, path in paths.items()}
+        except asyncio.CancelledError:
+            # Killed (or the lease lapsed) while its data was staging: it never started.
+            reason = self._staging_stopped.pop(key, "stopped while staging its data")
+            await self._apply(
+                self.state.on_outcome(
+                    key,
+                    Outcome(exit_code=None, reason=reason, finished_at=self.clock(), killed=True),
+                )
+            )
+            return
+        finally:
+            self._staging.pop(key, None)
+        await self._launch(a, data)
+
+    def _stop_staging(self, key: SliceKey, reason: str) -> bool:
+        task = self._staging.get(key)
+        if task is None:
+            return False
+        self._staging_stopped[key] = reason
+        task.cancel()
+        return True
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -199,11 +258,16 @@ class Agent:
         try:
             async with asyncio.TaskGroup() as tg:
                 self._tg = tg
+                self.stager.bind(lambda coro: tg.create_task(coro, name="dataset copy"))
+                await asyncio.to_thread(self.stager.load)
                 await self._adopt()
                 await self._connect()
                 beat = tg.create_task(self._heartbeat_loop(), name="heartbeat")
                 await self._stop.wait()
                 beat.cancel()
+                self.stager.stop()
+                for staging in list(self._staging.values()):
+                    staging.cancel()
                 # Local slices die with a stopped agent. Kubernetes Jobs outlive it (a helm
                 # upgrade restarts the agent): their lease still bounds them, and the next
                 # agent adopts them.
@@ -268,6 +332,7 @@ class Agent:
             lease_s=self.settings.lease_s,
             nodes=nodes,
             slices=[self._report(at) for at in self.state.attempts.values()],
+            datasets=self.stager.report() or None,
         )
 
     def _report(self, at: Attempt) -> SliceReport:
@@ -421,6 +486,7 @@ class Agent:
         except Exception as exc:  # the executor lost track: report, do not crash the agent
             log.exception("watching slice failed")
             outcome = Outcome(exit_code=None, reason=f"vanished: {exc}", finished_at=self.clock())
+        await self.stager.release(key)  # its datasets may be evicted once no slice reads them
         await self._apply(self.state.on_outcome(key, outcome))
 
     async def _send_status(self, at: Attempt) -> None:

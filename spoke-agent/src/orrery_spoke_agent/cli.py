@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from orrery import logs, timing
+from orrery.dataset import parse_size
 from orrery.errors import InvalidInput, OrreryError
 from orrery.wire.subjects import valid_cluster_name
 
@@ -66,6 +67,15 @@ def _identity(
     if url is None:
         raise InvalidInput("--nats: the hub gave no NATS URL at enrollment; pass one")
     return ident, url, bound
+
+
+def cache_limit(text: str | None) -> int | None:
+    if text is None:
+        return None
+    try:
+        return parse_size(text)
+    except ValueError as exc:
+        raise InvalidInput(f"--data-cache-limit: {exc}") from None
 
 
 def command(app: typer.Typer) -> None:
@@ -187,6 +197,22 @@ def command(app: typer.Typer) -> None:
                 "default: the one enrollment stored in --state",
             ),
         ] = None,
+        data_cache: Annotated[
+            Path | None,
+            typer.Option(
+                envvar="ORRERY_DATA_CACHE",
+                help="where datasets are staged before the slices that read them start "
+                "(default: STATE/datasets)",
+            ),
+        ] = None,
+        data_cache_limit: Annotated[
+            str | None,
+            typer.Option(
+                envvar="ORRERY_DATA_CACHE_LIMIT",
+                help="the cache's size limit, e.g. 500GiB: least recently used datasets "
+                "no slice reads are evicted to stay under it (default: no limit)",
+            ),
+        ] = None,
         secrets_dir: Annotated[
             Path | None,
             typer.Option(
@@ -242,6 +268,8 @@ def command(app: typer.Typer) -> None:
                 slice_retention_s=slice_retention,
                 hub_key_file=hub_key,
                 secrets_dir=secrets_dir,
+                data_cache_dir=data_cache,
+                data_cache_limit_bytes=cache_limit(data_cache_limit),
             )
             settings.check()
             settings.state_dir.mkdir(parents=True, exist_ok=True)

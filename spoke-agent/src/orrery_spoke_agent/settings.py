@@ -40,6 +40,10 @@ class SpokeSettings:
     order_max_skew_s: float = 10.0
     # Local slices' secrets by reference: {secretRef: NAME} reads the file NAME here.
     secrets_dir: Path | None = None
+    # Datasets staged before the slices that read them start (default: STATE/datasets), and
+    # the cache's size limit in bytes (None: none).
+    data_cache_dir: Path | None = None
+    data_cache_limit_bytes: int | None = None
 
     def check(self) -> None:
         if not valid_cluster_name(self.cluster):
@@ -57,6 +61,10 @@ class SpokeSettings:
             raise InvalidInput("--slice-retention: must be zero or more seconds")
         if self.executor not in ("local", "kubernetes"):
             raise InvalidInput(f"--executor: {self.executor!r} is not one of local, kubernetes")
+
+    @property
+    def data_cache(self) -> Path:
+        return self.data_cache_dir or self.state_dir / "datasets"
 
     def pinned_key_file(self) -> Path | None:
         if self.hub_key_file is not None:
