@@ -23,8 +23,10 @@ its cycle the same way); see README.md for the picture:
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
-from orrery_hub.scheduler import backfill, preemption, types
+from orrery_hub.scheduler import backfill, data, preemption, types
 from orrery_hub.scheduler.fairness import Offer, order, tenant_of
 from orrery_hub.scheduler.fit import ClusterFit
 from orrery_hub.scheduler.plan import Plan, Preemption, Reservation, SlicePlacement, WaitReason
@@ -572,4 +574,6 @@ class _Pass:
 def plan(snapshot: Snapshot, now: float) -> Plan:
     """Place what fits, in the policy's order; preempt and reserve where the policy says;
     say why the rest waits. ``now`` is the only clock this pass reads."""
-    return _Pass(snapshot, now).run()
+    snapshot, notes = data.narrow(snapshot, now)  # jobs reading datasets: filter, score
+    out = _Pass(snapshot, now).run()
+    return replace(out, data_notes=notes) if notes else out

@@ -67,6 +67,8 @@ class Plan:
     preemptions: tuple[Preemption, ...] = ()
     reservations: tuple[Reservation, ...] = ()
     backfilled: frozenset[JobId] = frozenset()  # placed on reserved GPUs, ending in time
+    # Jobs that read datasets: their options compared ("us-east: 2.1 TiB to stage, ...").
+    data_notes: Mapping[JobId, str] = field(default_factory=dict)
 
     def for_job(self, job: JobId) -> tuple[SlicePlacement, ...]:
         return tuple(p for p in self.placements if p.job == job)

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
+
+if TYPE_CHECKING:
+    from orrery_hub.scheduler.data import DataPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,8 @@ class JobRequest:
     # Only ``Policy.shortest_first`` reads it; None: ``max_runtime``, then the snapshot's
     # per-queue/team history (``Snapshot.runtime_history``).
     expected_runtime: float | None = None
+    # Datasets the job reads (names in ``Snapshot.data``): placement weighs staging them.
+    datasets: tuple[str, ...] = ()
 
     @property
     def team(self) -> str:
@@ -206,3 +212,6 @@ class Snapshot:
     # "queue/team" and by "queue": what ``Policy.shortest_first`` uses for a job that
     # declares neither ``expected_runtime`` nor ``max_runtime``.
     runtime_history: Mapping[str, float] = field(default_factory=dict)
+    # Datasets, links and prices: what placement on data (``data.narrow``) weighs. None:
+    # no job reads data, or a caller that does not know about it.
+    data: DataPolicy | None = None

@@ -1,0 +1,269 @@
+"""Placement on data: the filter and score a job that reads datasets passes through before
+the pass places it (``cycle.plan`` calls :func:`narrow` first). Pure: no IO, no clock.
+
+For each cluster the job may use, two delays and one price:
+
+* **stage**: the time to bring every dataset the cluster does not already hold there:
+  its size over the bandwidth of the link from the nearest copy (an object-store region,
+  or a cluster that holds it), from :attr:`DataPolicy.links`;
+* **wait**: the time until the job's GPUs are free there, from what runs there and when
+  it is expected to end (0 when they are free now);
+* **egress**: the size in GB times the link's price per GB.
+
+The cost of a cluster is ``egress + GPUs × (wait + stage) × delay_cost_per_gpu_hour``: an
+hour the job's GPUs would wait is priced like the GPUs themselves. The cheapest cluster
+wins. When it is one that has GPUs now, the costs become scores (the pass prefers the
+cheapest of the clusters that fit it). When it is one that must first free GPUs (its
+data is there, its GPUs are busy), every dearer cluster is ruled out for this pass, with
+the sums as the reason, so the job waits for the cheaper option and says why.
+
+Residency: a dataset's ``allowed`` clusters (its labels against the Placement policies,
+computed by the hub) bound every job that reads it; the data is never staged elsewhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from fnmatch import fnmatchcase
+
+from orrery.dataset import human_bytes
+from orrery.duration import format_duration
+from orrery.ids import ClusterName, JobId
+from orrery_hub.scheduler.snapshot import ClusterCapacity, JobRequest, RunningJob, Snapshot
+
+INF = math.inf
+
+
+@dataclass(frozen=True, slots=True)
+class Link:
+    """Bandwidth and egress price from one region to another (globs; ``eu-*``). A link
+    serves both directions unless the other direction is listed too."""
+
+    src: str
+    dst: str
+    gbps: float | None = None
+    per_gb: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DatasetFacts:
+    name: str
+    size_bytes: int
+    source_regions: tuple[str, ...] = ()  # regions of its object-store copies
+    cached_on: frozenset[ClusterName] = frozenset()  # clusters that hold it ready
+    allowed: frozenset[ClusterName] | None = None  # residency; None: anywhere
+    denied: Mapping[ClusterName, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DataPolicy:
+    datasets: Mapping[str, DatasetFacts]
+    links: tuple[Link, ...] = ()
+    default_gbps: float = 1.0  # between regions no link names
+    local_gbps: float = 10.0  # within one region
+    delay_cost_per_gpu_hour: float = 2.0
+    grace_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    cluster: ClusterName
+    stage_bytes: int
+    stage_s: float
+    egress: float
+    wait_s: float
+    cost: float
+
+    def text(self) -> str:
+        parts = []
+        if self.stage_bytes:
+            parts.append(
+                f"{human_bytes(self.stage_bytes)} to stage, ~{format_duration(self.stage_s)}, "
+                f"${self.egress:,.0f} egress"
+            )
+        else:
+            parts.append("data here")
+        if self.wait_s == 0:
+            parts.append("GPUs free now")
+        elif self.wait_s == INF:
+            parts.append("no known end for the GPUs it needs")
+        else:
+            parts.append(f"~{format_duration(self.wait_s)} wait for GPUs")
+        return f"{self.cluster}: " + ", ".join(parts)
+
+
+def _link(links: tuple[Link, ...], src: str, dst: str) -> Link | None:
+    for ln in links:
+        if fnmatchcase(src, ln.src) and fnmatchcase(dst, ln.dst):
+            return ln
+    for ln in links:
+        if fnmatchcase(dst, ln.src) and fnmatchcase(src, ln.dst):
+            return ln
+    return None
+
+
+def transfer(policy: DataPolicy, size: int, src: str, dst: str) -> tuple[float, float]:
+    """(seconds, dollars) to move ``size`` bytes from region ``src`` to ``dst``."""
+    ln = _link(policy.links, src, dst)
+    gbps = ln.gbps if ln is not None and ln.gbps else None
+    if gbps is None:
+        gbps = policy.local_gbps if src == dst else policy.default_gbps
+    per_gb = ln.per_gb if ln is not None and ln.per_gb is not None else 0.0
+    return size * 8 / (gbps * 1e9), size / 1e9 * per_gb
+
+
+def _fit_now(c: ClusterCapacity, job: JobRequest) -> tuple[int, dict[str, int]]:
+    """Slices that fit now, and free GPUs per node of an allowed type."""
+    g = job.gpus_per_slice
+    free: dict[str, int] = {}
+    for n in c.nodes:
+        typed = job.gpu_types is None or n.gpu_type in job.gpu_types
+        if typed and (g == 0 or n.gpu_type is not None):
+            free[n.name] = n.free_count
+    if g == 0:
+        return len(job.pending), free
+    return sum(f // g for f in free.values()), free
+
+
+def wait_for_gpus(
+    c: ClusterCapacity, job: JobRequest, running: list[RunningJob], now: float, grace: float
+) -> float:
+    """Seconds until ``job`` fits whole (a gang) or one slice fits, on ``c``, as what runs
+    there ends; 0 when it fits now; infinity when no end is known."""
+    need = len(job.pending) if job.gang else 1
+    fit, free = _fit_now(c, job)
+    if fit >= need:
+        return 0.0
+    g = max(1, job.gpus_per_slice)
+    ends = sorted(
+        (r.expected_end(now, grace), s.node, len(s.gpus))
+        for r in running
+        for s in r.slices
+        if s.cluster == c.name and s.node in free
+    )
+    for end, node, gpus in ends:
+        if end == INF:
+            return INF
+        free[node] += gpus
+        if sum(f // g for f in free.values()) >= need:
+            return max(0.0, end - now)
+    return INF
+
+
+def _region(c: ClusterCapacity) -> str:
+    return c.labels.get("region", c.name)
+
+
+def options(
+    job: JobRequest,
+    clusters: list[ClusterCapacity],
+    policy: DataPolicy,
+    running_on: Mapping[ClusterName, list[RunningJob]],
+    now: float,
+) -> list[Option]:
+    regions = {c.name: _region(c) for c in clusters}
+    out = []
+    for c in clusters:
+        stage_bytes, stage_s, egress = 0, 0.0, 0.0
+        for name in job.datasets:
+            d = policy.datasets.get(name)
+            if d is None or c.name in d.cached_on:
+                continue
+            sources = {*d.source_regions, *(regions[k] for k in d.cached_on if k in regions)}
+            moves = [transfer(policy, d.size_bytes, s, regions[c.name]) for s in sources]
+            t, usd = min(moves) if moves else (INF, 0.0)
+            stage_bytes += d.size_bytes
+            stage_s += t
+            egress += usd
+        wait = wait_for_gpus(c, job, list(running_on.get(c.name, ())), now, policy.grace_s)
+        gpus = max(1, job.gpus)
+        cost = egress + gpus * (wait + stage_s) / 3600 * policy.delay_cost_per_gpu_hour
+        out.append(Option(c.name, stage_bytes, stage_s, egress, wait, cost))
+    return out
+
+
+def narrow(snapshot: Snapshot, now: float) -> tuple[Snapshot, dict[JobId, str]]:
+    """The snapshot with each data-reading job's clusters filtered (residency, and dearer
+    options while a cheaper one waits for GPUs) and scored (cheapest first); and per such
+    job one line comparing its options."""
+    policy = snapshot.data
+    if policy is None or not any(j.datasets for j in snapshot.jobs):
+        return snapshot, {}
+    running_on: dict[ClusterName, list[RunningJob]] = {}
+    for r in snapshot.running:
+        for cname in {s.cluster for s in r.slices}:
+            running_on.setdefault(cname, []).append(r)
+    notes: dict[JobId, str] = {}
+    jobs = []
+    for job in snapshot.jobs:
+        if not job.datasets:
+            jobs.append(job)
+            continue
+        new, note = _narrow_job(job, snapshot.clusters, policy, running_on, now)
+        jobs.append(new)
+        if note:
+            notes[job.id] = note
+    return replace(snapshot, jobs=tuple(jobs)), notes
+
+
+def _narrow_job(
+    job: JobRequest,
+    clusters: tuple[ClusterCapacity, ...],
+    policy: DataPolicy,
+    running_on: Mapping[ClusterName, list[RunningJob]],
+    now: float,
+) -> tuple[JobRequest, str]:
+    allowed = set(job.allowed_clusters) if job.allowed_clusters is not None else None
+    denied = dict(job.denied_reasons)
+    for name in job.datasets:
+        d = policy.datasets.get(name)
+        if d is None:
+            continue
+        if d.allowed is not None:
+            every = {c.name for c in clusters}
+            allowed = (allowed if allowed is not None else every) & d.allowed
+            for cname in every - d.allowed:
+                why = d.denied.get(cname, "not allowed by policy")
+                denied.setdefault(cname, f"dataset {name} may not be staged here: {why}")
+    usable = [
+        c
+        for c in clusters
+        if c.ready
+        and (allowed is None or c.name in allowed)
+        and any(
+            job.gpus_per_slice == 0
+            or (n.gpu_type is not None and (job.gpu_types is None or n.gpu_type in job.gpu_types))
+            for n in c.nodes
+        )
+    ]
+    opts = options(job, usable, policy, running_on, now)
+    frozen = frozenset(allowed) if allowed is not None else None
+    if not opts:
+        return replace(job, allowed_clusters=frozen, denied_reasons=denied), ""
+    best = min(opts, key=lambda o: (o.cost, o.cluster))
+    scores = dict(job.cluster_scores)
+    note = "; ".join(o.text() for o in sorted(opts, key=lambda o: (o.cost, o.cluster)))
+    if best.wait_s > 0 and best.cost < INF:
+        # The cheapest option must first free GPUs: dearer ones that could start now are
+        # ruled out this pass, so the job waits for the cheaper one.
+        keep = {o.cluster for o in opts if o.cost <= best.cost}
+        for o in opts:
+            if o.cluster not in keep:
+                denied[o.cluster] = (
+                    f"{o.text()} (cost ${o.cost:,.0f}) dearer than waiting for "
+                    f"{best.text()} (cost ${best.cost:,.0f})"
+                )
+        base = allowed if allowed is not None else {c.name for c in clusters}
+        frozen = frozenset(base - (set(o.cluster for o in opts) - keep))
+        note = f"waits for {best.cluster}: " + note
+    else:
+        for o in opts:
+            if o.cost < INF:
+                # Data outranks preference weights: a dollar of cost is a point of score.
+                scores[o.cluster] = scores.get(o.cluster, 0.0) - o.cost
+    return (
+        replace(job, allowed_clusters=frozen, denied_reasons=denied, cluster_scores=scores),
+        note,
+    )
