@@ -192,3 +192,40 @@ def test_links_serve_both_directions_and_unknown_pairs_use_the_default() -> None
     )
     seconds, usd = transfer(pol, 10**9, "ap-1", "ap-2")
     assert (seconds, usd) == (8.0, 0.0)  # 1 Gbps default, no price declared
+
+
+def test_a_dataset_labelled_eu_may_go_only_where_the_residency_policy_allows() -> None:
+    from orrery_hub.policy.facts import ClusterFacts
+    from orrery_hub.policy.parse import build_policy_set
+    from orrery_hub.policy.residency import dataset_clusters
+
+    policies = build_policy_set(
+        [
+            (
+                "residency.yaml",
+                """
+apiVersion: orrery/v1
+kind: Placement
+metadata: {name: eu-residency}
+spec:
+  match: {labels: {data-residency: eu}}
+  require: {clusterLabels: {region: "eu-*"}}
+---
+apiVersion: orrery/v1
+kind: Placement
+metadata: {name: research-elsewhere}
+spec:
+  match: {queue: research}
+  forbid: {clusters: [eu-west]}
+""",
+            )
+        ]
+    )
+    fleet = [
+        ClusterFacts(ClusterName("eu-west"), {"region": "eu-west-1"}, frozenset({"H100"})),
+        ClusterFacts(ClusterName("us-east"), {"region": "us-east-1"}, frozenset({"H100"})),
+    ]
+    allowed, denied = dataset_clusters("c4", {"data-residency": "eu"}, fleet, policies)
+    assert allowed == {"eu-west"}
+    assert "placement/eu-residency" in denied[ClusterName("us-east")]
+    assert dataset_clusters("wiki", {}, fleet, policies) == (None, {})

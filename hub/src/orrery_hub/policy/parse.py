@@ -22,6 +22,7 @@ from orrery_hub.policy.match import AnyOf, ClusterMatcher, Glob, JobMatcher, com
 from orrery_hub.policy.policyset import (
     BudgetRule,
     GuardrailRule,
+    LinkRule,
     Origin,
     PlacementRule,
     PolicyEntry,
@@ -250,6 +251,8 @@ def _compile(parsed: Sequence[Parsed], sources: Sequence[Source]) -> PolicySet:
     glob_prices: list[PriceRule] = []
     budgets: list[BudgetRule] = []
     cost_weight = 0.0
+    links: list[LinkRule] = []
+    delay_cost: float | None = None
     sha_of = {s.path: s.sha256 for s in sources}
     entries: list[PolicyEntry] = []
     for p in parsed:
@@ -288,6 +291,14 @@ def _compile(parsed: Sequence[Parsed], sources: Sequence[Source]) -> PolicySet:
                 BudgetRule(d.metadata.name, AnyOf.of(b.team), b.period, b.limit, b.action)
                 for b in c.budgets
             )
+            links.extend(
+                LinkRule(d.metadata.name, ln.source, ln.dest, gbps=ln.gbps) for ln in c.links
+            )
+            links.extend(
+                LinkRule(d.metadata.name, e.source, e.dest, per_gb=e.per_gb) for e in c.egress
+            )
+            if c.delay_cost_per_gpu_hour is not None:
+                delay_cost = c.delay_cost_per_gpu_hour
     matchers = [r.match for r in placements] + [r.match for r in guardrails]
     keys = sorted({k for m in matchers for k in m.label_keys})
     digest = hashlib.sha256(
@@ -297,7 +308,7 @@ def _compile(parsed: Sequence[Parsed], sources: Sequence[Source]) -> PolicySet:
         sources=tuple(sources), entries=tuple(entries), placements=tuple(placements),
         guardrails=tuple(guardrails), prices=(*exact_prices, *glob_prices),
         budgets=tuple(budgets), cost_weight=cost_weight, digest=digest,
-        label_keys=tuple(keys),
+        label_keys=tuple(keys), links=tuple(links), delay_cost_per_gpu_hour=delay_cost,
     )
 
 

@@ -72,6 +72,17 @@ class PriceRule:
 
 
 @dataclass(frozen=True, slots=True)
+class LinkRule:
+    """From a Cost policy's ``links`` (gbps) or ``egress`` (per_gb): regions as globs."""
+
+    policy: str
+    source: str
+    dest: str
+    gbps: float | None = None
+    per_gb: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class BudgetRule:
     policy: str
     team: AnyOf
@@ -181,6 +192,9 @@ class PolicySet:
     cost_weight: float  # the largest placementWeight of any Cost policy
     digest: str  # sha256 over every source's path and hash: equal digests, equal sets
     label_keys: tuple[str, ...]  # job labels any policy's match looks at
+    # Between regions (globs): bandwidth and egress prices, for placing jobs on their data.
+    links: tuple[LinkRule, ...] = ()
+    delay_cost_per_gpu_hour: float | None = None
     _memo: dict[ProfileKey, Matched] = field(
         default_factory=dict, compare=False, repr=False, hash=False
     )

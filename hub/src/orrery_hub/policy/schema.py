@@ -160,9 +160,39 @@ class Budget(_Model):
     )
 
 
+class Egress(_Model):
+    """What moving data between two regions costs (globs: ``eu-*``); either direction
+    unless the other is listed too."""
+
+    source: Glob = Field(alias="from", description="the region the data leaves")
+    dest: Glob = Field(alias="to", description="the region it goes to")
+    per_gb: float = Field(alias="perGB", ge=0, le=1_000_000, description="dollars per GB")
+
+
+class LinkSpec(_Model):
+    """The bandwidth between two regions (globs), for the time to stage a dataset."""
+
+    source: Glob = Field(alias="from")
+    dest: Glob = Field(alias="to")
+    gbps: float = Field(gt=0, le=1_000_000, description="gigabits per second")
+
+
 class CostSpec(_Model):
     prices: list[Price] = Field(default_factory=list)
     budgets: list[Budget] = Field(default_factory=list)
+    egress: list[Egress] = Field(
+        default_factory=list, description="prices of moving data between regions"
+    )
+    links: list[LinkSpec] = Field(
+        default_factory=list, description="bandwidth between regions, for staging data"
+    )
+    delay_cost_per_gpu_hour: float | None = Field(
+        default=None,
+        ge=0,
+        le=1_000_000,
+        description="what an hour a job waits costs per GPU, weighed against egress when "
+        "placing on data (default 2.0)",
+    )
     placement_weight: float = Field(
         default=0.0,
         ge=0,
@@ -172,8 +202,8 @@ class CostSpec(_Model):
 
     @model_validator(mode="after")
     def _says_something(self) -> CostSpec:
-        if not self.prices and not self.budgets:
-            raise ValueError("a Cost policy needs prices, budgets, or both")
+        if not (self.prices or self.budgets or self.egress or self.links):
+            raise ValueError("a Cost policy needs prices, budgets, egress or links")
         return self
 
 

@@ -94,23 +94,23 @@ class Option:
         return f"{self.cluster}: " + ", ".join(parts)
 
 
-def _link(links: tuple[Link, ...], src: str, dst: str) -> Link | None:
-    for ln in links:
-        if fnmatchcase(src, ln.src) and fnmatchcase(dst, ln.dst):
-            return ln
-    for ln in links:
-        if fnmatchcase(dst, ln.src) and fnmatchcase(src, ln.dst):
-            return ln
+def _first(links: tuple[Link, ...], src: str, dst: str, what: str) -> float | None:
+    """The first link from ``src`` to ``dst`` that declares ``what`` (either direction,
+    this one first)."""
+    for a, b in ((src, dst), (dst, src)):
+        for ln in links:
+            value: float | None = getattr(ln, what)
+            if value is not None and fnmatchcase(a, ln.src) and fnmatchcase(b, ln.dst):
+                return value
     return None
 
 
 def transfer(policy: DataPolicy, size: int, src: str, dst: str) -> tuple[float, float]:
     """(seconds, dollars) to move ``size`` bytes from region ``src`` to ``dst``."""
-    ln = _link(policy.links, src, dst)
-    gbps = ln.gbps if ln is not None and ln.gbps else None
-    if gbps is None:
+    gbps = _first(policy.links, src, dst, "gbps")
+    if not gbps:
         gbps = policy.local_gbps if src == dst else policy.default_gbps
-    per_gb = ln.per_gb if ln is not None and ln.per_gb is not None else 0.0
+    per_gb = _first(policy.links, src, dst, "per_gb") or 0.0
     return size * 8 / (gbps * 1e9), size / 1e9 * per_gb
 
 
