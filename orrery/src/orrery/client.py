@@ -29,6 +29,8 @@ from orrery.resources import (
     AttemptView,
     ClusterList,
     ClusterPublic,
+    DatasetList,
+    DatasetPublic,
     EventView,
     JobBatch,
     JobList,
@@ -336,6 +338,29 @@ class HubClient:
     def attempts(self, job_id: str) -> list[AttemptView]:
         r = self._request("GET", f"/v1/jobs/{job_id}/attempts", idempotent=True)
         return [AttemptView.model_validate(e) for e in r.json()]
+
+    def apply_dataset(self, manifest_text: str) -> DatasetPublic:
+        """Create a dataset, or replace its definition (``kind: Dataset``)."""
+        r = self._request(
+            "POST",
+            "/v1/datasets",
+            idempotent=True,  # the same definition twice is one dataset
+            content=manifest_text.encode(),
+            headers={"content-type": "application/yaml"},
+        )
+        return DatasetPublic.model_validate(r.json())
+
+    def datasets(self) -> list[DatasetPublic]:
+        r = self._request("GET", "/v1/datasets", idempotent=True)
+        return DatasetList.model_validate(r.json()).items
+
+    def dataset(self, name: str) -> DatasetPublic:
+        r = self._request("GET", f"/v1/datasets/{name}", idempotent=True)
+        return DatasetPublic.model_validate(r.json())
+
+    def delete_dataset(self, name: str) -> DatasetPublic:
+        r = self._request("DELETE", f"/v1/datasets/{name}", idempotent=False)
+        return DatasetPublic.model_validate(r.json())
 
     def clusters(self) -> list[ClusterPublic]:
         r = self._request("GET", "/v1/clusters", idempotent=True)

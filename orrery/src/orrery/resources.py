@@ -37,6 +37,20 @@ class Waiting(_Out):
     clusters: dict[str, str] = Field(default_factory=dict)
 
 
+class DataStaging(_Out):
+    """One dataset a job reads, on one cluster: staged, being staged (with its rate and
+    time left), or failed."""
+
+    dataset: str
+    cluster: str
+    state: str  # Staging, Ready, Failed
+    size_bytes: int
+    bytes_done: int = 0
+    rate_bps: float = 0.0
+    eta_s: float | None = None
+    reason: str | None = None
+
+
 class JobStatus(_Out):
     phase: str
     reason: str | None = None
@@ -49,6 +63,10 @@ class JobStatus(_Out):
     created_at: float
     started_at: float | None = None
     finished_at: float | None = None
+    # Jobs that read datasets: where each stands on the job's clusters, and the options
+    # placement weighed ("us-east: 2.0 TiB to stage, ~37m, $198 egress, GPUs free now; ...").
+    data: list[DataStaging] = Field(default_factory=list)
+    placement: str | None = None
 
 
 class JobPublic(_Out):
@@ -110,6 +128,30 @@ class ClusterPublic(_Out):
 
 class ClusterList(_Out):
     items: list[ClusterPublic]
+
+
+class CachedCopy(_Out):
+    """A dataset in one cluster's cache, as its spoke reports it."""
+
+    cluster: str
+    version: str
+    state: str
+    size_bytes: int
+    bytes_done: int = 0
+    in_use: int = 0
+
+
+class DatasetPublic(_Out):
+    name: str
+    labels: dict[str, str] = Field(default_factory=dict)
+    spec: dict[str, Any]
+    size_bytes: int
+    created_at: float
+    cached: list[CachedCopy] = Field(default_factory=list)
+
+
+class DatasetList(_Out):
+    items: list[DatasetPublic]
 
 
 class Problem(_Out):

@@ -16,6 +16,7 @@ import typer
 from rich.live import Live
 from rich.text import Text
 
+from orrery.cli import datasets as datasets_cli
 from orrery.cli import views
 from orrery.cli.columns import render
 from orrery.cli.output import Output, OutputOpt, dump, emit_list, width
@@ -96,6 +97,9 @@ def submit(
     docs = load_documents(text, source=source)
     if not docs:
         raise InvalidInput(f"{source}: no manifest in it")
+    if len(docs) == 1 and isinstance(docs[0], dict) and docs[0].get("kind") == "Dataset":
+        datasets_cli.apply_text(text, source, hub, token)  # a kind: Dataset is applied
+        return
     if len(docs) > 1:
         if wait:
             raise InvalidInput("--wait: follows one job; submit a single manifest to use it")

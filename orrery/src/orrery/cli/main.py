@@ -18,6 +18,7 @@ from rich.text import Text
 
 from orrery.cli import clusters as cluster_cli
 from orrery.cli import contexts, jobcmds, tokens
+from orrery.cli import datasets as datasets_cli
 from orrery.cli import services as services_cli
 from orrery.cli.columns import render
 from orrery.cli.output import Output, OutputOpt, dump, emit_list, width
@@ -83,6 +84,16 @@ def main(
 
 
 jobcmds.register(app)
+
+
+@app.command()
+def datasets(
+    name: Annotated[str | None, typer.Argument(help="one dataset")] = None,
+    hub: HubOpt = None,
+    token: TokenOpt = None,
+) -> None:
+    """Datasets: size, shards, labels, locations, and which clusters cache them."""
+    datasets_cli.show(name, hub, token)
 
 
 @app.command()
@@ -314,6 +325,7 @@ def demo(
 
 services_cli.register(app)
 app.add_typer(tokens.app, name="token")
+app.add_typer(datasets_cli.app, name="dataset")
 app.add_typer(cluster_cli.app, name="cluster")
 app.add_typer(contexts.app, name="config")
 

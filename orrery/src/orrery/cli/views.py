@@ -9,6 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from orrery.cli.tables import elapsed, when
+from orrery.dataset import human_bytes
 from orrery.duration import format_duration
 from orrery.resources import ClusterPublic, EventView, JobPublic
 
@@ -59,7 +60,25 @@ def job_detail(j: JobPublic, events: list[EventView] | None = None, *, last: int
     )
     if st.checkpoint:
         head.add_row("Checkpoint", f"{st.checkpoint} (step {st.checkpoint_step})")
+    if st.placement:
+        head.add_row("Placement", st.placement)
     parts: list[Table | Text] = [head]
+    if st.data:
+        d = Table(title="Data", title_justify="left")
+        for col in ("DATASET", "CLUSTER", "STATE", "STAGED", "RATE", "ETA"):
+            d.add_column(col)
+        for x in st.data:
+            d.add_row(
+                x.dataset,
+                x.cluster,
+                phase(x.state) if x.state != "Staging" else Text(x.state, style="yellow"),
+                f"{human_bytes(x.bytes_done)} of {human_bytes(x.size_bytes)}",
+                f"{human_bytes(x.rate_bps)}/s" if x.rate_bps else "-",
+                format_duration(x.eta_s) if x.eta_s is not None else "-",
+            )
+            if x.reason:
+                d.add_row("", "", x.reason, "", "", "")
+        parts.append(d)
     if st.waiting and st.waiting.clusters:
         w = Table(title="Why it waits, per cluster", title_justify="left")
         w.add_column("CLUSTER")
