@@ -8,6 +8,7 @@ refuse it: nothing is served anonymously but /healthz.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -112,6 +113,21 @@ async def a_token(w: World) -> dict[str, Any]:
     return {"token_id": (await w.token("viewer", "c"))["id"]}
 
 
+DATASET = """
+apiVersion: orrery/v1
+kind: Dataset
+metadata: {name: %s}
+spec: {size: 1GiB, locations: [{uri: "s3://corpora/c4", region: eu-west-1}]}
+"""
+
+
+async def a_dataset(w: World) -> dict[str, Any]:
+    name = f"ds-{uuid.uuid4().hex[:8]}"
+    r = await w.api.post("/v1/datasets", content=DATASET % name, headers=ADMIN)
+    assert r.status_code == 201, r.text
+    return {"name": name}
+
+
 async def _name() -> dict[str, Any]:
     return {"name": "c1"}
 
@@ -166,6 +182,10 @@ ROUTES = [
     Route("POST", "/v1/gateway/sync", Permission.GATEWAY_SYNC,
           body={"json": {"gateway": "g1", "intervalS": 1}}),
     Route("GET", "/v1/budgets", Permission.USAGE_READ),
+    Route("POST", "/v1/datasets", Permission.DATASETS_WRITE, 201, body={"content": DATASET % "d"}),
+    Route("GET", "/v1/datasets", Permission.DATASETS_READ),
+    Route("GET", "/v1/datasets/{name}", Permission.DATASETS_READ, prepare=a_dataset),
+    Route("DELETE", "/v1/datasets/{name}", Permission.DATASETS_WRITE, prepare=a_dataset),
     # Cluster identity. This hub runs --insecure, so past authorization they answer 409
     # (identity is off); what is checked here is who gets that far.
     Route("POST", "/v1/clusters/tokens", Permission.CLUSTERS_ADMIN, 409,
@@ -302,9 +322,14 @@ def test_the_role_table_is_the_one_the_issue_states() -> None:
     """Written out, not derived: the table above computes expectations from it."""
     P = Permission
     can = {role: {p.value for p in ROLE_PERMISSIONS[role]} for role in Role}
-    assert can[Role.VIEWER] == {"jobs:read", "clusters:read", "policies:read"}
+    assert can[Role.VIEWER] == {"jobs:read", "clusters:read", "policies:read", "datasets:read"}
     assert can[Role.MEMBER] == can[Role.VIEWER] | {"jobs:submit", "jobs:cancel"}
-    assert can[Role.OPERATOR] == can[Role.MEMBER] | {"usage:read", "audit:read", "gateway:sync"}
+    assert can[Role.OPERATOR] == can[Role.MEMBER] | {
+        "usage:read",
+        "audit:read",
+        "gateway:sync",
+        "datasets:write",
+    }
     assert can[Role.ADMIN] == {p.value for p in P}
 
 

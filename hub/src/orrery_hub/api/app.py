@@ -272,8 +272,10 @@ def create_app(hub: HubApi) -> FastAPI:
     app.include_router(batch_routes(hub, denied))
     app.include_router(token_routes(hub, denied))
     from orrery_hub.api.clusters import cluster_routes
+    from orrery_hub.api.datasets import dataset_routes
 
     app.include_router(cluster_routes(hub, denied))
+    app.include_router(dataset_routes(hub, denied, _text))
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(

@@ -7,12 +7,13 @@ API imports nothing of the runtime and a test can serve the routes over a fake.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from orrery.errors import OrreryError
 from orrery.manifest import JobManifest
 from orrery.resources import AttemptView, ClusterPublic, EventView, JobPublic
+from orrery.wire import CachedDataset
 from orrery_hub.api.models import AuditEntry, PolicyInfo, PolicyReload, UsageReport
 
 if TYPE_CHECKING:
@@ -87,3 +88,8 @@ class HubApi(Protocol):
     ) -> None: ...
 
     async def metrics_text(self) -> bytes: ...
+
+    # ---- datasets ------------------------------------------------------------------------
+    def dataset_caches(self) -> Mapping[str, Sequence[CachedDataset]]:
+        """Per cluster, what its spoke last reported of its dataset cache."""
+        ...

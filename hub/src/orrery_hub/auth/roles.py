@@ -34,11 +34,25 @@ class Permission(StrEnum):
     TOKENS_ADMIN = "tokens:admin"
     SECRETS_ADMIN = "secrets:admin"
     GATEWAY_SYNC = "gateway:sync"  # an inference gateway reports load and reads routes
+    DATASETS_READ = "datasets:read"
+    DATASETS_WRITE = "datasets:write"
 
 
-_VIEWER = frozenset({Permission.JOBS_READ, Permission.CLUSTERS_READ, Permission.POLICIES_READ})
+_VIEWER = frozenset(
+    {
+        Permission.JOBS_READ,
+        Permission.CLUSTERS_READ,
+        Permission.POLICIES_READ,
+        Permission.DATASETS_READ,
+    }
+)
 _MEMBER = _VIEWER | {Permission.JOBS_SUBMIT, Permission.JOBS_CANCEL}
-_OPERATOR = _MEMBER | {Permission.USAGE_READ, Permission.AUDIT_READ, Permission.GATEWAY_SYNC}
+_OPERATOR = _MEMBER | {
+    Permission.USAGE_READ,
+    Permission.AUDIT_READ,
+    Permission.GATEWAY_SYNC,
+    Permission.DATASETS_WRITE,
+}
 
 ROLE_PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.VIEWER: _VIEWER,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from orrery.ids import ClusterName, NodeName
 from orrery.resources import ClusterPublic, GpuCount
-from orrery.wire import Heartbeat, NodeReport
+from orrery.wire import CachedDataset, Heartbeat, NodeReport
 from orrery_hub.scheduler import ClusterCapacity, NodeCapacity
 
 Held = Mapping[tuple[str, str], set[int]]  # (cluster, node) -> GPU indices held by open attempts
@@ -34,6 +34,9 @@ class ClusterView:
     # Nodes this cluster had that are now missing from its reports or not ready, and since
     # when (hub clock): after the failover timeout their slices are placed again.
     node_gone_since: dict[str, float] = field(default_factory=dict)
+    # What its dataset cache holds (and is staging), as last reported: never stored, the
+    # next heartbeat after a hub restart says it again.
+    datasets: list[CachedDataset] = field(default_factory=list)
 
 
 class Inventory:
@@ -79,6 +82,7 @@ class Inventory:
         v.lease_s = hb.lease_s
         v.state = "Ready"
         v.nodes = list(hb.nodes)
+        v.datasets = list(hb.datasets or [])
         v.running = sum(1 for s in hb.slices if not s.phase.terminal)
         return v, came_back
 

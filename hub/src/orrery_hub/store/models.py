@@ -143,3 +143,17 @@ class AuditRow(SQLModel, table=True):
     detail: str
     policies: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     digest: str = Field(max_length=128)
+
+
+class DatasetRow(SQLModel, table=True):
+    """A ``kind: Dataset`` as applied: its manifest, and the size placement weighs."""
+
+    __tablename__ = "datasets"
+
+    name: str = Field(primary_key=True, max_length=63)
+    labels: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    manifest: dict[str, Any] = Field(sa_column=Column(JSON, nullable=False))
+    size_bytes: int
+    version: str = Field(max_length=63)
+    created_at: float
+    updated_at: float
