@@ -87,3 +87,31 @@ async def test_a_bad_dataset_is_refused_naming_the_field(
     assert r.status_code == 422, r.text
     assert field in r.text
     assert (await api.get("/v1/datasets")).json()["items"] == []
+
+
+JOB = """
+apiVersion: orrery/v1
+kind: TrainingJob
+metadata: {name: reads-c4}
+spec:
+  command: ["true"]
+  datasets: [{name: c4-en, mountPath: /data/c4}]
+"""
+
+
+async def test_a_job_naming_an_unknown_dataset_is_refused_and_a_read_one_is_kept(
+    api: httpx.AsyncClient,
+) -> None:
+    r = await api.post("/v1/jobs", content=JOB, headers=YAML)
+    assert r.status_code == 422, r.text
+    assert "spec.datasets[0].name" in r.text and "no dataset 'c4-en'" in r.text
+    assert (await api.get("/v1/jobs")).json()["items"] == []
+
+    assert (await api.post("/v1/datasets", content=C4, headers=YAML)).status_code == 201
+    r = await api.post("/v1/jobs", content=JOB, headers=YAML)
+    assert r.status_code == 201, r.text
+    job = r.json()["id"]
+    r = await api.delete("/v1/datasets/c4-en")
+    assert r.status_code == 409 and job in r.json()["detail"]
+    assert (await api.delete(f"/v1/jobs/{job}")).status_code == 200
+    assert (await api.delete("/v1/datasets/c4-en")).status_code == 200

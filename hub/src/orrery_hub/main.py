@@ -81,6 +81,8 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
         self.settings = settings
         self.clock = clock
         self.inventory = Inventory()
+        self.data_notes = {}
+        self.data_prefetched = {}
         self.metrics = HubMetrics()
         # Policies first: a bad set refuses the start before anything is opened.
         self.gate = PolicyGate(settings.policies_dir)

@@ -17,7 +17,7 @@ from typing import Any
 
 from sqlmodel import Session
 
-from orrery.errors import Forbidden, OrreryError
+from orrery.errors import Forbidden, ManifestError, OrreryError
 from orrery.manifest import JobManifest
 from orrery.resources import JobPublic
 from orrery_hub.admission.gate import PolicyGate
@@ -25,6 +25,7 @@ from orrery_hub.admission.groupcommit import Submission
 from orrery_hub.apply import jobdb
 from orrery_hub.apply.jobdb import JobDb, JobEntry, SliceEntry
 from orrery_hub.apply.queued import QueuedJob
+from orrery_hub.datasets.orders import check_datasets
 from orrery_hub.policy import Admission, ClusterFacts, Evaluator, JobFacts, Usage, admit
 from orrery_hub.store import jobs as jobstore
 from orrery_hub.store.models import AuditRow
@@ -57,6 +58,11 @@ class Admitter:
             results: list[Outcome | int] = []
             for manifest in sub.items:
                 job_id = next(ids)
+                try:
+                    check_datasets(s, manifest)  # a job naming an unknown dataset is a 422
+                except ManifestError as exc:
+                    results.append(exc)
+                    continue
                 verdict = self._decide(manifest, sub.now, usage, clusters, evaluator)
                 policies = [policy for policy, _ in (*verdict.denials, *verdict.holds)]
                 audit = {

@@ -275,7 +275,7 @@ def create_app(hub: HubApi) -> FastAPI:
     from orrery_hub.api.datasets import dataset_routes
 
     app.include_router(cluster_routes(hub, denied))
-    app.include_router(dataset_routes(hub, denied, _text))
+    app.include_router(dataset_routes(hub, denied))
 
     @app.get("/openapi.json", include_in_schema=False)
     async def openapi(

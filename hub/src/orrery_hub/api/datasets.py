@@ -16,6 +16,7 @@ from fastapi import APIRouter, Request
 
 from orrery.dataset import DatasetManifest, parse_dataset
 from orrery.resources import CachedCopy, DatasetList, DatasetPublic, Problem
+from orrery_hub.api.problems import read_text
 from orrery_hub.auth import Permission, Principal, require
 from orrery_hub.store import datasets as dsstore
 from orrery_hub.store.models import DatasetRow
@@ -51,9 +52,7 @@ def public(row: DatasetRow, hub: Hub) -> DatasetPublic:
     )
 
 
-def dataset_routes(
-    hub: Hub, denied: dict[int | str, dict[str, Any]], read_text: Any
-) -> APIRouter:
+def dataset_routes(hub: Hub, denied: dict[int | str, dict[str, Any]]) -> APIRouter:
     r = APIRouter()
     schema = DatasetManifest.model_json_schema(by_alias=True)
 

@@ -14,6 +14,7 @@ from sqlmodel import Session, col, select
 from orrery.wire import Assignment, Kill
 from orrery.wire.messages import clip
 from orrery_hub.apply.queued import ACTIVE_JOB
+from orrery_hub.datasets.orders import data_order
 from orrery_hub.reconcile import assignment_for, kill_order, master_port
 from orrery_hub.scheduler import (
     Plan,
@@ -124,7 +125,7 @@ def commit_job(
                 gpu_type=gpu_types.get((p.cluster, p.node)),
             )
         )
-        orders.append((p.cluster, assignment_for(job, sl)))
+        orders.append((p.cluster, assignment_for(job, sl, data_order(s, job, sl))))
     where = ", ".join(sorted({p.cluster for p in placements}))
     add_event(
         s,

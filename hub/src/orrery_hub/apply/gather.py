@@ -124,6 +124,7 @@ class Gatherer:
                     allowed_clusters=allowed,
                     denied_reasons=c.denied_reasons if c is not None else {},
                     cluster_scores=c.cluster_scores if c is not None else {},
+                    datasets=q.datasets,
                 )
             )
         running = _running(entries)

@@ -33,6 +33,7 @@ class QueuedJob:
     gpu_types: frozenset[str] | None
     gang: bool
     facts: JobFacts  # the same, as the policy engine sees it
+    datasets: tuple[str, ...] = ()  # names of the datasets it reads
 
     @classmethod
     def of(cls, row: JobRow) -> QueuedJob:
@@ -55,6 +56,7 @@ class QueuedJob:
             gpu_types=spec.gpu_types,
             gang=spec.restart_policy == RestartPolicy.GANG,
             facts=JobFacts.from_manifest(m, job_id=JobId(job_id), seq=seq),
+            datasets=tuple(d.name for d in spec.datasets or ()),
         )
 
 

@@ -8,6 +8,7 @@ import zlib
 from typing import Any
 
 from orrery.wire import Assignment, SecretEnv
+from orrery_hub.datasets.orders import DataOrder
 from orrery_hub.store.models import JobRow, SliceRow
 
 log = logging.getLogger("orrery.hub.reconcile")
@@ -31,7 +32,8 @@ def split_env(env: dict[str, Any]) -> tuple[dict[str, str], dict[str, SecretEnv]
     return plain, refs
 
 
-def assignment_for(job: JobRow, sl: SliceRow) -> Assignment:
+def assignment_for(job: JobRow, sl: SliceRow, data: DataOrder | None = None) -> Assignment:
+    """``data``: the datasets to stage and the slice's shard range (``datasets.orders``)."""
     spec = job.manifest["spec"]
     from orrery.duration import parse_duration
 
@@ -51,9 +53,10 @@ def assignment_for(job: JobRow, sl: SliceRow) -> Assignment:
         master_port=sl.master_port or 29500,
         command=list(spec["command"]),
         image=spec.get("image"),
-        env=plain,
+        env=plain | (data[1] if data else {}),
         secret_env=secrets or None,
         checkpoint_dir=job.checkpoint_dir,
         checkpoint=job.checkpoint,
         max_runtime_s=parse_duration(runtime) if runtime is not None else None,
+        datasets=data[0] if data else None,
     )

@@ -10,6 +10,7 @@ from sqlmodel import Session, col, select
 from orrery.resources import FINAL_JOB_PHASES
 from orrery.wire import SlicePhase, SliceReport
 from orrery_hub.config.settings import HubSettings
+from orrery_hub.datasets.orders import data_order
 from orrery_hub.lifecycle import ACTIVE
 from orrery_hub.reconcile.assignment import assignment_for
 from orrery_hub.reconcile.lifecycle import (
@@ -232,7 +233,7 @@ def apply_reports(
             )
         else:
             try:
-                order = assignment_for(job, sl)
+                order = assignment_for(job, sl, data_order(s, job, sl))
             except ValueError as exc:  # a row the wire refuses: commit fails such jobs
                 log.error("cannot resend assignment", extra={"job": job.id, "error": str(exc)})
                 continue

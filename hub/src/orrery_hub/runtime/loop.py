@@ -13,10 +13,14 @@ from sqlmodel import Session, col, select
 from orrery.wire import (
     Assignment,
     Kill,
+    Prefetch,
 )
 from orrery_hub import reconcile
 from orrery_hub.admission.gate import cluster_facts
 from orrery_hub.apply.queued import Gathered
+from orrery_hub.datasets.orders import prefetch_orders
+from orrery_hub.datasets.placement import data_policy, load_inputs, with_checkpoints
+from orrery_hub.datasets.status import record_notes
 from orrery_hub.runtime.inventory import ClusterView, Inventory
 from orrery_hub.runtime.orders import OrderOutbox
 from orrery_hub.scheduler import Plan, Snapshot, plan
@@ -130,6 +134,18 @@ class ReconcileLoop(OrderOutbox):
             lambda s: (gate.spend(s, jobdb, now), applier.history(s, now=now)))
         entries = jobdb.entries()
         broken = dict(jobdb.broken)
+        # Datasets, caches and checkpoints: what placement on data weighs.
+        waiting = [
+            e
+            for e in entries
+            if e.queued is not None and any(x.phase == "Pending" for x in e.slices)
+        ]
+        names = {n for e in waiting if e.queued is not None for n in e.queued.datasets}
+        restarted = [e.id for e in waiting if e.checkpoint_at is not None]
+        data_in = await self.store.tx(lambda s: load_inputs(s, names, restarted))
+        caches, notes = self.dataset_caches(), self.data_notes
+        prefetched: dict[str, str] = self.data_prefetched
+        prefetches: list[tuple[str, Prefetch]] = []
 
         # 2. Plan on a worker thread: the store thread stays free for heartbeats and
         #    submissions, whatever the pass costs.
@@ -137,6 +153,7 @@ class ReconcileLoop(OrderOutbox):
             g = applier.gather(
                 entries, now=now, policies=policies, clusters=facts, spend=spend, broken=broken
             )
+            requests = with_checkpoints(g.requests, data_in.checkpoints)
             inv = Inventory()
             for name, labels, state, nodes, address in frozen:
                 inv.clusters[name] = ClusterView(
@@ -152,11 +169,19 @@ class ReconcileLoop(OrderOutbox):
             p = plan(
                 Snapshot(
                     clusters=inv.capacity(g.held),
-                    jobs=g.requests,
+                    jobs=requests,
                     running=g.running,
                     queues=settings.queues,
                     policy=settings.scheduling,
                     runtime_history=history,
+                    data=data_policy(
+                        data_in,
+                        requests,
+                        caches=caches,
+                        clusters=facts,
+                        policies=policies,
+                        grace_s=settings.scheduling.grace_s,
+                    ),
                 ),
                 now,
             )
@@ -184,6 +209,8 @@ class ReconcileLoop(OrderOutbox):
             orders.extend(applier.preempt(s, p, now=now, digest=policies.digest))
             applier.record_waiting(s, p, g)
             self._observe_plan(s, p, now)
+            record_notes(s, p, notes, now=now)
+            prefetches.extend(prefetch_orders(s, p, prefetched))
             return orders
 
         orders = await self.store.tx(schedule)
@@ -195,7 +222,7 @@ class ReconcileLoop(OrderOutbox):
                     "assigned" if isinstance(o, Assignment) else "preempting",
                     extra={"job": o.job, "slice": o.index, "epoch": o.epoch, "cluster": cluster},
                 )
-        await self._publish(list(orders))
+        await self._publish([*orders, *prefetches])
 
     async def _enforce_runtime(self, now: float) -> None:
         """A running job past its max runtime (its own or a guardrail's) is stopped, Failed."""

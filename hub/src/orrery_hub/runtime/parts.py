@@ -21,7 +21,7 @@ from nats.aio.client import Client as NATS
 from orrery.errors import OrreryError
 from orrery.manifest import JobManifest
 from orrery.resources import JobPublic
-from orrery.wire import SliceKey
+from orrery.wire import CachedDataset, SliceKey
 from orrery_hub.admission.admit import Admitter
 from orrery_hub.admission.gate import ClusterShape, PolicyGate
 from orrery_hub.admission.groupcommit import AdmissionQueue
@@ -70,6 +70,10 @@ class HubParts:
     _last_prune: float
     _last_free: dict[str, list[tuple[str, tuple[int, ...]]]]
     _forget: dict[str, list[SliceKey]]
+    # Jobs that read datasets: the options the last pass weighed (datasets.status), and
+    # the cluster each was told to stage ahead (datasets.orders).
+    data_notes: dict[str, str]
+    data_prefetched: dict[str, str]
     _answering: set[asyncio.Task[None]]
     # Hub standby (``orrery_hub.leader``): with a leader lease, this hub schedules, takes
     # reports and commits writes only while it leads. None: the only hub.
@@ -91,6 +95,10 @@ class HubParts:
         """SIGHUP: reload the policy files at the next pass (on the store thread)."""
         self._reload_requested = True
         self.wake()
+
+    def dataset_caches(self) -> dict[str, list[CachedDataset]]:
+        """Per cluster, what its spoke last reported of its dataset cache."""
+        return {v.name: list(v.datasets) for v in self.inventory.clusters.values()}
 
     def _shapes(self) -> tuple[ClusterShape, ...]:
         return tuple(

@@ -32,6 +32,7 @@ from orrery_hub.api.models import (
     UsageReport,
 )
 from orrery_hub.auth import Principal
+from orrery_hub.datasets.status import enrich as data_status
 from orrery_hub.policy import CheckReport
 from orrery_hub.runtime.orders import OrderOutbox
 from orrery_hub.store import jobs as jobstore
@@ -82,7 +83,8 @@ class HubService(OrderOutbox):
         return await self.store.tx(lambda s: self.admitter.admit(s, batch, facts))
 
     async def get_job(self, job_id: str) -> JobPublic:
-        return await self.store.tx(lambda s: jobstore.get(s, job_id))
+        job = await self.store.tx(lambda s: jobstore.get(s, job_id))
+        return data_status(job, self.dataset_caches(), self.data_notes)
 
     async def list_jobs(
         self, phase: str | None, limit: int, *, team: str | None = None
