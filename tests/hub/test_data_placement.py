@@ -229,3 +229,27 @@ spec:
     assert allowed == {"eu-west"}
     assert "placement/eu-residency" in denied[ClusterName("us-east")]
     assert dataset_clusters("wiki", {}, fleet, policies) == (None, {})
+
+
+def test_gpus_held_by_nothing_the_hub_counts_as_running_free_within_the_grace() -> None:
+    # A cancelled job's attempt still holds eu-west's GPUs; it is no longer "running".
+    snap = Snapshot(
+        clusters=(cluster("us-east", "us-east-1"), cluster("eu-west", "eu-west-1", free=0)),
+        jobs=(job(),),
+        data=data(C4),
+    )
+    p = plan(snap, now=0)
+    assert p.placements == ()
+    assert p.data_notes[JobId("j")].startswith("waits for eu-west: eu-west: data here, ~30s wait")
+
+
+def test_a_running_job_without_a_declared_runtime_is_taken_to_run_a_day() -> None:
+    snap = Snapshot(
+        clusters=(cluster("us-east", "us-east-1"), cluster("eu-west", "eu-west-1", free=0)),
+        jobs=(job(),),
+        running=(replace(busy_until("eu-west", 0.0), max_runtime=None),),
+        data=data(C4),
+    )
+    p = plan(snap, now=0)
+    assert [x.cluster for x in p.placements] == ["us-east"]
+    assert "eu-west: data here, ~24h wait for GPUs" in p.data_notes[JobId("j")]

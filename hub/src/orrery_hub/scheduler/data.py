@@ -65,6 +65,7 @@ class DataPolicy:
     local_gbps: float = 10.0  # within one region
     delay_cost_per_gpu_hour: float = 2.0
     grace_s: float = 30.0
+    unknown_runtime_s: float = 24 * 3600.0  # a running job that declared no maxRuntime
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,38 +115,52 @@ def transfer(policy: DataPolicy, size: int, src: str, dst: str) -> tuple[float, 
     return size * 8 / (gbps * 1e9), size / 1e9 * per_gb
 
 
-def _fit_now(c: ClusterCapacity, job: JobRequest) -> tuple[int, dict[str, int]]:
-    """Slices that fit now, and free GPUs per node of an allowed type."""
+def _fit_now(c: ClusterCapacity, job: JobRequest) -> tuple[int, dict[str, int], dict[str, int]]:
+    """Slices that fit now; free and total GPUs per node of an allowed type."""
     g = job.gpus_per_slice
     free: dict[str, int] = {}
+    total: dict[str, int] = {}
     for n in c.nodes:
         typed = job.gpu_types is None or n.gpu_type in job.gpu_types
         if typed and (g == 0 or n.gpu_type is not None):
             free[n.name] = n.free_count
+            total[n.name] = n.gpus
     if g == 0:
-        return len(job.pending), free
-    return sum(f // g for f in free.values()), free
+        return len(job.pending), free, total
+    return sum(f // g for f in free.values()), free, total
 
 
 def wait_for_gpus(
-    c: ClusterCapacity, job: JobRequest, running: list[RunningJob], now: float, grace: float
+    c: ClusterCapacity,
+    job: JobRequest,
+    running: list[RunningJob],
+    now: float,
+    policy: DataPolicy,
 ) -> float:
     """Seconds until ``job`` fits whole (a gang) or one slice fits, on ``c``, as what runs
-    there ends; 0 when it fits now; infinity when no end is known."""
+    there ends; 0 when it fits now. A job that declared no runtime is taken to end after
+    ``policy.unknown_runtime_s``; GPUs busy with nothing the hub counts as running (an
+    attempt being stopped, a job just ended) free within the grace."""
     need = len(job.pending) if job.gang else 1
-    fit, free = _fit_now(c, job)
+    fit, free, total = _fit_now(c, job)
     if fit >= need:
         return 0.0
     g = max(1, job.gpus_per_slice)
-    ends = sorted(
-        (r.expected_end(now, grace), s.node, len(s.gpus))
-        for r in running
-        for s in r.slices
-        if s.cluster == c.name and s.node in free
-    )
-    for end, node, gpus in ends:
+    ends: list[tuple[float, str, int]] = []
+    explained = dict.fromkeys(free, 0)
+    for r in running:
+        end = r.expected_end(now, policy.grace_s)
         if end == INF:
-            return INF
+            end = max(now, r.started_at + policy.unknown_runtime_s)
+        for s in r.slices:
+            if s.cluster == c.name and s.node in free:
+                ends.append((end, s.node, len(s.gpus)))
+                explained[s.node] += len(s.gpus)
+    for node, f in free.items():
+        rest = total[node] - f - explained[node]
+        if rest > 0:
+            ends.append((now + policy.grace_s, node, rest))
+    for end, node, gpus in sorted(ends):
         free[node] += gpus
         if sum(f // g for f in free.values()) >= need:
             return max(0.0, end - now)
@@ -177,7 +192,7 @@ def options(
             stage_bytes += d.size_bytes
             stage_s += t
             egress += usd
-        wait = wait_for_gpus(c, job, list(running_on.get(c.name, ())), now, policy.grace_s)
+        wait = wait_for_gpus(c, job, list(running_on.get(c.name, ())), now, policy)
         gpus = max(1, job.gpus)
         cost = egress + gpus * (wait + stage_s) / 3600 * policy.delay_cost_per_gpu_hour
         out.append(Option(c.name, stage_bytes, stage_s, egress, wait, cost))
