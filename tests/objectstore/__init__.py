@@ -77,9 +77,12 @@ class SeaweedFS:
             "-volume.max=0",
             *(f"-{k}={v}" for k, v in ports.items()),
         ]
+        # weed turns S3 authentication on when it finds AWS_* credentials in its
+        # environment; this server checks none, whatever the test process has set.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
         with open(self.root / "weed.log", "ab") as log:
             self.proc = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -34,6 +34,7 @@ from orrery.ids import ClusterName, JobId
 from orrery_hub.scheduler.snapshot import ClusterCapacity, JobRequest, RunningJob, Snapshot
 
 INF = math.inf
+NOTE_OPTIONS = 3  # options a job's note names (the cheapest, plus where its data is)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,12 +107,17 @@ def _first(links: tuple[Link, ...], src: str, dst: str, what: str) -> float | No
     return None
 
 
-def transfer(policy: DataPolicy, size: int, src: str, dst: str) -> tuple[float, float]:
-    """(seconds, dollars) to move ``size`` bytes from region ``src`` to ``dst``."""
+def link(policy: DataPolicy, src: str, dst: str) -> tuple[float, float]:
+    """(gigabits per second, dollars per GB) from region ``src`` to ``dst``."""
     gbps = _first(policy.links, src, dst, "gbps")
     if not gbps:
         gbps = policy.local_gbps if src == dst else policy.default_gbps
-    per_gb = _first(policy.links, src, dst, "per_gb") or 0.0
+    return gbps, _first(policy.links, src, dst, "per_gb") or 0.0
+
+
+def transfer(policy: DataPolicy, size: int, src: str, dst: str) -> tuple[float, float]:
+    """(seconds, dollars) to move ``size`` bytes from region ``src`` to ``dst``."""
+    gbps, per_gb = link(policy, src, dst)
     return size * 8 / (gbps * 1e9), size / 1e9 * per_gb
 
 
@@ -171,30 +177,67 @@ def _region(c: ClusterCapacity) -> str:
     return c.labels.get("region", c.name)
 
 
-def options(
-    job: JobRequest,
-    clusters: list[ClusterCapacity],
-    policy: DataPolicy,
-    running_on: Mapping[ClusterName, list[RunningJob]],
-    now: float,
-) -> list[Option]:
-    regions = {c.name: _region(c) for c in clusters}
+class _Memo:
+    """What one pass computes once: a transfer per (dataset, region), a wait per (cluster,
+    job shape). Jobs differ in their datasets and shapes, not in what the fleet says."""
+
+    def __init__(
+        self, policy: DataPolicy, running_on: Mapping[ClusterName, list[RunningJob]], now: float
+    ) -> None:
+        self.policy = policy
+        self.running_on = running_on
+        self.now = now
+        self.moves: dict[tuple[str, str], tuple[float, float]] = {}
+        self.waits: dict[tuple[ClusterName, int, frozenset[str] | None, int], float] = {}
+        self.regions: dict[ClusterName, str] = {}
+        self.links: dict[tuple[str, str], tuple[float, float]] = {}
+        self.usable: dict[
+            tuple[frozenset[ClusterName] | None, bool, frozenset[str] | None],
+            list[ClusterCapacity],
+        ] = {}
+
+    def move(self, d: DatasetFacts, dst: str) -> tuple[float, float]:
+        key = (d.name, dst)
+        got = self.moves.get(key)
+        if got is None:
+            sources = {
+                *d.source_regions,
+                *(self.regions[k] for k in d.cached_on if k in self.regions),
+            }
+            moves = []
+            for src in sources:
+                rate = self.links.get((src, dst))
+                if rate is None:  # globs matched once per pair of regions
+                    rate = self.links[(src, dst)] = link(self.policy, src, dst)
+                moves.append((d.size_bytes * 8 / (rate[0] * 1e9), d.size_bytes / 1e9 * rate[1]))
+            got = self.moves[key] = min(moves) if moves else (INF, 0.0)
+        return got
+
+    def wait(self, c: ClusterCapacity, job: JobRequest) -> float:
+        need = len(job.pending) if job.gang else 1
+        key = (c.name, job.gpus_per_slice, job.gpu_types, need)
+        got = self.waits.get(key)
+        if got is None:
+            running = self.running_on.get(c.name, [])
+            got = self.waits[key] = wait_for_gpus(c, job, running, self.now, self.policy)
+        return got
+
+
+def options(job: JobRequest, clusters: list[ClusterCapacity], memo: _Memo) -> list[Option]:
     out = []
     for c in clusters:
         stage_bytes, stage_s, egress = 0, 0.0, 0.0
         for name in job.datasets:
-            d = policy.datasets.get(name)
+            d = memo.policy.datasets.get(name)
             if d is None or c.name in d.cached_on:
                 continue
-            sources = {*d.source_regions, *(regions[k] for k in d.cached_on if k in regions)}
-            moves = [transfer(policy, d.size_bytes, s, regions[c.name]) for s in sources]
-            t, usd = min(moves) if moves else (INF, 0.0)
+            t, usd = memo.move(d, memo.regions[c.name])
             stage_bytes += d.size_bytes
             stage_s += t
             egress += usd
-        wait = wait_for_gpus(c, job, list(running_on.get(c.name, ())), now, policy)
+        wait = memo.wait(c, job)
         gpus = max(1, job.gpus)
-        cost = egress + gpus * (wait + stage_s) / 3600 * policy.delay_cost_per_gpu_hour
+        cost = egress + gpus * (wait + stage_s) / 3600 * memo.policy.delay_cost_per_gpu_hour
         out.append(Option(c.name, stage_bytes, stage_s, egress, wait, cost))
     return out
 
@@ -210,13 +253,15 @@ def narrow(snapshot: Snapshot, now: float) -> tuple[Snapshot, dict[JobId, str]]:
     for r in snapshot.running:
         for cname in {s.cluster for s in r.slices}:
             running_on.setdefault(cname, []).append(r)
+    memo = _Memo(policy, running_on, now)
+    memo.regions = {c.name: _region(c) for c in snapshot.clusters}
     notes: dict[JobId, str] = {}
     jobs = []
     for job in snapshot.jobs:
         if not job.datasets:
             jobs.append(job)
             continue
-        new, note = _narrow_job(job, snapshot.clusters, policy, running_on, now)
+        new, note = _narrow_job(job, snapshot.clusters, memo)
         jobs.append(new)
         if note:
             notes[job.id] = note
@@ -224,12 +269,9 @@ def narrow(snapshot: Snapshot, now: float) -> tuple[Snapshot, dict[JobId, str]]:
 
 
 def _narrow_job(
-    job: JobRequest,
-    clusters: tuple[ClusterCapacity, ...],
-    policy: DataPolicy,
-    running_on: Mapping[ClusterName, list[RunningJob]],
-    now: float,
+    job: JobRequest, clusters: tuple[ClusterCapacity, ...], memo: _Memo
 ) -> tuple[JobRequest, str]:
+    policy = memo.policy
     allowed = set(job.allowed_clusters) if job.allowed_clusters is not None else None
     denied = dict(job.denied_reasons)
     for name in job.datasets:
@@ -242,24 +284,33 @@ def _narrow_job(
             for cname in every - d.allowed:
                 why = d.denied.get(cname, "not allowed by policy")
                 denied.setdefault(cname, f"dataset {name} may not be staged here: {why}")
-    usable = [
-        c
-        for c in clusters
-        if c.ready
-        and (allowed is None or c.name in allowed)
-        and any(
-            job.gpus_per_slice == 0
-            or (n.gpu_type is not None and (job.gpu_types is None or n.gpu_type in job.gpu_types))
-            for n in c.nodes
-        )
-    ]
-    opts = options(job, usable, policy, running_on, now)
     frozen = frozenset(allowed) if allowed is not None else None
+    ukey = (frozen, job.gpus_per_slice == 0, job.gpu_types)
+    usable = memo.usable.get(ukey)
+    if usable is None:
+        usable = memo.usable[ukey] = [
+            c
+            for c in clusters
+            if c.ready
+            and (allowed is None or c.name in allowed)
+            and any(
+                job.gpus_per_slice == 0
+                or (
+                    n.gpu_type is not None
+                    and (job.gpu_types is None or n.gpu_type in job.gpu_types)
+                )
+                for n in c.nodes
+            )
+        ]
+    opts = options(job, usable, memo)
     if not opts:
         return replace(job, allowed_clusters=frozen, denied_reasons=denied), ""
     best = min(opts, key=lambda o: (o.cost, o.cluster))
     scores = dict(job.cluster_scores)
-    note = "; ".join(o.text() for o in sorted(opts, key=lambda o: (o.cost, o.cluster)))
+    ranked = sorted(opts, key=lambda o: (o.cost, o.cluster))
+    # The cheapest few, and where the data already is: enough to see the trade-off.
+    shown = ranked[:NOTE_OPTIONS] + [o for o in ranked[NOTE_OPTIONS:] if not o.stage_bytes][:1]
+    note = "; ".join(o.text() for o in shown)
     if best.wait_s > 0 and best.cost < INF:
         # The cheapest option must first free GPUs: dearer ones that could start now are
         # ruled out this pass, so the job waits for the cheaper one.

@@ -21,6 +21,7 @@ from orrery.dataset import Location
 
 CONCURRENCY = 8
 CHUNK = 8 * 1024 * 1024
+WHOLE = 64 * 1024 * 1024  # objects up to this size are read in one piece
 
 
 def s3_store(bucket: str, endpoint: str | None, region: str | None) -> S3Store:
@@ -47,9 +48,23 @@ def _relative(key: str, prefix: str) -> PurePosixPath:
     return rel
 
 
-async def _download(store: S3Store, key: str, dest: Path, progress: Callable[[int], None]) -> None:
-    await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
+def _write(dest: Path, data: bytes | memoryview) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest, "wb") as f:
+        f.write(data)
+
+
+async def _download(
+    store: S3Store, key: str, size: int, dest: Path, progress: Callable[[int], None]
+) -> None:
     result = await obstore.get_async(store, key)
+    if size <= WHOLE:
+        # Small objects whole: one read, one write on a worker thread.
+        data = await result.bytes_async()
+        await asyncio.to_thread(_write, dest, memoryview(data))
+        progress(len(data))
+        return
+    await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
     f = await asyncio.to_thread(open, dest, "wb")
     try:
         async for chunk in result.stream(min_chunk_size=CHUNK):
@@ -81,12 +96,12 @@ async def copy_prefix(
         raise FileNotFoundError(f"no objects under {uri}")
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(key: str) -> None:
+    async def one(key: str, size: int) -> None:
         async with gate:
             target = dest / _relative(key, prefix)
-            await _download(store, key, target, progress)
+            await _download(store, key, size, target, progress)
 
     async with asyncio.TaskGroup() as tg:
-        for key, _size in objects:
-            tg.create_task(one(key))
+        for key, size in objects:
+            tg.create_task(one(key, size))
     return sum(size for _, size in objects)
