@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from orrery.wire import CachedDataset, DatasetState, Heartbeat
-from orrery_hub.service import Hub
+from orrery_hub.main import Hub
 from tests.conftest import ADMIN
 
 C4 = """
