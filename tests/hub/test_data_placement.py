@@ -253,3 +253,29 @@ def test_a_running_job_without_a_declared_runtime_is_taken_to_run_a_day() -> Non
     p = plan(snap, now=0)
     assert [x.cluster for x in p.placements] == ["us-east"]
     assert "eu-west: data here, ~24h wait for GPUs" in p.data_notes[JobId("j")]
+
+
+def test_a_restarted_job_prefers_clusters_near_its_last_checkpoint() -> None:
+    # Its last attempt ran on eu-west (now Lost); eu-north is in the same region as that
+    # checkpoint, us-east is not: both are idle, eu-north wins.
+    lost = replace(cluster("eu-west", "eu-west-1"), ready=False)
+    restarted = replace(
+        job(datasets=()), checkpoint_cluster=ClusterName("eu-west"), gpus_per_slice=4
+    )
+    snap = Snapshot(
+        clusters=(cluster("us-east", "us-east-1"), cluster("eu-north", "eu-west-1"), lost),
+        jobs=(restarted,),
+        data=data(),
+    )
+    p = plan(snap, now=0)
+    assert [x.cluster for x in p.placements] == ["eu-north"]
+    note = p.data_notes[JobId("j")]
+    assert note.startswith("eu-north: 100.0 GiB to stage")
+    # Checkpoints only score: with eu-north busy for hours the job runs in us-east at once.
+    busy = Snapshot(
+        clusters=(cluster("us-east", "us-east-1"), cluster("eu-north", "eu-west-1", free=0), lost),
+        jobs=(restarted,),
+        running=(busy_until("eu-north", 600.0),),
+        data=data(),
+    )
+    assert [x.cluster for x in plan(busy, now=0).placements] == ["us-east"]

@@ -67,6 +67,10 @@ class DataPolicy:
     delay_cost_per_gpu_hour: float = 2.0
     grace_s: float = 30.0
     unknown_runtime_s: float = 24 * 3600.0  # a running job that declared no maxRuntime
+    # A restarted job's last checkpoint is data held where it was written: this many bytes
+    # to bring elsewhere (a checkpoint's size is not reported; a 7B model with its
+    # optimizer state is about this much).
+    checkpoint_bytes: int = 100 * 2**30
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,13 +227,29 @@ class _Memo:
         return got
 
 
+def reads(job: JobRequest, memo: _Memo) -> list[DatasetFacts]:
+    """What the job must have where it runs: its datasets, and its last checkpoint (held
+    where it was written: checkpoints are data too)."""
+    out = [d for name in job.datasets if (d := memo.policy.datasets.get(name)) is not None]
+    if job.checkpoint_cluster is not None and job.checkpoint_cluster in memo.regions:
+        out.append(
+            DatasetFacts(
+                name=f"checkpoint of {job.id}",
+                size_bytes=memo.policy.checkpoint_bytes,
+                source_regions=(memo.regions[job.checkpoint_cluster],),
+                cached_on=frozenset({job.checkpoint_cluster}),
+            )
+        )
+    return out
+
+
 def options(job: JobRequest, clusters: list[ClusterCapacity], memo: _Memo) -> list[Option]:
+    inputs = reads(job, memo)
     out = []
     for c in clusters:
         stage_bytes, stage_s, egress = 0, 0.0, 0.0
-        for name in job.datasets:
-            d = memo.policy.datasets.get(name)
-            if d is None or c.name in d.cached_on:
+        for d in inputs:
+            if c.name in d.cached_on:
                 continue
             t, usd = memo.move(d, memo.regions[c.name])
             stage_bytes += d.size_bytes
@@ -247,7 +267,7 @@ def narrow(snapshot: Snapshot, now: float) -> tuple[Snapshot, dict[JobId, str]]:
     options while a cheaper one waits for GPUs) and scored (cheapest first); and per such
     job one line comparing its options."""
     policy = snapshot.data
-    if policy is None or not any(j.datasets for j in snapshot.jobs):
+    if policy is None or not any(j.datasets or j.checkpoint_cluster for j in snapshot.jobs):
         return snapshot, {}
     running_on: dict[ClusterName, list[RunningJob]] = {}
     for r in snapshot.running:
@@ -258,7 +278,7 @@ def narrow(snapshot: Snapshot, now: float) -> tuple[Snapshot, dict[JobId, str]]:
     notes: dict[JobId, str] = {}
     jobs = []
     for job in snapshot.jobs:
-        if not job.datasets:
+        if not (job.datasets or job.checkpoint_cluster):
             jobs.append(job)
             continue
         new, note = _narrow_job(job, snapshot.clusters, memo)
@@ -311,7 +331,8 @@ def _narrow_job(
     # The cheapest few, and where the data already is: enough to see the trade-off.
     shown = ranked[:NOTE_OPTIONS] + [o for o in ranked[NOTE_OPTIONS:] if not o.stage_bytes][:1]
     note = "; ".join(o.text() for o in shown)
-    if best.wait_s > 0 and best.cost < INF:
+    # A checkpoint alone only scores: a restarted job never waits for the cluster it left.
+    if best.wait_s > 0 and best.cost < INF and job.datasets:
         # The cheapest option must first free GPUs: dearer ones that could start now are
         # ruled out this pass, so the job waits for the cheaper one.
         keep = {o.cluster for o in opts if o.cost <= best.cost}

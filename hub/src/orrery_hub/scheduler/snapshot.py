@@ -67,6 +67,9 @@ class JobRequest:
     expected_runtime: float | None = None
     # Datasets the job reads (names in ``Snapshot.data``): placement weighs staging them.
     datasets: tuple[str, ...] = ()
+    # Where its last checkpoint was written (a restarted job): placement prefers to stay
+    # near it, as near its data (``scheduler.data``). None: none, or not known.
+    checkpoint_cluster: ClusterName | None = None
 
     @property
     def team(self) -> str:
