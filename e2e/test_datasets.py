@@ -216,6 +216,12 @@ def test_with_its_region_full_the_choice_follows_the_cost_model(
         assert "us-east: 2.0 TiB to stage, ~36m39s, $198 egress, GPUs free now" in us
         assert "dearer than waiting for eu-west" in us and "wait for GPUs" in us
         assert j.status.placement is not None and j.status.placement.startswith("waits for eu-west")
+        # Prefetch: eu-west stages the data while the job still waits for its GPUs.
+        deadline = time.monotonic() + 60
+        while [(x.cluster, x.state) for x in c.dataset("big").cached] != [("eu-west", "Ready")]:
+            assert time.monotonic() < deadline, c.dataset("big").model_dump_json()
+            time.sleep(0.1)
+        assert c.job(big.id).status.phase == "Pending"
         # ... and a job reading a small dataset goes where the GPUs are, saying both.
         small = c.submit(reader_job("reads-small", "small", tmp_path / "small", slices=1, gpus=4))
         assert final(c, small.id, 90).status.phase == "Succeeded"

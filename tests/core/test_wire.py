@@ -20,6 +20,7 @@ from orrery.wire import (
     HeartbeatAck,
     Kill,
     NodeReport,
+    Prefetch,
     Progress,
     SliceKey,
     SlicePhase,
@@ -173,6 +174,21 @@ SAMPLES = {
             )
         ],
     ),
+    "prefetch": Prefetch(
+        sender="hub",
+        seq=14,
+        job="train-1a2b3c",
+        datasets=[
+            DataMount(
+                name="c4-en",
+                version="2",
+                uri="s3://corpora/c4/en",
+                region="eu-west-1",
+                size_bytes=2_000_000,
+                mount_path="/data/c4",
+            )
+        ],
+    ),
     "kill": Kill(
         sender="hub",
         seq=12,
@@ -270,17 +286,32 @@ def test_log_requests_and_chunks_round_trip_within_their_limits() -> None:
 
     assert Subjects("eu-west").logs == "orrery.v1.cluster.eu-west.logs"
     assert Subjects.cluster_of(Subjects("eu-west").logs) is None  # not a report
-    req = LogRequest(sender="hub", seq=1, stream="0f" * 8, job="j", index=0, epoch=2,
-                     offset=10, tail_lines=5, follow=True, wait_s=5)
+    req = LogRequest(
+        sender="hub",
+        seq=1,
+        stream="0f" * 8,
+        job="j",
+        index=0,
+        epoch=2,
+        offset=10,
+        tail_lines=5,
+        follow=True,
+        wait_s=5,
+    )
     assert decode(encode(req), LogRequest) == req
     data = bytes(range(256)) * (MAX_CHUNK_BYTES // 256)
     chunk = LogChunk(sender="spoke/eu", seq=2, stream=req.stream, data=LogChunk.pack(data))
     back = decode(encode(chunk), LogChunk)
     assert back.raw == data and len(encode(back)) < 100 * 1024  # far under NATS' 1 MiB
     base = json.loads(encode(req))
-    for field, bad in [("max_bytes", MAX_CHUNK_BYTES + 1), ("tail_lines", MAX_TAIL_LINES + 1),
-                       ("wait_s", MAX_WAIT_S + 1), ("stream", "../x"), ("offset", -1),
-                       ("epoch", 2**70)]:
+    for field, bad in [
+        ("max_bytes", MAX_CHUNK_BYTES + 1),
+        ("tail_lines", MAX_TAIL_LINES + 1),
+        ("wait_s", MAX_WAIT_S + 1),
+        ("stream", "../x"),
+        ("offset", -1),
+        ("epoch", 2**70),
+    ]:
         with pytest.raises(WireError, match=field):
             decode(json.dumps({**base, field: bad}).encode(), LogRequest)
     too_big = {**json.loads(encode(chunk)), "data": "A" * (len(chunk.data) + 8)}

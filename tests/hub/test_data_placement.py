@@ -101,6 +101,7 @@ def test_with_its_region_full_a_short_wait_beats_staging_terabytes() -> None:
     assert "us-east: 2.0 TiB to stage, ~36m39s, $198 egress, GPUs free now" in us
     assert "dearer than waiting for eu-west: data here, ~10m wait for GPUs" in us
     assert p.data_notes[JobId("j")].startswith("waits for eu-west")
+    assert p.prefetch == {}  # its data is there already: nothing to stage ahead
 
 
 def test_with_its_region_full_for_hours_the_job_goes_where_the_gpus_are() -> None:
@@ -279,3 +280,16 @@ def test_a_restarted_job_prefers_clusters_near_its_last_checkpoint() -> None:
         data=data(),
     )
     assert [x.cluster for x in plan(busy, now=0).placements] == ["us-east"]
+
+
+def test_a_job_waiting_for_a_cluster_without_its_data_prefetches_it_there() -> None:
+    in_store = replace(C4, cached_on=frozenset())  # only in eu-west-1's object store
+    snap = Snapshot(
+        clusters=(cluster("us-east", "us-east-1"), cluster("eu-west", "eu-west-1", free=0)),
+        jobs=(job(),),
+        running=(busy_until("eu-west", 600.0),),
+        data=data(in_store),
+    )
+    p = plan(snap, now=0)
+    assert p.placements == ()
+    assert p.prefetch == {JobId("j"): ClusterName("eu-west")}

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from orrery.natsserver import NatsServer
-from orrery.wire import DatasetState, Kill, SlicePhase
+from orrery.wire import DatasetState, Kill, Prefetch, SlicePhase
 from tests.objectstore import SeaweedFS
 from tests.spoke.test_agent import assign, setup
 from tests.spoke.test_staging import dataset
@@ -39,6 +39,24 @@ async def test_a_slice_starts_with_its_dataset_staged_and_in_its_environment(
         await hub.until(lambda: cached() == [("c4-en", DatasetState.READY, 1)], "cache report")
         ex.finish(a.key, 0)
         await hub.until(lambda: cached() == [("c4-en", DatasetState.READY, 0)], "released")
+
+
+async def test_a_prefetch_stages_the_data_before_any_slice_is_assigned(
+    nats_server: NatsServer, tmp_path: Path, seaweedfs: SeaweedFS
+) -> None:
+    m = dataset(seaweedfs, "ahead", shards=3, size=10_000)
+    async with setup(nats_server, tmp_path) as (hub, agent, ex):
+        await hub.order(Prefetch(sender="hub", seq=3, job="j", datasets=[m]))
+
+        def cached() -> list[tuple[str, DatasetState, int]]:
+            return [(d.name, d.state, d.in_use) for d in hub.heartbeats[-1].datasets or []]
+
+        await hub.until(lambda: cached() == [("ahead", DatasetState.READY, 0)], "prefetched")
+        assert ex.launched == []
+        # The assignment then finds it there: no second copy.
+        await hub.order(assign().model_copy(update={"datasets": [m]}))
+        await hub.until(lambda: len(ex.launched) == 1, "launched")
+        assert [d.bytes_done for d in hub.heartbeats[-1].datasets or []] == [30_000]
 
 
 async def test_a_kill_while_the_data_stages_ends_the_attempt_unlaunched(

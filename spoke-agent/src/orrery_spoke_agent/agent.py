@@ -40,6 +40,7 @@ from orrery.wire import (
     HeartbeatAck,
     Kill,
     NodeReport,
+    Prefetch,
     SliceKey,
     SlicePhase,
     SliceReport,
@@ -461,6 +462,8 @@ class Agent:
                 return
             if isinstance(order, Assignment):
                 await self.assign(order)
+            elif isinstance(order, Prefetch):
+                await self.stager.prefetch(order.datasets)
             else:
                 await self.kill(order)
         except Exception:

@@ -18,7 +18,7 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from orrery.errors import InvalidInput
-from orrery.wire import Assignment, Kill, WireError, decode_order
+from orrery.wire import Assignment, Kill, Prefetch, WireError, decode_order
 from orrery.wire.signing import OrderVerifier, Verdict, load_public_key
 from orrery_spoke_agent.settings import SpokeSettings
 
@@ -107,7 +107,7 @@ class OrderGate:
         self.refused: Counter[str] = Counter()  # reason -> orders dropped for it
         self.accepted = 0
 
-    def admit(self, data: bytes) -> Assignment | Kill | None:
+    def admit(self, data: bytes) -> Assignment | Kill | Prefetch | None:
         """The order to act on, or None when it was dropped (counted and logged)."""
         if len(data) > self.max_bytes:
             self._refuse("oversized", None, size=len(data), limit=self.max_bytes)
@@ -131,7 +131,9 @@ class OrderGate:
         self.accepted += 1
         return order
 
-    def _refuse(self, reason: str, order: Assignment | Kill | None, **detail: object) -> None:
+    def _refuse(
+        self, reason: str, order: Assignment | Kill | Prefetch | None, **detail: object
+    ) -> None:
         self.refused[reason] += 1
         n = self.refused[reason]
         if n > LOG_FIRST and n % LOG_EVERY:
@@ -141,8 +143,8 @@ class OrderGate:
             extra |= {
                 "kind": order.kind,
                 "job": order.job,
-                "slice": order.index,
-                "epoch": order.epoch,
+                "slice": getattr(order, "index", None),
+                "epoch": getattr(order, "epoch", None),
                 "sender": order.sender,
                 "seq": order.seq,
             }

@@ -12,12 +12,13 @@ whoever builds assignments (``reconcile.assignment_for``'s callers), on the stor
 
 from __future__ import annotations
 
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from orrery.dataset import Location, env_name, shard_range
 from orrery.errors import ManifestError
 from orrery.manifest import JobManifest
-from orrery.wire import DataMount
+from orrery.wire import DataMount, Prefetch
+from orrery_hub.scheduler import Plan
 from orrery_hub.store import datasets as dsstore
 from orrery_hub.store.models import ClusterRow, JobRow, SliceRow
 
@@ -33,6 +34,37 @@ def _pick(locations: list[Location], cluster: str, region: str | None) -> Locati
         if region is not None and loc.region == region:
             return loc
     return s3[0] if s3 else locations[0]
+
+
+def prefetch_order(s: Session, job_id: str, cluster: str) -> Prefetch | None:
+    """Stage the job's datasets on ``cluster`` now (it waits there for GPUs)."""
+    job = s.exec(select(JobRow).where(JobRow.id == job_id)).first()
+    if job is None:
+        return None
+    got = data_order(s, job, SliceRow(job_id=job_id, index=0, cluster=cluster))
+    if got is None:
+        return None
+    return Prefetch(sender="hub", seq=0, job=job_id, datasets=got[0])
+
+
+MAX_PREFETCHED = 10_000  # jobs remembered as prefetched; the oldest are forgotten first
+
+
+def prefetch_orders(s: Session, plan: Plan, sent: dict[str, str]) -> list[tuple[str, Prefetch]]:
+    """A Prefetch for each job the pass left waiting for a cluster without its data, once
+    per (job, cluster): ``sent`` remembers what went out."""
+    out: list[tuple[str, Prefetch]] = []
+    for job_id, cluster in plan.prefetch.items():
+        if sent.get(job_id) == cluster:
+            continue
+        order = prefetch_order(s, job_id, cluster)
+        if order is not None:
+            out.append((cluster, order))
+            sent.pop(job_id, None)
+            sent[job_id] = cluster
+    while len(sent) > MAX_PREFETCHED:
+        sent.pop(next(iter(sent)))
+    return out
 
 
 def data_order(s: Session, job: JobRow, sl: SliceRow) -> DataOrder | None:

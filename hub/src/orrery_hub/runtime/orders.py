@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Sequence
 
 from orrery.wire import (
     Assignment,
     Kill,
+    Prefetch,
     Subjects,
     encode,
 )
@@ -19,7 +21,7 @@ log = logging.getLogger("orrery.hub")
 
 
 class OrderOutbox(HubParts):
-    async def _publish(self, orders: list[tuple[str, Assignment | Kill]]) -> None:
+    async def _publish(self, orders: Sequence[tuple[str, Assignment | Kill | Prefetch]]) -> None:
         if not orders or self.nc is None:
             return
         failed = 0
@@ -37,8 +39,8 @@ class OrderOutbox(HubParts):
                     extra={
                         "cluster": cluster,
                         "job": order.job,
-                        "slice": order.index,
-                        "epoch": order.epoch,
+                        "slice": getattr(order, "index", None),
+                        "epoch": getattr(order, "epoch", None),
                         "error": str(exc)[:500],
                     },
                 )
@@ -49,7 +51,7 @@ class OrderOutbox(HubParts):
         except Exception:
             pass  # buffered; sent on reconnect or repaired by the next heartbeat
 
-    def stamp(self, order: Assignment | Kill) -> Assignment | Kill:
+    def stamp(self, order: Assignment | Kill | Prefetch) -> Assignment | Kill | Prefetch:
         """The order as sent: a fresh seq, an expiry, the hub's signature over them all."""
         # Wall time, not self.clock: a spoke judges the expiry by its own wall clock.
         expires = time.time() + self.settings.order_ttl

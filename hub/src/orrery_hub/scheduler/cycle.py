@@ -574,6 +574,6 @@ class _Pass:
 def plan(snapshot: Snapshot, now: float) -> Plan:
     """Place what fits, in the policy's order; preempt and reserve where the policy says;
     say why the rest waits. ``now`` is the only clock this pass reads."""
-    snapshot, notes = data.narrow(snapshot, now)  # jobs reading datasets: filter, score
+    snapshot, notes, prefetch = data.narrow(snapshot, now)  # jobs reading data: filter, score
     out = _Pass(snapshot, now).run()
-    return replace(out, data_notes=notes) if notes else out
+    return replace(out, data_notes=notes, prefetch=prefetch) if notes else out

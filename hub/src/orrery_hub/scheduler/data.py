@@ -262,13 +262,16 @@ def options(job: JobRequest, clusters: list[ClusterCapacity], memo: _Memo) -> li
     return out
 
 
-def narrow(snapshot: Snapshot, now: float) -> tuple[Snapshot, dict[JobId, str]]:
+def narrow(
+    snapshot: Snapshot, now: float
+) -> tuple[Snapshot, dict[JobId, str], dict[JobId, ClusterName]]:
     """The snapshot with each data-reading job's clusters filtered (residency, and dearer
-    options while a cheaper one waits for GPUs) and scored (cheapest first); and per such
-    job one line comparing its options."""
+    options while a cheaper one waits for GPUs) and scored (cheapest first); per such job
+    one line comparing its options; and the jobs that wait for a cluster that does not
+    hold their data yet, with that cluster (it may start staging now: prefetch)."""
     policy = snapshot.data
     if policy is None or not any(j.datasets or j.checkpoint_cluster for j in snapshot.jobs):
-        return snapshot, {}
+        return snapshot, {}, {}
     running_on: dict[ClusterName, list[RunningJob]] = {}
     for r in snapshot.running:
         for cname in {s.cluster for s in r.slices}:
@@ -276,21 +279,24 @@ def narrow(snapshot: Snapshot, now: float) -> tuple[Snapshot, dict[JobId, str]]:
     memo = _Memo(policy, running_on, now)
     memo.regions = {c.name: _region(c) for c in snapshot.clusters}
     notes: dict[JobId, str] = {}
+    prefetch: dict[JobId, ClusterName] = {}
     jobs = []
     for job in snapshot.jobs:
         if not (job.datasets or job.checkpoint_cluster):
             jobs.append(job)
             continue
-        new, note = _narrow_job(job, snapshot.clusters, memo)
+        new, note, target = _narrow_job(job, snapshot.clusters, memo)
         jobs.append(new)
         if note:
             notes[job.id] = note
-    return replace(snapshot, jobs=tuple(jobs)), notes
+        if target is not None:
+            prefetch[job.id] = target
+    return replace(snapshot, jobs=tuple(jobs)), notes, prefetch
 
 
 def _narrow_job(
     job: JobRequest, clusters: tuple[ClusterCapacity, ...], memo: _Memo
-) -> tuple[JobRequest, str]:
+) -> tuple[JobRequest, str, ClusterName | None]:
     policy = memo.policy
     allowed = set(job.allowed_clusters) if job.allowed_clusters is not None else None
     denied = dict(job.denied_reasons)
@@ -324,13 +330,14 @@ def _narrow_job(
         ]
     opts = options(job, usable, memo)
     if not opts:
-        return replace(job, allowed_clusters=frozen, denied_reasons=denied), ""
+        return replace(job, allowed_clusters=frozen, denied_reasons=denied), "", None
     best = min(opts, key=lambda o: (o.cost, o.cluster))
     scores = dict(job.cluster_scores)
     ranked = sorted(opts, key=lambda o: (o.cost, o.cluster))
     # The cheapest few, and where the data already is: enough to see the trade-off.
     shown = ranked[:NOTE_OPTIONS] + [o for o in ranked[NOTE_OPTIONS:] if not o.stage_bytes][:1]
     note = "; ".join(o.text() for o in shown)
+    target: ClusterName | None = None
     # A checkpoint alone only scores: a restarted job never waits for the cluster it left.
     if best.wait_s > 0 and best.cost < INF and job.datasets:
         # The cheapest option must first free GPUs: dearer ones that could start now are
@@ -345,6 +352,8 @@ def _narrow_job(
         base = allowed if allowed is not None else {c.name for c in clusters}
         frozen = frozenset(base - (set(o.cluster for o in opts) - keep))
         note = f"waits for {best.cluster}: " + note
+        if best.stage_bytes:
+            target = best.cluster  # its data may start moving while its GPUs free up
     else:
         for o in opts:
             if o.cost < INF:
@@ -353,4 +362,5 @@ def _narrow_job(
     return (
         replace(job, allowed_clusters=frozen, denied_reasons=denied, cluster_scores=scores),
         note,
+        target,
     )

@@ -69,6 +69,8 @@ class Plan:
     backfilled: frozenset[JobId] = frozenset()  # placed on reserved GPUs, ending in time
     # Jobs that read datasets: their options compared ("us-east: 2.1 TiB to stage, ...").
     data_notes: Mapping[JobId, str] = field(default_factory=dict)
+    # Jobs waiting for a cluster that does not hold their data yet: it may stage it now.
+    prefetch: Mapping[JobId, ClusterName] = field(default_factory=dict)
 
     def for_job(self, job: JobId) -> tuple[SlicePlacement, ...]:
         return tuple(p for p in self.placements if p.job == job)

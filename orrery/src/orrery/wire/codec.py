@@ -13,6 +13,7 @@ from orrery.wire.messages import (
     HeartbeatAck,
     Kill,
     Order,
+    Prefetch,
     SliceStatus,
 )
 
@@ -26,12 +27,13 @@ MAX_ORDER_BYTES = NATS_MAX_PAYLOAD - 64 * 1024
 M = TypeVar("M", bound=BaseModel)
 
 AnyMessage = Annotated[
-    Heartbeat | HeartbeatAck | SliceStatus | Assignment | Kill, Field(discriminator="kind")
+    Heartbeat | HeartbeatAck | SliceStatus | Assignment | Kill | Prefetch,
+    Field(discriminator="kind"),
 ]
-_any: TypeAdapter[Heartbeat | HeartbeatAck | SliceStatus | Assignment | Kill] = TypeAdapter(
-    AnyMessage
+_any: TypeAdapter[Heartbeat | HeartbeatAck | SliceStatus | Assignment | Kill | Prefetch] = (
+    TypeAdapter(AnyMessage)
 )
-_order: TypeAdapter[Assignment | Kill] = TypeAdapter(Order)
+_order: TypeAdapter[Assignment | Kill | Prefetch] = TypeAdapter(Order)
 
 
 class WireError(ValueError):
@@ -62,7 +64,7 @@ def decode(data: bytes, model: type[M]) -> M:
         raise WireError(f"undecodable: {type(exc).__name__}") from None
 
 
-def decode_order(data: bytes) -> Assignment | Kill:
+def decode_order(data: bytes) -> Assignment | Kill | Prefetch:
     _check(data)
     try:
         return _order.validate_json(data)
@@ -72,7 +74,9 @@ def decode_order(data: bytes) -> Assignment | Kill:
         raise WireError(f"undecodable: {type(exc).__name__}") from None
 
 
-def decode_any(data: bytes) -> Heartbeat | HeartbeatAck | SliceStatus | Assignment | Kill:
+def decode_any(
+    data: bytes,
+) -> Heartbeat | HeartbeatAck | SliceStatus | Assignment | Kill | Prefetch:
     _check(data)
     try:
         return _any.validate_json(data)

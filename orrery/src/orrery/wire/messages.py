@@ -277,4 +277,15 @@ class Kill(_Order):
     grace_s: float = Field(default=5.0, ge=0, le=3600)
 
 
-Order = Annotated[Assignment | Kill, Field(discriminator="kind")]
+class Prefetch(_Order):
+    """Start staging these datasets now: the hub has chosen this cluster for ``job``, which
+    still waits for its GPUs here. A hint: the assignment carries them again. A spoke one
+    version behind drops it as an unknown kind (counted), and stages at assignment."""
+
+    kind: Literal["prefetch"] = "prefetch"
+    job: Name
+    datasets: list[DataMount] = Field(min_length=1, max_length=16)
+
+
+AnyOrder = Assignment | Kill | Prefetch
+Order = Annotated[Assignment | Kill | Prefetch, Field(discriminator="kind")]

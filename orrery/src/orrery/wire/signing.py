@@ -30,10 +30,10 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel
 
-from orrery.wire.messages import Assignment, Kill
+from orrery.wire.messages import AnyOrder, Assignment, Kill, Prefetch
 
 SIGNATURE_BYTES = 64
-OrderT = TypeVar("OrderT", bound=Assignment | Kill)
+OrderT = TypeVar("OrderT", bound=Assignment | Kill | Prefetch)
 
 
 class Verdict(StrEnum):
@@ -61,7 +61,7 @@ def sign(order: OrderT, key: Ed25519PrivateKey) -> OrderT:
     return cast(OrderT, signed)  # model_copy keeps the type; mypy sees only the bound
 
 
-def _signature(order: Assignment | Kill) -> bytes | None:
+def _signature(order: AnyOrder) -> bytes | None:
     if order.sig is None:
         return None
     try:
@@ -94,7 +94,7 @@ class OrderVerifier:
         self._floor = floor
         self.horizon = floor  # the latest moment any accepted order may be forgotten
 
-    def check(self, order: Assignment | Kill) -> Verdict:
+    def check(self, order: AnyOrder) -> Verdict:
         sig = _signature(order)
         if sig is None or order.expires_at is None:
             return Verdict.UNSIGNED

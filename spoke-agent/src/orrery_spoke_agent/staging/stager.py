@@ -149,6 +149,24 @@ class Stager:
         for task in list(self._copies):
             task.cancel()
 
+    async def prefetch(self, mounts: Sequence[DataMount]) -> None:
+        """Start copying what is not cached or being copied yet, and return (the hub chose
+        this cluster for a job still waiting for GPUs). No slice reads it yet: it may be
+        evicted like any unused dataset. One that cannot fit is skipped (the assignment
+        tries again)."""
+        for m in mounts:
+            if m.uri.startswith("/"):
+                continue
+            async with self._lock:
+                if (m.name, m.version) in self.entries:
+                    continue
+                try:
+                    await self._admit(m)
+                except StagingError as exc:
+                    log.info("prefetch of %s skipped: %s", m.name, exc.reason)
+                    continue
+            log.info("prefetching dataset %s/%s", m.name, m.version)
+
     async def release(self, user: SliceKey) -> None:
         now = self.clock()
         touched = []
