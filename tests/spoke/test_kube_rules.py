@@ -172,3 +172,27 @@ def test_a_pod_is_matched_to_its_job_by_name_and_escapes_when_relabelled() -> No
     assert kj.escaped(relabelled, name, "kube-a")
     released = {"metadata": {**pod["metadata"], "ownerReferences": []}}
     assert kj.escaped(released, name, "kube-a")
+
+
+def test_a_staged_dataset_is_mounted_read_only_at_its_mount_path() -> None:
+    from orrery.wire import DataMount
+
+    m = DataMount(
+        name="c4-en", version="1", uri="s3://b/c4", size_bytes=1, mount_path="/data/c4"
+    )
+    t = kj.JobTemplate(namespace="ns", cluster="c", default_image="img")
+    env = {"ORRERY_DATA_C4_EN": "/var/lib/orrery/datasets/c4-en/1", "ORRERY_DATA_SHARDS": "0:4"}
+    job = kj.manifest(a(datasets=[m]), env, t, resource=None, product=None)
+    pod = job["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert pod["volumes"] == [
+        {
+            "name": "orrery-data-0",
+            "hostPath": {"path": "/var/lib/orrery/datasets/c4-en/1", "type": "Directory"},
+        }
+    ]
+    assert container["volumeMounts"] == [
+        {"name": "orrery-data-0", "mountPath": "/data/c4", "readOnly": True}
+    ]
+    got = {e["name"]: e.get("value") for e in container["env"]}
+    assert got["ORRERY_DATA_C4_EN"] == "/data/c4" and got["ORRERY_DATA_SHARDS"] == "0:4"

@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from orrery.dataset import env_name
 from orrery.wire import Assignment, SliceKey
 from orrery_spoke_agent.executor.base import Outcome
 
@@ -97,6 +98,25 @@ def deadline_s(elapsed_s: float, lease_s: float, max_runtime_s: float | None) ->
     return max(1, d)
 
 
+def _data(a: Assignment, env: dict[str, str]) -> tuple[list[Any], list[Any]]:
+    """Each staged dataset as a read-only hostPath volume at its ``mountPath``, and its
+    variable pointing there. The agent's cache folder must be the same path on the GPU
+    nodes (the agent as a DaemonSet on a hostPath, or a shared filesystem mounted alike)."""
+    volumes: list[Any] = []
+    mounts: list[Any] = []
+    for i, m in enumerate(a.datasets or ()):
+        var = env_name(m.name)
+        staged = env.get(var)
+        if staged is None:
+            continue
+        volumes.append(
+            {"name": f"orrery-data-{i}", "hostPath": {"path": staged, "type": "Directory"}}
+        )
+        mounts.append({"name": f"orrery-data-{i}", "mountPath": m.mount_path, "readOnly": True})
+        env[var] = m.mount_path
+    return volumes, mounts
+
+
 def manifest(a: Assignment, env: Mapping[str, str], t: JobTemplate, *, resource: str | None,
              product: str | None, progress: tuple[str, str] | None = None) -> dict[str, Any]:
     """The Job for one attempt. ``resource``/``product``: the GPU resource and product label
@@ -107,6 +127,7 @@ def manifest(a: Assignment, env: Mapping[str, str], t: JobTemplate, *, resource:
     lab = labels(t.cluster, a.key)
     annotations = {A_JOB: a.job, A_ASSIGNMENT: a.model_dump_json()}
     full = dict(env)
+    data_volumes, data_mounts = _data(a, full)
     if progress is not None:
         url, token = progress
         full["ORRERY_PROGRESS_URL"] = f"{url.rstrip('/')}/v1/progress/{job_name(a.key)}"
@@ -124,8 +145,8 @@ def manifest(a: Assignment, env: Mapping[str, str], t: JobTemplate, *, resource:
         count = str(len(a.gpus))
         res = resource or "nvidia.com/gpu"
         container["resources"] = {"limits": {res: count}, "requests": {res: count}}
-    if t.volume_mounts:
-        container["volumeMounts"] = [dict(m) for m in t.volume_mounts]
+    if t.volume_mounts or data_mounts:
+        container["volumeMounts"] = [dict(m) for m in t.volume_mounts] + data_mounts
     node_selector = {"nvidia.com/gpu.product": product} if (product and a.gpus) else {}
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
@@ -148,8 +169,8 @@ def manifest(a: Assignment, env: Mapping[str, str], t: JobTemplate, *, resource:
         pod_spec["automountServiceAccountToken"] = False
     if t.image_pull_secrets:
         pod_spec["imagePullSecrets"] = [{"name": s} for s in t.image_pull_secrets]
-    if t.volumes:
-        pod_spec["volumes"] = [dict(v) for v in t.volumes]
+    if t.volumes or data_volumes:
+        pod_spec["volumes"] = [dict(v) for v in t.volumes] + data_volumes
     return {
         "apiVersion": "batch/v1", "kind": "Job",
         "metadata": {"name": job_name(a.key), "namespace": t.namespace, "labels": lab,
