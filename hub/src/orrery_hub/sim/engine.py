@@ -30,6 +30,7 @@ from orrery_hub.scheduler import (
     plan,
 )
 from orrery_hub.scheduler.fairness import jain, max_min_shares
+from orrery_hub.sim.datasets import DataWorld
 from orrery_hub.sim.fleet import Fleet
 from orrery_hub.sim.trace import TraceJob
 
@@ -101,6 +102,8 @@ class Result:
     events: int = 0
     end: float = 0.0
     rounded_fractional: int = 0
+    data_wait_gpu_seconds: float = 0.0  # GPUs held while their job's data staged
+    has_data: bool = False  # the fleet declares datasets: the summary reports the above
 
 
 class Engine:
@@ -156,6 +159,15 @@ class Engine:
         self.last_pass = -math.inf
         self.pass_at: float | None = None
         self.jain_now: float | None = None
+        self.data: DataWorld | None = None
+        if spec.datasets:
+            self.data = DataWorld(
+                spec.datasets, spec.links, spec.regions, seed=spec.seed,
+                delay_cost=spec.delay_cost_per_gpu_hour, grace_s=self.grace,
+            )
+            for j in self.jobs.values():
+                j.request = replace(j.request, datasets=self.data.reads(j.tj.name))
+            self.result.has_data = True
 
     def _push(self, t: float, kind: int, job: str, epoch: int) -> None:
         self._n += 1
@@ -266,8 +278,9 @@ class Engine:
 
     def _clusters(self) -> tuple[ClusterCapacity, ...]:
         for c in self.dirty:
+            region = self.data.region(c) if self.data is not None else None
             self.caps[c] = ClusterCapacity(
-                name=c, labels={}, ready=True,
+                name=c, labels={"region": region} if region else {}, ready=True,
                 nodes=tuple(
                     NodeCapacity(n, self.types[(c, n)], self.sizes[(c, n)],
                                  tuple(self.free[(c, n)]))
@@ -298,6 +311,7 @@ class Engine:
             running=self._running_view(t),
             queues=self.fleet.queues,
             policy=self.policy,
+            data=self.data.policy() if self.data is not None else None,
         )
         p = plan(snap, t)
         by_job: dict[str, list[RunningSlice]] = {}
@@ -323,7 +337,12 @@ class Engine:
             )
             self.running[name] = j
             self.used += sum(len(s.gpus) for s in slices)
-            self._push(t + j.remaining, FINISH, name, j.epoch)
+            staging = 0.0
+            if self.data is not None and j.request.datasets:
+                # Its GPUs are held while its data stages; the work starts after.
+                staging = self.data.stage(j.request.datasets, slices[0].cluster)
+                r.data_wait_gpu_seconds += staging * j.tj.gpus
+            self._push(t + staging + j.remaining, FINISH, name, j.epoch)
         if by_job:
             self._note_used(t)
         for pre in p.preemptions:

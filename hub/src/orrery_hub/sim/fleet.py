@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from orrery.document import load_document
 from orrery.textfile import read_text
 from orrery_hub.scheduler import QueueConfig
+from orrery_hub.sim.datasets import SimDataset, SimLink
 from orrery_hub.sim.trace import TraceError, TraceNode, read_nodes
 
 DEFAULT_NODES = "openb_node_list_gpu_node.csv"
@@ -66,6 +67,11 @@ class FleetSpec(BaseModel):
     grace: float = Field(default=30.0, ge=0)
     seed: int = 0
     teams: int = Field(default=8, ge=1)
+    # Datasets and links (see sim/datasets.py): GPU-hours spent waiting on data.
+    regions: dict[str, str] = Field(default_factory=dict)
+    datasets: list[SimDataset] = Field(default_factory=list)
+    links: list[SimLink] = Field(default_factory=list)
+    delay_cost_per_gpu_hour: float = Field(default=2.0, ge=0)
 
 
 QOS_PRIORITY = {"Guaranteed": 10, "LS": 10, "Burstable": 5, "BE": 0}

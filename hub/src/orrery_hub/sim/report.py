@@ -40,7 +40,7 @@ def summary(r: Result) -> dict[str, Any]:
     wait = [st - s for s, st, _ in done]
     span = max(r.end - r.first_submit, 1e-9)
     arr = max(r.last_submit - r.first_submit, 1e-9)
-    return {
+    out: dict[str, Any] = {
         "utilization": round(r.busy_gpu_seconds / (r.gpus * span), 6),
         "utilization_arrivals": round(r.busy_gpu_seconds_arrivals / (r.gpus * arr), 6),
         "jct_mean": round(sum(jct) / len(jct), 3) if jct else 0.0,
@@ -59,6 +59,9 @@ def summary(r: Result) -> dict[str, Any]:
         "passes": r.passes,
         "events": r.events,
     }
+    if r.has_data:
+        out["data_wait_gpu_hours"] = round(r.data_wait_gpu_seconds / 3600, 3)
+    return out
 
 
 def _series(r: Result, points: int = 2000) -> tuple[list[float], list[float]]:
