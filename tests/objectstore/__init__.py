@@ -63,6 +63,10 @@ class SeaweedFS:
                 "filer.port.grpc",
                 "s3.port",
                 "s3.port.grpc",
+                # The S3 gateway's Iceberg and Lance listeners default to fixed ports: two
+                # servers at once (test workers) would clash on them.
+                "s3.port.iceberg",
+                "s3.port.lance",
             )
         }
         self.s3_port = ports["s3.port"]
