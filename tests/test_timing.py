@@ -83,6 +83,7 @@ def _up(*args: str, state: Path) -> subprocess.CompletedProcess[str]:
         (["--timing", "aggressive", "--lease", "5"], "--failover-timeout (1.3s) must exceed"),
         (["--timing", "nope"], "--timing: 'nope' is not one of"),
         (["--fast", "--timing", "aggressive"], "give one of them"),
+        (["--ha", "--timing", "aggressive"], "--ha: a spokes' lease of 0.75s"),
     ],
 )
 def test_orrery_up_refuses_unsafe_timings_before_starting(

@@ -21,7 +21,7 @@ import yaml
 from orrery import hubrole
 from orrery.client import HubClient
 from orrery.clusterid import SpokeIdentity
-from orrery.errors import Unavailable
+from orrery.errors import InvalidInput, Unavailable
 from orrery.fleetspec import CATALOG, SpokeSpec, Timings, admin_token, default_spokes
 from orrery.natsserver import NatsServer, free_port
 
@@ -86,6 +86,12 @@ class Federation:
         self.leader_lease_s = leader_lease_s or min(
             3.0, (self.timings.lease_s - self.timings.heartbeat_s) * 0.6
         )
+        if hubs > 1 and self.leader_lease_s < 1.0:
+            raise InvalidInput(
+                f"--ha: a spokes' lease of {self.timings.lease_s}s leaves a hub handover only "
+                f"{self.leader_lease_s:.2f}s of leader lease, which one slow database reply "
+                "would lapse; use --timing default or fast (or a longer --lease)"
+            )
         self.nats_servers: list[NatsServer] = []
         self.nats: NatsServer | None = None  # the first of them
         self.hubs: dict[int, subprocess.Popen[bytes]] = {}
