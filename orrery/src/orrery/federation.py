@@ -23,7 +23,7 @@ from orrery.client import HubClient
 from orrery.clusterid import SpokeIdentity
 from orrery.errors import InvalidInput, Unavailable
 from orrery.fleetspec import CATALOG, SpokeSpec, Timings, admin_token, default_spokes
-from orrery.natsserver import NatsServer, free_port
+from orrery.natsserver import NatsServer, free_port, wait_for_port
 
 __all__ = ["CATALOG", "Federation", "SpokeSpec", "Timings", "default_spokes"]
 
@@ -127,6 +127,9 @@ class Federation:
                 ).start()
             )
         self.nats = self.nats_servers[0]
+        for r in routes:  # bound before any other port is picked (free_port could repeat it)
+            if not wait_for_port(host, r, timeout):
+                raise Unavailable(f"nats-server's cluster port {host}:{r} did not open")
         for i in range(self.hub_count):
             self.start_hub(i, timeout=timeout)
             if i == 0 and self.hub_count > 1:
