@@ -118,10 +118,18 @@ def test_cancel_needs_ids_or_a_selector() -> None:
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
     from e2e.conftest import TIMINGS
 
+    tmp = tmp_path_factory.mktemp("kubectl")
+    (tmp / "policies").mkdir()
+    (tmp / "policies" / "cost.yaml").write_text(
+        "apiVersion: orrery/v1\nkind: Cost\nmetadata: {name: prices}\n"
+        "spec: {prices: [{cluster: eu-west, gpuType: H100, perGpuHour: 3.60}]}\n"
+    )
     f = Federation(
-        tmp_path_factory.mktemp("kubectl") / "fed",
-        spokes=[SpokeSpec("eu-west", "eu-west-1", "H100", 1, 4)],
+        tmp / "fed",
+        spokes=[SpokeSpec("eu-west", "eu-west-1", "H100", 1, 4),
+                SpokeSpec("ap-south", "ap-south-1", "A100", 1, 2)],
         timings=TIMINGS,
+        policies=tmp / "policies",
     )
     with f:
         yield f
@@ -133,11 +141,11 @@ def _env(fed: Federation) -> dict[str, str]:
 
 
 def _manifest(tmp: Path, name: str, *, labels: str = "{}", queue: str = "default",
-              gpus: int = 4, seconds: float = 600) -> Path:
+              gpus: int = 4, seconds: float = 600, gpu_type: str = "H100") -> Path:
     f = tmp / f"{name}.yaml"
     f.write_text(
         f"apiVersion: orrery/v1\nkind: TrainingJob\nmetadata: {{name: {name}, labels: {labels}}}\n"
-        f"spec: {{queue: {queue}, gpusPerSlice: {gpus}, gpuType: H100, command: "
+        f"spec: {{queue: {queue}, gpusPerSlice: {gpus}, gpuType: {gpu_type}, command: "
         f"[{sys.executable!r}, -c, 'import time; time.sleep({seconds})']}}\n"
     )
     return f
@@ -228,8 +236,8 @@ def test_lists_filter_and_print_in_every_format(fed: Federation, tmp_path: Path)
 def test_clusters_in_every_format(fed: Federation) -> None:
     env = _env(fed)
     p = run("clusters", "-o", "json", env=env)
-    assert [c["name"] for c in json.loads(p.stdout)["items"]] == ["eu-west"]
-    assert run("clusters", "-o", "name", env=env).stdout.split() == ["eu-west"]
+    assert [c["name"] for c in json.loads(p.stdout)["items"]] == ["ap-south", "eu-west"]
+    assert run("clusters", "-o", "name", env=env).stdout.split() == ["ap-south", "eu-west"]
     p = run("clusters", "-o", "wide", env=env)
     assert "EXECUTOR" in p.stdout and "LABELS" in p.stdout
     p = run("usage", "-o", "json", env=env)
@@ -250,3 +258,25 @@ def test_sim_errors_are_said_as_the_rest_of_the_cli_says_them(tmp_path: Path) ->
     assert f"orrery: {bad} refused:" in p.stderr and "not valid YAML at line 2" in p.stderr
     p = run("sim")
     assert p.returncode == 2 and "orrery: sim: give a TRACE" in p.stderr, p.stderr
+
+
+@pytest.mark.e2e
+def test_usage_says_no_price_where_no_price_applies(fed: Federation, tmp_path: Path) -> None:
+    """A cluster the Cost policies do not price shows "no price", never a cost of 0.00."""
+    env = _env(fed)
+    ids = {}
+    for gpu_type in ("H100", "A100"):
+        f = _manifest(tmp_path, f"paid-{gpu_type.lower()}", gpus=1, seconds=1.5,
+                      gpu_type=gpu_type)
+        p = run("submit", str(f), "--wait", env=env, timeout=180)
+        assert p.returncode == 0, p.stdout + p.stderr
+        ids[gpu_type] = p.stdout.splitlines()[-1].split(":")[0]
+    p = run("usage", env=env)
+    rows = {line.split()[0]: line for line in p.stdout.splitlines() if line.strip()}
+    assert rows[ids["A100"]].rstrip().endswith("no price"), p.stdout
+    priced = rows[ids["H100"]].split()[-1]
+    assert float(priced) > 0, p.stdout  # 1 GPU x >= 1.5 s x 3.60 per hour
+    data = json.loads(run("usage", "-o", "json", env=env).stdout)
+    by_job = {j["job"]: j for j in data["jobs"]}
+    assert by_job[ids["A100"]]["unpricedGpuSeconds"] == by_job[ids["A100"]]["gpuSeconds"] > 0
+    assert by_job[ids["H100"]]["unpricedGpuSeconds"] == 0

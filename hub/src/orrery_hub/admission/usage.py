@@ -102,6 +102,8 @@ class UsageLine:
     attempts: int
     gpu_seconds: float
     cost: float
+    # GPU-seconds no Cost policy prices: "no price", which 0.00 would misstate as free.
+    unpriced_gpu_seconds: float = 0.0
 
 
 def report(
@@ -119,7 +121,13 @@ def report(
             continue
         lines.append(
             UsageLine(
-                t, q, jid, len(costs), sum(c.gpu_seconds for c in costs), sum(c.cost for c in costs)
+                t,
+                q,
+                jid,
+                len(costs),
+                sum(c.gpu_seconds for c in costs),
+                sum(c.cost for c in costs),
+                sum(c.gpu_seconds for c in costs if c.price is None),
             )
         )
     return lines

@@ -23,11 +23,14 @@ class JobUsage(_Body):
     attempts: int
     gpu_seconds: float
     cost: float
+    # GPU-seconds no Cost policy prices: "no price", which a cost of 0.00 would misstate.
+    unpriced_gpu_seconds: float = 0.0
 
 
 class TeamUsage(_Body):
     gpu_seconds: float
     cost: float
+    unpriced_gpu_seconds: float = 0.0
 
 
 class GpusInUse(_Body):

@@ -173,9 +173,10 @@ class HubService(OrderOutbox):
             lines = accounting.report(s, policies, now=now, since=since, team=team)
             teams: dict[str, list[float]] = {}
             for ln in lines:
-                t = teams.setdefault(ln.team, [0.0, 0.0])
+                t = teams.setdefault(ln.team, [0.0, 0.0, 0.0])
                 t[0] += ln.gpu_seconds
                 t[1] += ln.cost
+                t[2] += ln.unpriced_gpu_seconds
             current = self.gate.usage(s, self.jobdb, now)
             return UsageReport(
                 since=since,
@@ -188,11 +189,16 @@ class HubService(OrderOutbox):
                         attempts=ln.attempts,
                         gpu_seconds=round(ln.gpu_seconds, 3),
                         cost=round(ln.cost, 4),
+                        unpriced_gpu_seconds=round(ln.unpriced_gpu_seconds, 3),
                     )
                     for ln in lines
                 ],
                 teams={
-                    k: TeamUsage(gpu_seconds=round(v[0], 3), cost=round(v[1], 4))
+                    k: TeamUsage(
+                        gpu_seconds=round(v[0], 3),
+                        cost=round(v[1], 4),
+                        unpriced_gpu_seconds=round(v[2], 3),
+                    )
                     for k, v in sorted(teams.items())
                 },
                 gpus_in_use=GpusInUse(
