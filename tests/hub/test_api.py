@@ -100,6 +100,35 @@ async def test_unknown_job_is_404(api: httpx.AsyncClient) -> None:
         assert "nope" in r.json()["detail"]
 
 
+async def test_list_filters_by_queue_team_name_and_labels(api: httpx.AsyncClient) -> None:
+    """What `orrery jobs --queue/--team/--name/-l` ask the hub for: filtered there, so the
+    newest 500 of a busy hub do not hide an older match."""
+
+    def manifest(name: str, queue: str, labels: str) -> str:
+        return (f"apiVersion: orrery/v1\nkind: TrainingJob\nmetadata: {{name: {name}, "
+                f"labels: {labels}}}\nspec: {{queue: {queue}, command: ['true']}}\n")
+
+    ids = {}
+    for name, queue, labels in [("fa", "research", "{team: nlp, tier: gold}"),
+                                ("fb", "batch", "{team: cv}"), ("fb", "batch", "{team: nlp}")]:
+        r = await api.post("/v1/jobs", content=manifest(name, queue, labels))
+        assert r.status_code == 201, r.text
+        ids.setdefault(name, []).append(r.json()["id"])
+
+    async def listed(**params: str) -> set[str]:
+        r = await api.get("/v1/jobs", params=params)
+        assert r.status_code == 200, r.text
+        return {j["id"] for j in r.json()["items"]} & {*ids["fa"], *ids["fb"]}
+
+    assert await listed(queue="research") == set(ids["fa"])
+    assert await listed(name="fb") == set(ids["fb"])
+    assert await listed(team="nlp") == {ids["fa"][0], ids["fb"][1]}
+    assert await listed(label="team=nlp,tier=gold") == set(ids["fa"])
+    assert await listed(label="team=cv", queue="batch") == {ids["fb"][0]}
+    r = await api.get("/v1/jobs", params={"label": "team"})
+    assert r.status_code == 422 and "label: 'team' is not KEY=VALUE" in r.text
+
+
 async def test_bad_query_parameters(api: httpx.AsyncClient) -> None:
     assert (await api.get("/v1/jobs", params={"phase": "Sleeping"})).status_code == 422
     assert (await api.get("/v1/jobs", params={"limit": 0})).status_code == 422

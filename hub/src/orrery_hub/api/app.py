@@ -56,6 +56,18 @@ After = Annotated[
     int | None, Query(ge=0, le=INT64_MAX, description="the next page: rows after this id")
 ]
 
+
+def _selector(text: str | None) -> dict[str, str]:
+    """``team=nlp,tier=gold`` → pairs; a part that is not KEY=VALUE is refused, named."""
+    out: dict[str, str] = {}
+    for part in filter(None, (p.strip() for p in (text or "").split(","))):
+        k, sep, v = part.partition("=")
+        if not sep or not k.strip():
+            raise InvalidInput(f"label: {part[:80]!r} is not KEY=VALUE")
+        out[k.strip()] = v.strip()
+    return out
+
+
 def create_app(hub: HubApi) -> FastAPI:
     app = FastAPI(
         title="Orrery hub",
@@ -116,11 +128,37 @@ def create_app(hub: HubApi) -> FastAPI:
         who: Annotated[Principal, require(Permission.JOBS_READ)],
         phase: Annotated[str | None, Query(description="only jobs in this phase")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
+        queue: Annotated[
+            str | None, Query(max_length=63, description="only jobs in this queue")
+        ] = None,
+        team: Annotated[
+            str | None, Query(max_length=63, description="only this team's jobs")
+        ] = None,
+        name: Annotated[
+            str | None, Query(max_length=253, description="only jobs of this name")
+        ] = None,
+        label: Annotated[
+            str | None,
+            Query(max_length=4096, description="only jobs with these labels: k=v[,k=v]"),
+        ] = None,
     ) -> JobList:
         if phase is not None and phase not in JOB_PHASES:
             raise InvalidInput(f"phase: must be one of {', '.join(JOB_PHASES)}")
-        team = who.team if who.team_scoped else None
-        return JobList(items=await hub.list_jobs(phase, limit, team=team))
+        wanted = _selector(label)
+        if who.team_scoped:  # its own team only, whatever it asks for
+            if team is not None and team != who.team:
+                return JobList(items=[])
+            team = who.team
+        # Labels are JSON in the store, matched here: read up to the largest page for them.
+        scan = 10_000 if wanted else limit
+        items = await hub.list_jobs(phase, scan, team=team, queue=queue, name=name)
+        if wanted:
+            items = [
+                j
+                for j in items
+                if all((j.metadata.get("labels") or {}).get(k) == v for k, v in wanted.items())
+            ]
+        return JobList(items=items[:limit])
 
     @app.get(
         "/v1/jobs/{job_id}",

@@ -53,7 +53,13 @@ class HubApi(Protocol):
     async def get_job(self, job_id: str) -> JobPublic: ...
 
     async def list_jobs(
-        self, phase: str | None, limit: int, *, team: str | None = None
+        self,
+        phase: str | None,
+        limit: int,
+        *,
+        team: str | None = None,
+        queue: str | None = None,
+        name: str | None = None,
     ) -> list[JobPublic]: ...
 
     async def cancel(self, job_id: str) -> JobPublic: ...

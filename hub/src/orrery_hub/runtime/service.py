@@ -87,10 +87,18 @@ class HubService(OrderOutbox):
         return data_status(job, self.dataset_caches(), self.data_notes)
 
     async def list_jobs(
-        self, phase: str | None, limit: int, *, team: str | None = None
+        self,
+        phase: str | None,
+        limit: int,
+        *,
+        team: str | None = None,
+        queue: str | None = None,
+        name: str | None = None,
     ) -> list[JobPublic]:
         return await self.store.tx(
-            lambda s: jobstore.list_jobs(s, phase=phase, limit=limit, team=team)
+            lambda s: jobstore.list_jobs(
+                s, phase=phase, limit=limit, team=team, queue=queue, name=name
+            )
         )
 
     async def cancel(self, job_id: str) -> JobPublic:

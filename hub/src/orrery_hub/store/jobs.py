@@ -266,13 +266,24 @@ def get(s: Session, job_id: str) -> JobPublic:
 
 
 def list_jobs(
-    s: Session, *, phase: str | None = None, limit: int = 500, team: str | None = None
+    s: Session,
+    *,
+    phase: str | None = None,
+    limit: int = 500,
+    team: str | None = None,
+    queue: str | None = None,
+    name: str | None = None,
 ) -> list[JobPublic]:
+    """Newest first; each filter given must hold (``team`` also scopes a team's caller)."""
     q = select(JobRow).order_by(col(JobRow.seq).desc()).limit(limit)
     if phase:
         q = q.where(JobRow.phase == phase)
     if team is not None:  # a team-scoped caller sees its own team's jobs only
         q = q.where(JobRow.team == team)
+    if queue is not None:
+        q = q.where(JobRow.queue == queue)
+    if name is not None:
+        q = q.where(JobRow.name == name)
     jobs = list(s.exec(q))
     if not jobs:
         return []
