@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from orrery.document import load_documents
 from orrery.federation import CATALOG
-from orrery.manifest import parse_manifest
+from orrery.manifest import manifest_from_data
 from orrery_hub.admission.policyfiles import load_policies
 from orrery_hub.policy import price_of
 
@@ -18,8 +19,10 @@ EXAMPLES = sorted((REPO / "examples").glob("*.yaml"))
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.name)
 def test_example_is_a_valid_manifest(path: Path) -> None:
-    m = parse_manifest(path.read_text(), source=str(path))
-    assert m.spec.command
+    docs = load_documents(path.read_text(), source=str(path))
+    assert docs
+    for doc in docs:  # a file of several documents is a batch (`orrery submit` sends it)
+        assert manifest_from_data(doc, source=str(path)).spec.command
 
 
 def test_there_are_examples() -> None:
