@@ -135,7 +135,7 @@ def usage(
         return
     fit = None if output is Output.wide else width()
     in_use = u["gpusInUse"]["byTeam"]
-    typer.echo("Usage by team" + (f" (last {since})" if since else ""))
+    typer.echo("By team" + (f" (last {since})" if since else ""))
     typer.echo(
         render(
             TEAM_COLUMNS,
