@@ -41,6 +41,21 @@ def run(
     )
 
 
+def cli(*args: str, env: dict[str, str], columns: int = 200) -> tuple[int, str, str]:
+    """The CLI in this process (typer's runner): no interpreter start per call, which on a
+    loaded machine is most of a call's time. Errors the console script turns into a line
+    come back as the exception's message in the third element."""
+    from typer.testing import CliRunner
+
+    from orrery.cli.main import app
+
+    res = CliRunner().invoke(
+        app, list(args), env={"COLUMNS": str(columns), "ORRERY_CONFIG": os.devnull, **env}
+    )
+    problem = getattr(res.exception, "message", "") if res.exception else ""
+    return res.exit_code, res.stdout, res.stderr + problem
+
+
 # ---- without a hub -------------------------------------------------------------------------
 
 
@@ -152,39 +167,37 @@ def _manifest(tmp: Path, name: str, *, labels: str = "{}", queue: str = "default
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(900)
 def test_lists_filter_and_print_in_every_format(fed: Federation, tmp_path: Path) -> None:
     from e2e.conftest import wait_for
 
     env = _env(fed)
     long = "a-job-with-a-long-name-that-a-user-must-be-able-to-copy-x"[:50]
-    p = run("submit", str(_manifest(tmp_path, long, labels="{team: nlp, tier: gold}",
-                                     queue="research")), "-o", "name", env=env)
-    assert p.returncode == 0, p.stderr
-    runner = p.stdout.strip()
+    rc, out, err = cli("submit", str(_manifest(tmp_path, long, labels="{team: nlp, tier: gold}",
+                                               queue="research")), "-o", "name", env=env)
+    assert rc == 0, err
+    runner = out.strip()
     with fed.client() as c:
         wait_for(c, runner, lambda j: j.status.phase == "Running", 60, "Running")
     ids = []
     for _ in range(2):  # two jobs of one name, waiting behind it
-        p = run("submit", str(_manifest(tmp_path, "twin", labels="{team: cv}")), "-o", "json",
-                env=env)
-        ids.append(json.loads(p.stdout)["id"])
+        rc, out, err = cli("submit", str(_manifest(tmp_path, "twin", labels="{team: cv}")),
+                           "-o", "json", env=env)
+        ids.append(json.loads(out)["id"])
     try:
-        p = run("jobs", "-o", "json", env=env)
-        listed = {j["id"]: j for j in json.loads(p.stdout)["items"]}
+        listed = {j["id"]: j for j in json.loads(cli("jobs", "-o", "json", env=env)[1])["items"]}
         assert {runner, *ids} <= set(listed)
         assert listed[runner]["status"]["phase"] == "Running"
-        p = run("jobs", "-o", "yaml", env=env)
-        assert {runner, *ids} <= {j["id"] for j in yaml.safe_load(p.stdout)["items"]}
-        p = run("jobs", "-o", "name", env=env)
-        assert {runner, *ids} <= set(p.stdout.split())
-        p = run("jobs", "-o", "wide", env=env)
-        head = p.stdout.splitlines()[0]
+        out = cli("jobs", "-o", "yaml", env=env)[1]
+        assert {runner, *ids} <= {j["id"] for j in yaml.safe_load(out)["items"]}
+        assert {runner, *ids} <= set(cli("jobs", "-o", "name", env=env)[1].split())
+        head = cli("jobs", "-o", "wide", env=env)[1].splitlines()[0]
         assert all(c in head for c in ("NAME", "TEAM", "STARTED", "ENDED", "ELAPSED"))
 
         def names(*args: str) -> set[str]:
-            p = run("jobs", "-o", "name", *args, env=env)
-            assert p.returncode == 0, p.stderr
-            return set(p.stdout.split())
+            rc, out, err = cli("jobs", "-o", "name", *args, env=env)
+            assert rc == 0, err
+            return set(out.split())
 
         assert runner in names("--phase", "running") and not set(ids) & names("--phase", "RUNNING")
         assert set(ids) <= names("--phase", "pending")
@@ -194,36 +207,35 @@ def test_lists_filter_and_print_in_every_format(fed: Federation, tmp_path: Path)
         assert names("--name", "twi*") & {runner, *ids} == set(ids)
 
         # 80 columns: every ID whole, no line longer than the terminal.
-        p = run("jobs", env=env, columns=80)
-        assert all(i in p.stdout for i in (runner, *ids)), p.stdout
-        assert all(len(x) <= 80 for x in p.stdout.splitlines()), p.stdout
-        assert "ELAPSED" in p.stdout.splitlines()[0]
+        out = cli("jobs", env=env, columns=80)[1]
+        assert all(i in out for i in (runner, *ids)), out
+        assert all(len(x) <= 80 for x in out.splitlines()), out
+        assert "ELAPSED" in out.splitlines()[0]
 
         # By name: unique works, ambiguous says which IDs.
-        p = run("jobs", long, env=env)
-        assert p.returncode == 0 and runner in p.stdout and "elapsed" in p.stdout, p.stderr
-        p = run("jobs", "twin", env=env)
+        rc, out, err = cli("jobs", long, env=env)
+        assert rc == 0 and runner in out and "elapsed" in out, err
+        p = run("jobs", "twin", env=env)  # the console script: its one line and exit code
         assert p.returncode == 2 and "'twin' names 2 jobs" in p.stderr, p.stderr
         assert all(i in p.stderr for i in ids)
-        p = run("jobs", runner, "-o", "json", env=env)
-        assert json.loads(p.stdout)["id"] == runner
+        assert json.loads(cli("jobs", runner, "-o", "json", env=env)[1])["id"] == runner
 
         # The events note: only the last N are shown, and it says so.
-        p = run("jobs", runner, "--events", "1", env=env)
-        assert "Events: the last 1 of " in p.stdout, p.stdout
+        out = cli("jobs", runner, "--events", "1", env=env)[1]
+        assert "Events: the last 1 of " in out, out
 
         # Cancel by selector: the two twins, not the runner.
-        p = run("cancel", "-l", "team=cv", env=env)
-        assert p.returncode == 0, p.stderr
-        assert all(f"{i}: Cancelled" in p.stdout for i in ids) and runner not in p.stdout
+        rc, out, err = cli("cancel", "-l", "team=cv", env=env)
+        assert rc == 0, err
+        assert all(f"{i}: Cancelled" in out for i in ids) and runner not in out
         # Several at once: one unknown is reported, the other is cancelled, exit 1.
         p = run("cancel", "no-such-job", long, env=env)
         assert p.returncode == 1 and "no-such-job" in p.stderr, p.stderr
         assert f"{runner}: Cancelled" in p.stdout
-        p = run("jobs", runner, "-o", "json", env=env)
-        assert json.loads(p.stdout)["status"]["finishedAt"] is not None
-        p = run("jobs", "--phase", "cancelled", env=env)
-        ended = next(x for x in p.stdout.splitlines() if x.startswith(runner))
+        out = cli("jobs", runner, "-o", "json", env=env)[1]
+        assert json.loads(out)["status"]["finishedAt"] is not None
+        out = cli("jobs", "--phase", "cancelled", env=env)[1]
+        ended = next(x for x in out.splitlines() if x.startswith(runner))
         assert ended.count(":") >= 2  # the ENDED column holds a time
     finally:
         with fed.client() as c:
@@ -235,13 +247,12 @@ def test_lists_filter_and_print_in_every_format(fed: Federation, tmp_path: Path)
 @pytest.mark.e2e
 def test_clusters_in_every_format(fed: Federation) -> None:
     env = _env(fed)
-    p = run("clusters", "-o", "json", env=env)
-    assert [c["name"] for c in json.loads(p.stdout)["items"]] == ["ap-south", "eu-west"]
-    assert run("clusters", "-o", "name", env=env).stdout.split() == ["ap-south", "eu-west"]
-    p = run("clusters", "-o", "wide", env=env)
-    assert "EXECUTOR" in p.stdout and "LABELS" in p.stdout
-    p = run("usage", "-o", "json", env=env)
-    assert "teams" in json.loads(p.stdout)
+    out = cli("clusters", "-o", "json", env=env)[1]
+    assert [c["name"] for c in json.loads(out)["items"]] == ["ap-south", "eu-west"]
+    assert cli("clusters", "-o", "name", env=env)[1].split() == ["ap-south", "eu-west"]
+    out = cli("clusters", "-o", "wide", env=env)[1]
+    assert "EXECUTOR" in out and "LABELS" in out
+    assert "teams" in json.loads(cli("usage", "-o", "json", env=env)[1])
 
 
 def test_sim_errors_are_said_as_the_rest_of_the_cli_says_them(tmp_path: Path) -> None:
@@ -261,6 +272,7 @@ def test_sim_errors_are_said_as_the_rest_of_the_cli_says_them(tmp_path: Path) ->
 
 
 @pytest.mark.e2e
+@pytest.mark.timeout(900)
 def test_usage_says_no_price_where_no_price_applies(fed: Federation, tmp_path: Path) -> None:
     """A cluster the Cost policies do not price shows "no price", never a cost of 0.00."""
     env = _env(fed)
@@ -268,15 +280,15 @@ def test_usage_says_no_price_where_no_price_applies(fed: Federation, tmp_path: P
     for gpu_type in ("H100", "A100"):
         f = _manifest(tmp_path, f"paid-{gpu_type.lower()}", gpus=1, seconds=1.5,
                       gpu_type=gpu_type)
-        p = run("submit", str(f), "--wait", env=env, timeout=180)
-        assert p.returncode == 0, p.stdout + p.stderr
-        ids[gpu_type] = p.stdout.splitlines()[-1].split(":")[0]
-    p = run("usage", env=env)
-    rows = {line.split()[0]: line for line in p.stdout.splitlines() if line.strip()}
-    assert rows[ids["A100"]].rstrip().endswith("no price"), p.stdout
+        rc, out, err = cli("submit", str(f), "--wait", env=env)
+        assert rc == 0, out + err
+        ids[gpu_type] = out.splitlines()[-1].split(":")[0]
+    out = cli("usage", env=env)[1]
+    rows = {line.split()[0]: line for line in out.splitlines() if line.strip()}
+    assert rows[ids["A100"]].rstrip().endswith("no price"), out
     priced = rows[ids["H100"]].split()[-1]
-    assert float(priced) > 0, p.stdout  # 1 GPU x >= 1.5 s x 3.60 per hour
-    data = json.loads(run("usage", "-o", "json", env=env).stdout)
+    assert float(priced) > 0, out  # 1 GPU x >= 1.5 s x 3.60 per hour
+    data = json.loads(cli("usage", "-o", "json", env=env)[1])
     by_job = {j["job"]: j for j in data["jobs"]}
     assert by_job[ids["A100"]]["unpricedGpuSeconds"] == by_job[ids["A100"]]["gpuSeconds"] > 0
     assert by_job[ids["H100"]]["unpricedGpuSeconds"] == 0
