@@ -29,3 +29,6 @@ def test_policy_grid_on_the_whole_trace() -> None:
     for r in result["cells"]:
         for s in r["policies"].values():
             assert s["jobs_finished"] > 0
+    # The floor, on every cell: Orrery never worse than FIFO first fit by over 5%.
+    orrery = result["aggregate"]["orrery"]
+    assert orrery["not_worse_cells"] == orrery["cells"], orrery["worst"]
