@@ -66,7 +66,7 @@ def bearer(token: str) -> dict[str, str]:
 @pytest.fixture
 async def world(hub: Hub) -> AsyncIterator[World]:
     assert hub.endpoints is not None
-    async with httpx.AsyncClient(base_url=hub.endpoints.api_url) as api:
+    async with httpx.AsyncClient(base_url=hub.endpoints.api_url, timeout=30) as api:
         w = World(api, hub)
         revoked = await w.token("member", "a")
         assert (await api.delete(f"/v1/tokens/{revoked['id']}", headers=ADMIN)).status_code == 200
@@ -355,6 +355,6 @@ async def test_metrics_open_serves_metrics_without_a_token(tmp_path, nats_server
                            metrics_open=True)
     async with running_hub(settings) as h:
         assert h.endpoints is not None
-        async with httpx.AsyncClient(base_url=h.endpoints.api_url) as api:
+        async with httpx.AsyncClient(base_url=h.endpoints.api_url, timeout=30) as api:
             assert (await api.get("/metrics")).status_code == 200
             assert (await api.get("/v1/clusters")).status_code == 401  # only /metrics opens
