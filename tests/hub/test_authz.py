@@ -156,6 +156,9 @@ ROUTES = [
     Route(
         "GET", "/v1/jobs/{job_id}/attempts", Permission.JOBS_READ, prepare=a_job, team_a_job=True
     ),
+    # A pending job has no output yet: 409 for those allowed to ask (404 for other teams).
+    Route("GET", "/v1/jobs/{job_id}/logs", Permission.JOBS_LOGS, 409, prepare=a_job,
+          team_a_job=True),
     Route("GET", "/v1/clusters", Permission.CLUSTERS_READ),
     Route("GET", "/v1/policies", Permission.POLICIES_READ),
     Route("POST", "/v1/policies:reload", Permission.POLICIES_ADMIN),
@@ -322,7 +325,9 @@ def test_the_role_table_is_the_one_the_issue_states() -> None:
     """Written out, not derived: the table above computes expectations from it."""
     P = Permission
     can = {role: {p.value for p in ROLE_PERMISSIONS[role]} for role in Role}
-    assert can[Role.VIEWER] == {"jobs:read", "clusters:read", "policies:read", "datasets:read"}
+    assert can[Role.VIEWER] == {
+        "jobs:read", "jobs:logs", "clusters:read", "policies:read", "datasets:read"
+    }
     assert can[Role.MEMBER] == can[Role.VIEWER] | {"jobs:submit", "jobs:cancel"}
     assert can[Role.OPERATOR] == can[Role.MEMBER] | {
         "usage:read",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ssl
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -18,6 +19,7 @@ from orrery.access import TokenCreated, TokenRequest, TokenView
 from orrery.errors import (
     Conflict,
     Forbidden,
+    Gone,
     InvalidInput,
     ManifestError,
     NotFound,
@@ -183,6 +185,10 @@ class HubClient:
             )
         if r.status_code == 404:
             raise NotFound(detail)
+        if r.status_code == 410:
+            raise Gone(detail)
+        if r.status_code == 503:
+            raise Unavailable(detail)
         if r.status_code == 409:
             raise Conflict(detail)
         if r.status_code == 403:
@@ -361,6 +367,37 @@ class HubClient:
     def delete_dataset(self, name: str) -> DatasetPublic:
         r = self._request("DELETE", f"/v1/datasets/{name}", idempotent=False)
         return DatasetPublic.model_validate(r.json())
+
+    def logs(
+        self,
+        job_id: str,
+        *,
+        slice: int | None = None,
+        epoch: int | None = None,
+        follow: bool = False,
+        tail: int | None = None,
+    ) -> Iterator[bytes]:
+        """A job's output as the hub streams it (``GET /v1/jobs/{id}/logs``), chunk by
+        chunk; following, until the attempt ends (no read timeout: a quiet slice is fine)."""
+        params: dict[str, Any] = {"follow": follow}
+        params |= {
+            k: v for k, v in (("slice", slice), ("epoch", epoch), ("tail", tail)) if v is not None
+        }
+        timeout = httpx.Timeout(10.0, read=None if follow else 60.0)
+        try:
+            with self._http.stream(
+                "GET", f"/v1/jobs/{job_id}/logs", params=params, timeout=timeout
+            ) as r:
+                ctype = r.headers.get("content-type", "")
+                if r.status_code >= 400 or not ctype.startswith("text/plain"):
+                    r.read()
+                    self._raise_for(r)
+                    self._not_a_hub(r)  # a 2xx that is not our text: a wrong --hub
+                yield from r.iter_bytes()
+        except httpx.TransportError as exc:
+            raise Unavailable(
+                f"the hub at {self.base_url} stopped answering ({type(exc).__name__})"
+            ) from None
 
     def clusters(self) -> list[ClusterPublic]:
         r = self._request("GET", "/v1/clusters", idempotent=True)

@@ -7,6 +7,7 @@
     ├── Unauthenticated              no token, or one the hub does not accept (HTTP 401)
     ├── Forbidden                    policies or the caller's role refuse it: never retry
     ├── NotFound                     the thing asked for does not exist: never retry
+    │   └── Gone                     it existed, and was removed (retention): HTTP 410
     ├── Conflict                     the request clashes with current state: never retry as is
     ├── TooManyRequests              over a rate limit: retry after ``retry_after_s``
     └── Unavailable                  a dependency (hub, NATS, database) cannot be reached:
@@ -62,6 +63,10 @@ class Forbidden(OrreryError):
 
 class NotFound(OrreryError):
     """The named job, cluster or file does not exist."""
+
+
+class Gone(NotFound):
+    """The thing asked for existed and was removed (a slice's output after retention)."""
 
 
 class Conflict(OrreryError):

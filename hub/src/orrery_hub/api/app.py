@@ -17,7 +17,7 @@ import time
 from typing import Annotated, Any
 
 from fastapi import FastAPI, Query, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from orrery import __version__
@@ -36,6 +36,7 @@ from orrery.resources import (
     JobPublic,
     Problem,
 )
+from orrery.wire.logs import MAX_TAIL_LINES
 from orrery_hub.api.batch import batch_routes
 from orrery_hub.api.limits import MAX_BODY, BodyLimit
 from orrery_hub.api.models import AuditEntry, PolicyInfo, PolicyReload, UsageReport
@@ -212,6 +213,41 @@ def create_app(hub: HubApi) -> FastAPI:
     ) -> Any:
         visible(await hub.get_job(job_id), who)
         return await hub.attempts(job_id, after=after, limit=limit)
+
+    @app.get(
+        "/v1/jobs/{job_id}/logs",
+        response_class=StreamingResponse,
+        responses={
+            **denied,
+            200: {"content": {"text/plain": {}}, "description": "the output, as it comes"},
+            404: {"model": Problem},
+            409: {"model": Problem, "description": "no slice has been placed yet"},
+            410: {"model": Problem, "description": "removed after the spoke's retention"},
+            503: {"model": Problem, "description": "the cluster holding it did not answer"},
+        },
+        summary="A job's output (its slices' stdout and stderr), streamed from the clusters",
+    )
+    async def job_logs(
+        job_id: str,
+        who: Annotated[Principal, require(Permission.JOBS_LOGS)],
+        slice_: Annotated[
+            int | None, Query(alias="slice", ge=0, le=INT64_MAX, description="only this slice")
+        ] = None,
+        epoch: Annotated[
+            int | None, Query(ge=0, le=INT64_MAX, description="only this epoch")
+        ] = None,
+        follow: Annotated[bool, Query(description="until the attempt ends")] = False,
+        tail: Annotated[
+            int | None,
+            Query(ge=0, le=MAX_TAIL_LINES, description="the last lines of each attempt"),
+        ] = None,
+    ) -> StreamingResponse:
+        visible(await hub.get_job(job_id), who)
+        body = await hub.logs(job_id, slice=slice_, epoch=epoch, follow=follow, tail=tail)
+        # No buffering on the way (a proxy honouring it): followed output arrives as written.
+        return StreamingResponse(
+            body, media_type="text/plain; charset=utf-8", headers={"X-Accel-Buffering": "no"}
+        )
 
     @app.get(
         "/v1/clusters", response_model=ClusterList, response_model_by_alias=True, responses=denied

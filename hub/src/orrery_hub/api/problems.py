@@ -2,6 +2,7 @@
 ``model_response``, a model sent as it is).
 
     InvalidInput / ManifestError -> 422 (each bad field named)     NotFound -> 404
+    Gone -> 410 (a slice's output removed after its spoke's retention)
     Conflict -> 409                                                Unavailable -> 503
     Unauthenticated -> 401 (WWW-Authenticate: Bearer)              Forbidden -> 403
     TooLarge -> 413 (the body limit, enforced while streaming: ``api.limits``)
@@ -18,6 +19,7 @@ from pydantic import BaseModel
 from orrery.errors import (
     Conflict,
     Forbidden,
+    Gone,
     InvalidInput,
     ManifestError,
     NotFound,
@@ -40,6 +42,7 @@ _STATUS: dict[type[OrreryError], int] = {
     ManifestError: 422,
     InvalidInput: 422,
     Forbidden: 403,
+    Gone: 410,  # before NotFound: a Gone is a NotFound too
     NotFound: 404,
     Conflict: 409,
     Unavailable: 503,

@@ -7,7 +7,7 @@ API imports nothing of the runtime and a test can serve the routes over a fake.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Protocol
 
 from orrery.errors import OrreryError
@@ -71,6 +71,18 @@ class HubApi(Protocol):
     async def attempts(
         self, job_id: str, *, after: int | None = None, limit: int = ...
     ) -> list[AttemptView]: ...
+
+    async def logs(
+        self,
+        job_id: str,
+        *,
+        slice: int | None = None,
+        epoch: int | None = None,
+        follow: bool = False,
+        tail: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """The job's output, its first piece fetched (errors before any output raise)."""
+        ...
 
     async def job_counts(self) -> dict[str, int]: ...
 

@@ -2,7 +2,7 @@
 
 Pure data (no IO), so the table below is the one place a permission is granted::
 
-    viewer    read its team's jobs; see clusters and policies
+    viewer    read its team's jobs and their output (logs); see clusters and policies
     member    + submit to its team, cancel its team's jobs
     operator  every team's jobs (read, cancel), usage, audit
     admin     everything: policies, clusters, tokens, secrets
@@ -24,6 +24,10 @@ class Role(StrEnum):
 class Permission(StrEnum):
     JOBS_SUBMIT = "jobs:submit"
     JOBS_READ = "jobs:read"
+    # Its own permission, though every role has it today: output may hold what a job's
+    # description does not, and a deployment may want to withhold it (as Kubernetes'
+    # pods/log is a resource of its own).
+    JOBS_LOGS = "jobs:logs"
     JOBS_CANCEL = "jobs:cancel"
     CLUSTERS_READ = "clusters:read"
     CLUSTERS_ADMIN = "clusters:admin"
@@ -41,6 +45,7 @@ class Permission(StrEnum):
 _VIEWER = frozenset(
     {
         Permission.JOBS_READ,
+        Permission.JOBS_LOGS,
         Permission.CLUSTERS_READ,
         Permission.POLICIES_READ,
         Permission.DATASETS_READ,

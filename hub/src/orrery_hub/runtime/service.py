@@ -4,7 +4,7 @@ reads of jobs, events and attempts, policies, usage and audit."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 
 from prometheus_client import generate_latest
 from sqlmodel import Session, col, select
@@ -34,9 +34,10 @@ from orrery_hub.api.models import (
 from orrery_hub.auth import Principal
 from orrery_hub.datasets.status import enrich as data_status
 from orrery_hub.policy import CheckReport
+from orrery_hub.runtime import joblogs
 from orrery_hub.runtime.orders import OrderOutbox
 from orrery_hub.store import jobs as jobstore
-from orrery_hub.store.models import JobRow
+from orrery_hub.store.models import AttemptRow, JobRow
 
 log = logging.getLogger("orrery.hub")
 
@@ -127,6 +128,35 @@ class HubService(OrderOutbox):
         self, job_id: str, *, after: int | None = None, limit: int = jobstore.PAGE
     ) -> list[AttemptView]:
         return await self.store.tx(lambda s: jobstore.attempts(s, job_id, after=after, limit=limit))
+
+    async def logs(
+        self,
+        job_id: str,
+        *,
+        slice: int | None = None,
+        epoch: int | None = None,
+        follow: bool = False,
+        tail: int | None = None,
+    ) -> AsyncIterator[bytes]:
+        """A job's output, fetched from the clusters that hold it (see ``joblogs``)."""
+        job = await self.get_job(job_id)
+        attempts = await self.attempts(job_id, limit=jobstore.MAX_PAGE)
+
+        def lost(cluster: str) -> bool:
+            v = self.inventory.clusters.get(cluster)
+            return v is None or v.state == "Lost"
+
+        async def still_open(a: AttemptView) -> bool:
+            def read(s: Session) -> bool:
+                row = s.get(AttemptRow, a.id)
+                return row is not None and row.ended_at is None
+
+            return await self.store.tx(read)
+
+        q = joblogs.LogQuery(slice=slice, epoch=epoch, follow=follow, tail=tail)
+        return await joblogs.open_logs(
+            job, attempts, q, nc=self.nc, lost=lost, still_open=still_open
+        )
 
     async def clusters(self) -> list[ClusterPublic]:
         if not self.leading:

@@ -21,6 +21,7 @@ from orrery.cli import contexts, jobcmds, tokens
 from orrery.cli import datasets as datasets_cli
 from orrery.cli import services as services_cli
 from orrery.cli.columns import render
+from orrery.cli.logs import logs as logs_command
 from orrery.cli.output import Output, OutputOpt, dump, emit_list, width
 from orrery.cli.tables import (
     CLUSTER_COLUMNS,
@@ -324,6 +325,7 @@ def demo(
 
 
 services_cli.register(app)
+app.command(name="logs")(logs_command)
 app.add_typer(tokens.app, name="token")
 app.add_typer(datasets_cli.app, name="dataset")
 app.add_typer(cluster_cli.app, name="cluster")

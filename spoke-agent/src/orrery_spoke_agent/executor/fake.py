@@ -66,6 +66,7 @@ class FakeExecutor:
         self.output: dict[K, bytearray] = {}
         self.changed = asyncio.Event()  # set and replaced when output is written or ends
         self.closed_logs = 0
+        self.removed: set[K] = set()  # output removed, as after the spoke's retention
 
     @staticmethod
     def _k(key: SliceKey) -> K:
@@ -102,6 +103,8 @@ class FakeExecutor:
 
     async def open_log(self, key: SliceKey, *, tail_lines: int | None, follow: bool) -> LogStream:
         k = self._k(key)
+        if k in self.removed:
+            raise LogMissing("removed after retention")
         if k not in self._ends and k not in self.output:
             raise LogMissing("never ran here")
         self.output.setdefault(k, bytearray())
