@@ -21,7 +21,7 @@ TokenOpt = Annotated[
 
 
 def logs(
-    job_id: Annotated[str, typer.Argument(help="the job")],
+    job_ref: Annotated[str, typer.Argument(help="the job: its ID, or its name where unique")],
     slice_: Annotated[
         int | None,
         typer.Option("--slice", min=0, help="only this slice (rank)"),
@@ -49,6 +49,7 @@ def logs(
     them alone (--slice, --epoch). After a failover, each epoch's output comes in turn."""
     out = sys.stdout.buffer
     with connect(hub, token) as c:
+        job_id = c.find_job(job_ref).id
         try:
             for chunk in c.logs(job_id, slice=slice_, epoch=epoch, follow=follow, tail=tail):
                 out.write(chunk)
