@@ -224,6 +224,16 @@ class EmulatedCluster:
                 p.wait()
 
 
+def output(c: Any, job_id: str, **kw: Any) -> bytes | None:
+    """The job's output, or None while the agent has not seen the pod yet (a 410)."""
+    from orrery.errors import Gone
+
+    try:
+        return b"".join(c.logs(job_id, **kw)) or None
+    except Gone:
+        return None
+
+
 @pytest.fixture
 def world(tmp_path: Path) -> Iterator[tuple[Federation, EmulatedCluster, EmulatedCluster]]:
     fed = Federation(tmp_path / "fed", spokes=[], timings=TIMINGS)
@@ -314,6 +324,10 @@ def test_a_lost_kubernetes_cluster_s_slice_moves_and_the_job_succeeds(
             20,
             "both pods running on B",
         )
+        # A running pod's log, through the hub and B's agent (each emulated pod prints a line).
+        running = eventually(lambda: output(c, job.id, slice=a_index, epoch=new_epoch), 20,
+                             "the running pod's log")
+        assert running.startswith(b"emulated container of ") and b"on b-gpu-0" in running
         for j in b.slice_jobs().values():
             b.exit(j, 0)
         done = eventually(
@@ -321,6 +335,13 @@ def test_a_lost_kubernetes_cluster_s_slice_moves_and_the_job_succeeds(
         )
         attempts = c.attempts(job.id)
     assert done.status.phase == "Succeeded", done.status.reason
+    # Finished, its Jobs deleted: the copies the agent kept. A's epoch: A is gone, and says so.
+    with fed.client() as c:
+        text = eventually(lambda: (lambda t: t if t.count("emulated container") == 2 else None)(
+            b"".join(c.logs(job.id)).decode()), 30, "both final attempts' output")
+    assert f"==> slice {a_index} · epoch {a_epoch} · kube-a ·" in text
+    assert "[orrery] cluster kube-a did not answer" in text
+    assert text.index(f"epoch {a_epoch} · kube-a") < text.index(f"epoch {new_epoch} · kube-b")
     finals = {x.index: x for x in attempts if x.phase == "Succeeded"}
     assert finals[a_index].cluster == "kube-b"
     assert finals[a_index].epoch == new_epoch > a_epoch

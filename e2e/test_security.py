@@ -2,8 +2,9 @@
 enrolled cluster, spokes enrolled with one-time join tokens.
 
 - a client without a certificate (or without TLS) is refused;
-- with spoke A's own certificate, a client cannot read B's orders or replies, publish B's
-  reports, or publish any order: nats-server answers "permissions violation";
+- with spoke A's own certificate, a client cannot read B's orders, log requests or
+  replies, publish B's reports, or publish any order or log request: nats-server answers
+  "permissions violation";
 - a heartbeat from A that claims another region than the one bound at enrollment is
   refused, with the reason in the reply and in the audit log;
 - ``orrery spoke --join`` enrolls with a token once; the token cannot be used again; the
@@ -102,12 +103,14 @@ async def test_nats_refuses_anonymous_clients_and_confines_each_cluster_to_its_o
         await nc.subscribe(b.orders)
         await nc.subscribe("_INBOX_b.>")
         await nc.subscribe(f"{Subjects('a').orders.rsplit('.', 2)[0]}.*.orders")
+        await nc.subscribe(b.logs)  # B's log requests (and so B's slices' output)
+        await nc.publish(Subjects("a").logs, b"forged")  # only the hub asks for output
         await nc.publish(b.heartbeat, b"forged")
         await nc.publish(b.status, b"forged")
         await nc.publish(b.orders, b"forged")
         await nc.publish(Subjects("a").orders, b"forged")
         await nc.flush()
-        await until(lambda: len(errors) >= 7, "seven permission errors")
+        await until(lambda: len(errors) >= 9, "nine permission errors")
         text = "\n".join(errors)
         for what in (
             f'subscription to "{b.orders}"',
@@ -116,6 +119,8 @@ async def test_nats_refuses_anonymous_clients_and_confines_each_cluster_to_its_o
             f'publish to "{b.status}"',
             f'publish to "{b.orders}"',
             f'publish to "{Subjects("a").orders}"',
+            f'subscription to "{b.logs}"',
+            f'publish to "{Subjects("a").logs}"',
         ):
             assert f"permissions violation for {what}".lower() in text.lower(), text
 

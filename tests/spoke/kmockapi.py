@@ -360,9 +360,11 @@ def container_status(state: Obj, *, image: str = "emulated", ready: bool = False
 class JobController:
     """Plays kube-controller-manager's job controller (and the kubelet) over real HTTP."""
 
-    def __init__(self, client: aiohttp.ClientSession, namespace: str) -> None:
+    def __init__(self, client: aiohttp.ClientSession, namespace: str,
+                 api: KubeApi | None = None) -> None:
         self.http = client
         self.ns = namespace
+        self.api = api  # when given, each pod it starts prints a line (its log)
 
     async def _json(self, method: str, path: str, body: Obj | None = None) -> Obj:
         headers = {"Content-Type": "application/merge-patch+json"} if method == "PATCH" else {}
@@ -426,6 +428,9 @@ class JobController:
                                                  "uid": job["metadata"]["uid"]}]},
                "spec": spec, "status": status}
         created = await self.create(f"/api/v1/namespaces/{self.ns}/pods", pod)
+        if self.api is not None and phase == "Running":
+            await self.api.write_log(self.ns, pod["metadata"]["name"],
+                                     f"emulated container of {name} on {spec.get('nodeName')}\n")
         await self.patch(f"/apis/batch/v1/namespaces/{self.ns}/jobs/{name}/status",
                          {"status": {"startTime": _now(), "active": 1}})
         return created
@@ -494,7 +499,7 @@ def write_kubeconfig(path: Path, url: str, *, context: str = "emulated") -> Path
 
 async def _serve(nodes: list[Obj], tenants: list[Obj], namespace: str, ready: Path) -> None:
     async with KubeApi() as api, kmock.Server(api) as srv:
-        ctl = JobController(srv.client, namespace)
+        ctl = JobController(srv.client, namespace, api)
         for n in nodes:
             await ctl.create("/api/v1/nodes", n)
         for p in tenants:
