@@ -7,6 +7,7 @@ import pytest
 
 from orrery.service_manifest import Autoscale, Replicas
 from orrery_hub.serving.autoscale import Memory, Sample, desired
+from orrery_hub.serving.controller import Replica, plan_replicas
 
 
 def auto(**kw: object) -> Autoscale:
@@ -133,3 +134,38 @@ def test_signals_not_asked_for_are_ignored() -> None:
 
 def test_an_empty_window_keeps_the_minimum() -> None:
     assert desired(auto(), Replicas(min=2, max=4), [], current=3, now=10).replicas == 2
+
+
+# ---- replica planning: counts and the rolling update ---------------------------------
+
+
+def reps(*specs: tuple[str, bool]) -> list[Replica]:
+    """("new", True): a replica of template "new", ready."""
+    return [Replica(index=i, job=f"j{i}", template=t, ready=r) for i, (t, r) in enumerate(specs)]
+
+
+def test_too_few_are_added_and_too_many_cancelled_not_ready_first() -> None:
+    assert plan_replicas(reps(("t", True)), "t", 3) == (2, [])
+    live = reps(("t", True), ("t", False), ("t", True))
+    add, cancel = plan_replicas(live, "t", 2)
+    assert add == 0 and [r.job for r in cancel] == ["j1"]
+
+
+def test_a_rolling_update_goes_one_surge_replica_at_a_time_gated_on_readiness() -> None:
+    # Two old replicas, want two: one surge replica of the new template first.
+    old2 = reps(("old", True), ("old", True))
+    assert plan_replicas(old2, "new", 2) == (1, [])
+    # The surge replica is starting: nothing else happens until it is ready.
+    starting = [*old2, Replica(index=2, job="j2", template="new", ready=False)]
+    assert plan_replicas(starting, "new", 2) == (0, [])
+    # Ready: one old replica goes.
+    ready = [*old2, Replica(index=2, job="j2", template="new", ready=True)]
+    add, cancel = plan_replicas(ready, "new", 2)
+    assert add == 0 and len(cancel) == 1 and cancel[0].template == "old"
+    # One old, one new ready: the next surge replica.
+    half = [old2[0], Replica(index=2, job="j2", template="new", ready=True)]
+    assert plan_replicas(half, "new", 2) == (1, [])
+    # Enough new ones: the last old one goes.
+    done = [old2[0], *(Replica(index=i, job=f"j{i}", template="new", ready=True) for i in (2, 3))]
+    add, cancel = plan_replicas(done, "new", 2)
+    assert add == 0 and [r.job for r in cancel] == ["j0"]
