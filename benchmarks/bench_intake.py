@@ -56,7 +56,7 @@ def templates() -> list[tuple[str, bytes]]:
 
 
 async def spokes(nats_url: str, seconds: float) -> dict[str, float]:
-    nc = await nats.connect(nats_url, max_pending_size=256 * 1024 * 1024)
+    nc = await nats.connect(nats_url, pending_size=256 * 1024 * 1024)
     beats = templates()
     latencies: list[float] = []
     per_second: list[float] = []  # the worst reply latency of each second

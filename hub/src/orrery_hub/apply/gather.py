@@ -29,6 +29,10 @@ class Gatherer:
         # of regions it already covers until it spans ``spread.regions`` (orrery_hub.serving),
         # keyed by (service, replica index), the labels each replica job carries.
         self.avoid: Mapping[tuple[str, str], frozenset[str]] = {}
+        # A job no policy constrains asks the same thing pass after pass: its request is
+        # built once and kept while its slices waiting stay the same (a long queue's pass
+        # then costs a lookup per job, not an object).
+        self._requests: dict[JobId, tuple[QueuedJob, tuple[SliceIndex, ...], JobRequest]] = {}
 
     def gather(
         self,
@@ -108,25 +112,35 @@ class Gatherer:
             if avoid:
                 base = allowed if allowed is not None else frozenset(f.name for f in clusters)
                 allowed = frozenset(n for n in base if n not in avoid)
-            requests.append(
-                JobRequest(
-                    id=q.id,
-                    name=q.name,
-                    priority=q.priority,
-                    seq=q.seq,
-                    gpus_per_slice=q.gpus_per_slice,
-                    gpu_types=c.gpu_types if c is not None else q.gpu_types,
-                    pending=indices,
-                    gang=q.gang,
-                    queue=q.queue,
-                    labels=q.labels,
-                    max_runtime=q.facts.max_runtime_s,
-                    allowed_clusters=allowed,
-                    denied_reasons=c.denied_reasons if c is not None else {},
-                    cluster_scores=c.cluster_scores if c is not None else {},
-                    datasets=q.datasets,
-                )
+            reusable = c is None and not avoid  # nothing but the job itself shapes it
+            if reusable:
+                kept = self._requests.get(q.id)
+                if kept is not None and kept[0] is q and kept[1] == indices:
+                    requests.append(kept[2])
+                    continue
+            req = JobRequest(
+                id=q.id,
+                name=q.name,
+                priority=q.priority,
+                seq=q.seq,
+                gpus_per_slice=q.gpus_per_slice,
+                gpu_types=c.gpu_types if c is not None else q.gpu_types,
+                pending=indices,
+                gang=q.gang,
+                queue=q.queue,
+                labels=q.labels,
+                max_runtime=q.facts.max_runtime_s,
+                allowed_clusters=allowed,
+                denied_reasons=c.denied_reasons if c is not None else {},
+                cluster_scores=c.cluster_scores if c is not None else {},
+                datasets=q.datasets,
             )
+            if reusable:
+                self._requests[q.id] = (q, indices, req)
+            requests.append(req)
+        if len(self._requests) > 2 * len(requests) + 1000:  # placed or gone: forget them
+            wanted = {r.id for r in requests}
+            self._requests = {j: v for j, v in self._requests.items() if j in wanted}
         running = _running(entries)
         return Gathered(tuple(requests), versions, dict(held), blocked, summaries, usage, running)
 
