@@ -51,6 +51,7 @@ from orrery_hub.runtime.inventory import ClusterView, Inventory
 from orrery_hub.runtime.lanes import Lanes
 from orrery_hub.runtime.loop import ReconcileLoop
 from orrery_hub.runtime.metrics import HubMetrics
+from orrery_hub.runtime.repeats import Repeats
 from orrery_hub.runtime.service import HubService
 from orrery_hub.serving.controller import ServiceController
 from orrery_hub.serving.routes import service_routes
@@ -131,6 +132,7 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
         # Reports are processed per cluster, off the NATS callback (see ``intake``); what
         # the last processed report let a spoke forget is what a hurried reply carries.
         self.lanes: Lanes[list[SliceKey]] = Lanes()
+        self.repeats = Repeats()
         self._forget: dict[str, list[SliceKey]] = {}
         self._answering: set[asyncio.Task[None]] = set()
         # Inference services: replica jobs kept at what the autoscaler wants.

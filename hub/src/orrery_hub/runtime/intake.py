@@ -14,8 +14,10 @@ from nats.aio.msg import Msg
 from sqlmodel import Session
 
 from orrery.wire import (
+    Assignment,
     Heartbeat,
     HeartbeatAck,
+    Kill,
     SliceKey,
     SliceStatus,
     Subjects,
@@ -36,15 +38,22 @@ class ReportIntake(OrderOutbox):
         if msg.subject.endswith(".report.renew"):
             self._background(self._on_renew(msg))  # it signs and writes: off this callback
             return
-        try:
-            m = decode_any(msg.data)
-        except WireError as exc:
-            self.metrics.bad_messages.inc()
-            log.warning(
-                "dropped invalid message", extra={"subject": msg.subject, "error": str(exc)}
-            )
-            return
         cluster = Subjects.cluster_of(msg.subject)
+        beat = cluster is not None and msg.subject.endswith(".report.heartbeat")
+        m: Heartbeat | HeartbeatAck | SliceStatus | Assignment | Kill | None = None
+        if beat and cluster:
+            m = self.repeats.lookup(cluster, msg.data)
+        if m is None:
+            try:
+                m = decode_any(msg.data)
+            except WireError as exc:
+                self.metrics.bad_messages.inc()
+                log.warning(
+                    "dropped invalid message", extra={"subject": msg.subject, "error": str(exc)}
+                )
+                return
+            if beat and cluster and isinstance(m, Heartbeat) and m.cluster == cluster:
+                self.repeats.remember(cluster, msg.data, m)
         if isinstance(m, Heartbeat | SliceStatus) and m.cluster != cluster:
             self.metrics.bad_messages.inc()
             log.warning("dropped report: subject names %s, message names %s", cluster, m.cluster)

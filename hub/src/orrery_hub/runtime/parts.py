@@ -35,6 +35,7 @@ from orrery_hub.leader import Elector
 from orrery_hub.runtime.inventory import Inventory
 from orrery_hub.runtime.lanes import Lanes
 from orrery_hub.runtime.metrics import HubMetrics
+from orrery_hub.runtime.repeats import Repeats
 from orrery_hub.store.runner import StoreRunner
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ class HubParts:
     order_key: Ed25519PrivateKey
     lanes: Lanes[list[SliceKey]]
     serving: ServiceController
+    repeats: Repeats  # heartbeats that say nothing new are not decoded again
     _wake: asyncio.Event
     _seq: itertools.count[int]
     _reload_requested: bool
