@@ -133,6 +133,7 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
         # the last processed report let a spoke forget is what a hurried reply carries.
         self.lanes: Lanes[list[SliceKey]] = Lanes()
         self.repeats = Repeats()
+        self._rows_due = {}
         self._forget: dict[str, list[SliceKey]] = {}
         self._answering: set[asyncio.Task[None]] = set()
         # Inference services: replica jobs kept at what the autoscaler wants.

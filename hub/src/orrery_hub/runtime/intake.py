@@ -144,17 +144,7 @@ class ReportIntake(OrderOutbox):
 
         def work(s: Session) -> reconcile.Outbox:
             if persist or capacity_changed:
-                row = s.get(ClusterRow, hb.cluster)
-                if row is None:
-                    row = ClusterRow(name=hb.cluster, first_seen=now, last_heartbeat=now)
-                row.labels = dict(hb.labels)
-                row.state = "Ready"
-                row.address = hb.address
-                row.executor = hb.executor
-                row.incarnation = hb.incarnation
-                row.nodes = [n.model_dump() for n in hb.nodes]
-                row.last_heartbeat = now
-                s.add(row)
+                _write_row(s, hb, now)
                 if not known:
                     jobstore.add_event(
                         s,
@@ -176,9 +166,15 @@ class ReportIntake(OrderOutbox):
             )
 
         async def process() -> list[SliceKey]:
-            if not (persist or capacity_changed or hb.slices or self.jobdb.attempts_on(hb.cluster)):
-                # Nothing for the store: no slice reported or placed there, capacity as it
-                # was. A thousand idle spokes cost no transaction a second.
+            quiet = not (capacity_changed or hb.slices or self.jobdb.attempts_on(hb.cluster))
+            if quiet and known and not came_back:
+                # Nothing to reconcile: no slice reported or placed there, capacity as it
+                # was. Its row's periodic refresh, if due, is written together with every
+                # other cluster's (one transaction), so a thousand idle spokes cost no
+                # transaction each.
+                if persist:
+                    self._rows_due[hb.cluster] = (hb, now)
+                    self.lanes.submit(ROWS_LANE, self._write_rows, coalesce=True)
                 self._forget[hb.cluster] = []
                 return []
             out = await self.store.tx(work)
@@ -192,6 +188,17 @@ class ReportIntake(OrderOutbox):
         task = asyncio.create_task(self._answer(hb, msg, done, now))
         self._answering.add(task)
         task.add_done_callback(self._answering.discard)
+
+    async def _write_rows(self) -> list[SliceKey]:
+        due, self._rows_due = self._rows_due, {}
+        if due:
+
+            def write(s: Session) -> None:
+                for hb, at in due.values():
+                    _write_row(s, hb, at)
+
+            await self.store.tx(write)
+        return []
 
     async def _answer(
         self, hb: Heartbeat, msg: Msg, done: asyncio.Future[list[SliceKey] | None], arrived: float
@@ -270,3 +277,21 @@ class ReportIntake(OrderOutbox):
             return out.forget
 
         self.lanes.submit(st.cluster, process)
+
+
+# The lane of the rows' batched refresh: no cluster is named with a space.
+ROWS_LANE = " cluster rows"
+
+
+def _write_row(s: Session, hb: Heartbeat, now: float) -> None:
+    row = s.get(ClusterRow, hb.cluster)
+    if row is None:
+        row = ClusterRow(name=hb.cluster, first_seen=now, last_heartbeat=now)
+    row.labels = dict(hb.labels)
+    row.state = "Ready"
+    row.address = hb.address
+    row.executor = hb.executor
+    row.incarnation = hb.incarnation
+    row.nodes = [n.model_dump() for n in hb.nodes]
+    row.last_heartbeat = now
+    s.add(row)

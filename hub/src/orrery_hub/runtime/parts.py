@@ -21,7 +21,7 @@ from nats.aio.client import Client as NATS
 from orrery.errors import OrreryError
 from orrery.manifest import JobManifest
 from orrery.resources import JobPublic
-from orrery.wire import CachedDataset, SliceKey
+from orrery.wire import CachedDataset, Heartbeat, SliceKey
 from orrery_hub.admission.admit import Admitter
 from orrery_hub.admission.gate import ClusterShape, PolicyGate
 from orrery_hub.admission.groupcommit import AdmissionQueue
@@ -63,6 +63,7 @@ class HubParts:
     lanes: Lanes[list[SliceKey]]
     serving: ServiceController
     repeats: Repeats  # heartbeats that say nothing new are not decoded again
+    _rows_due: dict[str, tuple[Heartbeat, float]]  # idle clusters' rows, written together
     _wake: asyncio.Event
     _seq: itertools.count[int]
     _reload_requested: bool
