@@ -35,6 +35,14 @@ log = logging.getLogger("orrery.hub")
 
 class ReportIntake(OrderOutbox):
     async def _on_report(self, msg: Msg) -> None:
+        try:
+            await self._on_report_now(msg)
+        finally:
+            # nats.py hands a subscription's backlog over without ever yielding: under a
+            # thousand heartbeats a second nothing else (the API, the replies) would run.
+            await asyncio.sleep(0)
+
+    async def _on_report_now(self, msg: Msg) -> None:
         if msg.subject.endswith(".report.renew"):
             self._background(self._on_renew(msg))  # it signs and writes: off this callback
             return
