@@ -14,10 +14,8 @@ from nats.aio.msg import Msg
 from sqlmodel import Session
 
 from orrery.wire import (
-    Assignment,
     Heartbeat,
     HeartbeatAck,
-    Kill,
     SliceKey,
     SliceStatus,
     Subjects,
@@ -48,7 +46,7 @@ class ReportIntake(OrderOutbox):
             return
         cluster = Subjects.cluster_of(msg.subject)
         beat = cluster is not None and msg.subject.endswith(".report.heartbeat")
-        m: Heartbeat | HeartbeatAck | SliceStatus | Assignment | Kill | None = None
+        m: object = None  # a message of any kind; narrowed below
         if beat and cluster:
             m = self.repeats.lookup(cluster, msg.data)
         if m is None:
@@ -76,7 +74,7 @@ class ReportIntake(OrderOutbox):
                 self._on_status(m)
             else:
                 self.metrics.bad_messages.inc()
-                log.warning("dropped %s on a report subject", m.kind)
+                log.warning("dropped %s on a report subject", getattr(m, "kind", "?"))
         except Exception:
             # One report failing must not stop the next; the next heartbeat retries it.
             log.exception("handling a report failed", extra={"cluster": cluster})
