@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,20 @@ pytestmark = pytest.mark.e2e
 
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 RUN = ["--steps", "200", "--step-time", "0.1", "--checkpoint-every", "5"]
+REPLICA = Path(__file__).parent / "workloads" / "replica.py"
+SERVICE = yaml.safe_dump(
+    {
+        "apiVersion": "orrery/v1",
+        "kind": "InferenceService",
+        "metadata": {"name": "chat"},
+        "spec": {
+            "gpusPerReplica": 1,
+            "replicas": {"min": 1, "max": 1},
+            "readinessPath": "/healthz",
+            "command": [sys.executable, str(REPLICA)],
+        },
+    }
+)
 
 
 def chromium() -> str:
@@ -141,6 +156,19 @@ def test_console_shows_fleet_failover_timeline_and_reasons(federation, tmp_path:
             page.wait_for_selector(f'tr[data-pending="{pending.id}"]')
             assert page.locator(f'tr[data-pending="{pending.id}"] td').first.inner_text() == "1"
             page.screenshot(path=str(shots / "console-queues.png"), full_page=True)
+
+            # An inference service: its replicas, where they run, and the load driving it.
+            with fed.client() as c:
+                r = c._request("POST", "/v1/services", idempotent=False, content=SERVICE.encode())
+                c._raise_for(r)
+            page.goto(f"{url}/#/services")
+            page.wait_for_selector('tr[data-service="chat"]')
+            replica = page.locator('tr[data-service="chat"] [data-replica]')
+            poll("the replica to be placed",
+                 lambda: replica.count() == 1 and "unplaced" not in replica.first.inner_text(),
+                 timeout=60)
+            assert replica.first.inner_text().split()[0] in {"eu-west", "us-east", "ap-south"}
+            page.screenshot(path=str(shots / "console-services.png"), full_page=True)
             assert not errors, errors
         finally:
             browser.close()

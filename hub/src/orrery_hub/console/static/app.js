@@ -254,6 +254,24 @@ async function usagePage() {
     <tbody>${teams}</tbody></table>`;
 }
 
+async function servicesPage() {
+  const list = await maybe("/v1/services");
+  if (list.error) return `<h1>Services</h1><p class="error">${esc(list.error)}</p>`;
+  const ms = (x) => (x == null ? "" : `${(1000 * x).toFixed(0)} ms`);
+  const rows = (Array.isArray(list) ? list : []).map((sv) => {
+    const st = sv.status;
+    const where = (st.replicas || []).map((r) => `<span class="mono" data-replica="${esc(r.job)}">${esc(r.cluster || "unplaced")}${r.region ? ` (${esc(r.region)})` : ""} ${pill(r.phase)}</span>`).join("<br>");
+    return `<tr data-service="${esc(sv.name)}"><td>${esc(sv.name)}</td><td>${pill(st.phase)}</td>
+      <td class="num" data-ready>${st.ready} / ${st.desired}</td><td class="num">${Number(st.concurrency || 0).toFixed(1)}</td>
+      <td class="num">${Number(st.requestsPerS || 0).toFixed(1)}</td><td class="num">${ms(st.latencyP95S)}</td>
+      <td>${where}</td><td>${esc(st.reason || "")}</td></tr>`;
+  }).join("");
+  return `<h1>Inference services</h1>
+    ${rows ? `<table><thead><tr><th>service</th><th>phase</th><th class="num">ready / desired</th><th class="num">in flight</th>
+      <th class="num">req/s</th><th class="num">p95</th><th>replicas</th><th>reason</th></tr></thead><tbody>${rows}</tbody></table>` :
+      '<p class="muted">No inference service (<code>orrery serve FILE</code>).</p>'}`;
+}
+
 async function policiesPage() {
   const p = await api("/v1/policies");
   const rows = (p.entries || []).map((e) => `<tr data-policy="${esc(e.name)}"><td>${esc(e.kind)}</td><td>${esc(e.name)}</td>
@@ -268,7 +286,7 @@ function pageFor(hash) {
   const m = hash.match(/^#\/jobs\/(.+)$/);
   if (m) return ["jobs", () => jobPage(decodeURIComponent(m[1]))];
   const name = (hash.match(/^#\/(\w+)/) || [])[1] || "fleet";
-  const pages = { fleet: fleetPage, queues: queuesPage, jobs: jobsPage, usage: usagePage, policies: policiesPage };
+  const pages = { fleet: fleetPage, queues: queuesPage, jobs: jobsPage, services: servicesPage, usage: usagePage, policies: policiesPage };
   return [name in pages ? name : "fleet", pages[name] || fleetPage];
 }
 
