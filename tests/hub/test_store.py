@@ -8,7 +8,7 @@ import pytest
 
 from orrery.errors import Conflict, InvalidInput, NotFound
 from orrery.manifest import parse_manifest
-from orrery_hub.store import Database
+from orrery_hub.store import Database, queries
 from orrery_hub.store import jobs as jobstore
 from orrery_hub.store.models import AttemptRow
 
@@ -37,9 +37,9 @@ def test_jobs_survive_a_restart(url: str, tmp_path: Path) -> None:
 
     again = Database.connect(url)  # a restarted hub on the same database
     with again.session() as s:
-        view = jobstore.get(s, job_id)
-        listed = [j.id for j in jobstore.list_jobs(s)]
-        events = jobstore.events(s, job_id)
+        view = queries.get(s, job_id)
+        listed = [j.id for j in queries.list_jobs(s)]
+        events = queries.events(s, job_id)
     again.close()
     assert job_id in listed
     assert view.status.phase == "Pending"
@@ -65,18 +65,18 @@ def test_cancel_then_cancel_again_conflicts(url: str, tmp_path: Path) -> None:
         open_attempts = jobstore.cancel(s, job_id, now=2.0)
     assert [(a.index, a.epoch) for a in open_attempts] == [(0, 1)]
     with db.session() as s:
-        assert jobstore.get(s, job_id).status.phase == "Cancelled"
+        assert queries.get(s, job_id).status.phase == "Cancelled"
     with pytest.raises(Conflict, match="already Cancelled"), db.session() as s:
         jobstore.cancel(s, job_id, now=3.0)
     with db.session() as s:  # the failed cancel changed nothing
-        assert jobstore.get(s, job_id).status.finished_at == 2.0
+        assert queries.get(s, job_id).status.finished_at == 2.0
     db.close()
 
 
 def test_unknown_job(url: str) -> None:
     db = Database.connect(url)
     with pytest.raises(NotFound, match="nope"), db.session() as s:
-        jobstore.get(s, "nope")
+        queries.get(s, "nope")
     db.close()
 
 

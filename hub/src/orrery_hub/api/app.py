@@ -46,13 +46,13 @@ from orrery_hub.api.scope import bind_team, visible
 from orrery_hub.auth import Guard, Permission, Principal, require
 from orrery_hub.auth.ratelimit import RateLimiter
 from orrery_hub.leader.http import StandbyGuard
-from orrery_hub.store import jobs as jobstore
+from orrery_hub.store import queries
 
 INT64_MAX = 2**63 - 1
 # What every route that needs a token may answer besides its own statuses.
 DENIED: dict[int | str, dict[str, Any]] = {401: {"model": Problem}, 403: {"model": Problem}}
 # Pagination of events and attempts: oldest first, ``after`` the last id of the page before.
-Page = Annotated[int, Query(ge=1, le=jobstore.MAX_PAGE, description="at most this many rows")]
+Page = Annotated[int, Query(ge=1, le=queries.MAX_PAGE, description="at most this many rows")]
 After = Annotated[
     int | None, Query(ge=0, le=INT64_MAX, description="the next page: rows after this id")
 ]
@@ -193,7 +193,7 @@ def create_app(hub: HubApi) -> FastAPI:
     async def job_events(
         job_id: str,
         who: Annotated[Principal, require(Permission.JOBS_READ)],
-        limit: Page = jobstore.PAGE,
+        limit: Page = queries.PAGE,
         after: After = None,
     ) -> Any:
         visible(await hub.get_job(job_id), who)
@@ -208,7 +208,7 @@ def create_app(hub: HubApi) -> FastAPI:
     async def job_attempts(
         job_id: str,
         who: Annotated[Principal, require(Permission.JOBS_READ)],
-        limit: Page = jobstore.PAGE,
+        limit: Page = queries.PAGE,
         after: After = None,
     ) -> Any:
         visible(await hub.get_job(job_id), who)

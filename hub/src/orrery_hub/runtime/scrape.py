@@ -5,34 +5,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlmodel import Session, col, func, select
-
 from orrery.resources import JOB_PHASES
-from orrery_hub.store.models import JobRow, SliceRow
+from orrery_hub.store import queries
 
 if TYPE_CHECKING:
     from orrery_hub.runtime.service import HubService
-
-HELD = ("Assigned", "Running")
-
-
-def _queues(s: Session) -> tuple[dict[str, int], dict[str, int]]:
-    pending = dict(
-        s.exec(
-            select(JobRow.queue, func.count())
-            .where(JobRow.phase == "Pending")
-            .group_by(JobRow.queue)
-        ).all()
-    )
-    in_use: dict[str, int] = {}
-    rows = s.exec(
-        select(JobRow.queue, SliceRow.gpus)
-        .join(SliceRow, col(SliceRow.job_id) == col(JobRow.id))
-        .where(col(SliceRow.phase).in_(HELD))
-    ).all()
-    for queue, gpus in rows:
-        in_use[queue] = in_use.get(queue, 0) + len(gpus)
-    return pending, in_use
 
 
 async def refresh(hub: HubService) -> None:
@@ -49,7 +26,7 @@ async def refresh(hub: HubService) -> None:
             m.gpus.labels(c.name, t, "used").set(g.total - g.free)
     for state, n in states.items():
         m.clusters.labels(state).set(n)
-    pending, in_use = await hub.store.tx(_queues)
+    pending, in_use = await hub.store.tx(queries.queue_counts)
     # A queue that emptied reads 0, not its last value.
     m.queue_pending.clear()
     m.queue_gpus.clear()

@@ -37,6 +37,7 @@ from orrery_hub.policy import CheckReport
 from orrery_hub.runtime import joblogs
 from orrery_hub.runtime.orders import OrderOutbox
 from orrery_hub.store import jobs as jobstore
+from orrery_hub.store import queries
 from orrery_hub.store.models import AttemptRow, JobRow
 
 log = logging.getLogger("orrery.hub")
@@ -84,7 +85,7 @@ class HubService(OrderOutbox):
         return await self.store.tx(lambda s: self.admitter.admit(s, batch, facts))
 
     async def get_job(self, job_id: str) -> JobPublic:
-        job = await self.store.tx(lambda s: jobstore.get(s, job_id))
+        job = await self.store.tx(lambda s: queries.get(s, job_id))
         return data_status(job, self.dataset_caches(), self.data_notes)
 
     async def list_jobs(
@@ -97,7 +98,7 @@ class HubService(OrderOutbox):
         name: str | None = None,
     ) -> list[JobPublic]:
         return await self.store.tx(
-            lambda s: jobstore.list_jobs(
+            lambda s: queries.list_jobs(
                 s, phase=phase, limit=limit, team=team, queue=queue, name=name
             )
         )
@@ -112,7 +113,7 @@ class HubService(OrderOutbox):
                 reconcile.kill_order(a.cluster, a.job_id, a.index, a.epoch, "cancelled", grace)
                 for a in open_attempts
             ]
-            return jobstore.get(s, job_id), kills
+            return queries.get(s, job_id), kills
 
         view, kills = await self.store.tx(work)
         await self._publish(kills)
@@ -120,14 +121,14 @@ class HubService(OrderOutbox):
         return view
 
     async def events(
-        self, job_id: str, *, after: int | None = None, limit: int = jobstore.PAGE
+        self, job_id: str, *, after: int | None = None, limit: int = queries.PAGE
     ) -> list[EventView]:
-        return await self.store.tx(lambda s: jobstore.events(s, job_id, after=after, limit=limit))
+        return await self.store.tx(lambda s: queries.events(s, job_id, after=after, limit=limit))
 
     async def attempts(
-        self, job_id: str, *, after: int | None = None, limit: int = jobstore.PAGE
+        self, job_id: str, *, after: int | None = None, limit: int = queries.PAGE
     ) -> list[AttemptView]:
-        return await self.store.tx(lambda s: jobstore.attempts(s, job_id, after=after, limit=limit))
+        return await self.store.tx(lambda s: queries.attempts(s, job_id, after=after, limit=limit))
 
     async def logs(
         self,
@@ -140,7 +141,7 @@ class HubService(OrderOutbox):
     ) -> AsyncIterator[bytes]:
         """A job's output, fetched from the clusters that hold it (see ``joblogs``)."""
         job = await self.get_job(job_id)
-        attempts = await self.attempts(job_id, limit=jobstore.MAX_PAGE)
+        attempts = await self.attempts(job_id, limit=queries.MAX_PAGE)
 
         def lost(cluster: str) -> bool:
             v = self.inventory.clusters.get(cluster)
