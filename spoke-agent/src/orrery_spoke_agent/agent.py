@@ -16,22 +16,17 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import logging
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from urllib.parse import urlparse
 
 import nats
 from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
-from pydantic import ValidationError
 
 from orrery import natsconnect
-from orrery.certs import needs_renewal
 from orrery.clusterid import SpokeIdentity, inbox_prefix
 from orrery.dataset import env_name
 from orrery.wire import (
@@ -50,11 +45,12 @@ from orrery.wire import (
     decode,
     encode,
 )
-from orrery.wire.messages import INT64_MAX, clip
 from orrery_spoke_agent.executor import Executor, LaunchError, Outcome, slice_env
 from orrery_spoke_agent.inventory import Node
 from orrery_spoke_agent.logserve import LogServer
 from orrery_spoke_agent.orders import OrderGate, horizon_file, load_verifier
+from orrery_spoke_agent.renewal import Renewer
+from orrery_spoke_agent.reporting import current_nodes, outbound_address, slice_report
 from orrery_spoke_agent.settings import SpokeSettings
 from orrery_spoke_agent.staging import Stager, StagingError
 from orrery_spoke_agent.state import (
@@ -81,17 +77,6 @@ CONNECT_RETRY = natsconnect.Retry(
 )
 
 
-def outbound_address(nats_url: str) -> str:
-    """The local address that reaches the NATS server: where this cluster's slices listen."""
-    host = urlparse(nats_url.split(",")[0].strip()).hostname or "127.0.0.1"  # a cluster: the first
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect((host, 9))  # UDP: sends nothing, only picks a route
-            return str(s.getsockname()[0])
-    except OSError:
-        return "127.0.0.1"
-
-
 class Agent:
     def __init__(
         self,
@@ -107,8 +92,7 @@ class Agent:
         # The enrolled identity (None: --insecure): TLS to NATS with its certificate.
         self.identity = identity
         self._tls = identity.ssl_context() if identity is not None else None
-        self._next_renew_check = 0.0
-        self._validity: tuple[float, float] | None = None
+        self.renewer = Renewer(settings.cluster, identity, self._tls)
         self.executor = executor
         self.clock = clock
         self.state = SpokeState(
@@ -303,22 +287,7 @@ class Agent:
     # ---- heartbeats and the lease ----------------------------------------------------
 
     def current_nodes(self) -> list[NodeReport]:
-        """Capacity as reported: the executor's own view where it has one (Kubernetes),
-        else the declared nodes minus the GPUs of this agent's running slices."""
-        dynamic = self.executor.capacity()
-        if dynamic is not None:
-            return dynamic
-        used = self.state.used_gpus()
-        return [
-            NodeReport(
-                name=n.name,
-                gpu_type=n.gpu_type,
-                gpu_memory_mib=n.gpu_memory_mib,
-                gpus=n.gpus,
-                free=[i for i in range(n.gpus) if i not in used.get(n.name, set())],
-            )
-            for n in self.state.nodes.values()
-        ]
+        return current_nodes(self.executor, self.state)
 
     def heartbeat(self) -> Heartbeat:
         nodes = self.current_nodes()
@@ -337,40 +306,7 @@ class Agent:
         )
 
     def _report(self, at: Attempt) -> SliceReport:
-        # What a workload or a peer chose (an exit code, a reason) is fitted to the wire's
-        # limits here, so no value can make the heartbeat itself unsendable.
-        code = at.exit_code
-        if code is not None and not -INT64_MAX - 1 <= code <= INT64_MAX:
-            code = 255
-        try:
-            progress = self.executor.progress(at.key)
-        except Exception:  # a workload's progress file is never worth a heartbeat
-            progress = None
-        report = dict(
-            job=at.a.job,
-            index=at.a.index,
-            epoch=at.a.epoch,
-            phase=at.phase,
-            node=at.a.node,
-            gpus=list(at.a.gpus),
-            exit_code=code,
-            reason=clip(at.reason) if at.reason is not None else None,
-            started_at=at.started_at,
-            finished_at=at.finished_at,
-            cause=at.cause,
-        )
-        try:
-            port = self.executor.listen_port(at.key)
-        except Exception:  # a replica's port file is never worth a heartbeat
-            port = None
-        if port is not None and not at.phase.terminal:
-            report["endpoint"] = f"{self.address}:{port}"
-        try:
-            return SliceReport.model_validate({**report, "progress": progress})
-        except ValidationError as exc:
-            log.warning("slice report did not fit the wire: %s", clip(str(exc), 512))
-            report.update(started_at=None, finished_at=None, reason="unreportable values")
-            return SliceReport.model_validate(report)
+        return slice_report(at, self.executor, self.address)
 
     def reply_timeout(self) -> float:
         """How long a heartbeat waits for its reply: a second, but never more than a third
@@ -410,39 +346,9 @@ class Agent:
         return True
 
     async def maybe_renew(self) -> bool:
-        """Renew the certificate once 20% of its validity is left: a CSR on this cluster's
-        own report subject, the new certificate into the live TLS context (the next
-        reconnection uses it; no restart). Checked at every heartbeat, against the validity
-        kept in memory."""
-        now = self.clock()
-        if self.identity is None or self._tls is None or self.nc is None:
+        if self.nc is None:
             return False
-        if now < self._next_renew_check:
-            return False
-        if self._validity is None:
-            self._validity = self.identity.validity()
-        if not needs_renewal(*self._validity, now):
-            return False
-        cluster = self.settings.cluster
-        self._next_renew_check = now + 5.0  # not every beat while the hub cannot answer
-        key, csr = self.identity.new_csr(cluster)
-        try:
-            reply = await self.nc.request(
-                self.subjects.renew, json.dumps({"csr": csr.decode()}).encode(), timeout=5
-            )
-            out = json.loads(reply.data)
-        except Exception as exc:
-            log.warning("certificate renewal unanswered: %r", exc, extra={"cluster": cluster})
-            return False
-        if not isinstance(out, dict) or "certificate" not in out:
-            why = out.get("error") if isinstance(out, dict) else "bad reply"
-            log.error("certificate renewal refused: %s", why, extra={"cluster": cluster})
-            return False
-        self.identity.install(key, out["certificate"].encode(), self._tls)
-        self._validity = self.identity.validity()
-        self._next_renew_check = 0.0
-        log.info("certificate renewed", extra={"cluster": cluster, "until": self._validity[1]})
-        return True
+        return await self.renewer.maybe_renew(self.nc, self.subjects.renew, self.clock())
 
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval_s
