@@ -233,7 +233,11 @@ async def test_the_lease_lapses_when_the_hub_stops_answering(
         await hub.until(lambda: bool(ex.terminated), "the lease-lapse stop", timeout=5)
         ((_, reason),) = ex.terminated
         assert reason.startswith("lease lapsed")
-        assert time.time() - silent_since >= 0.3
+        # The lease runs from when the last answered heartbeat left, which on a loaded
+        # machine may be well before the hub fell silent: measure from there.
+        last = agent.last_ack
+        assert last is not None and last <= silent_since
+        assert time.time() - last >= 0.5
         # Cut off, it refuses new work; answered again, it runs what the hub resends.
         await hub.order(assign(job="later"))
         # Orders are handled in order: once the probe's tombstone is out, "later" was handled.
