@@ -27,6 +27,7 @@ from nats.aio.client import Client as NATS
 from nats.aio.msg import Msg
 
 from orrery import natsconnect
+from orrery.cancellation import raise_if_cancelled
 from orrery.clusterid import SpokeIdentity, inbox_prefix
 from orrery.dataset import env_name
 from orrery.wire import (
@@ -353,6 +354,7 @@ class Agent:
     async def _heartbeat_loop(self) -> None:
         interval = self.settings.heartbeat_interval_s
         while True:
+            raise_if_cancelled()  # nats.py's request() can swallow our cancellation
             t0 = time.monotonic()
             await self.beat_once()
             await self.maybe_renew()

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import httpx
 import uvicorn
 
+from orrery.cancellation import raise_if_cancelled
 from orrery.service_resources import GatewayReport, GatewayRoutes
 from orrery_hub.gateway.pool import Pool
 from orrery_hub.gateway.proxy import Gateway
@@ -78,6 +79,7 @@ def report(gw: Gateway, s: GatewaySettings, now: float) -> GatewayReport:
 async def sync_loop(gw: Gateway, s: GatewaySettings, hub: httpx.AsyncClient) -> None:
     warned = False
     while True:
+        raise_if_cancelled()
         body = report(gw, s, gw.clock()).model_dump_json(by_alias=True, exclude_none=True)
         try:
             r = await hub.post(

@@ -23,6 +23,7 @@ from typing import Protocol, TypeVar
 
 from sqlmodel import Session
 
+from orrery.cancellation import raise_if_cancelled
 from orrery.errors import NotLeader
 from orrery_hub.leader import lease
 from orrery_hub.leader.lease import Leadership
@@ -120,6 +121,7 @@ class Elector:
 
     async def run(self) -> None:
         while True:
+            raise_if_cancelled()
             t0 = self.monotonic()
             await self.claim_once()
             await self._maybe_expire()

@@ -10,6 +10,7 @@ import time
 
 from sqlmodel import Session, col, select
 
+from orrery.cancellation import raise_if_cancelled
 from orrery.wire import (
     Assignment,
     Kill,
@@ -41,8 +42,10 @@ class ReconcileLoop(OrderOutbox):
     async def _reconcile_loop(self) -> None:
         interval = self.settings.reconcile_interval_s
         while True:
+            raise_if_cancelled()
             try:
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
             except TimeoutError:
                 pass
             self._wake.clear()

@@ -31,6 +31,7 @@ from typing import Any, Protocol
 
 from sqlmodel import Session, select
 
+from orrery.cancellation import raise_if_cancelled
 from orrery.errors import Conflict, NotFound, OrreryError
 from orrery.manifest import JobManifest
 from orrery.resources import JobPublic
@@ -169,6 +170,7 @@ class ServiceController:
 
     async def run(self) -> None:
         while True:
+            raise_if_cancelled()
             try:
                 if self.acting():
                     await self.tick(self.clock())

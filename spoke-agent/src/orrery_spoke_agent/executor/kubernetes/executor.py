@@ -53,6 +53,7 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from orrery.cancellation import raise_if_cancelled
 from orrery.errors import InvalidInput
 from orrery.wire import Assignment, NodeReport, Progress, SliceKey
 from orrery_spoke_agent.executor.base import Executor, Found, LaunchError, LogStream, Outcome
@@ -224,6 +225,7 @@ class KubeExecutor:
 
     async def _patrol_loop(self) -> None:
         while True:
+            raise_if_cancelled()
             await asyncio.sleep(CHECK_S)  # a period, not synchronisation
             try:
                 await self._catch_escapes()
