@@ -21,7 +21,7 @@ The rules, as KPA has them:
   recommendation of all signals wins, then ``replicas.min``/``max`` bound it.
 
 Called by the hub's service controller (``orrery_hub.serving.controller``) and the
-autoscaling simulator (``orrery_hub.serving.simulate``).
+autoscaling simulator (``orrery_hub.sim.scalers``, ``orrery sim --serving``).
 """
 
 from __future__ import annotations

@@ -92,6 +92,21 @@ PolicyOpt = Annotated[list[str] | None, typer.Option(envvar="ORRERY_POLICY", hel
 OutOpt = Annotated[
     Path, typer.Option(envvar="ORRERY_OUT", help="folder for summary.json and policies.png")
 ]
+ServingOpt = Annotated[
+    Path | None,
+    typer.Option(help="an InferenceService YAML: replay its autoscaler on a request-rate "
+                 "trace (TRACE: a t,rps CSV; none: a seeded synthetic day) against fixed "
+                 "replicas.max and a CPU-style rule; writes serving.json"),
+]
+SeedOpt = Annotated[int, typer.Option(help="--serving: seed of the synthetic trace and arrivals")]
+HoursOpt = Annotated[float, typer.Option(help="--serving: length of the synthetic trace")]
+ServiceTimeOpt = Annotated[
+    float, typer.Option(help="--serving: seconds one request takes on a replica")
+]
+SlotsOpt = Annotated[int, typer.Option(help="--serving: requests one replica serves at once")]
+ColdOpt = Annotated[
+    float, typer.Option(help="--serving: seconds from adding a replica to it being ready")
+]
 LimitOpt = Annotated[
     int | None, typer.Option(envvar="ORRERY_LIMIT", help="read only the first N rows")
 ]
@@ -106,8 +121,18 @@ def command(app: typer.Typer) -> None:
         out: OutOpt = Path("sim-out"),
         limit: LimitOpt = None,
         sweep: SweepOpt = None,
+        serving: ServingOpt = None,
+        seed: SeedOpt = 1,
+        hours: HoursOpt = 24.0,
+        service_time: ServiceTimeOpt = 0.5,
+        slots: SlotsOpt = 10,
+        cold_start: ColdOpt = 30.0,
     ) -> None:
-        """Replay a trace through the scheduler in simulated time; compare policies."""
+        """Replay a trace through the scheduler in simulated time; compare policies.
+        With --serving, replay a request-rate trace through a service's autoscaler."""
+        if serving is not None:
+            _serving(serving, trace, out, seed, hours, service_time, slots, cold_start)
+            return
         if sweep is not None:
             _sweep(sweep, out)
             return
@@ -144,3 +169,20 @@ def _sweep(path: Path, out: Path) -> None:
             f"x{w['wait_ratio']:.2f}); best {b['cell']} (JCT x{b['jct_ratio']:.2f}, wait "
             f"x{b['wait_ratio']:.2f})")
     typer.echo(f"wrote {out / 'sweep.json'}, {out / 'sweep.md'} and {out / 'sweep.png'}")
+
+
+def _serving(service: Path, rates: Path | None, out: Path, seed: int, hours: float,
+             service_time: float, slots: int, cold_start: float) -> None:
+    from orrery_hub.sim.serving import Model, table
+    from orrery_hub.sim.serving_cli import run_serving
+
+    with user_errors():
+        try:
+            model = Model(service_time_s=service_time, slots=slots, cold_start_s=cold_start)
+        except ValueError as exc:
+            raise InvalidInput(f"sim --serving: {exc}") from None
+        trace, summaries = run_serving(service, rates, model, seed=seed, hours=hours, out=out)
+    typer.echo(f"trace: {trace.source}, {trace.seconds / 3600:g} h, "
+               f"{sum(trace.rps):,.0f} requests expected")
+    typer.echo(table(summaries))
+    typer.echo(f"wrote {out / 'serving.json'}")
