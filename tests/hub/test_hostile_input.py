@@ -188,6 +188,27 @@ def test_the_largest_assignment_of_a_fitting_job_fits_a_nats_message() -> None:
         check_deliverable(too_big)
 
 
+def test_a_remembered_shape_answers_exactly_what_measuring_would() -> None:
+    """Jobs of one shape share one measurement; a name counts by its length, and any
+    other field that changes is measured afresh."""
+    from orrery.wire import encode
+    from orrery_hub.admission.deliverable import largest_assignment
+
+    env = ", env: {A: '%s'}" % ("v" * 1000)
+    jobs = [parse_manifest(_yaml(env, name)) for name in ("aa", "bb", "ccc", "ccc")]
+    jobs.append(jobs[0].model_copy(update={"spec": jobs[0].spec.model_copy(update={"env": {}})}))
+    for m in jobs:
+        assert check_deliverable(m) == len(encode(largest_assignment(m)))
+    assert check_deliverable(jobs[2]) == check_deliverable(jobs[0]) + 1
+    assert check_deliverable(jobs[4]) < check_deliverable(jobs[0]) - 1000
+    long_env = {f"K{i}": "v" * 32_000 for i in range(40)}
+    too_big = jobs[0].model_copy(update={"spec": jobs[0].spec.model_copy(update={"env": long_env})})
+    for _ in range(2):  # refused each time, from memory the second
+        with pytest.raises(ManifestError, match="NATS message"):
+            check_deliverable(too_big)
+    assert check_deliverable(jobs[1]) == check_deliverable(jobs[0])
+
+
 # ---- one bad job never fails a pass ------------------------------------------------------
 
 

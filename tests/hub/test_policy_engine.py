@@ -12,6 +12,7 @@ from orrery_hub.policy import (
     Evaluator,
     Usage,
     admit,
+    admit_key,
     constraints,
     constraints_for_pass,
     period_end,
@@ -381,3 +382,34 @@ def test_admission_prices_only_clusters_placement_allows() -> None:
               clusters=FLEET)
     assert {str(k) for k in a.estimate.per_cluster} == {"eu-west-1", "eu-north-1"}
     assert (a.estimate.low, a.estimate.high) == (3.0, 4.0)
+
+
+def test_jobs_with_equal_admission_keys_get_equal_decisions() -> None:
+    """A batch decides each ``admit_key`` once: every field that changes a decision must
+    change the key, and jobs with equal keys must be decided alike."""
+    ps = policies(RESIDENCY, NLP, PRICES, BUDGETS,
+                  "Guardrail prio: {match: {queue: 'exp*'}, maxPriority: 5}")
+    usage = Usage(spend={("nlp", "month"): 60.0, ("vision", "day"): 30.0})
+    variants = [
+        job(f"n{i}", labels=labels, queue=queue, slices=slices, gpus=gpus, types=types,
+            runtime=runtime, priority=priority)
+        for i, (labels, queue, slices, gpus, types, runtime, priority) in enumerate(
+            (labels, queue, slices, gpus, types, runtime, priority)
+            for labels in ({}, {"team": "nlp"}, {"team": "vision"}, {"team": "nlp", **EU},
+                           {"team": "nlp", "unread": "x"})
+            for queue in ("default", "exp1")
+            for slices in (1, 9)
+            for gpus in (0, 8)
+            for types in (None, frozenset({"V100"}), frozenset({"H100"}))
+            for runtime in (None, 3600.0, 48 * 3600.0)
+            for priority in (0, 9)
+        )
+    ]
+    by_key: dict[object, object] = {}
+    for j in variants:
+        a = admit(j, ps, usage, NOW, clusters=FLEET)
+        seen = by_key.setdefault(admit_key(j, ps), a)
+        assert seen == a, j
+    # Distinct decisions did arise, and unread fields (name, an unmatched label) share keys.
+    assert len({(a.decision, a.denials, a.holds) for a in by_key.values()}) > 5  # type: ignore[attr-defined]
+    assert len(by_key) < len(variants)

@@ -4,7 +4,8 @@ group commit, ``admission.groupcommit``).
 Each manifest is decided on its own: refused by a policy (its audit row is written, the
 job is not), held by a budget (stored, waiting with that reason), or admitted. What the
 policies look at — GPUs held by running attempts and the spend so far — does not change
-as jobs are admitted, so it is read once per batch, not once per job. Rows are written
+as jobs are admitted, so it is read once per batch, not once per job; and jobs alike in
+all the policies read of them (``policy.admit_key``) share one decision. Rows are written
 with one bulk insert per table, and the job database learns each new job from the values
 written, not by reading them back.
 """
@@ -26,7 +27,15 @@ from orrery_hub.apply import jobdb
 from orrery_hub.apply.jobdb import JobDb, JobEntry, SliceEntry
 from orrery_hub.apply.queued import QueuedJob
 from orrery_hub.datasets.orders import check_datasets
-from orrery_hub.policy import Admission, ClusterFacts, Evaluator, JobFacts, Usage, admit
+from orrery_hub.policy import (
+    Admission,
+    ClusterFacts,
+    Evaluator,
+    JobFacts,
+    Usage,
+    admit,
+    admit_key,
+)
 from orrery_hub.store import jobs as jobstore
 from orrery_hub.store.models import AuditRow
 
@@ -54,6 +63,7 @@ class Admitter:
         audits: list[dict[str, Any]] = []
         stored: list[tuple[jobstore.NewJob, JobManifest]] = []
         out: list[list[Outcome | int]] = []
+        decided: dict[tuple[object, ...], Admission] = {}
         for sub in batch:
             results: list[Outcome | int] = []
             for manifest in sub.items:
@@ -63,7 +73,12 @@ class Admitter:
                 except ManifestError as exc:
                     results.append(exc)
                     continue
-                verdict = self._decide(manifest, sub.now, usage, clusters, evaluator)
+                facts = JobFacts.from_manifest(manifest)
+                key = (admit_key(facts, self.gate.current), sub.now)
+                verdict = decided.get(key)
+                if verdict is None:
+                    verdict = self._decide(facts, sub.now, usage, clusters, evaluator)
+                    decided[key] = verdict
                 policies = [policy for policy, _ in (*verdict.denials, *verdict.holds)]
                 audit = {
                     "at": sub.now, "kind": "admit", "job_id": None, "decision": verdict.decision,
@@ -99,14 +114,14 @@ class Admitter:
 
     def _decide(
         self,
-        manifest: JobManifest,
+        facts: JobFacts,
         now: float,
         usage: Usage,
         clusters: tuple[ClusterFacts, ...],
         evaluator: Evaluator | None,
     ) -> Admission:
         return admit(
-            JobFacts.from_manifest(manifest),
+            facts,
             self.gate.current,
             usage,
             now,

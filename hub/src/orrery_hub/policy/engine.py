@@ -45,8 +45,8 @@ from orrery_hub.policy.guardrail import (
 from orrery_hub.policy.ledger import Evaluator
 from orrery_hub.policy.policyset import PolicySet
 
-__all__ = ["Admission", "Constraints", "Evaluator", "RuntimeStop", "admit", "constraints",
-           "constraints_for_pass", "runtime_exceeded"]
+__all__ = ["Admission", "Constraints", "Evaluator", "RuntimeStop", "admit", "admit_key",
+           "constraints", "constraints_for_pass", "runtime_exceeded"]
 
 
 def _period_text(period: Period, now: float) -> str:
@@ -96,6 +96,14 @@ def admit(
     )
     return Admission(decision, tuple(denials), tuple(holds), estimate, types,
                      limit.seconds if limit else None, limit.source if limit else None)
+
+
+def admit_key(job: JobFacts, policies: PolicySet) -> tuple[object, ...]:
+    """All that ``admit`` reads of ``job``: jobs with equal keys, decided against the same
+    policies, usage, clusters and ``now``, get equal decisions (a batch decides each key
+    once). Keep it in step with ``admit`` and what it calls."""
+    return (policies.profile(job), job.slices, job.gpus_per_slice, job.gpu_types,
+            job.max_runtime_s, job.priority)
 
 
 def runtime_exceeded(
