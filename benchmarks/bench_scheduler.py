@@ -3,8 +3,10 @@
 Figures printed (one core, this machine): a full pass; an incremental pass after 10 changes
 (ten running jobs end; the other clusters keep their capacity objects, as the simulator
 does, and, separately, with every capacity object rebuilt, as the hub's inventory does
-today); and the memory the snapshot takes. For the first-release order (priority then
-submission) and for every stage on (fair share, quotas, preemption, backfill).
+today), with the waiting order kept between passes (``scheduler.waitlist``) and, for
+comparison, sorted again by the pass; and the memory the snapshot takes. For the
+first-release order (priority then submission) and for every stage on (fair share,
+quotas, preemption, backfill).
 
     .venv/bin/python -m pytest -m benchmark benchmarks/bench_scheduler.py -s
 """
@@ -12,6 +14,7 @@ submission) and for every stage on (fair share, quotas, preemption, backfill).
 from __future__ import annotations
 
 import gc
+import os
 import random
 import time
 import tracemalloc
@@ -32,6 +35,7 @@ from orrery_hub.scheduler import (
     Snapshot,
     plan,
 )
+from orrery_hub.scheduler.waitlist import WaitList
 
 CLUSTERS, NODES, GPUS, JOBS = 100, 100, 8, 100_000
 QUEUES = (
@@ -76,8 +80,11 @@ def build(seed: int = 1) -> Snapshot:
     return Snapshot(tuple(clusters), jobs, tuple(running))
 
 
-def after(snap: Snapshot, p: Plan, changes: int, rebuild_all: bool) -> Snapshot:
-    """The next pass's snapshot: the plan applied, then ``changes`` running jobs ended."""
+def after(
+    snap: Snapshot, p: Plan, changes: int, rebuild_all: bool, kept: WaitList | None = None
+) -> Snapshot:
+    """The next pass's snapshot: the plan applied, then ``changes`` running jobs ended.
+    ``kept``: the waiting jobs of ``snap`` in a ``WaitList``, told what was placed (once)."""
     taken: dict[tuple[str, str], set[int]] = {}
     placed: dict[str, list[RunningSlice]] = {}
     for pl in p.placements:
@@ -107,13 +114,20 @@ def after(snap: Snapshot, p: Plan, changes: int, rebuild_all: bool) -> Snapshot:
         for j, ss in placed.items()
     ]
     jobs = tuple(j for j in snap.jobs if j.id not in placed)
+    order = None
+    if kept is not None:
+        for j in placed:
+            kept.drop(JobId(j))
+        order = kept.view()
     # Victims were ordered to stop: they hold their GPUs through the grace period.
     stopping = {x.victim: x.for_job for x in p.preemptions}
     still = tuple(
         replace(r, stopping=True, preempted_for=stopping[r.id]) if r.id in stopping else r
         for r in snap.running[changes:]
     )
-    return Snapshot(tuple(clusters), jobs, still + tuple(new_running), snap.queues, snap.policy)
+    return Snapshot(
+        tuple(clusters), jobs, still + tuple(new_running), snap.queues, snap.policy, order=order
+    )
 
 
 def timed(snap: Snapshot, now: float, repeat: int = 5) -> tuple[float, Plan]:
@@ -140,17 +154,21 @@ def test_pass_at_fleet_scale(name: str, policy: Policy) -> None:
     snap = replace(base, queues=QUEUES, policy=policy)
     full, p = timed(snap, NOW)
     assert p.placements
-    inc_snap = after(snap, p, 10, rebuild_all=False)
+    kept = WaitList(policy, snap.runtime_history, snap.jobs)  # as the caller keeps it
+    inc_snap = after(snap, p, 10, rebuild_all=False, kept=kept)
     inc, p2 = timed(inc_snap, NOW + 1)
-    fresh_snap = after(snap, p, 10, rebuild_all=True)
+    fresh_snap = replace(after(snap, p, 10, rebuild_all=True), order=inc_snap.order)
     fresh, _ = timed(fresh_snap, NOW + 1)
+    resort, p3 = timed(replace(inc_snap, order=None), NOW + 1)
+    assert p3 == p2  # the kept order changes nothing but the time
     gpus = CLUSTERS * NODES * GPUS
     print(
-        f"\n[{name}] {gpus:,} GPUs, {len(snap.jobs):,} pending, {len(snap.running):,} running:"
+        f"\n[{name}] load average {os.getloadavg()[0]:.1f}; {gpus:,} GPUs, {len(snap.jobs):,} pending, {len(snap.running):,} running:"
         f"\n  full pass            {full * 1000:8.1f} ms  ({len(p.placements):,} slices placed,"
         f" {len(p.preemptions)} preemptions, {len(p.reservations)} reservations)"
         f"\n  incremental (10 chg) {inc * 1000:8.1f} ms  ({len(p2.placements)} placed,"
         f" {len(inc_snap.jobs):,} pending)"
         f"\n  incremental, all capacity objects rebuilt {fresh * 1000:8.1f} ms"
+        f"\n  incremental, waiting jobs sorted again by the pass {resort * 1000:8.1f} ms"
         f"\n  snapshot memory      {size / 2**20:8.1f} MiB"
     )

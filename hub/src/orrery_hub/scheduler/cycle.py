@@ -27,13 +27,13 @@ from dataclasses import replace
 
 from orrery.ids import ClusterName, SliceIndex
 from orrery_hub.scheduler import data, types
-from orrery_hub.scheduler.evict import Evicting
 from orrery_hub.scheduler.fairness import order
 from orrery_hub.scheduler.fit import ClusterFit
 from orrery_hub.scheduler.passstate import INF, ShapeKey
 from orrery_hub.scheduler.plan import Plan, SlicePlacement, WaitReason
 from orrery_hub.scheduler.reasons import need_text, why
 from orrery_hub.scheduler.snapshot import JobRequest, Snapshot
+from orrery_hub.scheduler.tail import KeptTail
 
 __all__ = ["order", "plan"]
 
@@ -79,19 +79,23 @@ def _choose(
     return out
 
 
-class _Pass(Evicting):
+class _Pass(KeptTail):
     """One pass: offer the waiting jobs in order and place what fits (see the module doc)."""
 
     # --- the pass -----------------------------------------------------------------------
 
     def run(self) -> Plan:
+        offered = self.offered if self.order is not None else None
         for job in self.offer:
             if self.free_left <= 0:
-                self._tail([job, *self.offer.rest()])
+                self._tail(job)
                 break
+            if offered is not None:
+                offered.add(job.id)
             self._one(job)
             if self.policy.head_of_line and job.id in self.waiting:
-                self._wait_all(self.offer.rest())
+                if not self._rest_by_shape({}):
+                    self._wait_all(self.offer.rest())
                 break
         return Plan(
             placements=tuple(self.placements),
@@ -101,12 +105,16 @@ class _Pass(Evicting):
             backfilled=frozenset(self.backfilled),
         )
 
-    def _tail(self, jobs: list[JobRequest]) -> None:
+    def _tail(self, first: JobRequest) -> None:
         """No GPU is free: only a job that may preempt can still get one. Offer those (in
-        the order ``Offer.rest`` gives, least-served tenant first) while preemption
-        searches are left; the rest only need their reasons."""
+        the order ``Offer.rest`` gives, least-served tenant first, from ``first``) while
+        preemption searches are left; the rest only need their reasons, written once the
+        pass is done (so they describe the capacity it leaves)."""
         if not self._may_still_preempt():
-            self._wait_all(jobs)
+            if not self._rest_by_shape({}):
+                self._wait_all([first, *self.offer.rest()])
+            return
+        if self._tail_kept(first):  # the same, found without a walk over every job
             return
         lowest = min(
             (r.priority for r in self.running if r.preemptible and not r.stopping),
@@ -114,13 +122,10 @@ class _Pass(Evicting):
         )
         q = self.quota
         # Jobs alike in shape, priority and queue get the same answer until a preemption
-        # succeeds (which changes quotas and victims): ask once per kind. The others only
-        # need the reason for their shape (as in ``_wait_all``, in the same loop).
+        # succeeds (which changes quotas and victims): ask once per kind.
         dead: set[tuple[object, ...]] = set()
-        reasons: dict[tuple[int, frozenset[str] | None, frozenset[ClusterName] | None, int],
-                      WaitReason] = {}
-        waiting = self.waiting
-        for job in jobs:
+        later: list[JobRequest] = []
+        for job in [first, *self.offer.rest()]:
             g, n = job.gpus_per_slice, len(job.pending)
             if not n:
                 continue
@@ -139,11 +144,8 @@ class _Pass(Evicting):
                 else:
                     dead.clear()
                 continue
-            key = (g, job.gpu_types, job.allowed_clusters, n)
-            r = reasons.get(key)
-            if r is None:
-                r = reasons[key] = why(job, n, self.fits)
-            waiting[job.id] = r
+            later.append(job)
+        self._wait_all(later)
 
     def _wait_all(self, jobs: list[JobRequest]) -> None:
         """Reasons for jobs that can no longer be placed this pass: the hot loop of a pass

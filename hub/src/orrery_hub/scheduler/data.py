@@ -291,7 +291,8 @@ def narrow(
             notes[job.id] = note
         if target is not None:
             prefetch[job.id] = target
-    return replace(snapshot, jobs=tuple(jobs)), notes, prefetch
+    # The kept order holds the jobs as they were: the pass sorts these itself.
+    return replace(snapshot, jobs=tuple(jobs), order=None), notes, prefetch
 
 
 def _narrow_job(

@@ -25,10 +25,14 @@ so the order cannot be known up front.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from operator import attrgetter
+from typing import TYPE_CHECKING
 
 from orrery_hub.scheduler.snapshot import JobRequest, Policy, QueueConfig, RunningJob
+
+if TYPE_CHECKING:
+    from orrery_hub.scheduler.waitlist import Ordered
 
 INF = float("inf")
 
@@ -128,7 +132,10 @@ class Offer:
         queues: Mapping[str, QueueConfig],
         running: Iterable[RunningJob],
         history: Mapping[str, float] | None = None,
+        ordered: Ordered | None = None,
     ) -> None:
+        """``ordered``: ``jobs`` already sorted per tenant (checked by the caller to be
+        for this policy and history); used as they are, nothing sorted."""
         self.policy = policy
         self._queues = queues
         hist = history or {}
@@ -136,12 +143,39 @@ class Offer:
         self._pending_push: tuple[int, float, int, str] | None = None
         self._charges = 0
         if not self._fair:
-            # Two stable sorts with C-level keys beat one sort on a Python tuple key.
-            self._flat = list(jobs)
-            _sort(self._flat, policy, hist)
+            self._flat: Sequence[JobRequest]
+            if ordered is not None:
+                self._flat = ordered.groups.get("", ())
+            else:
+                # Two stable sorts with C-level keys beat one sort on a Python tuple key.
+                self._flat = flat = list(jobs)
+                _sort(flat, policy, hist)
             self._pos = 0
             return
         self.usage = tenant_usage(policy, running)
+        by_tenant: Mapping[str, Sequence[JobRequest]] = (
+            ordered.groups if ordered is not None else self._by_tenant(jobs, policy, hist)
+        )
+        self._lists: dict[str, Sequence[JobRequest]] = {}
+        self._heads: dict[str, int] = {}
+        self._weights: dict[str, float] = {}
+        self._guaranteed: dict[str, int] = {}
+        self._heap: list[tuple[int, float, int, str]] = []
+        for t, js in by_tenant.items():
+            self._lists[t] = js
+            self._heads[t] = 0
+            q = queues.get(t) if policy.tenant == "queue" else None
+            self._weights[t] = q.weight if q is not None and q.weight > 0 else 1.0
+            if q is not None and q.guaranteed is not None and policy.quotas:
+                self._guaranteed[t] = q.guaranteed
+            self._heap.append(self._key(t))
+        heapq.heapify(self._heap)
+
+    @staticmethod
+    def _by_tenant(
+        jobs: Iterable[JobRequest], policy: Policy, hist: Mapping[str, float]
+    ) -> dict[str, list[JobRequest]]:
+        """Each tenant's jobs, sorted."""
         by_tenant: dict[str, list[JobRequest]] = {}
         if policy.tenant == "queue":
             for j in jobs:
@@ -152,21 +186,9 @@ class Offer:
         else:
             for j in jobs:
                 by_tenant.setdefault(tenant_of(policy, j.queue, j.team), []).append(j)
-        self._lists: dict[str, list[JobRequest]] = {}
-        self._heads: dict[str, int] = {}
-        self._weights: dict[str, float] = {}
-        self._guaranteed: dict[str, int] = {}
-        self._heap: list[tuple[int, float, int, str]] = []
-        for t, js in by_tenant.items():
+        for js in by_tenant.values():
             _sort(js, policy, hist)
-            self._lists[t] = js
-            self._heads[t] = 0
-            q = queues.get(t) if policy.tenant == "queue" else None
-            self._weights[t] = q.weight if q is not None and q.weight > 0 else 1.0
-            if q is not None and q.guaranteed is not None and policy.quotas:
-                self._guaranteed[t] = q.guaranteed
-            self._heap.append(self._key(t))
-        heapq.heapify(self._heap)
+        return by_tenant
 
     @property
     def fair(self) -> bool:
@@ -231,11 +253,27 @@ class Offer:
                     heapq.heappush(heap, self._key(t))
                     break
 
+    def rest_segments(self) -> list[tuple[str, int]]:
+        """What ``rest`` would give, as (tenant, first index in its sorted jobs) in the
+        same order, for a pass that keeps its order (``waitlist``): nothing is copied."""
+        if not self._fair:
+            out = [("", self._pos)]
+            self._pos = len(self._flat)
+            return out
+        if self._pending_push is not None:
+            heapq.heappush(self._heap, self._pending_push)
+            self._pending_push = None
+        segs = [(t, self._heads[t]) for *_, t in sorted(self._heap)]
+        for t, _ in segs:
+            self._heads[t] = len(self._lists[t])
+        self._heap.clear()
+        return segs
+
     def rest(self) -> list[JobRequest]:
         """Jobs not offered yet, least-served tenant first: for a pass that has run out of
         capacity and only needs to say why each of them waits."""
         if not self._fair:
-            out = self._flat[self._pos :]
+            out = list(self._flat[self._pos :])
             self._pos = len(self._flat)
             return out
         out = []

@@ -4,7 +4,7 @@ preempting and reserving (``evict``). Pure, like the rest of the scheduler."""
 from __future__ import annotations
 
 from orrery.ids import ClusterName, JobId
-from orrery_hub.scheduler import backfill, preemption
+from orrery_hub.scheduler import backfill, preemption, waitlist
 from orrery_hub.scheduler.fairness import Offer
 from orrery_hub.scheduler.fit import ClusterFit
 from orrery_hub.scheduler.plan import Preemption, Reservation, SlicePlacement, WaitReason
@@ -37,8 +37,18 @@ class PassState:
         self.queues = {q.name: q for q in snapshot.queues}
         self.running = snapshot.running
         self.quota = QuotaBook(self.queues, snapshot.running) if pol.quotas else None
+        # A kept order is used only when made for this policy and these jobs (by count:
+        # checking each one would cost what keeping the order saves).
+        kept = snapshot.order
+        if kept is not None and (
+            kept.size != len(snapshot.jobs)
+            or kept.basis != waitlist.basis(pol, snapshot.runtime_history)
+        ):
+            kept = None
+        self.order = kept
+        self.offered: set[JobId] = set()  # with a kept order: jobs offered so far
         self.offer = Offer(
-            snapshot.jobs, pol, self.queues, snapshot.running, snapshot.runtime_history
+            snapshot.jobs, pol, self.queues, snapshot.running, snapshot.runtime_history, kept
         )
         self.placements: list[SlicePlacement] = []
         self.waiting: dict[JobId, WaitReason] = {}

@@ -17,6 +17,7 @@ from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
 
 if TYPE_CHECKING:
     from orrery_hub.scheduler.data import DataPolicy
+    from orrery_hub.scheduler.waitlist import Ordered
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,3 +219,8 @@ class Snapshot:
     # Datasets, links and prices: what placement on data (``data.narrow``) weighs. None:
     # no job reads data, or a caller that does not know about it.
     data: DataPolicy | None = None
+    # ``jobs`` already in offer order, kept between passes (``waitlist.WaitList.view``):
+    # the pass then sorts nothing and writes most wait reasons a shape at a time. It must
+    # hold exactly ``jobs``; a pass ignores one made for another policy or history. None:
+    # the pass sorts ``jobs`` itself.
+    order: Ordered | None = None
