@@ -163,7 +163,8 @@ def test_pass_at_fleet_scale(name: str, policy: Policy) -> None:
     assert p3 == p2  # the kept order changes nothing but the time
     gpus = CLUSTERS * NODES * GPUS
     print(
-        f"\n[{name}] load average {os.getloadavg()[0]:.1f}; {gpus:,} GPUs, {len(snap.jobs):,} pending, {len(snap.running):,} running:"
+        f"\n[{name}] load average {os.getloadavg()[0]:.1f}; {gpus:,} GPUs,"
+        f" {len(snap.jobs):,} pending, {len(snap.running):,} running:"
         f"\n  full pass            {full * 1000:8.1f} ms  ({len(p.placements):,} slices placed,"
         f" {len(p.preemptions)} preemptions, {len(p.reservations)} reservations)"
         f"\n  incremental (10 chg) {inc * 1000:8.1f} ms  ({len(p2.placements)} placed,"
