@@ -21,11 +21,12 @@ pytestmark = pytest.mark.e2e
 WORKLOAD = Path(__file__).parent / "workloads" / "chatty.py"
 
 
-def job_yaml(steps: int, step_time: float) -> str:
+def job_yaml(steps: int, step_time: float, finish_from_epoch: int = 0, hold_at: int = 0) -> str:
     return yaml.safe_dump({
         "apiVersion": "orrery/v1", "kind": "TrainingJob", "metadata": {"name": "chatty"},
         "spec": {"slices": 1, "gpusPerSlice": 4, "maxRetries": 3, "command": [
-            sys.executable, str(WORKLOAD), "--steps", str(steps), "--step-time", str(step_time)]},
+            sys.executable, str(WORKLOAD), "--steps", str(steps), "--step-time", str(step_time),
+            "--finish-from-epoch", str(finish_from_epoch), "--hold-at", str(hold_at)]},
     })  # fmt: skip
 
 
@@ -52,10 +53,14 @@ def until_logs(fed: Federation, want: str, *args: str, timeout: float = 60) -> s
 def test_running_finished_and_each_epoch_after_a_failover(federation) -> None:  # type: ignore[no-untyped-def]
     fed: Federation = federation(spokes("eu-west", "us-east"))
     with fed.client() as c:
-        job = c.submit(job_yaml(steps=200, step_time=0.1)).id
+        # The first epoch never ends by itself (it waits at step 30 to be killed below,
+        # however long the checks before the kill take on a loaded machine); the next one
+        # resumes from its checkpoint and runs to the end.
+        job = c.submit(job_yaml(steps=60, step_time=0.1, finish_from_epoch=2, hold_at=30)).id
         j = wait_for(c, job, lambda j: (j.status.checkpoint_step or 0) >= 9, 60, "a checkpoint")
         first = j.status.slices[0]
         victim, e1 = first.cluster, first.epoch
+        assert e1 == 1
         assert victim is not None
         # Running: what it printed so far, stdout and stderr together, without a header.
         out = until_logs(fed, f"epoch {e1} slice 0 step 5", job)
