@@ -6,7 +6,8 @@ job is not), held by a budget (stored, waiting with that reason), or admitted. W
 policies look at — GPUs held by running attempts and the spend so far — does not change
 as jobs are admitted, so it is read once per batch, not once per job; and jobs alike in
 all the policies read of them (``policy.admit_key``) share one decision. Rows are written
-with one bulk insert per table, and the job database learns each new job from the values
+with one bulk insert per table (on PostgreSQL all of them in one round trip:
+``store.pipelined``), and the job database learns each new job from the values
 written, not by reading them back.
 """
 
@@ -37,6 +38,7 @@ from orrery_hub.policy import (
     admit_key,
 )
 from orrery_hub.store import jobs as jobstore
+from orrery_hub.store import pipelined
 from orrery_hub.store.models import AuditRow
 
 Outcome = JobPublic | OrreryError
@@ -54,11 +56,26 @@ class Admitter:
         batch: Sequence[Submission[JobManifest, Outcome]],
         clusters: tuple[ClusterFacts, ...],
     ) -> list[list[Outcome]]:
+        if pipelined.available(s):
+            try:
+                return self._admit(s, batch, clusters, pipeline=True)
+            except pipelined.IdTaken:
+                pass  # nothing of it was stored: again, with ids checked first
+        return self._admit(s, batch, clusters, pipeline=False)
+
+    def _admit(
+        self,
+        s: Session,
+        batch: Sequence[Submission[JobManifest, Outcome]],
+        clusters: tuple[ClusterFacts, ...],
+        *,
+        pipeline: bool,
+    ) -> list[list[Outcome]]:
         now = batch[0].now
         usage = self.gate.usage(s, self.jobs, now)
         evaluator = Evaluator(self.gate.current, clusters) if clusters else None
         names = [m.metadata.name for sub in batch for m in sub.items]
-        ids = iter(jobstore.new_ids(s, names))
+        ids = iter(jobstore.new_ids(s, names, check=not pipeline))
         digest = self.gate.current.digest
         audits: list[dict[str, Any]] = []
         stored: list[tuple[jobstore.NewJob, JobManifest]] = []
@@ -103,10 +120,13 @@ class Admitter:
                 results.append(len(stored))
                 stored.append((new, manifest))
             out.append(results)
-        with jobdb.quiet(s):  # bulk writes: the job database is told below
-            seqs = jobstore.insert_jobs(s, [new for new, _ in stored])
-            if audits:
-                s.execute(AuditRow.__table__.insert(), audits)  # type: ignore[attr-defined]
+        if pipeline:
+            seqs = pipelined.insert_admitted(s, [new for new, _ in stored], audits)
+        else:
+            with jobdb.quiet(s):  # bulk writes: the job database is told below
+                seqs = jobstore.insert_jobs(s, [new for new, _ in stored])
+                if audits:
+                    s.execute(AuditRow.__table__.insert(), audits)  # type: ignore[attr-defined]
         for (new, manifest), seq in zip(stored, seqs, strict=True):
             jobdb.created(s, _entry(new, manifest, seq))
         views = [jobstore.view_new(new) for new, _ in stored]

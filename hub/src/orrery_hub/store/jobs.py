@@ -46,9 +46,11 @@ def add_event(
     )
 
 
-def new_ids(s: Session, names: list[str]) -> list[str]:
+def new_ids(s: Session, names: list[str], *, check: bool = True) -> list[str]:
     """A fresh job id for each name (``<name>-<6 hex>``), unused in the store and among
-    themselves, found with one query per round rather than one per job."""
+    themselves, found with one query per round rather than one per job. ``check=False``:
+    distinct among themselves only, for a writer whose insert refuses a taken id
+    (``store.pipelined``)."""
     out = [""] * len(names)
     todo = list(range(len(names)))
     taken: set[str] = set()
@@ -56,7 +58,7 @@ def new_ids(s: Session, names: list[str]) -> list[str]:
         cands = {i: f"{names[i][:50]}-{secrets.token_hex(3)}" for i in todo}
         values = list(cands.values())
         used: set[str] = set()
-        for k in range(0, len(values), 500):
+        for k in range(0, len(values) if check else 0, 500):
             used.update(s.exec(select(JobRow.id).where(col(JobRow.id).in_(values[k : k + 500]))))
         todo = []
         for i, c in cands.items():

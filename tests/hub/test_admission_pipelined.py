@@ -1,0 +1,120 @@
+"""Admission on PostgreSQL in one round trip (``store.pipelined``): the rows it writes are
+the rows the checked, statement-by-statement path writes, and a job id already taken
+rolls the whole batch back and admits it again the checked way."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from orrery.errors import OrreryError
+from orrery.manifest import manifest_from_data
+from orrery.resources import JobPublic
+from orrery_hub.admission.admit import Admitter
+from orrery_hub.admission.gate import PolicyGate
+from orrery_hub.admission.groupcommit import Submission
+from orrery_hub.apply.jobdb import JobDb
+from orrery_hub.store import Database
+from orrery_hub.store import jobs as jobstore
+from orrery_hub.store.database import wrote
+
+NOW = 1_800_000_000.0
+
+
+def _manifest(name: str, **spec: Any) -> Any:
+    data = {
+        "apiVersion": "orrery/v1",
+        "kind": "TrainingJob",
+        "metadata": {"name": name, "labels": {"team": "nlp", "x": "y"}},
+        "spec": {"command": ["true"], "env": {"A": "1", "S": {"secretRef": "tok"}}, **spec},
+    }
+    return manifest_from_data(data, source=name)
+
+
+@pytest.fixture
+def db(fresh_pg_url: str) -> Iterator[Database]:
+    d = Database.connect(fresh_pg_url)
+    yield d
+    d.close()
+
+
+def _admit(
+    db: Database, admitter: Admitter, names: list[str], *, pipeline: bool | None = None
+) -> tuple[list[JobPublic | OrreryError], bool]:
+    loop = asyncio.new_event_loop()
+    try:
+        sub = Submission([_manifest(n, slices=2) for n in names], NOW, loop.create_future())
+        with db.session() as s:
+            admitter.jobs.begin(s)
+            if pipeline is None:
+                [out] = admitter.admit(s, [sub], ())
+            else:
+                [out] = admitter._admit(s, [sub], (), pipeline=pipeline)
+            admitter.jobs.apply(admitter.jobs.collect(s))
+            did_write = wrote(s)
+        return out, did_write
+    finally:
+        loop.close()
+
+
+def _rows(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row, the job's id (random) and the row ids left out; JSON as stored."""
+    queries = {
+        "jobs": "SELECT name, queue, team, priority, labels::text, manifest::text, phase, "
+        "reason, waiting::text, waiting IS NULL, created_at, restarts, "
+        "right(checkpoint_dir, 7) <> '', version FROM jobs ORDER BY seq",
+        "slices": "SELECT index, phase, epoch, gpus::text, attempts, failures, not_before, "
+        "progress IS NULL, updated_at FROM slices ORDER BY job_id, index",
+        "events": "SELECT at, kind, message, index IS NULL FROM events ORDER BY id",
+        "audit": "SELECT at, kind, job_id IS NULL, decision, detail, policies::text, digest "
+        "FROM audit ORDER BY id",
+    }
+    with db.engine.connect() as c:
+        return {t: [tuple(r) for r in c.execute(text(q))] for t, q in queries.items()}
+
+
+def test_pipelined_rows_are_the_rows_the_checked_path_writes(
+    db: Database, fresh_pg_url: str, tmp_path: Path
+) -> None:
+    fast = Admitter(PolicyGate(None), JobDb(), tmp_path)
+    out, did_write = _admit(db, fast, ["a", "b"], pipeline=True)
+    assert did_write  # the standby's fence sees a write it did not make through the ORM
+    assert all(isinstance(o, JobPublic) for o in out)
+    fast_rows = _rows(db)
+    assert [len(v) for v in fast_rows.values()] == [2, 4, 2, 2]
+    with db.engine.begin() as c:
+        for t in ("slices", "events", "audit", "jobs"):
+            c.execute(text(f"DELETE FROM {t}"))
+    checked = Admitter(PolicyGate(None), JobDb(), tmp_path)
+    _admit(db, checked, ["a", "b"], pipeline=False)
+    assert _rows(db) == fast_rows
+    # Both told the job database the same jobs, in the same order of submission.
+    for jobs in (fast.jobs, checked.jobs):
+        entries = sorted(jobs.entries(), key=lambda e: e.queued.seq)
+        assert [(e.queued.name, len(e.slices)) for e in entries] == [("a", 2), ("b", 2)]
+
+
+def test_a_taken_id_rolls_the_batch_back_and_admits_it_checked(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    admitter = Admitter(PolicyGate(None), JobDb(), tmp_path)
+    # The first batch takes x-aaaaaa and y-000001; the second draws x-aaaaaa again
+    # (unchecked: refused by the key), then, checked, x-bbbbbb.
+    draws = itertools.chain(["aaaaaa", "000001", "aaaaaa", "000002", "bbbbbb", "000003"])
+    monkeypatch.setattr(jobstore.secrets, "token_hex", lambda _n: next(draws))
+    first, _ = _admit(db, admitter, ["x", "y"])
+    second, _ = _admit(db, admitter, ["x", "y"])
+    assert [o.id for o in first if isinstance(o, JobPublic)] == ["x-aaaaaa", "y-000001"]
+    assert [o.id for o in second if isinstance(o, JobPublic)] == ["x-bbbbbb", "y-000003"]
+    rows = _rows(db)  # nothing of the refused attempt stayed
+    assert [len(v) for v in rows.values()] == [4, 8, 4, 4]
+    with db.engine.connect() as c:
+        ids = [r[0] for r in c.execute(text("SELECT id FROM jobs ORDER BY seq"))]
+    assert ids == ["x-aaaaaa", "y-000001", "x-bbbbbb", "y-000003"]
+    assert sorted(e.id for e in admitter.jobs.entries()) == sorted(ids)
