@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from orrery.ids import ClusterName, JobId, SliceIndex
-from orrery_hub.scheduler import JobRequest, Policy, QueueConfig, Snapshot, plan
+from orrery_hub.scheduler import JobRequest, Policy, QueueConfig, RunningJob, Snapshot, plan
 from orrery_hub.scheduler.fairness import Offer, _sort
 from orrery_hub.scheduler.waitlist import WaitList
 from tests.hub.test_scheduler_helpers import fleet, running
@@ -71,7 +71,7 @@ def crowded_fleet(draw: st.DrawFn):  # type: ignore[no-untyped-def]
     soon runs out of GPUs and goes on offering only what may preempt."""
     shape = {f"c{c}": draw(st.lists(st.sampled_from([2, 4, 8]), min_size=1, max_size=3))
              for c in range(draw(st.integers(1, 2)))}
-    busy = []
+    busy: list[RunningJob] = []
     for c, nodes in shape.items():
         for ni, size in enumerate(nodes):
             left = size - draw(st.sampled_from([0, 0, 0, 1, 2]))

@@ -22,8 +22,15 @@ class Evicting(PassState):
         if self._on is None:
             on: dict[ClusterName, list[tuple[RunningJob, tuple[RunningSlice, ...]]]] = {}
             for r in self.running:
+                sl = r.slices
+                if len(sl) == 1:  # most jobs: one slice, one cluster
+                    got = on.get(sl[0].cluster)
+                    if got is None:
+                        got = on[sl[0].cluster] = []
+                    got.append((r, sl))
+                    continue
                 by: dict[ClusterName, list[RunningSlice]] = {}
-                for s in r.slices:
+                for s in sl:
                     by.setdefault(s.cluster, []).append(s)
                 for c, ss in by.items():
                     on.setdefault(c, []).append((r, tuple(ss)))
@@ -191,15 +198,27 @@ class Evicting(PassState):
         on = self._running_on()
         best = INF
         for fit in self._eligible(job):
-            rel = self._releases.get(fit.name)
-            if rel is None:  # once a pass: evictions only bring releases earlier
-                rel = self._releases[fit.name] = backfill.releases(
-                    (r for r, _ in on.get(fit.name, ())), fit.name, self.now, self.policy.grace_s
-                )
-            sh = backfill.shadow(fit, rel, n, job.gpus_per_slice, job.gpu_types, self.now)
+            sh = backfill.shadow(
+                fit, self._releases_on(fit.name, on), n, job.gpus_per_slice, job.gpu_types,
+                self.now,
+            )
             if sh is not None:
                 best = min(best, sh.start_at)
         return best
+
+    def _releases_on(
+        self,
+        cluster: ClusterName,
+        on: dict[ClusterName, list[tuple[RunningJob, tuple[RunningSlice, ...]]]],
+    ) -> list[backfill.Release]:
+        """``backfill.releases`` for ``cluster``, once a pass: it reads only the snapshot's
+        running jobs (an eviction this pass does not change them), ``now`` and the grace."""
+        rel = self._releases.get(cluster)
+        if rel is None:
+            rel = self._releases[cluster] = backfill.releases(
+                (r for r, _ in on.get(cluster, ())), cluster, self.now, self.policy.grace_s
+            )
+        return rel
 
     def _hold(self, fit: ClusterFit, nodes: list[NodeName], until: float) -> None:
         fit.hold(nodes, until)
@@ -212,10 +231,9 @@ class Evicting(PassState):
         if not job.gang:  # independent slices start as they fit: hold room for one
             n = 1
         best: backfill.Shadow | None = None
-        grace = self.policy.grace_s
         on = self._running_on()
         for fit in self._eligible(job):
-            rel = backfill.releases((r for r, _ in on.get(fit.name, ())), fit.name, self.now, grace)
+            rel = self._releases_on(fit.name, on)
             sh = backfill.shadow(fit, rel, n, g, job.gpu_types, self.now)
             if sh is not None and (
                 best is None or (sh.start_at, sh.cluster) < (best.start_at, best.cluster)

@@ -49,12 +49,13 @@ class Take:
 class _Index:
     """The buckets of one ``ClusterCapacity``, built once and copied per pass."""
 
-    __slots__ = ("buckets", "by_name", "free_all", "nodes", "totals")
+    __slots__ = ("buckets", "by_name", "free_all", "largest", "nodes", "totals")
 
     def __init__(self, nodes: tuple[NodeCapacity, ...]) -> None:
         self.nodes = nodes
         buckets: Buckets = {}
         totals: dict[str | None, int] = {}
+        largest: dict[str | None, int] = {}  # GPUs of the biggest node of each type
         by_name: dict[NodeName, Node] = {}
         free_all = 0
         for n in nodes:
@@ -70,10 +71,13 @@ class _Index:
                 b = by_count[k] = {}
             b[n.name] = n
             totals[t] += n.gpus
+            if n.gpus > largest.get(t, 0):
+                largest[t] = n.gpus
             if t is not None:
                 free_all += k
         self.buckets = buckets
         self.totals = totals
+        self.largest = largest
         self.by_name = by_name
         self.free_all = free_all
 
@@ -111,6 +115,7 @@ class ClusterFit:
             t: {k: dict(ns) for k, ns in by.items()} for t, by in ix.buckets.items()
         }
         self.totals = ix.totals
+        self.largest = ix.largest
         self.free_all = ix.free_all  # free GPUs outside holds, any type
         self.held: dict[NodeName, float] = {}  # node -> hold lasts until
         self._opened: list[NodeName] = []
@@ -129,6 +134,10 @@ class ClusterFit:
                 got = [t for t in self.buckets if t in types]
             self._types_cache[types] = got
         return got
+
+    def largest_node(self, types: TypeKey) -> int:
+        """GPUs of the biggest node of an allowed type, free or not (0: none)."""
+        return max((self.largest.get(t, 0) for t in self._types(types)), default=0)
 
     def has_type(self, types: TypeKey) -> bool:
         return bool(self._types(types))

@@ -25,15 +25,8 @@ def need_text(job: JobRequest, n: int) -> str:
 
 def largest_node(c: ClusterFit, types: frozenset[str] | None) -> int:
     """GPUs of the biggest node of an allowed type (free or not): a slice needing more
-    can never be placed in this cluster."""
-    return max(
-        (
-            n.gpus
-            for n in c.nodes
-            if n.gpu_type is not None and (types is None or n.gpu_type in types)
-        ),
-        default=0,
-    )
+    can never be placed in this cluster. Kept per cluster's node tuple (``fit._Index``)."""
+    return c.largest_node(types)
 
 
 def why(job: JobRequest, n: int, fits: list[ClusterFit]) -> WaitReason:

@@ -112,14 +112,16 @@ class RunningJob:
     stopping: bool = False
     # The job a stopping victim makes room for (None: stopping for another reason).
     preempted_for: JobId | None = None
+    # GPUs held, counted once when made: a pass reads it for every running job (usage
+    # per tenant and queue, victims), tens of thousands of times on a large fleet.
+    gpus: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "gpus", sum(len(s.gpus) for s in self.slices))
 
     @property
     def team(self) -> str:
         return self.labels.get("team", "")
-
-    @property
-    def gpus(self) -> int:
-        return sum(len(s.gpus) for s in self.slices)
 
     def expected_end(self, now: float, grace_s: float) -> float:
         """When its GPUs are expected free: within the grace if stopping, else at its
