@@ -291,7 +291,10 @@ def command(app: typer.Typer) -> None:
         async def main() -> None:
             import signal
 
+            from orrery_hub.runtime import collector
+
             hub = Hub(settings)
+            collector.tune()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, hub.stop)
