@@ -7,6 +7,7 @@ never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from importlib.metadata import entry_points
@@ -332,15 +333,30 @@ app.add_typer(cluster_cli.app, name="cluster")
 app.add_typer(contexts.app, name="config")
 
 
-def _plugins() -> None:
+def _command_named(argv: list[str]) -> str | None:
+    """The command a command line runs (its first word that is not an option), or None
+    (``orrery``, ``orrery --help``, ``orrery --version``: every command is listed)."""
+    if any(k.startswith("_ORRERY_COMPLETE") for k in os.environ):
+        return None  # shell completion lists every command
+    return next((a for a in argv[1:] if not a.startswith("-")), None)
+
+
+def _plugins(argv: list[str]) -> None:
+    """Commands the hub and spoke distributions add. A plugin's module imports its whole
+    distribution (the hub's is SQLAlchemy, FastAPI and the scheduler: ~2 s of imports on
+    a loaded 2-core machine), so each is loaded only when it is the command being run, or
+    when the commands are listed: ``orrery jobs`` imports none of them."""
+    wanted = _command_named(argv)
     for ep in entry_points(group="orrery.commands"):
+        if wanted is not None and ep.name != wanted:
+            continue
         try:
             ep.load()(app)
         except Exception as exc:  # a broken plugin must not take the whole CLI down
             err.print(f"[yellow]orrery: command {ep.name!r} unavailable: {exc}[/yellow]")
 
 
-_plugins()
+_plugins(sys.argv)
 
 
 def run() -> None:
