@@ -21,7 +21,16 @@ from sqlalchemy import insert, update
 from sqlmodel import Session
 
 from orrery.manifest import JobManifest
-from orrery.wire import Heartbeat, HeartbeatAck, NodeReport, Subjects, decode, encode
+from orrery.wire import (
+    Heartbeat,
+    HeartbeatAck,
+    NodeReport,
+    SlicePhase,
+    SliceReport,
+    Subjects,
+    decode,
+    encode,
+)
 from orrery_hub.main import Hub
 from orrery_hub.store.models import JobRow, SliceRow
 from tests.conftest import ADMIN
@@ -93,6 +102,8 @@ async def test_heartbeats_are_answered_within_the_bound_while_long_passes_run(hu
                 incarnation="inc",
                 lease_s=t.lease_s,
                 nodes=[NodeReport(name="n0", gpu_type="H100", gpus=8, free=free)],
+                # A slice to settle: the heartbeat needs the store (an idle one does not).
+                slices=[SliceReport(job="gone", index=0, epoch=1, phase=SlicePhase.SUCCEEDED)],
             )
             t0 = time.monotonic()
             reply = await nc.request(subjects.heartbeat, encode(hb), timeout=5)

@@ -29,7 +29,7 @@ from sqlmodel import Session, select
 from orrery import natsconnect
 from orrery.errors import InvalidInput, Unavailable
 from orrery.natsserver import NatsServer, free_port
-from orrery.wire import SliceKey, Subjects
+from orrery.wire import NodeReport, SliceKey, Subjects
 from orrery_hub.admission.admit import Admitter
 from orrery_hub.admission.gate import PolicyGate
 from orrery_hub.admission.groupcommit import AdmissionQueue
@@ -52,6 +52,7 @@ from orrery_hub.runtime.lanes import Lanes
 from orrery_hub.runtime.loop import ReconcileLoop
 from orrery_hub.runtime.metrics import HubMetrics
 from orrery_hub.runtime.repeats import Repeats
+from orrery_hub.runtime.rows import Rows
 from orrery_hub.runtime.service import HubService
 from orrery_hub.serving.controller import ServiceController
 from orrery_hub.serving.routes import service_routes
@@ -129,11 +130,12 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
         self._last_persist: dict[str, float] = {}
         self._last_prune = 0.0
         self._last_free: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+        self._last_nodes: dict[str, list[NodeReport]] = {}  # the list _last_free was made of
         # Reports are processed per cluster, off the NATS callback (see ``intake``); what
         # the last processed report let a spoke forget is what a hurried reply carries.
         self.lanes: Lanes[list[SliceKey]] = Lanes()
         self.repeats = Repeats()
-        self._rows_due = {}
+        self.rows = Rows()
         self._forget: dict[str, list[SliceKey]] = {}
         self._answering: set[asyncio.Task[None]] = set()
         # Inference services: replica jobs kept at what the autoscaler wants.
@@ -283,8 +285,6 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
         now = self.clock()
 
         def load(s: Session) -> list[ClusterView]:
-            from orrery.wire import NodeReport
-
             return [
                 ClusterView(
                     name=c.name,
@@ -347,6 +347,7 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
         # again at the next transaction (the one just below).
         self.jobdb.loaded = False
         await self._restore()
+        self.rows.written.clear()  # the last leader may have written them since
         s = self.settings
         if s.admin_token is None:
             written = await self.store.tx(lambda db: bootstrap_admin(db, s.state_dir, self.clock()))

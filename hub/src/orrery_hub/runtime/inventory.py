@@ -37,6 +37,9 @@ class ClusterView:
     # What its dataset cache holds (and is staging), as last reported: never stored, the
     # next heartbeat after a hub restart says it again.
     datasets: list[CachedDataset] = field(default_factory=list)
+    # The heartbeat's node list last observed (the object: a repeat shares it, see
+    # ``runtime.repeats``) when every node in it was ready; None otherwise.
+    reported: list[NodeReport] | None = None
 
 
 class Inventory:
@@ -63,17 +66,23 @@ class Inventory:
                 last_seen=now,
             )
             self.clusters[hb.cluster] = v
-        reported = {n.name: n for n in hb.nodes}
-        known = {n.name for n in v.nodes} | set(v.node_gone_since)
-        for name in known:
-            node = reported.get(name)
-            if node is None or not node.ready:
-                v.node_gone_since.setdefault(name, now)
-            else:
-                v.node_gone_since.pop(name, None)
-        for name, node in reported.items():
-            if node.ready:
-                v.node_gone_since.pop(name, None)
+        if hb.nodes is not v.reported or v.node_gone_since:
+            reported = {n.name: n for n in hb.nodes}
+            known = {n.name for n in v.nodes} | set(v.node_gone_since)
+            for name in known:
+                node = reported.get(name)
+                if node is None or not node.ready:
+                    v.node_gone_since.setdefault(name, now)
+                else:
+                    v.node_gone_since.pop(name, None)
+            for name, node in reported.items():
+                if node.ready:
+                    v.node_gone_since.pop(name, None)
+            v.nodes = list(hb.nodes)
+            ready = not v.node_gone_since and all(n.ready for n in hb.nodes)
+            v.reported = hb.nodes if ready else None
+        # Else: the very list observed last, every node in it ready and none missing, so
+        # nothing above would change (~0.2 ms a beat for 100 nodes, spared).
         v.labels = dict(hb.labels)
         v.address = hb.address
         v.executor = hb.executor
@@ -81,7 +90,6 @@ class Inventory:
         v.last_seen = now
         v.lease_s = hb.lease_s
         v.state = "Ready"
-        v.nodes = list(hb.nodes)
         v.datasets = list(hb.datasets or [])
         v.running = sum(1 for s in hb.slices if not s.phase.terminal)
         return v, came_back

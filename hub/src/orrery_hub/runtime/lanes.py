@@ -59,7 +59,12 @@ class Lanes(Generic[T]):
         return done
 
     def waiting(self, key: str) -> int:
+        """Work queued on ``key``'s lane, not counting what it is doing now."""
         return len(self._queues.get(key, ()))
+
+    def busy(self, key: str) -> bool:
+        """Whether ``key``'s lane has work queued or in hand."""
+        return key in self._tasks
 
     async def _drain(self, key: str) -> None:
         q = self._queues[key]

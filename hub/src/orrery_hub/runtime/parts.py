@@ -21,7 +21,7 @@ from nats.aio.client import Client as NATS
 from orrery.errors import OrreryError
 from orrery.manifest import JobManifest
 from orrery.resources import JobPublic
-from orrery.wire import CachedDataset, Heartbeat, SliceKey
+from orrery.wire import CachedDataset, NodeReport, SliceKey
 from orrery_hub.admission.admit import Admitter
 from orrery_hub.admission.gate import ClusterShape, PolicyGate
 from orrery_hub.admission.groupcommit import AdmissionQueue
@@ -36,6 +36,7 @@ from orrery_hub.runtime.inventory import Inventory
 from orrery_hub.runtime.lanes import Lanes
 from orrery_hub.runtime.metrics import HubMetrics
 from orrery_hub.runtime.repeats import Repeats
+from orrery_hub.runtime.rows import Rows
 from orrery_hub.store.runner import StoreRunner
 
 if TYPE_CHECKING:
@@ -63,7 +64,7 @@ class HubParts:
     lanes: Lanes[list[SliceKey]]
     serving: ServiceController
     repeats: Repeats  # heartbeats that say nothing new are not decoded again
-    _rows_due: dict[str, tuple[Heartbeat, float]]  # idle clusters' rows, written together
+    rows: Rows  # the clusters' rows: idle ones' refreshes, written together
     _wake: asyncio.Event
     _seq: itertools.count[int]
     _reload_requested: bool
@@ -72,6 +73,7 @@ class HubParts:
     _last_persist: dict[str, float]
     _last_prune: float
     _last_free: dict[str, list[tuple[str, tuple[int, ...]]]]
+    _last_nodes: dict[str, list[NodeReport]]  # the list _last_free was made of
     _forget: dict[str, list[SliceKey]]
     # Jobs that read datasets: the options the last pass weighed (datasets.status), and
     # the cluster each was told to stage ahead (datasets.orders).

@@ -1,0 +1,134 @@
+"""Idle heartbeats take the short way (issue 11): a repeat is answered on the report
+callback, its 100 nodes neither compared nor folded into the inventory again, and its row's
+refresh only moves ``last_heartbeat``. Each short cut must still notice what changed."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+import nats
+from sqlmodel import Session, select
+
+from orrery.wire import Heartbeat, HeartbeatAck, NodeReport, Subjects, decode, encode
+from orrery_hub.main import Hub
+from orrery_hub.runtime.intake import _ack
+from orrery_hub.runtime.inventory import Inventory
+from orrery_hub.runtime.rows import Rows
+from orrery_hub.store.models import ClusterRow, EventRow
+
+
+def beat(seq: int, free: list[int], cluster: str = "c1", ready: bool = True) -> Heartbeat:
+    return Heartbeat(
+        sender=cluster,
+        seq=seq,
+        cluster=cluster,
+        incarnation="i",
+        lease_s=0.5,  # within the test hub's failover timeout
+        nodes=[
+            NodeReport(name="n0", gpu_type="H100", gpus=8, free=free),
+            NodeReport(name="n1", gpu_type="H100", gpus=8, free=[0], ready=ready),
+        ],
+    )
+
+
+def test_the_preencoded_ack_is_what_encode_writes() -> None:
+    for seq in (0, 7, 1_733_000_000_000_000, 2**63 - 1):
+        assert _ack(seq) == encode(HeartbeatAck(sender="hub", seq=seq))
+
+
+def test_a_repeat_of_the_same_node_list_changes_nothing_but_the_time() -> None:
+    inv = Inventory()
+    first = beat(1, [0, 1])
+    inv.observe(first, 100.0)
+    again = first.model_copy(update={"seq": 2})  # a repeat shares the node list
+    assert again.nodes is first.nodes
+    v, came_back = inv.observe(again, 101.0)
+    assert not came_back and v.last_seen == 101.0 and v.nodes == first.nodes
+    assert v.node_gone_since == {}
+
+
+def test_a_not_ready_node_is_still_reported_lost_again_through_repeats() -> None:
+    """A node not ready is counted gone, reported lost once after the timeout, then counted
+    again from the next heartbeat: the same list, repeated, must not skip that."""
+    inv = Inventory()
+    first = beat(1, [0], ready=False)
+    inv.observe(first, 100.0)
+    inv.observe(first.model_copy(update={"seq": 2}), 101.0)
+    assert inv.clusters["c1"].node_gone_since == {"n1": 101.0}
+    assert inv.nodes_lost(200.0, timeout=15) == {"c1": {"n1"}}
+    inv.observe(first.model_copy(update={"seq": 3}), 201.0)
+    assert inv.clusters["c1"].node_gone_since == {"n1": 201.0}
+
+
+def test_a_changed_node_list_is_folded_in() -> None:
+    inv = Inventory()
+    first = beat(1, [0, 1])
+    inv.observe(first, 100.0)
+    inv.observe(first.model_copy(update={"seq": 2}), 101.0)
+    changed = beat(3, [0], ready=False)
+    v, _ = inv.observe(changed, 102.0)
+    assert [n.free for n in v.nodes] == [[0], [0]]
+    assert v.node_gone_since == {"n1": 102.0}
+
+
+def test_rows_whose_content_stands_are_touched_and_the_rest_written_in_full() -> None:
+    rows = Rows()
+    first = beat(1, [0, 1])
+    rows.add(first, 1.0, joined=True)
+    full, touch = rows.take()
+    assert [(hb.cluster, joined) for hb, _, joined in full] == [("c1", True)] and touch == []
+    rows.committed(first)
+    rows.add(first.model_copy(update={"seq": 2}), 2.0, joined=False)
+    assert rows.take() == ([], [("c1", 2.0)])
+    relabelled = first.model_copy(update={"seq": 3, "labels": {"region": "eu"}})
+    rows.add(relabelled, 3.0, joined=False)
+    assert rows.take()[0] == [(relabelled, 3.0, False)]
+    other = beat(4, [0, 1])  # equal content, decoded anew: written in full, to be sure
+    rows.add(other, 4.0, joined=False)
+    assert rows.take()[0] == [(other, 4.0, False)]
+
+
+async def until(pred: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_repeats_then_a_change_reach_the_inventory_and_the_row(hub: Hub) -> None:
+    assert hub.endpoints is not None
+    nc = await nats.connect(hub.endpoints.nats_url)
+    subject = Subjects("c1").heartbeat
+
+    async def send(hb: Heartbeat) -> HeartbeatAck:
+        reply = await nc.request(subject, encode(hb), timeout=10)
+        return decode(reply.data, HeartbeatAck)
+
+    try:
+        for seq in range(1, 4):  # joins, then repeats (answered on the callback)
+            ack = await send(beat(seq, [0, 1]))
+            assert ack.accepted and ack.forget == []
+        assert hub.inventory.clusters["c1"].state == "Ready"
+
+        def row() -> ClusterRow | None:
+            with Session(hub.store.db.engine) as s:
+                return s.get(ClusterRow, "c1")
+
+        await until(lambda: row() is not None, "the joined cluster's row")
+        with Session(hub.store.db.engine) as s:
+            joined = s.exec(select(EventRow).where(EventRow.kind == "ClusterJoined")).all()
+        assert [e.cluster for e in joined] == ["c1"]
+
+        await send(beat(4, [1], ready=False))  # one GPU taken, a node not ready
+        v = hub.inventory.clusters["c1"]
+        assert [n.free for n in v.nodes] == [[1], [0]] and "n1" in v.node_gone_since
+
+        def row_free() -> list[object]:
+            r = row()
+            return [n["free"] for n in r.nodes] if r is not None else []
+
+        await until(lambda: row_free() == [[1], [0]], "the changed capacity in the row")
+    finally:
+        await nc.close()
