@@ -30,6 +30,7 @@ from orrery_hub.scheduler import (
     plan,
 )
 from orrery_hub.scheduler.fairness import jain, max_min_shares
+from orrery_hub.scheduler.waitlist import WaitList
 from orrery_hub.sim.datasets import DataWorld
 from orrery_hub.sim.fleet import Fleet
 from orrery_hub.sim.trace import TraceJob
@@ -139,6 +140,7 @@ class Engine:
         self.dirty: set[ClusterName] = set(self.order)
         self.jobs: dict[str, _Job] = {}
         self.pending: dict[str, _Job] = {}
+        self.waitlist = WaitList(self.policy)  # the pending jobs, in offer order
         self.running: dict[str, _Job] = {}
         self.heap: list[tuple[float, int, int, str, int]] = []
         self._n = 0
@@ -217,6 +219,7 @@ class Engine:
     def _event(self, kind: int, j: _Job, epoch: int, t: float) -> bool:
         if kind == ARRIVE:
             self.pending[j.tj.name] = j
+            self.waitlist.put(j.request)
             return True
         if epoch != j.epoch:
             return False  # a completion for an attempt that was preempted meanwhile
@@ -249,6 +252,7 @@ class Engine:
         j.epoch += 1
         j.request = replace(j.request, max_runtime=j.remaining * self.slack)
         self.pending[j.tj.name] = j
+        self.waitlist.put(j.request)
         return True
 
     def _ordered_at(self, j: _Job) -> float:
@@ -307,11 +311,12 @@ class Engine:
         self.last_pass = t
         snap = Snapshot(
             clusters=self._clusters(),
-            jobs=tuple(j.request for j in self.pending.values()),
+            jobs=self.waitlist.jobs(),
             running=self._running_view(t),
             queues=self.fleet.queues,
             policy=self.policy,
             data=self.data.policy() if self.data is not None else None,
+            order=self.waitlist.view(),  # kept sorted from pass to pass, as the hub's jobdb
         )
         p = plan(snap, t)
         by_job: dict[str, list[RunningSlice]] = {}
@@ -326,6 +331,7 @@ class Engine:
             )
         for name, slices in by_job.items():
             j = self.pending.pop(name)
+            self.waitlist.drop(j.request.id)
             j.slices = tuple(slices)
             j.attempts += 1
             if j.first_start is None:
