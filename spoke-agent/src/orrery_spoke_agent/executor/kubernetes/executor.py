@@ -1,29 +1,16 @@
 """Kubernetes executor: each slice a ``batch/v1`` Job; capacity from Nodes and Pods.
 
-Built by ``cli`` (``orrery spoke --executor kubernetes``) through ``build``; the agent
+Built by ``cli`` (``orrery spoke --executor kubernetes``) through ``startup.build``; the agent
 calls the ``Executor`` methods. Three reflectors (``watch``) keep Nodes, Pods (all
 namespaces, to see other tenants' GPU requests) and this spoke's Jobs current by
 list-then-watch; Job creates, deletes and patches run on a small dedicated thread pool.
 So the synchronous ``kubernetes`` client never blocks the agent's event loop.
 
-The lease, on Kubernetes. Each Job carries ``activeDeadlineSeconds``, counted by the
-Kubernetes job controller from the Job's start. Whenever the hub answers a heartbeat the
-agent moves each running Job's deadline to one lease past now (``renew_lease``: it writes
-only when less than half a lease is left, so a Job costs one patch per half lease). If the
-agent dies, or is cut off from the hub, nobody moves the deadline and the job controller
-itself stops the pod (``DeadlineExceeded``) at most one lease after the hub's last reply,
-whatever the workload image holds: nothing runs inside the pod, and the pod needs no
-credentials. The hub's failover timeout is longer than lease + kill grace, so the slice
-has stopped before the hub places it elsewhere. Caveats: the deadline is whole seconds and
-counted on the control plane's clock (keep clocks NTP-synced; skew adds to the lease),
-and a control plane that is down itself cannot stop the pod.
-
+The lease (each Job's ``activeDeadlineSeconds``, moved on with every heartbeat the hub
+answers) and the patrol for pods that left their Job are in ``lease``; adopting the Jobs an
+earlier agent left is in ``adopt``; ``build`` and the cluster's topology in ``startup``.
 Slices hold no API credentials (no service-account token is mounted unless the chart names
 an account): their progress reaches the agent over a per-attempt token (``progress``).
-A pod that nevertheless leaves its Job (its labels changed by whoever may patch pods) is no
-longer bounded by the Job's deadline: the agent finds it by its immutable name, deletes it
-and ends the attempt (``_catch_escapes``: every second, and on every lease renewal —
-an agent cut off from the hub still looks, since the deadline no longer bounds such a pod).
 
 Configuration beyond the CLI flags (GPU resource names, tolerations, a default image,
 volumes for checkpoints, the pending timeout) comes from the YAML file named by
@@ -34,10 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import logging
 import math
-import os
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping
@@ -53,51 +38,25 @@ from tenacity import (
     wait_random_exponential,
 )
 
-from orrery.cancellation import raise_if_cancelled
-from orrery.errors import InvalidInput
 from orrery.wire import Assignment, NodeReport, Progress, SliceKey
-from orrery_spoke_agent.executor.base import Executor, Found, LaunchError, LogStream, Outcome
+from orrery_spoke_agent.executor.base import Found, LaunchError, LogStream, Outcome
+from orrery_spoke_agent.executor.kubernetes import adopt, lease, podlog
 from orrery_spoke_agent.executor.kubernetes import capacity as capa
 from orrery_spoke_agent.executor.kubernetes import jobs as kj
-from orrery_spoke_agent.executor.kubernetes import podlog
-from orrery_spoke_agent.executor.kubernetes.config import (
-    CONFIG_ENV,
-    KubeConfig,
-    api_client,
-    load_config,
-)
+from orrery_spoke_agent.executor.kubernetes.apierrors import status_of, transient
+from orrery_spoke_agent.executor.kubernetes.config import KubeConfig
 from orrery_spoke_agent.executor.kubernetes.progress import (
     ProgressEndpoint,
     new_token,
     token_matches,
 )
 from orrery_spoke_agent.executor.kubernetes.watch import Reflector
-from orrery_spoke_agent.inventory import Node
-from orrery_spoke_agent.settings import SpokeSettings
 
 log = logging.getLogger("orrery.spoke.kubernetes")
-__all__ = ["CONFIG_ENV", "KubeConfig", "KubeExecutor", "api_client", "build", "load_config"]
+__all__ = ["KubeExecutor"]
 
-SYNC_WAIT_S = 10.0  # build() waits this long for the first lists
 CHECK_S = 1.0  # how often a waiting slice re-checks its pending timeout without an event
 REMEMBERED = 4096  # attempt names kept after release, to recognise their pods
-K = tuple[str, int, int]
-
-
-def _k(key: SliceKey) -> K:
-    return (key.job, key.index, key.epoch)
-
-
-def _status(exc: BaseException) -> int | None:
-    return getattr(exc, "status", None) if type(exc).__name__ == "ApiException" else None
-
-
-def _transient(exc: BaseException) -> bool:
-    """Worth another try: the API was unreachable, overloaded or failing (not a 4xx)."""
-    code = _status(exc)
-    if code is None:
-        return not isinstance(exc, (ValueError, TypeError, KeyError, AssertionError))
-    return code == 429 or code >= 500
 
 
 class KubeExecutor:
@@ -122,14 +81,14 @@ class KubeExecutor:
                                        thread_name_prefix="orrery-kube-api")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiters: set[asyncio.Event] = set()
-        self._assignments: dict[K, Assignment] = {}
-        self._launched: dict[K, float] = {}
-        self._live: set[K] = set()  # launched or adopted, not yet ended
+        self._assignments: dict[kj.K, Assignment] = {}
+        self._launched: dict[kj.K, float] = {}
+        self._live: set[kj.K] = set()  # launched or adopted, not yet ended
         self._seen: set[str] = set()  # Job names the watch has shown at least once
-        self._stop_reasons: dict[K, str] = {}
+        self._stop_reasons: dict[kj.K, str] = {}
         self._unreleased: set[str] = set()  # ended Jobs whose deletion has to be retried
         self._digests: dict[str, str] = {}  # Job name -> SHA-256 of its progress token
-        self._names: OrderedDict[str, K] = OrderedDict()  # every attempt seen, bounded
+        self._names: OrderedDict[str, kj.K] = OrderedDict()  # every attempt seen, bounded
         self.escapes = 0  # pods found outside their Job and deleted
         self._caught: set[str] = set()  # their names: counted and logged once
         self.progress_endpoint: ProgressEndpoint | None = None
@@ -165,7 +124,7 @@ class KubeExecutor:
                 kj.A_PROGRESS_TOKEN)
         return token_matches(token, recorded)
 
-    def _remember(self, name: str, k: K) -> None:
+    def _remember(self, name: str, k: kj.K) -> None:
         self._names[name] = k
         self._names.move_to_end(name)
         while len(self._names) > REMEMBERED:
@@ -198,7 +157,7 @@ class KubeExecutor:
         async for attempt in AsyncRetrying(
             stop=stop_after_attempt(5) | stop_after_delay(20),
             wait=wait_random_exponential(multiplier=0.2, max=3),
-            retry=retry_if_exception(_transient), reraise=True,
+            retry=retry_if_exception(transient), reraise=True,
         ):
             with attempt:
                 return await self._loop.run_in_executor(self.pool, call)
@@ -214,24 +173,14 @@ class KubeExecutor:
         try:
             await self._call(self.batch.delete_namespaced_job, name, self.ns, body=body)
         except Exception as exc:
-            if _status(exc) != 404:
+            if status_of(exc) != 404:
                 raise
 
     def _start_patrol(self) -> None:
         """From the first call on the agent's loop: look for escaped pods every CHECK_S."""
         self._loop = asyncio.get_running_loop()
         if self._patrol is None:
-            self._patrol = self._loop.create_task(self._patrol_loop(), name="escaped pods")
-
-    async def _patrol_loop(self) -> None:
-        while True:
-            raise_if_cancelled()
-            await asyncio.sleep(CHECK_S)  # a period, not synchronisation
-            try:
-                await self._catch_escapes()
-            except Exception as exc:  # the API away: the next round tries again
-                log.warning("looking for escaped pods failed: %s", str(exc)[:200],
-                            extra={"cluster": self.cluster})
+            self._patrol = self._loop.create_task(lease.patrol(self), name="escaped pods")
 
     def _pods_of(self, name: str) -> list[dict[str, Any]]:
         return [p for p in self.pods.items()
@@ -251,21 +200,21 @@ class KubeExecutor:
                            product=info.product if info else None,
                            progress=(self.cfg.progress_url or "", token) if token else None)
         name = body["metadata"]["name"]
-        self._remember(name, _k(a.key))
+        self._remember(name, kj.key_of(a.key))
         if token is not None:
             self._digests[name] = body["metadata"]["annotations"][kj.A_PROGRESS_TOKEN]
         started = self.clock()
         try:
             await self._call(self.batch.create_namespaced_job, self.ns, body)
         except Exception as exc:
-            code = _status(exc)
+            code = status_of(exc)
             if code == 409:
                 self._log("Job already exists: adopting it", a, job_name=name)
             else:
                 reason = getattr(exc, "reason", None) or str(exc)
                 raise LaunchError(f"cannot create Job {name}: {code or ''} {reason}".strip(),
                                   retryable=code != 422) from None
-        k = _k(a.key)
+        k = kj.key_of(a.key)
         self._assignments[k] = a
         self._launched[k] = started
         self._live.add(k)
@@ -274,7 +223,7 @@ class KubeExecutor:
 
     async def wait(self, key: SliceKey) -> Outcome:
         self._loop = asyncio.get_running_loop()
-        k = _k(key)
+        k = kj.key_of(key)
         name = kj.job_name(key)
         a = self._assignments.get(k)
         launched = self._launched.get(k, self.clock())
@@ -319,7 +268,7 @@ class KubeExecutor:
             pass  # re-check the pending timeout
 
     async def terminate(self, key: SliceKey, grace_s: float, reason: str) -> None:
-        k = _k(key)
+        k = kj.key_of(key)
         self._stop_reasons.setdefault(k, reason)
         await self._archive(key)
         self._log("deleting Job", key, reason=reason)
@@ -366,51 +315,10 @@ class KubeExecutor:
 
     async def discover(self) -> list[Found]:
         self._start_patrol()
-        sel = kj.selector(self.cluster)
-        jobs_raw = await self._call(self.batch.list_namespaced_job, self.ns,
-                                    label_selector=sel, _preload_content=False)
-        pods_raw = await self._call(self.core.list_namespaced_pod, self.ns,
-                                    label_selector=sel, _preload_content=False)
-        jobs = json.loads(jobs_raw.data).get("items") or []
-        pods = json.loads(pods_raw.data).get("items") or []
-        newest: dict[tuple[str, int], int] = {}
-        parsed: list[tuple[dict[str, Any], Assignment]] = []
-        for job in jobs:
-            a = kj.assignment_of(job)
-            if a is None:
-                log.warning("Job %s has no readable assignment; leaving it alone",
-                            job["metadata"]["name"], extra={"cluster": self.cluster})
-                continue
-            parsed.append((job, a))
-            newest[(a.job, a.index)] = max(newest.get((a.job, a.index), -1), a.epoch)
-        found: list[Found] = []
-        now = self.clock()
-        for job, a in parsed:
-            name = job["metadata"]["name"]
-            if a.epoch < newest[(a.job, a.index)]:
-                self._log("deleting stale Job left by an earlier agent", a, job_name=name)
-                await self._delete_job(name, foreground=True)
-                continue
-            created = kj.timestamp(job["metadata"].get("creationTimestamp")) or now
-            started = kj.timestamp((job.get("status") or {}).get("startTime")) or created
-            mine = [p for p in pods
-                    if ((p.get("metadata") or {}).get("labels") or {}).get(kj.L_ATTEMPT) == name]
-            outcome = kj.judge(job, mine, now=now, launched_at=created,
-                               pending_timeout_s=self.cfg.pending_timeout_s, stop_reason=None,
-                               max_runtime_s=a.max_runtime_s)
-            k = _k(a.key)
-            self._assignments[k] = a
-            self._launched[k] = created
-            self._seen.add(name)
-            self._remember(name, k)
-            if outcome is None:
-                self._live.add(k)
-                self._log("adopting running Job", a, job_name=name)
-            found.append(Found(a, started, outcome))
-        return found
+        return await adopt.discover(self)
 
     async def release(self, key: SliceKey) -> None:
-        k = _k(key)
+        k = kj.key_of(key)
         for d in (self._assignments, self._launched, self._stop_reasons):
             d.pop(k, None)
         self._live.discard(k)
@@ -420,7 +328,7 @@ class KubeExecutor:
             self.progress_endpoint.forget(name)
         await self._archive(key)
         self._unreleased.add(name)
-        await self._delete_released()
+        await lease.delete_released(self)
 
     async def _archive(self, key: SliceKey) -> None:
         if self.log_dir is not None:
@@ -434,88 +342,8 @@ class KubeExecutor:
                                          self.log_pool, archived, tail_lines=tail_lines,
                                          follow=follow)
 
-    async def _delete_released(self) -> None:
-        """Delete the Jobs of ended attempts the hub has recorded; what fails (the API is
-        away) is tried again with the next lease renewal."""
-        for name in sorted(self._unreleased):
-            try:
-                await self._delete_job(name, foreground=False)
-            except Exception as exc:
-                log.warning("could not delete ended Job %s (will retry): %s", name,
-                            str(exc)[:200], extra={"cluster": self.cluster})
-                return
-            self._unreleased.discard(name)
-
-    async def _catch_escapes(self) -> None:
-        """Delete every live pod of this spoke's attempts that left its Job, and end the
-        attempt it belonged to: nothing else would stop it (it escaped the deadline)."""
-        from kubernetes import client
-
-        for pod in self.pods.items():
-            md = pod.get("metadata") or {}
-            if md.get("namespace") != self.ns or md.get("deletionTimestamp"):
-                continue
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
-                continue
-            owner = kj.owner_by_name(str(md.get("name", "")), self._names)
-            if owner is None or not kj.escaped(pod, owner, self.cluster):
-                continue
-            k = self._names[owner]
-            a = self._assignments.get(k)
-            reason = f"killed: its pod {md['name']} left its Job"
-            if md["name"] not in self._caught:
-                self._caught.add(md["name"])
-                self.escapes += 1
-                log.warning("pod left its Job; deleting it", extra={
-                    "job": k[0], "slice": k[1], "epoch": k[2], "cluster": self.cluster,
-                    "pod": md["name"], "job_name": owner})
-            if a is not None and k in self._live:
-                self._stop_reasons.setdefault(k, reason)
-                try:
-                    await self._delete_job(owner, foreground=True, grace_s=0)
-                except Exception as exc:
-                    self._log("could not delete Job", a, level=logging.WARNING,
-                              error=str(exc)[:200])
-            try:
-                await self._call(self.core.delete_namespaced_pod, md["name"], self.ns,
-                                 body=client.V1DeleteOptions(grace_period_seconds=0))
-            except Exception as exc:
-                if _status(exc) != 404:
-                    log.warning("could not delete escaped pod %s (will retry): %s", md["name"],
-                                str(exc)[:200], extra={"cluster": self.cluster})
-        self._wake()
-
     async def renew_lease(self, now: float) -> None:
-        if self._unreleased:
-            await self._delete_released()
-        await self._catch_escapes()
-        patches = []
-        for k in list(self._live):
-            a = self._assignments.get(k)
-            if a is None or k in self._stop_reasons:
-                continue
-            name = kj.job_name(a.key)
-            job = self.jobs.get(self.ns, name)
-            if job is None:
-                continue
-            status, spec = job.get("status") or {}, job.get("spec") or {}
-            start = kj.timestamp(status.get("startTime")) or kj.timestamp(
-                job["metadata"].get("creationTimestamp")) or self._launched.get(k, now)
-            elapsed = now - start
-            current = spec.get("activeDeadlineSeconds")
-            if current is not None and current - elapsed >= self.t.lease_s / 2:
-                continue  # more than half a lease left: spare the API a write
-            new = kj.deadline_s(elapsed, self.t.lease_s, a.max_runtime_s)
-            if current is None or new > current:
-                patches.append((a, name, new))
-        results = await asyncio.gather(*(self._call(
-            self.batch.patch_namespaced_job, name, self.ns,
-            {"spec": {"activeDeadlineSeconds": new}}) for _a, name, new in patches),
-            return_exceptions=True)
-        for (a, name, _new), r in zip(patches, results, strict=True):
-            if isinstance(r, BaseException):
-                self._log("could not renew the Job's lease", a, level=logging.WARNING,
-                          job_name=name, error=str(r)[:200])
+        await lease.renew(self, now)
 
     async def close(self) -> None:
         if self._patrol is not None:
@@ -526,51 +354,3 @@ class KubeExecutor:
                                                                      self.jobs)))
         self.pool.shutdown(wait=False, cancel_futures=True)
         self.log_pool.shutdown(wait=False, cancel_futures=True)
-
-    # ---- what the cluster says about itself -----------------------------------------------
-
-    def topology(self) -> dict[str, str]:
-        """Region and zone, where the GPU nodes that carry the well-known labels agree."""
-        infos = [capa.node_info(n, self.cfg.gpu_resources) for n in self.nodes.items()]
-        out = {}
-        for label, values in (("region", {i.region for i in infos if i.gpus}),
-                              ("zone", {i.zone for i in infos if i.gpus})):
-            values.discard(None)
-            if len(values) == 1:
-                out[label] = str(values.pop())
-        return out
-
-
-def build(settings: SpokeSettings, *, kubeconfig: Path | None, context: str | None,
-          namespace: str) -> tuple[Executor, list[Node]]:
-    """The executor ``orrery spoke --executor kubernetes`` runs. No declared nodes: its
-    ``capacity()`` reports the cluster's live nodes."""
-    env_path = os.environ.get(CONFIG_ENV)
-    cfg = load_config(Path(env_path) if env_path else None)
-    if (cfg.progress_listen is None) != (cfg.progress_url is None):
-        raise InvalidInput(f"{CONFIG_ENV}: progressListen and progressUrl go together "
-                           "(where the agent listens, and where slices reach it)")
-    template = kj.JobTemplate(
-        namespace=namespace, cluster=settings.cluster, default_image=cfg.default_image,
-        tolerations=tuple(cfg.tolerations), service_account=cfg.service_account,
-        image_pull_secrets=tuple(cfg.image_pull_secrets), volumes=tuple(cfg.volumes),
-        volume_mounts=tuple(cfg.volume_mounts), kill_grace_s=settings.kill_grace_s,
-        lease_s=settings.lease_s)
-    ex = KubeExecutor(api_client(kubeconfig, context), cfg, template).start()
-    ex.log_dir, ex.log_retention_s = settings.state_dir / "pod-logs", settings.slice_retention_s
-    # Before the agent's first heartbeat, so its first report is the cluster's real
-    # capacity rather than none (bounded: an API still unreachable is retried by the
-    # reflectors, and the report fills in once they have listed).
-    deadline = time.monotonic() + SYNC_WAIT_S
-    synced = all(r.synced.wait(max(0.0, deadline - time.monotonic()))
-                 for r in (ex.nodes, ex.pods, ex.jobs))
-    if not synced:
-        log.warning("the API has not answered within %.0fs; carrying on", SYNC_WAIT_S,
-                    extra={"cluster": settings.cluster})
-    # Region and zone from the nodes' topology labels, unless given: the labels dict is the
-    # one the agent reports (the settings object itself is frozen).
-    for label, value in ex.topology().items():
-        if label == "region" and settings.region:
-            continue
-        settings.labels.setdefault(label, value)
-    return ex, []

@@ -73,6 +73,13 @@ def _label_value(text: str) -> str:
     return v or "x"
 
 
+K = tuple[str, int, int]  # (job, slice, epoch): how the executor keys an attempt
+
+
+def key_of(key: SliceKey) -> K:
+    return (key.job, key.index, key.epoch)
+
+
 def job_name(key: SliceKey) -> str:
     """A DNS-1123 name, unique per attempt, short enough for the pods' generated names."""
     base = re.sub(r"[^a-z0-9-]", "-", key.job.lower()).strip("-")[:28].strip("-") or "job"
