@@ -1,6 +1,7 @@
-"""Admission on PostgreSQL in one round trip (``store.pipelined``): the rows it writes are
-the rows the checked, statement-by-statement path writes, and a job id already taken
-rolls the whole batch back and admits it again the checked way."""
+"""Admission's writes through the driver (on PostgreSQL in one round trip,
+``store.pipelined``; on SQLite ``store.sqlitebulk``): the rows are the rows SQLAlchemy's
+statement-by-statement path writes, and on PostgreSQL a job id already taken rolls the
+whole batch back and admits it again the checked way."""
 
 from __future__ import annotations
 
@@ -37,15 +38,24 @@ def _manifest(name: str, **spec: Any) -> Any:
     return manifest_from_data(data, source=name)
 
 
-@pytest.fixture
-def db(fresh_pg_url: str) -> Iterator[Database]:
-    d = Database.connect(fresh_pg_url)
+@pytest.fixture(params=["postgresql", "sqlite"])
+def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Database]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'hub.db'}"
+    else:
+        url = request.getfixturevalue("fresh_pg_url")
+    d = Database.connect(url)
     yield d
     d.close()
 
 
 def _admit(
-    db: Database, admitter: Admitter, names: list[str], *, pipeline: bool | None = None
+    db: Database,
+    admitter: Admitter,
+    names: list[str],
+    *,
+    pipeline: bool | None = None,
+    driver: bool = True,
 ) -> tuple[list[JobPublic | OrreryError], bool]:
     loop = asyncio.new_event_loop()
     try:
@@ -55,7 +65,7 @@ def _admit(
             if pipeline is None:
                 [out] = admitter.admit(s, [sub], ())
             else:
-                [out] = admitter._admit(s, [sub], (), pipeline=pipeline)
+                [out] = admitter._admit(s, [sub], (), pipeline=pipeline, driver=driver)
             admitter.jobs.apply(admitter.jobs.collect(s))
             did_write = wrote(s)
         return out, did_write
@@ -66,24 +76,22 @@ def _admit(
 def _rows(db: Database) -> dict[str, list[tuple[Any, ...]]]:
     """Every row, the job's id (random) and the row ids left out; JSON as stored."""
     queries = {
-        "jobs": "SELECT name, queue, team, priority, labels::text, manifest::text, phase, "
-        "reason, waiting::text, waiting IS NULL, created_at, restarts, "
-        "right(checkpoint_dir, 7) <> '', version FROM jobs ORDER BY seq",
-        "slices": "SELECT index, phase, epoch, gpus::text, attempts, failures, not_before, "
-        "progress IS NULL, updated_at FROM slices ORDER BY job_id, index",
-        "events": "SELECT at, kind, message, index IS NULL FROM events ORDER BY id",
-        "audit": "SELECT at, kind, job_id IS NULL, decision, detail, policies::text, digest "
-        "FROM audit ORDER BY id",
+        "jobs": "SELECT name, queue, team, priority, CAST(labels AS TEXT), "
+        "CAST(manifest AS TEXT), phase, reason, CAST(waiting AS TEXT), waiting IS NULL, "
+        "created_at, restarts, checkpoint_dir IS NULL, version FROM jobs ORDER BY seq",
+        "slices": 'SELECT "index", phase, epoch, CAST(gpus AS TEXT), attempts, failures, '
+        "not_before, progress IS NULL, updated_at FROM slices ORDER BY job_id, \"index\"",
+        "events": 'SELECT at, kind, message, "index" IS NULL FROM events ORDER BY id',
+        "audit": "SELECT at, kind, job_id IS NULL, decision, detail, CAST(policies AS TEXT), "
+        "digest FROM audit ORDER BY id",
     }
     with db.engine.connect() as c:
         return {t: [tuple(r) for r in c.execute(text(q))] for t, q in queries.items()}
 
 
-def test_pipelined_rows_are_the_rows_the_checked_path_writes(
-    db: Database, fresh_pg_url: str, tmp_path: Path
-) -> None:
+def test_the_driver_writes_the_rows_sqlalchemy_writes(db: Database, tmp_path: Path) -> None:
     fast = Admitter(PolicyGate(None), JobDb(), tmp_path)
-    out, did_write = _admit(db, fast, ["a", "b"], pipeline=True)
+    out, did_write = _admit(db, fast, ["a", "b"])
     assert did_write  # the standby's fence sees a write it did not make through the ORM
     assert all(isinstance(o, JobPublic) for o in out)
     fast_rows = _rows(db)
@@ -92,7 +100,7 @@ def test_pipelined_rows_are_the_rows_the_checked_path_writes(
         for t in ("slices", "events", "audit", "jobs"):
             c.execute(text(f"DELETE FROM {t}"))
     checked = Admitter(PolicyGate(None), JobDb(), tmp_path)
-    _admit(db, checked, ["a", "b"], pipeline=False)
+    _admit(db, checked, ["a", "b"], pipeline=False, driver=False)
     assert _rows(db) == fast_rows
     # Both told the job database the same jobs, in the same order of submission.
     for jobs in (fast.jobs, checked.jobs):
@@ -101,8 +109,10 @@ def test_pipelined_rows_are_the_rows_the_checked_path_writes(
 
 
 def test_a_taken_id_rolls_the_batch_back_and_admits_it_checked(
-    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    fresh_pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # PostgreSQL only: on SQLite ids are checked first (no round trip), none is refused.
+    db = Database.connect(fresh_pg_url)
     admitter = Admitter(PolicyGate(None), JobDb(), tmp_path)
     # The first batch takes x-aaaaaa and y-000001; the second draws x-aaaaaa again
     # (unchecked: refused by the key), then, checked, x-bbbbbb.
@@ -118,3 +128,4 @@ def test_a_taken_id_rolls_the_batch_back_and_admits_it_checked(
         ids = [r[0] for r in c.execute(text("SELECT id FROM jobs ORDER BY seq"))]
     assert ids == ["x-aaaaaa", "y-000001", "x-bbbbbb", "y-000003"]
     assert sorted(e.id for e in admitter.jobs.entries()) == sorted(ids)
+    db.close()

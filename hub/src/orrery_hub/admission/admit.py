@@ -6,9 +6,9 @@ job is not), held by a budget (stored, waiting with that reason), or admitted. W
 policies look at — GPUs held by running attempts and the spend so far — does not change
 as jobs are admitted, so it is read once per batch, not once per job; and jobs alike in
 all the policies read of them (``policy.admit_key``) share one decision. Rows are written
-with one bulk insert per table (on PostgreSQL all of them in one round trip:
-``store.pipelined``), and the job database learns each new job from the values
-written, not by reading them back.
+with one bulk insert per table through the driver itself (on PostgreSQL all of them in
+one round trip, ``store.pipelined``; on SQLite ``store.sqlitebulk``), and the job
+database learns each new job from the values written, not by reading them back.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from orrery_hub.policy import (
     admit_key,
 )
 from orrery_hub.store import jobs as jobstore
-from orrery_hub.store import pipelined
+from orrery_hub.store import pipelined, sqlitebulk
 from orrery_hub.store.models import AuditRow
 
 Outcome = JobPublic | OrreryError
@@ -70,7 +70,10 @@ class Admitter:
         clusters: tuple[ClusterFacts, ...],
         *,
         pipeline: bool,
+        driver: bool = True,
     ) -> list[list[Outcome]]:
+        """``pipeline``: ids unchecked, written by ``store.pipelined``. ``driver=False``:
+        written through SQLAlchemy even where the driver could (what the others match)."""
         now = batch[0].now
         usage = self.gate.usage(s, self.jobs, now)
         evaluator = Evaluator(self.gate.current, clusters) if clusters else None
@@ -122,6 +125,8 @@ class Admitter:
             out.append(results)
         if pipeline:
             seqs = pipelined.insert_admitted(s, [new for new, _ in stored], audits)
+        elif driver and sqlitebulk.available(s):
+            seqs = sqlitebulk.insert_admitted(s, [new for new, _ in stored], audits)
         else:
             with jobdb.quiet(s):  # bulk writes: the job database is told below
                 seqs = jobstore.insert_jobs(s, [new for new, _ in stored])
