@@ -16,6 +16,7 @@ enrolled cluster, spokes enrolled with one-time join tokens.
 from __future__ import annotations
 
 import asyncio
+import json
 import ssl
 import subprocess
 import sys
@@ -189,6 +190,8 @@ def test_spoke_join_spends_its_token_once_and_keeps_its_enrolled_labels(  # type
         assert token not in again.stderr
         listed = cli("cluster", "list", *admin).stdout
         assert "c" in listed and "Approved" in listed and "region=eu-west-1" in listed
+        enrolled = json.loads(cli("cluster", "list", "-o", "json", *admin).stdout)["items"]
+        assert {e["cluster"]: e["labels"] for e in enrolled}["c"]["region"] == "eu-west-1"
     finally:
         p.terminate()
         p.wait(10)

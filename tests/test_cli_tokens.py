@@ -4,6 +4,7 @@ ORRERY_TOKEN, or the current context of the config file — against a real in-pr
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -107,6 +108,12 @@ async def test_token_create_list_revoke_and_the_ways_to_pass_a_token(
     p = await arun("token", "list", env=admin)
     assert p.returncode == 0 and token_id in p.stdout and "alice" in p.stdout
     assert token.split(".")[1] not in p.stdout  # never the secret
+    p = await arun("token", "list", "-o", "json", env=admin)
+    listed = {t["id"]: t for t in json.loads(p.stdout)["items"]}
+    assert listed[token_id]["team"] == "nlp" and listed[token_id]["role"] == "member"
+    assert token.split(".")[1] not in p.stdout
+    p = await arun("token", "list", "-o", "name", env=admin)
+    assert token_id in p.stdout.split()
 
     p = await arun("token", "revoke", token_id, env=admin)
     assert p.returncode == 0 and "revoked" in p.stdout
@@ -129,6 +136,13 @@ async def test_config_contexts(hub: Hub, tmp_path: Path) -> None:
     p = await arun("config", "get-contexts", env=cfg)
     assert "* " in p.stdout and "prod" in p.stdout and "dev" in p.stdout
     assert ADMIN_TOKEN not in p.stdout
+    p = await arun("config", "get-contexts", "-o", "json", env=cfg)
+    shown = {c["name"]: c for c in json.loads(p.stdout)["items"]}
+    assert shown["prod"]["current"] and shown["prod"]["tokenSet"]
+    assert not shown["dev"]["current"] and not shown["dev"]["tokenSet"]
+    assert ADMIN_TOKEN not in p.stdout
+    p = await arun("config", "get-contexts", "-o", "name", env=cfg)
+    assert p.stdout.split() == ["prod", "dev"]
     p = await arun("clusters", env=cfg)  # the current context: prod, with its token
     assert p.returncode == 0, p.stderr
     p = await arun("config", "use-context", "nope", env=cfg)

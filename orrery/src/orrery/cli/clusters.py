@@ -12,8 +12,9 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from orrery.cli.columns import Column
+from orrery.cli.output import Output, OutputOpt, emit_list
 from orrery.client import HubClient
 from orrery.config import connect
 from orrery.errors import InvalidInput
@@ -90,14 +91,30 @@ def revoke(name: NameArg, hub: HubOpt = None, token: TokenOpt = None) -> None:
     console.print(f"cluster {out['cluster']}: {out['state']}")
 
 
+ENROLLMENT_COLUMNS = [
+    Column("CLUSTER"),
+    Column("STATE"),
+    Column("LABELS", drop=1, wrap=True),
+    Column("CERT UNTIL"),
+]
+
+
 @app.command("list")
-def list_(hub: HubOpt = None, token: TokenOpt = None) -> None:
+def list_(output: OutputOpt = Output.table, hub: HubOpt = None, token: TokenOpt = None) -> None:
     """Enrolled clusters: state, bound labels, certificate expiry."""
     with connect(hub, token) as c:
         rows = _call(c, "GET", "/v1/enrollments")
-    t = Table("CLUSTER", "STATE", "LABELS", "CERT UNTIL")
-    for r in rows:
+
+    def row(r: dict[str, Any], _wide: bool) -> list[str]:
         labels = ",".join(f"{k}={v}" for k, v in sorted(r["labels"].items()))
         until = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["notAfter"]))
-        t.add_row(r["cluster"], r["state"], labels, until)
-    console.print(t)
+        return [r["cluster"], r["state"], labels or "-", until]
+
+    emit_list(
+        rows,
+        output,
+        columns=ENROLLMENT_COLUMNS,
+        wide=ENROLLMENT_COLUMNS,
+        row=row,
+        name=lambda r: str(r["cluster"]),
+    )

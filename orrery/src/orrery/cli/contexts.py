@@ -8,27 +8,57 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from orrery import config
+from orrery.cli.columns import Column
+from orrery.cli.output import Output, OutputOpt, emit_list
 from orrery.errors import InvalidInput, NotFound
 
 app = typer.Typer(no_args_is_help=True, help="Contexts: which hub and token the CLI uses.")
 console = Console()
+err = Console(stderr=True)
+
+
+CONTEXT_COLUMNS = [
+    Column(""),
+    Column("NAME"),
+    Column("HUB", wrap=True),
+    Column("TOKEN"),
+    Column("CA", drop=1),
+]
 
 
 @app.command("get-contexts")
-def get_contexts() -> None:
-    """Every context; * marks the current one."""
+def get_contexts(output: OutputOpt = Output.table) -> None:
+    """Every context; * marks the current one. Never a token: json and yaml say whether
+    one is set."""
     cfg = config.load()
-    t = Table(title=f"contexts in {config.config_path()}", title_justify="left")
-    for col in ("", "NAME", "HUB", "TOKEN", "CA"):
-        t.add_column(col)
-    for c in cfg.contexts:
-        mark = "*" if c.name == cfg.current_context else ""
-        token = "(set)" if c.token else "-"
-        t.add_row(mark, c.name, c.hub, token, c.ca or "-")
-    console.print(t)
+    shown = [
+        {
+            "name": c.name,
+            "hub": c.hub,
+            "tokenSet": c.token is not None,
+            "ca": c.ca,
+            "current": c.name == cfg.current_context,
+        }
+        for c in cfg.contexts
+    ]
+    if output is Output.table:
+        err.print(f"contexts in {config.config_path()}")
+    emit_list(
+        shown,
+        output,
+        columns=CONTEXT_COLUMNS,
+        wide=CONTEXT_COLUMNS,
+        row=lambda c, _wide: [
+            "*" if c["current"] else "",
+            c["name"],
+            c["hub"],
+            "(set)" if c["tokenSet"] else "-",
+            c["ca"] or "-",
+        ],
+        name=lambda c: str(c["name"]),
+    )
 
 
 @app.command("use-context")

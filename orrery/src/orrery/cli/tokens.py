@@ -11,8 +11,10 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
+from orrery.access import TokenView
+from orrery.cli.columns import Column
+from orrery.cli.output import Output, OutputOpt, emit_list
 from orrery.config import connect
 
 app = typer.Typer(no_args_is_help=True, help="API tokens: create, list, revoke (admin).")
@@ -56,33 +58,47 @@ def create(
     typer.echo(t.token)
 
 
+TOKEN_COLUMNS = [
+    Column("ID"),
+    Column("ROLE"),
+    Column("TEAM"),
+    Column("NAME", drop=2, wrap=True),
+    Column("CREATED", drop=1),
+    Column("EXPIRES"),
+    Column("STATE"),
+]
+
+
+def _state(t: TokenView, now: float) -> str:
+    if t.revoked_at is not None:
+        return "revoked"
+    if t.expires_at is not None and t.expires_at <= now:
+        return "expired"
+    return "active"
+
+
 @app.command("list")
-def list_(hub: HubOpt = None, token: TokenOpt = None) -> None:
+def list_(output: OutputOpt = Output.table, hub: HubOpt = None, token: TokenOpt = None) -> None:
     """Every token: id, role, team, dates. Never a secret."""
     with connect(hub, token) as c:
         rows = c.tokens()
-    t = Table(title="API tokens", title_justify="left")
-    for col in ("ID", "ROLE", "TEAM", "NAME", "CREATED", "EXPIRES", "STATE"):
-        t.add_column(col)
     now = time.time()
-    for r in rows:
-        state = (
-            "revoked"
-            if r.revoked_at is not None
-            else "expired"
-            if r.expires_at is not None and r.expires_at <= now
-            else "active"
-        )
-        t.add_row(
+    emit_list(
+        rows,
+        output,
+        columns=TOKEN_COLUMNS,
+        wide=TOKEN_COLUMNS,
+        row=lambda r, _wide: [
             r.id,
             r.role,
             r.team or "-",
             r.name or "-",
             _when(r.created_at),
             _when(r.expires_at),
-            state,
-        )
-    console.print(t)
+            _state(r, now),
+        ],
+        name=lambda r: r.id,
+    )
 
 
 @app.command("revoke")
