@@ -7,15 +7,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import nats
+import pytest
 from sqlmodel import Session, select
 
 from orrery.wire import Heartbeat, HeartbeatAck, NodeReport, Subjects, decode, encode
 from orrery_hub.main import Hub
 from orrery_hub.runtime.intake import _ack
 from orrery_hub.runtime.inventory import Inventory
-from orrery_hub.runtime.rows import Rows
+from orrery_hub.runtime.rows import Rows, write_rows
+from orrery_hub.store import Database
 from orrery_hub.store.models import ClusterRow, EventRow
 
 
@@ -132,3 +135,37 @@ async def test_repeats_then_a_change_reach_the_inventory_and_the_row(hub: Hub) -
         await until(lambda: row_free() == [[1], [0]], "the changed capacity in the row")
     finally:
         await nc.close()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'hub.db'}"
+    pg: str = request.getfixturevalue("pg_url")
+    return pg
+
+
+def test_rows_are_inserted_updated_and_touched_in_bulk(url: str) -> None:
+    db = Database.connect(url)
+    first = beat(1, [0, 1])
+    with db.session() as s:
+        write_rows(s, [(first, 1.0, True)], [])
+        s.commit()
+    with db.session() as s:
+        write_rows(s, [(beat(2, [1], cluster="c2"), 2.0, True)], [("c1", 2.0)])
+        s.commit()
+    with db.session() as s:
+        write_rows(s, [(beat(3, [0]), 3.0, False)], [("c2", 3.0)])
+        s.commit()
+    with db.session() as s:
+        rows = {r.name: r for r in s.exec(select(ClusterRow))}
+        events = [
+            e.cluster for e in s.exec(select(EventRow).where(EventRow.kind == "ClusterJoined"))
+        ]
+    assert sorted(events) == ["c1", "c2"]
+    c1, c2 = rows["c1"], rows["c2"]
+    assert (c1.first_seen, c1.last_heartbeat) == (1.0, 3.0)
+    assert [n["free"] for n in c1.nodes] == [[0], [0]]  # written in full
+    assert (c2.first_seen, c2.last_heartbeat, c2.state) == (2.0, 3.0, "Ready")
+    assert [n["free"] for n in c2.nodes] == [[1], [0]]  # touched: content as it was
+    db.close()

@@ -10,6 +10,7 @@ import asyncio
 import json
 import logging
 import time
+from functools import partial
 
 from nats.aio.msg import Msg
 from sqlmodel import Session
@@ -26,7 +27,7 @@ from orrery.wire.codec import WireError, decode_any
 from orrery_hub import reconcile
 from orrery_hub.identity.service import audit as audit_cluster
 from orrery_hub.runtime.orders import OrderOutbox
-from orrery_hub.runtime.rows import ROWS_LANE, write_row, write_rows
+from orrery_hub.runtime.rows import FULL_PER_TX, ROWS_LANE, write_row, write_rows
 from orrery_hub.store import jobs as jobstore
 
 log = logging.getLogger("orrery.hub")
@@ -227,9 +228,11 @@ class ReportIntake(OrderOutbox):
 
     async def _write_rows(self) -> list[SliceKey]:
         full, touch = self.rows.take()
-        if full or touch:
-            await self.store.tx(lambda s: write_rows(s, full, touch))
-            for hb, _, _ in full:
+        while full or touch:
+            some, full = full[:FULL_PER_TX], full[FULL_PER_TX:]
+            await self.store.tx(partial(write_rows, full=some, touch=touch))
+            touch = []
+            for hb, _, _ in some:
                 self.rows.committed(hb)
         return []
 

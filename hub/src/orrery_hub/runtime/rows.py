@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import update
-from sqlmodel import Session
+from sqlalchemy import insert, update
+from sqlmodel import Session, col, select
 
 from orrery.wire import Heartbeat, NodeReport
 from orrery_hub.store import jobs as jobstore
@@ -25,6 +25,9 @@ from orrery_hub.store.models import ClusterRow
 
 # The lane of the rows' batched refresh: no cluster is named with a space.
 ROWS_LANE = " cluster rows"
+# Rows written in full per transaction: a thousand spokes joining at once must not hold the
+# one store thread for seconds in one go, with every submission waiting behind it.
+FULL_PER_TX = 100
 
 
 @dataclass(frozen=True)
@@ -79,8 +82,19 @@ class Rows:
 def write_rows(
     s: Session, full: list[tuple[Heartbeat, float, bool]], touch: list[tuple[str, float]]
 ) -> None:
+    """Rows in bulk: one INSERT for new clusters, one UPDATE for known ones, one for those
+    only touched (each an executemany; no row loaded). Through the ORM's unit of work a
+    row cost ~2 ms of the store thread's CPU, and far more wall time under load."""
+    names = [hb.cluster for hb, _, _ in full]
+    there = set(s.exec(select(ClusterRow.name).where(col(ClusterRow.name).in_(names))))
+    new: list[dict[str, object]] = []
+    old: list[dict[str, object]] = []
     for hb, at, joined in full:
-        write_row(s, hb, at)
+        values = _values(hb, at)
+        if hb.cluster in there:
+            old.append(values)
+        else:
+            new.append({**values, "first_seen": at})
         if joined:
             jobstore.add_event(
                 s,
@@ -89,12 +103,28 @@ def write_rows(
                 cluster=hb.cluster,
                 message=f"{hb.cluster} joined with {len(hb.nodes)} node(s)",
             )
+    if new:
+        s.execute(insert(ClusterRow), new)
+    if old:
+        s.execute(update(ClusterRow), old)  # ORM bulk UPDATE by primary key
     if touch:
-        # ORM bulk UPDATE by primary key: one executemany, no row loaded.
         s.execute(
             update(ClusterRow),
             [{"name": n, "last_heartbeat": at, "state": "Ready"} for n, at in touch],
         )
+
+
+def _values(hb: Heartbeat, now: float) -> dict[str, object]:
+    return {
+        "name": hb.cluster,
+        "labels": dict(hb.labels),
+        "state": "Ready",
+        "address": hb.address,
+        "executor": hb.executor,
+        "incarnation": hb.incarnation,
+        "nodes": [n.model_dump() for n in hb.nodes],
+        "last_heartbeat": now,
+    }
 
 
 def write_row(s: Session, hb: Heartbeat, now: float) -> None:
