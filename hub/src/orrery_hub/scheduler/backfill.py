@@ -12,12 +12,10 @@ Jobs without a declared maximum runtime are never backfilled onto held nodes.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from orrery.ids import ClusterName, NodeName
 from orrery_hub.scheduler.fit import ClusterFit, TypeKey
-from orrery_hub.scheduler.snapshot import RunningJob
 
 # (time the GPUs come free, node, how many)
 Release = tuple[float, NodeName, int]
@@ -28,20 +26,6 @@ class Shadow:
     cluster: ClusterName
     start_at: float
     nodes: tuple[NodeName, ...]
-
-
-def releases(
-    running: Iterable[RunningJob], cluster: ClusterName, now: float, grace_s: float
-) -> list[Release]:
-    """When each running slice on ``cluster`` frees its GPUs, soonest first."""
-    out: list[Release] = []
-    for r in running:
-        end = r.expected_end(now, grace_s)
-        for s in r.slices:
-            if s.cluster == cluster and s.gpus:
-                out.append((end, s.node, len(s.gpus)))
-    out.sort()
-    return out
 
 
 def _usable(fit: ClusterFit, types: TypeKey) -> dict[NodeName, int]:

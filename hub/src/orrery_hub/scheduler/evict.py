@@ -211,13 +211,19 @@ class Evicting(PassState):
         cluster: ClusterName,
         on: dict[ClusterName, list[tuple[RunningJob, tuple[RunningSlice, ...]]]],
     ) -> list[backfill.Release]:
-        """``backfill.releases`` for ``cluster``, once a pass: it reads only the snapshot's
+        """When each running slice on ``cluster`` frees its GPUs, soonest first (a job's
+        declared end; a stopping one's grace). Once a pass: it reads only the snapshot's
         running jobs (an eviction this pass does not change them), ``now`` and the grace."""
         rel = self._releases.get(cluster)
         if rel is None:
-            rel = self._releases[cluster] = backfill.releases(
-                (r for r, _ in on.get(cluster, ())), cluster, self.now, self.policy.grace_s
-            )
+            # ``on`` has each job's slices on ``cluster`` already picked out.
+            now, grace = self.now, self.policy.grace_s
+            rel = []
+            for r, slices in on.get(cluster, ()):
+                end = r.expected_end(now, grace)
+                rel.extend([(end, s.node, len(s.gpus)) for s in slices if s.gpus])
+            rel.sort()
+            self._releases[cluster] = rel
         return rel
 
     def _hold(self, fit: ClusterFit, nodes: list[NodeName], until: float) -> None:
