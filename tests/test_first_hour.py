@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from orrery.client import hub_url
 from orrery.errors import InvalidInput
+from orrery.hubaddress import hub_url
 from orrery.statedir import MARKER, claim
 
 ORRERY = [sys.executable, "-m", "orrery.cli.main"]

@@ -21,8 +21,9 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from orrery.client import DEFAULT_HUB, HubClient
+from orrery.client import HubClient
 from orrery.errors import InvalidInput
+from orrery.hubaddress import DEFAULT_HUB
 
 
 class Context(BaseModel):

@@ -20,8 +20,9 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from orrery.client import DEFAULT_HUB, HubClient
+from orrery.client import HubClient
 from orrery.duration import format_duration
+from orrery.hubaddress import DEFAULT_HUB
 from orrery.ids import ClusterName
 from orrery.manifest import parse_manifest
 from orrery.resources import ClusterPublic

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from orrery import logs
-from orrery.client import hub_url
+from orrery.hubaddress import hub_url
 
 
 def command(app: typer.Typer) -> None:

@@ -24,11 +24,12 @@ from orrery.cli.progress import RETRY_FOR_S, Patient, follow
 from orrery.cli.select import JobFilter
 from orrery.cli.tables import JOB_COLUMNS, JOB_WIDE, job_row, progress
 from orrery.cli.term import console, err
-from orrery.client import HubClient, NotSent
+from orrery.client import HubClient
 from orrery.config import connect
 from orrery.document import load_documents
 from orrery.duration import parse_duration
 from orrery.errors import InvalidInput, OrreryError, TooManyRequests
+from orrery.hubtransport import NotSent
 from orrery.manifest import manifest_from_data, parse_manifest
 from orrery.resources import JobPublic
 from orrery.textfile import read_text

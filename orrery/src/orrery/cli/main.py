@@ -33,9 +33,9 @@ from orrery.cli.tables import (
     cost_text,
 )
 from orrery.cli.term import console, err
-from orrery.client import DEFAULT_HUB
 from orrery.config import Context, connect, set_context
 from orrery.errors import InvalidInput, ManifestError, NotFound, OrreryError
+from orrery.hubaddress import DEFAULT_HUB
 
 app = typer.Typer(
     add_completion=False,
