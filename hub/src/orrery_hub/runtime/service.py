@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 from prometheus_client import generate_latest
-from sqlmodel import Session, col, select
+from sqlmodel import Session, select
 
 from orrery.errors import Forbidden, OrreryError
 from orrery.manifest import JobManifest
@@ -250,14 +250,9 @@ class HubService(OrderOutbox):
     async def audit(
         self, *, job: str | None, limit: int, before: int | None = None
     ) -> list[AuditEntry]:
-        from orrery_hub.store.models import AuditRow
+        """Audit entries, newest first (``before``: the next page, rows older than that id)."""
 
         def work(s: Session) -> list[AuditEntry]:
-            q = select(AuditRow).order_by(col(AuditRow.id).desc()).limit(limit)
-            if job:
-                q = q.where(AuditRow.job_id == job)
-            if before is not None:  # the next page, newest first: rows older than that id
-                q = q.where(col(AuditRow.id) < before)
             return [
                 AuditEntry(
                     id=a.id,
@@ -269,7 +264,7 @@ class HubService(OrderOutbox):
                     policies=list(a.policies),
                     digest=a.digest,
                 )
-                for a in s.exec(q)
+                for a in queries.audit(s, job=job, limit=limit, before=before)
             ]
 
         return await self.store.tx(work)
