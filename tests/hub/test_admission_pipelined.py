@@ -129,3 +129,17 @@ def test_a_taken_id_rolls_the_batch_back_and_admits_it_checked(
     assert ids == ["x-aaaaaa", "y-000001", "x-bbbbbb", "y-000003"]
     assert sorted(e.id for e in admitter.jobs.entries()) == sorted(ids)
     db.close()
+
+
+def test_fresh_ids_skip_those_the_store_holds_and_each_other(
+    db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with db.session() as s:
+        s.execute(text("INSERT INTO jobs (id, name, queue, team, priority, labels, manifest, "
+                       "phase, created_at, restarts, version, checkpoint_dir) VALUES "
+                       "('x-aaaaaa', 'x', 'q', '', 0, '{}', '{}', 'Pending', 0, 0, 0, '/c')"))
+    # x-aaaaaa is stored; the second x draws the first's id again, then one of its own.
+    draws = iter(["aaaaaa", "bbbbbb", "bbbbbb", "cccccc", "dddddd"])
+    monkeypatch.setattr(jobstore.secrets, "token_hex", lambda _n: next(draws))
+    with db.session() as s:
+        assert jobstore.new_ids(s, ["x", "x"]) == ["x-cccccc", "x-bbbbbb"]
