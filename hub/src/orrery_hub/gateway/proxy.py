@@ -1,8 +1,8 @@
 """The gateway's ASGI application: ``/services/<name>/<path>`` to a ready replica.
 
-Served by uvicorn, upstream through one pooled ``httpx.AsyncClient``; no HTTP is parsed
-here. Responses stream through as they arrive (``aiter_raw``), so chunked bodies and
-server-sent token streams reach the caller chunk by chunk.
+Served by uvicorn, upstream through ``upstream.Upstream`` (HTTP/1.1 on asyncio streams,
+a keep-alive pool per replica). Responses stream through as they arrive, so chunked
+bodies and server-sent token streams reach the caller chunk by chunk.
 
 A request that could not reach its replica (connection refused or reset before a
 response: the replica died, its cluster went away) is tried on another replica; one
@@ -20,9 +20,8 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import httpx
-
 from orrery_hub.gateway.pool import Pool, Replica
+from orrery_hub.gateway.upstream import Broken, Dropped, Refused, Upstream
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -68,13 +67,10 @@ class Gateway:
         self.rng = random.Random(seed)
         self.pools: dict[str, Pool] = {}
         self.synced = False  # routes came from the hub at least once
-        self.client: httpx.AsyncClient | None = None
+        self.client: Upstream | None = None
 
     async def start(self) -> None:
-        limits = httpx.Limits(max_connections=4096, max_keepalive_connections=1024)
-        self.client = httpx.AsyncClient(
-            limits=limits, timeout=httpx.Timeout(None, connect=2.0), follow_redirects=False
-        )
+        self.client = Upstream(connect_timeout=2.0)
 
     async def close(self) -> None:
         if self.client is not None:
@@ -203,27 +199,28 @@ class Gateway:
         started = False
         ok = False
         try:
-            req = self.client.build_request(method, r.url + target, headers=headers, content=body)
+            hostport = r.url.removeprefix("http://")
             try:
-                resp = await self.client.send(req, stream=True)
-            except (httpx.ConnectError, httpx.ConnectTimeout):
+                resp = await self.client.send(hostport, method, target, headers, body)
+            except Refused:
                 pool.mark_down(r, self.clock())
                 return "refused"
-            except httpx.TransportError:
+            except Dropped:
                 pool.mark_down(r, self.clock())
                 return "sent"
             try:
-                out = [(k.lower(), v) for k, v in resp.headers.raw if k.lower() not in HOP_BY_HOP]
-                if "content-length" in resp.headers and "transfer-encoding" not in resp.headers:
-                    out.append((b"content-length", resp.headers["content-length"].encode()))
-                chunks = resp.aiter_raw()
+                out = [(k, v) for k, v in resp.headers if k not in HOP_BY_HOP]
+                length = resp.header(b"content-length")
+                if length is not None and resp.header(b"transfer-encoding") is None:
+                    out.append((b"content-length", length))
+                chunks = resp.body
                 try:
                     first = await anext(chunks, None) if method != "HEAD" else None
-                except httpx.TransportError:
+                except Broken:
                     pool.mark_down(r, self.clock())
                     return "sent"
                 await send(
-                    {"type": "http.response.start", "status": resp.status_code, "headers": out}
+                    {"type": "http.response.start", "status": resp.status, "headers": out}
                 )
                 started = True
                 if first is not None:
@@ -231,11 +228,11 @@ class Gateway:
                 try:
                     async for chunk in chunks:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                except httpx.TransportError:
+                except Broken:
                     pool.mark_down(r, self.clock())
                     return "failed"
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
-                ok = resp.status_code < 500
+                ok = resp.status < 500
                 return "done"
             finally:
                 await resp.aclose()
