@@ -12,9 +12,8 @@ Every ``TICK_S`` the controller, for each service:
 4. rolls a changed template one surge replica at a time: one new-template replica is
    added; once a gateway finds it ready, one old-template replica is cancelled.
 
-Spread: while a service covers fewer regions than ``spread.regions``, its unplaced
-replicas are kept off clusters in regions it already has (when a cluster elsewhere could
-take them), through ``avoid`` (read by the applier when it builds a pass).
+Spread: while a service covers fewer regions than ``spread.regions``, unplaced replicas
+are kept off covered regions for up to ``SPREAD_PATIENCE_S`` (``avoid``, read by the applier).
 
 Routes for the gateways come from here too: each replica's endpoint (its spoke reported
 it in a heartbeat), cluster and region, marked stale when the cluster missed a heartbeat.
@@ -46,6 +45,9 @@ TICK_S = 0.25
 WINDOW_S = 3600.0  # samples kept: the longest stable window or scale-down delay
 GATEWAY_FRESH = 4.0  # a gateway's report counts for this many of its intervals
 BLOCKED_RETRY_S = 10.0
+# Spread is a preference: a replica kept out of covered regions and unplaced this long may
+# go anywhere (a residency policy may forbid every cluster "elsewhere"; only placement knows).
+SPREAD_PATIENCE_S = 10.0
 FINAL = frozenset({"Succeeded", "Failed", "Cancelled"})
 
 
@@ -138,6 +140,7 @@ class ServiceController:
         self.endpoints: dict[str, Endpoint] = {}  # replica job id -> where it listens
         # (service, replica index) -> clusters to keep that replica's job off
         self.avoid: dict[tuple[str, str], frozenset[str]] = {}
+        self.avoid_since: dict[tuple[str, str], float] = {}
 
     # ---- inputs ---------------------------------------------------------------------------
 
@@ -263,7 +266,7 @@ class ServiceController:
         if now < st.blocked_until:
             add = 0
         # Before the jobs exist: the scheduler may take them in the very next pass.
-        self._spread(svc, keep, list(range(row.next_index, row.next_index + add)))
+        self._spread(svc, keep, list(range(row.next_index, row.next_index + add)), now)
         created = []
         if add:
             try:
@@ -296,17 +299,17 @@ class ServiceController:
         log.info("service replica added", extra={"service": svc.name, "job": job.id})
         return {"index": index, "job": job.id, "template": row.template}
 
-    def _spread(self, svc: ServiceManifest, keep: list[Replica], new: list[int]) -> None:
-        """Keep unplaced replicas out of the regions the service covers while it covers
-        fewer than ``spread.regions`` (and a Ready cluster elsewhere exists). Keyed by
-        (service, replica index), the labels every replica job carries, so it holds from
-        the moment a job is submitted."""
+    def _spread(
+        self, svc: ServiceManifest, keep: list[Replica], new: list[int], now: float
+    ) -> None:
+        """Keep unplaced replicas out of covered regions while fewer than ``spread.regions``
+        are covered; keyed by (service, replica index), so it holds from submission on."""
         want = svc.spec.spread.regions
         placed_regions = {r.region for r in keep if r.cluster and r.region}
         pending = [r.index for r in keep if r.cluster is None] + new
-        for r in keep:
-            if r.cluster is not None:
-                self.avoid.pop((svc.name, str(r.index)), None)
+        for key in [(svc.name, str(r.index)) for r in keep if r.cluster is not None]:
+            self.avoid.pop(key, None)
+            self.avoid_since.pop(key, None)
         unmet = want > 1 and len(placed_regions) < want and len(keep) + len(new) >= 2
         elsewhere = any(
             v.state == "Ready" and v.labels.get("region") not in placed_regions
@@ -322,6 +325,9 @@ class ServiceController:
             key = (svc.name, str(index))
             if not (unmet and elsewhere):
                 self.avoid.pop(key, None)
+                self.avoid_since.pop(key, None)
+            elif now - self.avoid_since.setdefault(key, now) >= SPREAD_PATIENCE_S:
+                self.avoid.pop(key, None)  # kept out long enough: wherever it fits
             elif i == 0:
                 self.avoid[key] = crowded
             else:
