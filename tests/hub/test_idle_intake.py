@@ -169,3 +169,21 @@ def test_rows_are_inserted_updated_and_touched_in_bulk(url: str) -> None:
     assert (c2.first_seen, c2.last_heartbeat, c2.state) == (2.0, 3.0, "Ready")
     assert [n["free"] for n in c2.nodes] == [[1], [0]]  # touched: content as it was
     db.close()
+
+
+async def test_cluster_facts_are_made_again_only_when_a_cluster_changed(hub: Hub) -> None:
+    first = beat(1, [0, 1])
+    hub.inventory.observe(first, 100.0)
+    facts = hub._facts()
+    assert [f.name for f in facts] == ["c1"] and facts[0].gpu_types == frozenset({"H100"})
+    hub.inventory.observe(first.model_copy(update={"seq": 2}), 101.0)  # a repeat
+    assert hub._facts() is facts
+    hub.inventory.observe(first.model_copy(update={"seq": 3, "labels": {"region": "eu"}}), 102.0)
+    relabelled = hub._facts()
+    assert relabelled is not facts and relabelled[0].labels == {"region": "eu"}
+    changed = beat(4, [0]).model_copy(update={"labels": {"region": "eu"}})
+    changed.nodes[0] = changed.nodes[0].model_copy(update={"gpu_type": "A100"})
+    hub.inventory.observe(changed, 103.0)
+    assert hub._facts()[0].gpu_types == frozenset({"A100", "H100"})
+    hub.inventory.newly_lost(200.0, timeout=15)
+    assert hub._facts() == ()

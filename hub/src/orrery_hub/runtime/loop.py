@@ -17,7 +17,6 @@ from orrery.wire import (
     Prefetch,
 )
 from orrery_hub import reconcile
-from orrery_hub.admission.gate import cluster_facts
 from orrery_hub.apply.queued import Gathered
 from orrery_hub.datasets.orders import prefetch_orders
 from orrery_hub.datasets.placement import data_policy, load_inputs, with_checkpoints
@@ -127,7 +126,7 @@ class ReconcileLoop(OrderOutbox):
         ]
         addresses = {v[0]: v[4] for v in frozen}
         gpu_types = {(v[0], n.name): n.gpu_type for v in frozen for n in v[3]}
-        facts = cluster_facts(self._shapes())
+        facts = self._facts()
         gate, applier, jobdb = self.gate, self.applier, self.jobdb
         policies = gate.current
         # 1. The snapshot: the job database as it stands (no SQL), and the spend so far

@@ -18,7 +18,6 @@ from orrery.wire import (
 )
 from orrery_hub import reconcile
 from orrery_hub.admission.deliverable import check_deliverable
-from orrery_hub.admission.gate import cluster_facts
 from orrery_hub.admission.groupcommit import Submission
 from orrery_hub.api.models import (
     AuditEntry,
@@ -81,7 +80,7 @@ class HubService(OrderOutbox):
     async def _admit_batch(
         self, batch: list[Submission[JobManifest, JobPublic | OrreryError]]
     ) -> list[list[JobPublic | OrreryError]]:
-        facts = cluster_facts(self._shapes())
+        facts = self._facts()
         return await self.store.tx(lambda s: self.admitter.admit(s, batch, facts))
 
     async def get_job(self, job_id: str) -> JobPublic:
@@ -197,7 +196,7 @@ class HubService(OrderOutbox):
 
     async def check_policy(self, manifest: JobManifest) -> CheckReport:
         now = self.clock()
-        facts = cluster_facts(self._shapes())
+        facts = self._facts()
         return await self.store.tx(
             lambda s: self.gate.check(s, self.jobdb, manifest, now=now, clusters=facts)
         )
