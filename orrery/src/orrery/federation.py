@@ -3,7 +3,9 @@ spoke agents simulating GPU clusters in different regions — each a separate pr
 
 What ``orrery up`` and ``orrery demo`` run, and what the end-to-end tests drive (they kill
 and restart its processes). The hub and spokes are started as ``python -m orrery_hub`` and
-``python -m orrery_spoke_agent``, so this module never imports either.
+``python -m orrery_spoke_agent``, so this module never imports either. Their command lines
+are ``fedcommands``'s; starting a child, awaiting its ready file and saying why it exited,
+``childprocess``'s.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-from orrery import hubrole
+from orrery import childprocess, fedcommands, hubrole
 from orrery.client import HubClient
 from orrery.clusterid import SpokeIdentity
 from orrery.errors import InvalidInput, Unavailable
@@ -147,28 +149,12 @@ class Federation:
         assert self.api_url is not None
         ready = self.state / "gateway-ready.json"
         ready.unlink(missing_ok=True)
-        args = [
-            self.python, "-m", "orrery_hub.gateway",
-            "--hub", self.api_url,
-            "--port", "0",
-            "--name", "gateway-1",
-            "--interval", str(interval or min(0.5, self.timings.heartbeat_s)),
-            "--ready-file", str(ready),
-        ]
+        args = fedcommands.gateway(self, ready, interval)
         env_token = {"ORRERY_TOKEN": self.admin_token}
-        with open(self.state / "logs" / "gateway.log", "ab") as log:
-            self.gateway = subprocess.Popen(
-                args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env={**self.env, **env_token}, cwd=self.state, start_new_session=True,
-            )
-        deadline = time.monotonic() + timeout
-        while not ready.exists():
-            if self.gateway.poll() is not None:
-                why = self.why_exited("gateway.log", self.gateway.returncode)
-                raise Unavailable(f"the gateway did not start: {why}")
-            if time.monotonic() > deadline:
-                raise Unavailable("the gateway did not become ready in time")
-            time.sleep(0.05)
+        self.gateway = childprocess.spawn(args, self.state / "logs" / "gateway.log",
+                                          env={**self.env, **env_token}, cwd=self.state)
+        childprocess.wait_ready_file(self.gateway, ready, self.state / "logs" / "gateway.log",
+                                     what="the gateway", timeout=timeout)
         self.gateway_url = json.loads(ready.read_text())["url"]
 
     @property
@@ -185,16 +171,7 @@ class Federation:
         """The hub's CA, certificates and the nats-server configuration (TLS, a user per
         enrolled cluster), made before nats-server starts; the hub keeps the users current."""
         out = subprocess.run(
-            [
-                self.python,
-                "-m",
-                "orrery_hub.identity",
-                "init",
-                "--state",
-                str(self.state / "hub"),
-                *(a for p in ports for a in ("--listen", f"{self.nats_host}:{p}")),
-                *(a for r in routes for a in ("--route-port", str(r))),
-            ],
+            fedcommands.identity_init(self, ports, routes),
             capture_output=True,
             text=True,
             env=self.env,
@@ -225,39 +202,16 @@ class Federation:
             ident.join(self.leader_url(), self.join_token(name, labels), name)
 
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen[bytes]:
-        with open(self.state / "logs" / log_name, "ab") as log:
-            return subprocess.Popen(
-                args,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env,
-                cwd=self.state,
-                start_new_session=True,
-            )
+        return childprocess.spawn(args, self.state / "logs" / log_name, env=self.env,
+                                  cwd=self.state)
 
     def why_exited(self, log_name: str, code: int | None) -> str:
-        """Why a child exited, from its log: its own one-line error (``orrery ...: why``)
-        when it printed one, else its last line; the log's path for the rest."""
-        log = self.state / "logs" / log_name
-        if code is not None and code < 0:  # a signal: its log's last line is not why
-            try:
-                name = signal.Signals(-code).name
-            except ValueError:
-                name = f"signal {-code}"
-            return f"killed by {name} (full log: {log})"
-        try:
-            lines = [x.strip() for x in log.read_text(errors="replace").splitlines() if x.strip()]
-        except OSError:
-            lines = []
-        mine = [x for x in lines if x.startswith("orrery")]
-        reason = (mine or lines or [f"exit code {code}"])[-1]
-        return f"{reason[:500]} (exit code {code}; full log: {log})"
+        """Why a child exited, from its log (``childprocess.why_exited``)."""
+        return childprocess.why_exited(self.state / "logs" / log_name, code)
 
     def start_hub(self, index: int = 0, timeout: float = 60.0) -> None:
         """Start hub ``index`` (0 unless HA); a restart keeps its port."""
         assert self.nats_servers
-        t = self.timings
         name = "hub" if index == 0 else f"hub-{index}"
         ready = self.state / f"{name}-ready.json"
         ready.unlink(missing_ok=True)
@@ -265,56 +219,9 @@ class Federation:
         port = (self.port + index if self.port else 0) or (
             free_port() if known is None else int(known.rsplit(":", 1)[1])
         )
-        args = [
-            self.python,
-            "-m",
-            "orrery_hub",
-            "--port",
-            str(port),
-            "--nats",
-            self.nats_url,
-            "--state",
-            str(self.state / "hub"),
-            "--ready-file",
-            str(ready),
-            "--heartbeat-interval",
-            str(t.heartbeat_s),
-            "--lease",
-            str(t.lease_s),
-            "--failover-timeout",
-            str(t.failover_s),
-            "--kill-grace",
-            str(t.kill_grace_s),
-            "--backoff",
-            str(t.backoff_s),
-            "--max-clock-drift",
-            str(t.drift_s),
-            "--reconcile-interval",
-            str(t.reconcile_s),
-            "--admin-token-file",
-            str(self.admin_token_file),
-        ]
-        if self.insecure:
-            args.append("--insecure")
-        else:
-            args.append("--manage-nats")  # nats-server runs from the config init wrote
-        if self.policies:
-            args += ["--policies", str(self.policies)]
-        if self.hub_count > 1:
-            args += ["--leader-lease", str(self.leader_lease_s)]
-        if self.db_url:
-            args += ["--db", self.db_url]
-        args += self.hub_args
-        proc = self.hubs[index] = self._spawn(args, f"{name}.log")
-        deadline = time.monotonic() + timeout
-        while not ready.exists():
-            if proc.poll() is not None:
-                raise Unavailable(
-                    f"the hub did not start: {self.why_exited(f'{name}.log', proc.returncode)}"
-                )
-            if time.monotonic() > deadline:
-                raise Unavailable("the hub did not become ready in time")
-            time.sleep(0.05)
+        proc = self.hubs[index] = self._spawn(fedcommands.hub(self, port, ready), f"{name}.log")
+        childprocess.wait_ready_file(proc, ready, self.state / "logs" / f"{name}.log",
+                                     what="the hub", timeout=timeout)
         self.api_urls[index] = json.loads(ready.read_text())["api"]
         self.api_url = self.api_urls.get(0)
 
@@ -336,48 +243,13 @@ class Federation:
 
     def start_spoke(self, name: str) -> None:
         assert self.nats_servers
-        s, t = self.spec[name], self.timings
+        s = self.spec[name]
         inv = self.state / "inventories" / f"{name}.yaml"
         inv.parent.mkdir(exist_ok=True)
         inv.write_text(yaml.safe_dump(s.inventory()))
-        args = [
-            *self.spoke_prefix.get(name, []),
-            self.python,
-            "-m",
-            "orrery_spoke_agent",
-            "--nats",
-            self.nats_url,
-            "--cluster",
-            name,
-            "--region",
-            s.region,
-            "--inventory",
-            str(inv),
-            "--state",
-            str(self.state / "spokes" / name),
-            "--heartbeat-interval",
-            str(t.heartbeat_s),
-            "--lease",
-            str(t.lease_s),
-            "--kill-grace",
-            str(t.kill_grace_s),
-        ]
-        if self.insecure:
-            args.append("--insecure")
-        else:
+        if not self.insecure:
             self.enroll(name, {"region": s.region, **s.labels}, self.state / "spokes" / name)
-        if self.run_as is not None:
-            args += ["--run-as", self.run_as]
-        elif os.geteuid() == 0:
-            args.append("--allow-root-slices")
-        # Plain NATS, but orders still verified: the spoke pins the key the hub made.
-        # (Enrolled spokes pin the key enrollment gave them.)
-        hub_key = self.state / "hub" / "identity" / "orders.pub"
-        if self.insecure and self.verify_orders and hub_key.exists():
-            args += ["--hub-key", str(hub_key)]
-        for k, v in s.labels.items():
-            args += ["--label", f"{k}={v}"]
-        self.spokes[name] = self._spawn(args, f"spoke-{name}.log")
+        self.spokes[name] = self._spawn(fedcommands.spoke(self, name, inv), f"spoke-{name}.log")
 
     def wait_ready(self, timeout: float = 60.0, names: list[str] | None = None) -> None:
         want = set(names or self.spec)
