@@ -203,3 +203,16 @@ async def test_a_body_not_read_to_the_end_closes_its_connection() -> None:
     assert opened == 2  # the half-read connection was not reused
     assert resp.conn is None  # and was closed, not left to the garbage collector
     await up.aclose()
+
+
+async def test_idle_connections_to_replicas_that_left_are_closed() -> None:
+    up = Upstream()
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    async with server(answering(ok)) as a, server(answering(ok)) as b:
+        assert await body_of(up, a) == (200, b"ok")
+        assert await body_of(up, b) == (200, b"ok")
+        kept = up.idle[a][0]
+        up.retain({b})
+        assert a not in up.idle and len(up.idle[b]) == 1
+        assert kept.writer.is_closing()
+    await up.aclose()

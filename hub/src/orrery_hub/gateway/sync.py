@@ -64,6 +64,9 @@ def apply_routes(gw: Gateway, routes: GatewayRoutes, now: float) -> None:
         pool.update(svc.routes, now=now)
     for gone in [n for n in gw.pools if n not in names]:
         del gw.pools[gone]
+    if gw.client is not None:  # kept-alive connections to replicas that left: closed
+        gw.client.retain({r.url.removeprefix("http://") for p in gw.pools.values()
+                          for r in p.replicas.values()})
     gw.synced = True
 
 

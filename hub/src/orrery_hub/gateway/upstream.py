@@ -82,6 +82,12 @@ class Upstream:
                 c.close()
         self.idle.clear()
 
+    def retain(self, hostports: set[str]) -> None:
+        """Close the idle connections to every replica not named (gone from the routes)."""
+        for hp in [hp for hp in self.idle if hp not in hostports]:
+            for c in self.idle.pop(hp):
+                c.close()
+
     async def _connect(self, host: str, port: int) -> _Conn:
         try:
             reader, writer = await asyncio.wait_for(
