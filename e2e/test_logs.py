@@ -57,6 +57,10 @@ def test_running_finished_and_each_epoch_after_a_failover(federation) -> None:  
         # however long the checks before the kill take on a loaded machine); the next one
         # resumes from its checkpoint and runs to the end.
         job = c.submit(job_yaml(steps=60, step_time=0.1, finish_from_epoch=2, hold_at=30)).id
+        # Followed from submission for the job's whole life: through its placement, the
+        # first epoch, the failover, and the next epoch to its end.
+        follower = subprocess.Popen(logs_cmd(fed, job, "-f"), stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True)  # fmt: skip
         j = wait_for(c, job, lambda j: (j.status.checkpoint_step or 0) >= 9, 60, "a checkpoint")
         first = j.status.slices[0]
         victim, e1 = first.cluster, first.epoch
@@ -87,6 +91,13 @@ def test_running_finished_and_each_epoch_after_a_failover(federation) -> None:  
         resumed = int(follow.stdout.split("starting at step ", 1)[1].split()[0])
         assert resumed >= 10  # from its checkpoint
         assert final(c, job).status.phase == "Succeeded"
+        followed, said = follower.communicate(timeout=120)
+        assert follower.returncode == 0, said
+        assert followed.endswith(f"epoch {e2} slice 0: done\n"), followed[-300:]
+        at_f = followed.index
+        assert at_f(f"epoch {e1} slice 0 step 9\n") < at_f(f"==> slice 0 · epoch {e2} ·")
+        assert at_f(f"==> slice 0 · epoch {e2} ·") < at_f(f"epoch {e2} slice 0 step {resumed}")
+        assert "Traceback" not in said
 
     # The killed spoke comes back, with its folder: each epoch's output, in order.
     fed.start_spoke(victim)

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from orrery.cli.follow import follow as follow_job
 from orrery.config import connect
 
 # --slice and --epoch have no ORRERY_ variable: ORRERY_SLICE and ORRERY_EPOCH are in every
@@ -33,7 +34,11 @@ def logs(
     follow: Annotated[
         bool,
         typer.Option(
-            "--follow", "-f", envvar="ORRERY_FOLLOW", help="keep printing until the attempt ends"
+            "--follow",
+            "-f",
+            envvar="ORRERY_FOLLOW",
+            help="keep printing until the job ends: wait for its placement, and carry on into "
+            "each next epoch (with --epoch: until that attempt ends)",
         ),
     ] = False,
     tail: Annotated[
@@ -51,9 +56,12 @@ def logs(
     with connect(hub, token) as c:
         job_id = c.find_job(job_ref).id
         try:
-            for chunk in c.logs(job_id, slice=slice_, epoch=epoch, follow=follow, tail=tail):
-                out.write(chunk)
-                out.flush()
+            if follow and epoch is None:
+                follow_job(c, job_id, slice_=slice_, tail=tail, out=out)
+            else:
+                for chunk in c.logs(job_id, slice=slice_, epoch=epoch, follow=follow, tail=tail):
+                    out.write(chunk)
+                    out.flush()
         except BrokenPipeError:
             # `orrery logs JOB | head`: the reader has all it wanted.
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
