@@ -13,8 +13,9 @@ import pytest
 
 from orrery.wire import Assignment
 from orrery_spoke_agent.executor import slice_env
-from orrery_spoke_agent.executor.local import LocalExecutor, _alive
+from orrery_spoke_agent.executor.local import LocalExecutor
 from orrery_spoke_agent.executor.local_host import cgroup_path
+from orrery_spoke_agent.executor.local_records import alive
 
 
 def assignment(
@@ -113,7 +114,7 @@ async def test_terminate_kills_the_whole_process_group(ex: LocalExecutor, tmp_pa
     outcome = await asyncio.wait_for(ex.wait(a.key), 20)
     assert outcome.killed
     assert outcome.reason == "test says stop"
-    assert not _alive(grandchild), "a process of the slice's group survived"
+    assert not alive(grandchild), "a process of the slice's group survived"
 
 
 async def test_a_lapsed_lease_stops_the_slice_without_the_agent(tmp_path: Path) -> None:
@@ -183,8 +184,8 @@ async def test_progress_is_read_from_the_workload_helper(ex: LocalExecutor) -> N
 
 
 def test_alive_is_false_for_unknown_pids() -> None:
-    assert not _alive(2**22 + 12345)
-    assert _alive(os.getpid())
+    assert not alive(2**22 + 12345)
+    assert alive(os.getpid())
 
 
 async def test_a_serving_replica_gets_a_free_port_and_reports_load(

@@ -18,7 +18,7 @@ import pytest
 from orrery.errors import InvalidInput
 from orrery.wire import SliceKey
 from orrery_spoke_agent.executor import LaunchError, slice_env
-from orrery_spoke_agent.executor.local import LocalExecutor, _alive
+from orrery_spoke_agent.executor.local import LocalExecutor
 from orrery_spoke_agent.executor.local_host import (
     UnsafeKey,
     attempt_name,
@@ -26,6 +26,7 @@ from orrery_spoke_agent.executor.local_host import (
     check_reachable,
     resolve_slice_user,
 )
+from orrery_spoke_agent.executor.local_records import alive
 from tests.spoke.test_local_executor import _no_cgroups_left, assignment, py
 
 ROOT = os.geteuid() == 0
@@ -82,7 +83,7 @@ async def test_a_setsid_child_dies_before_the_slice_is_reported_ended(
     outcome = await asyncio.wait_for(ex.wait(a.key), 20)
     assert outcome.exit_code == 0
     child = pid_in(out)
-    assert child and not _alive(child), "the setsid child outlived its slice"
+    assert child and not alive(child), "the setsid child outlived its slice"
 
 
 async def test_a_workload_that_kills_its_supervisor_is_killed_before_it_is_reported(
@@ -100,7 +101,7 @@ async def test_a_workload_that_kills_its_supervisor_is_killed_before_it_is_repor
     outcome = await asyncio.wait_for(ex.wait(a.key), 20)
     main, child = pid_in(tmp_path / "main.pid"), pid_in(out)
     assert main and child
-    assert not _alive(main) and not _alive(child), "a process outlived its dead supervisor"
+    assert not alive(main) and not alive(child), "a process outlived its dead supervisor"
     assert outcome.exit_code is None
     assert outcome.reason is not None and outcome.reason.startswith("vanished: its supervisor")
     assert "killed 2 leftover" in outcome.reason
@@ -122,13 +123,13 @@ async def test_a_restarted_agent_kills_the_leftovers_of_a_dead_supervisor(
     started = json.loads((ex.root / "job-1" / "0" / "1" / "started.json").read_text())
     # The agent is gone (SIGKILL: nobody waits on the slice), then its supervisor dies.
     os.kill(started["supervisor"], 9)
-    await until(lambda: not _alive(started["supervisor"]), "the supervisor to die")
-    assert _alive(started["pid"]) and _alive(pid_in(out))
+    await until(lambda: not alive(started["supervisor"]), "the supervisor to die")
+    assert alive(started["pid"]) and alive(pid_in(out))
     again = LocalExecutor(tmp_path, lease_s=30, kill_grace_s=0.3, tracking=ex.tracking)
     (found,) = await again.discover()
     assert found.outcome is not None and found.outcome.reason is not None
     assert found.outcome.reason.startswith("vanished: gone when the agent restarted; killed 2")
-    assert not _alive(started["pid"]) and not _alive(pid_in(out))
+    assert not alive(started["pid"]) and not alive(pid_in(out))
     await ex.wait(a.key)  # the first executor's child, reaped
 
 
@@ -149,7 +150,7 @@ async def test_a_stop_reaches_a_setsid_grandchild_that_ignores_sigterm(
     await ex.terminate(a.key, 0.3, "stop")
     outcome = await asyncio.wait_for(ex.wait(a.key), 20)
     assert outcome.killed
-    assert not _alive(pid_in(out))
+    assert not alive(pid_in(out))
 
 
 @pytest.mark.skipif(not HAS_CGROUP, reason="this host offers no writable cgroup v2")

@@ -6,7 +6,8 @@ progress) in ``STATE/work/<job>.<index>.<epoch>/`` (0700, the slice user's). A r
 agent adopts what still runs and reports what ended while it was away. Slices run as the
 configured slice user with an allow-listed environment; ``CUDA_VISIBLE_DEVICES`` carries
 the GPU indices the hub chose. Both folders are removed ``retention_s`` after the hub has
-recorded the attempt's end.
+recorded the attempt's end. Reading those folders back (how an attempt ended, a vanished
+supervisor's leftovers, retention) is ``local_records``'s.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ import contextlib
 import json
 import logging
 import os
-import shutil
-import signal
 import sys
 import time
 from collections.abc import Mapping
@@ -28,7 +27,7 @@ from pydantic import ValidationError
 from orrery.natsserver import free_port
 from orrery.service_manifest import SERVICE_ENV
 from orrery.wire import Assignment, NodeReport, Progress, SliceKey
-from orrery.wire.messages import MAX_REASON
+from orrery_spoke_agent.executor import local_records as records
 from orrery_spoke_agent.executor import secrets
 from orrery_spoke_agent.executor.base import Found, LaunchError, LogMissing, LogStream, Outcome
 from orrery_spoke_agent.executor.local_host import (
@@ -40,8 +39,7 @@ from orrery_spoke_agent.executor.local_host import (
     read_small,
 )
 from orrery_spoke_agent.executor.logfile import FileLog
-from orrery_spoke_agent.executor.outputtail import failure_reason
-from orrery_spoke_agent.supervise import Track, remove_cgroup, write_json
+from orrery_spoke_agent.supervise import remove_cgroup, write_json
 
 log = logging.getLogger("orrery.spoke.local")
 SUPERVISOR = str(Path(__file__).resolve().parent.parent / "supervise.py")
@@ -51,21 +49,6 @@ DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
 # The only variables of the agent's own environment a slice sees (besides the contract's
 # and the manifest's): credentials the agent holds never leak into workloads.
 PASSED_THROUGH = ("PATH", "LANG", "LC_ALL", "TZ")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    # A zombie counts as dead: it ran its course and waits to be reaped.
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return True
 
 
 class LocalExecutor:
@@ -208,57 +191,6 @@ class LocalExecutor:
         self._procs[self._k(a.key)] = proc
         return started
 
-    def _outcome(self, folder: Path) -> Outcome | None:
-        try:
-            data = json.loads((folder / "exit.json").read_text())
-            # The workload can write its own folder: every value is checked, none trusted.
-            code, reason = data["code"], data.get("reason")
-            if reason is None and code not in (None, 0):
-                # A failed workload's own last words (stdout and stderr, merged).
-                reason = failure_reason(folder / "output.log")
-            return Outcome(
-                exit_code=None if code is None else int(code),
-                reason=str(reason)[:MAX_REASON] if reason is not None else None,
-                finished_at=float(data["finished_at"]),
-                killed=bool(data.get("killed")),
-            )
-        except (OSError, ValueError, KeyError, TypeError, AttributeError, OverflowError):
-            return None
-
-    def _track(self, folder: Path) -> Track:
-        """The orphaned process tree of an attempt whose supervisor is gone."""
-        cfg = json.loads((folder / "launch.json").read_text())
-        leader = None
-        try:
-            leader = int(json.loads((folder / "started.json").read_text())["pid"])
-        except (OSError, ValueError, KeyError):
-            pass
-        return Track(marker=cfg["marker"], cgroup=cfg.get("cgroup"), leader=leader)
-
-    async def _vanished(self, folder: Path, why: str) -> Outcome:
-        """The supervisor died without an exit record (OOM killer, the workload killed it):
-        kill every process of the attempt that may still run, and only then call it ended."""
-        try:
-            track = self._track(folder)
-        except (OSError, ValueError, KeyError):
-            track = None
-        most = 0
-        while track is not None and (n := track.signal(signal.SIGKILL)):
-            most = max(most, n)
-            await asyncio.sleep(0.02)
-        if track is not None:
-            remove_cgroup(track.cgroup)
-        reason = f"vanished: {why}"
-        if most:
-            reason += f"; killed {most} leftover process(es)"
-            log.warning("%s in %s", reason, folder)
-        outcome = Outcome(exit_code=None, reason=reason, finished_at=time.time())
-        write_json(
-            folder / "exit.json",
-            {"code": None, "reason": reason, "finished_at": outcome.finished_at, "vanished": True},
-        )
-        return outcome
-
     async def wait(self, key: SliceKey) -> Outcome:
         k = self._k(key)
         folder = self._dir(key)
@@ -269,10 +201,10 @@ class LocalExecutor:
         else:
             pid = self._pids.get(k)
             # Not our child (adopted after a restart): there is no wait() to block on, so poll.
-            while pid is not None and _alive(pid) and not (folder / "exit.json").exists():  # noqa: ASYNC110
+            while pid is not None and records.alive(pid) and not (folder / "exit.json").exists():  # noqa: ASYNC110
                 await asyncio.sleep(ADOPTED_POLL_S)
             self._pids.pop(k, None)
-        return self._outcome(folder) or await self._vanished(folder, "its supervisor died")
+        return records.outcome(folder) or await records.vanished(folder, "its supervisor died")
 
     async def terminate(self, key: SliceKey, grace_s: float, reason: str) -> None:
         k = self._k(key)
@@ -347,14 +279,15 @@ class LocalExecutor:
                 sup_pid = int(st["supervisor"])
             except (OSError, ValueError, KeyError):
                 pass
-            outcome = self._outcome(folder)
+            outcome = records.outcome(folder)
             if outcome is not None:
                 found.append(Found(a, started_at, outcome))
-            elif sup_pid is not None and _alive(sup_pid) and str(folder) in _cmdline(sup_pid):
+            elif (sup_pid is not None and records.alive(sup_pid)
+                  and str(folder) in records.cmdline(sup_pid)):
                 self._pids[self._k(a.key)] = sup_pid
                 found.append(Found(a, started_at, None))
             else:
-                gone = await self._vanished(folder, "gone when the agent restarted")
+                gone = await records.vanished(folder, "gone when the agent restarted")
                 found.append(Found(a, started_at, gone))
         return found
 
@@ -372,24 +305,7 @@ class LocalExecutor:
         if not force and now - self._swept < SWEEP_EVERY_S:
             return
         self._swept = now
-        for marker in self.root.glob("*/*/*/released"):
-            folder = marker.parent
-            try:
-                at = float(json.loads(marker.read_text())["at"])
-            except (OSError, ValueError, KeyError, TypeError):
-                at = marker.stat().st_mtime if marker.exists() else now
-            if now - at < self.retention_s:
-                continue
-            epoch, index, job = folder.name, folder.parent.name, folder.parent.parent.name
-            shutil.rmtree(self.work / f"{job}.{index}.{epoch}", ignore_errors=True)
-            shutil.rmtree(folder, ignore_errors=True)
-            if self.cgroups is not None:
-                remove_cgroup(str(self.cgroups / f"{job}.{index}.{epoch}"))  # if left, empty
-            for empty in (folder.parent, folder.parent.parent):
-                try:
-                    empty.rmdir()
-                except OSError:
-                    break  # other attempts still there
+        records.remove_expired(self.root, self.work, self.cgroups, self.retention_s, now)
 
     async def renew_lease(self, now: float) -> None:
         if not self.lease_file.exists():
@@ -400,11 +316,3 @@ class LocalExecutor:
 
     async def close(self) -> None:
         remove_cgroup(str(self.cgroups) if self.cgroups is not None else None)  # if empty
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return f.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
