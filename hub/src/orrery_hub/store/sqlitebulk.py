@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 from sqlalchemy import JSON, Table
@@ -71,10 +72,15 @@ def insert_admitted(
 def _tuples(table: Table, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
     """Each row's values in its first row's column order, JSON columns encoded."""
     cols = list(rows[0])
-    js = {i for i, k in enumerate(cols) if isinstance(table.c[k].type, JSON)}
-    return [
-        tuple(_json(row[k]) if i in js else row[k] for i, k in enumerate(cols)) for row in rows
-    ]
+    js = [i for i, k in enumerate(cols) if isinstance(table.c[k].type, JSON)]
+    get = itemgetter(*cols)  # every table written here has several columns: a tuple
+    out: list[tuple[Any, ...]] = []
+    for row in rows:
+        values = list(get(row))
+        for i in js:
+            values[i] = _json(values[i])
+        out.append(tuple(values))
+    return out
 
 
 def _json(value: Any) -> str:
