@@ -29,7 +29,6 @@ from nats.aio.msg import Msg
 from orrery import natsconnect
 from orrery.cancellation import raise_if_cancelled
 from orrery.clusterid import SpokeIdentity, inbox_prefix
-from orrery.dataset import env_name
 from orrery.wire import (
     Assignment,
     Heartbeat,
@@ -38,7 +37,6 @@ from orrery.wire import (
     NodeReport,
     Prefetch,
     SliceKey,
-    SlicePhase,
     SliceReport,
     SliceStatus,
     Subjects,
@@ -46,6 +44,7 @@ from orrery.wire import (
     decode,
     encode,
 )
+from orrery_spoke_agent.datawait import DataWaits
 from orrery_spoke_agent.executor import Executor, LaunchError, Outcome, slice_env
 from orrery_spoke_agent.inventory import Node
 from orrery_spoke_agent.logserve import LogServer
@@ -53,7 +52,7 @@ from orrery_spoke_agent.orders import OrderGate, horizon_file, load_verifier
 from orrery_spoke_agent.renewal import Renewer
 from orrery_spoke_agent.reporting import current_nodes, outbound_address, slice_report
 from orrery_spoke_agent.settings import SpokeSettings
-from orrery_spoke_agent.staging import Stager, StagingError
+from orrery_spoke_agent.staging import Stager
 from orrery_spoke_agent.state import (
     Attempt,
     Effect,
@@ -62,7 +61,6 @@ from orrery_spoke_agent.state import (
     Release,
     RenewLease,
     SendStatus,
-    SliceId,
     SpokeState,
     StopAll,
     Terminate,
@@ -120,8 +118,9 @@ class Agent:
         self.stager = Stager(
             settings.data_cache, limit_bytes=settings.data_cache_limit_bytes, clock=clock
         )
-        self._staging: dict[SliceKey, asyncio.Task[None]] = {}
-        self._staging_stopped: dict[SliceKey, str] = {}
+        self.data_waits = DataWaits(
+            self.stager, self.state, apply=self._apply, launch=self._launch, clock=clock
+        )
 
     # What the state knows, for callers and tests.
     @property
@@ -152,11 +151,11 @@ class Agent:
                 case Watch(key):
                     self._spawn_watch(key)
                 case Terminate(key, grace, reason):
-                    if not self._stop_staging(key, reason):
+                    if not self.data_waits.stop(key, reason):
                         await self.executor.terminate(key, grace, reason)
                 case StopAll(reason, keys, grace):
                     for key in keys:
-                        if not self._stop_staging(key, reason):
+                        if not self.data_waits.stop(key, reason):
                             await self.executor.terminate(key, grace, reason)
                 case Release(key):
                     await self.executor.release(key)
@@ -174,13 +173,9 @@ class Agent:
 
     async def _launch(self, a: Assignment, data: dict[str, str] | None = None) -> None:
         if a.datasets and data is None:
-            # Staging may take hours: it runs beside the agent, and the slice launches
-            # when its data is in the cache (a kill meanwhile stops the wait, not the copy
-            # other slices may share).
+            # Staging may take hours: it runs beside the agent (``datawait``).
             assert self._tg is not None
-            self._staging[a.key] = self._tg.create_task(
-                self._stage_then_launch(a), name=f"stage {a.job}/{a.index}/{a.epoch}"
-            )
+            self.data_waits.start(self._tg, a)
             return
         try:
             started_at = await self.executor.launch(a, slice_env(a) | (data or {}))
@@ -191,43 +186,6 @@ class Agent:
             )
             return
         await self._apply(self.state.on_launched(a.key, started_at))
-
-    async def _stage_then_launch(self, a: Assignment) -> None:
-        key = a.key
-        assert a.datasets is not None
-        try:
-            try:
-                paths = await self.stager.acquire(key, a.datasets)
-            except StagingError as exc:
-                await self._apply(self.state.on_launch_failed(key, exc.reason, True, self.clock()))
-                return
-            at = self.state.attempts.get(key)
-            fenced = self.state.tombstones.get(SliceId.of(key), -1) >= key.epoch
-            if at is None or at.phase is not SlicePhase.STARTING or fenced:
-                await self.stager.release(key)
-                return
-            data = {env_name(name): str(path) for name, path in paths.items()}
-        except asyncio.CancelledError:
-            # Killed (or the lease lapsed) while its data was staging: it never started.
-            reason = self._staging_stopped.pop(key, "stopped while staging its data")
-            await self._apply(
-                self.state.on_outcome(
-                    key,
-                    Outcome(exit_code=None, reason=reason, finished_at=self.clock(), killed=True),
-                )
-            )
-            return
-        finally:
-            self._staging.pop(key, None)
-        await self._launch(a, data)
-
-    def _stop_staging(self, key: SliceKey, reason: str) -> bool:
-        task = self._staging.get(key)
-        if task is None:
-            return False
-        self._staging_stopped[key] = reason
-        task.cancel()
-        return True
 
     # ---- lifecycle -------------------------------------------------------------------
 
@@ -252,8 +210,7 @@ class Agent:
                 await self._stop.wait()
                 beat.cancel()
                 self.stager.stop()
-                for staging in list(self._staging.values()):
-                    staging.cancel()
+                self.data_waits.stop_all()
                 # Local slices die with a stopped agent. Kubernetes Jobs outlive it (a helm
                 # upgrade restarts the agent): their lease still bounds them, and the next
                 # agent adopts them.
