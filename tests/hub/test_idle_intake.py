@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 from orrery.wire import Heartbeat, HeartbeatAck, NodeReport, Subjects, decode, encode
 from orrery_hub.main import Hub
 from orrery_hub.runtime.intake import _ack
-from orrery_hub.runtime.inventory import Inventory
+from orrery_hub.runtime.inventory import Inventory, NodeTypes
 from orrery_hub.runtime.rows import Rows, write_rows
 from orrery_hub.store import Database
 from orrery_hub.store.models import ClusterRow, EventRow
@@ -187,3 +187,13 @@ async def test_cluster_facts_are_made_again_only_when_a_cluster_changed(hub: Hub
     assert hub._facts()[0].gpu_types == frozenset({"A100", "H100"})
     hub.inventory.newly_lost(200.0, timeout=15)
     assert hub._facts() == ()
+
+
+def test_node_types_answer_as_the_full_index_would() -> None:
+    first, other = beat(1, [0]), beat(1, [1], cluster="c2")
+    other.nodes[1] = other.nodes[1].model_copy(update={"gpu_type": None})
+    types = NodeTypes({"c1": first.nodes, "c2": other.nodes})
+    full = {(c, n.name): n.gpu_type for c, hb in (("c1", first), ("c2", other)) for n in hb.nodes}
+    assert dict(types) == full and len(types) == 4
+    assert types.get(("c2", "n1"), "absent") is None  # known, no GPU type
+    assert types.get(("c2", "n9")) is None and types.get(("c9", "n0")) is None

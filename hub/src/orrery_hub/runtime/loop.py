@@ -21,7 +21,7 @@ from orrery_hub.apply.queued import Gathered
 from orrery_hub.datasets.orders import prefetch_orders
 from orrery_hub.datasets.placement import data_policy, load_inputs, with_checkpoints
 from orrery_hub.datasets.status import record_notes
-from orrery_hub.runtime.inventory import ClusterView, Inventory
+from orrery_hub.runtime.inventory import ClusterView, Inventory, NodeTypes
 from orrery_hub.runtime.orders import OrderOutbox
 from orrery_hub.scheduler import Plan, Snapshot, plan
 from orrery_hub.store.models import ClusterRow, JobRow
@@ -125,7 +125,7 @@ class ReconcileLoop(OrderOutbox):
             for v in self.inventory.clusters.values()
         ]
         addresses = {v[0]: v[4] for v in frozen}
-        gpu_types = {(v[0], n.name): n.gpu_type for v in frozen for n in v[3]}
+        gpu_types = NodeTypes({v[0]: v[3] for v in frozen})
         facts = self._facts()
         gate, applier, jobdb = self.gate, self.applier, self.jobdb
         policies = gate.current
@@ -133,7 +133,8 @@ class ReconcileLoop(OrderOutbox):
         #    (cached; read from the store at most every few seconds).
         started = time.perf_counter()
         spend, history = await self.store.tx(
-            lambda s: (gate.spend(s, jobdb, now), applier.history(s, now=now)))
+            lambda s: (gate.spend(s, jobdb, now), applier.history(s, now=now))
+        )
         entries = jobdb.entries()
         broken = dict(jobdb.broken)
         # Datasets, caches and checkpoints: what placement on data weighs.
