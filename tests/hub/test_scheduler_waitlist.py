@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from orrery.ids import ClusterName, JobId, SliceIndex
 from orrery_hub.scheduler import JobRequest, Policy, QueueConfig, RunningJob, Snapshot, plan
 from orrery_hub.scheduler.fairness import Offer, _sort
+from orrery_hub.scheduler.types import single_type_gpus
 from orrery_hub.scheduler.waitlist import WaitList
 from tests.hub.test_scheduler_helpers import fleet, running
 
@@ -121,6 +122,8 @@ def test_kept_order_is_the_order_a_pass_sorts(ops, policy, history, later) -> No
         k: ids for k, (_, ids) in fresh.shapes.items()}
     assert {k: js for k, (_, js) in view.kinds.items()} == {
         k: js for k, (_, js) in fresh.kinds.items()}
+    assert view.single_type == {t: g for t, g in single_type_gpus(jobs).items() if g}
+    assert view.reading == sum(1 for j in jobs if j.datasets or j.checkpoint_cluster) == 0
 
 
 PREEMPTING = [
@@ -140,6 +143,12 @@ def test_a_pass_with_the_kept_order_plans_the_same(fl, cpu, data, policy, histor
     first, then = data.draw(changes(cpu)), data.draw(changes(cpu))
     shape, busy = fl
     clusters, run_ = fleet(shape, busy)
+    # The second cluster, if any, of another type: type-aware placement has a choice.
+    clusters = tuple(
+        c if c.name == "c0" else replace(
+            c, nodes=tuple(replace(nd, gpu_type="A100") for nd in c.nodes))
+        for c in clusters
+    )
     wl = WaitList(policy, history)
     for ops in (first, then):  # two passes, the list kept from one to the next
         apply(wl, ops)
@@ -170,3 +179,19 @@ def test_the_kept_tail_offers_each_kind_that_may_preempt_in_order() -> None:
     assert [(x.victim, x.for_job) for x in p.preemptions] == [("r0", "d"), ("r1", "c")]
     assert set(p.waiting) == {"a", "b", "c", "d"}
     assert p == plan(snap, 100.0)
+
+
+def test_type_ranking_reads_the_kept_counts() -> None:
+    """Type-aware: the flexible job goes to the A100s, since H100-only jobs wait; the GPUs
+    single-type jobs want come from the kept list, and give the same plan."""
+    from tests.hub.test_scheduler_helpers import job
+
+    (h100,), _ = fleet({"h": [8]})
+    (a100,), _ = fleet({"a": [8]}, gpu_type="A100")
+    js = [job("flex", gpus=4)] + [job(f"h{i}", gpus=8, gpu_type="H100") for i in range(3)]
+    policy = Policy(type_aware=True)
+    wl = WaitList(policy, None, js)
+    snap = Snapshot((h100, a100), wl.jobs(), (), (), policy)
+    p = plan(replace(snap, order=wl.view()), 0.0)
+    assert {(x.job, x.cluster) for x in p.placements} == {("flex", "a"), ("h0", "h")}
+    assert p == plan(snap, 0.0)

@@ -238,7 +238,8 @@ class _Pass(KeptTail):
         if not self.policy.type_aware:
             return None
         if self._rank is None:
-            self._rank = types.rank(self.fits, self.jobs)
+            kept = self.order.single_type if self.order is not None else None
+            self._rank = types.rank(self.fits, self.jobs, kept)
         return self._rank or None
 
     def _known_lent_failure(self, job: JobRequest, n: int, end: float) -> bool:

@@ -270,7 +270,13 @@ def narrow(
     one line comparing its options; and the jobs that wait for a cluster that does not
     hold their data yet, with that cluster (it may start staging now: prefetch)."""
     policy = snapshot.data
-    if policy is None or not any(j.datasets or j.checkpoint_cluster for j in snapshot.jobs):
+    if policy is None:
+        return snapshot, {}, {}
+    kept = snapshot.order
+    if kept is not None and kept.size == len(snapshot.jobs):  # counted as jobs came and went
+        if not kept.reading:
+            return snapshot, {}, {}
+    elif not any(j.datasets or j.checkpoint_cluster for j in snapshot.jobs):
         return snapshot, {}, {}
     running_on: dict[ClusterName, list[RunningJob]] = {}
     for r in snapshot.running:

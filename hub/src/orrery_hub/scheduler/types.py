@@ -19,9 +19,14 @@ from orrery_hub.scheduler.snapshot import JobRequest
 _SINGLE: dict[str, frozenset[str]] = {}
 
 
-def rank(fits: Iterable[ClusterFit], jobs: Iterable[JobRequest]) -> dict[str, int]:
+def rank(
+    fits: Iterable[ClusterFit],
+    jobs: Iterable[JobRequest],
+    wanted_by_type: Mapping[str, int] | None = None,
+) -> dict[str, int]:
     """GPU types in order of preference for flexible jobs (0 first); empty on a fleet of
-    one type, where there is nothing to choose."""
+    one type, where there is nothing to choose. ``wanted_by_type``: ``wanted(jobs)``
+    when the caller keeps it (``waitlist.Ordered.single_type``), so ``jobs`` is not read."""
     total: dict[str, int] = {}
     free: dict[str, int] = {}
     for c in fits:
@@ -33,13 +38,19 @@ def rank(fits: Iterable[ClusterFit], jobs: Iterable[JobRequest]) -> dict[str, in
                 free[t] = free.get(t, 0) + sum(k * len(ns) for k, ns in by.items())
     if len(total) < 2:
         return {}
+    wanted = wanted_by_type if wanted_by_type is not None else single_type_gpus(jobs)
+    ordered = sorted(total, key=lambda t: (wanted.get(t, 0) / max(1, free[t]), -total[t], t))
+    return {t: i for i, t in enumerate(ordered)}
+
+
+def single_type_gpus(jobs: Iterable[JobRequest]) -> dict[str, int]:
+    """GPUs the jobs that accept one type only want, per type."""
     wanted: dict[str, int] = {}
     for j in jobs:
         if j.gpu_types is not None and len(j.gpu_types) == 1:
             (t,) = j.gpu_types
             wanted[t] = wanted.get(t, 0) + j.gpus
-    ordered = sorted(total, key=lambda t: (wanted.get(t, 0) / max(1, free[t]), -total[t], t))
-    return {t: i for i, t in enumerate(ordered)}
+    return wanted
 
 
 def preferred(job: JobRequest, ranks: Mapping[str, int]) -> list[frozenset[str]]:

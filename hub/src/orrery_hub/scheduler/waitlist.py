@@ -86,6 +86,10 @@ class Ordered:
     # with GPU slices to place in offer order, with their keys (for ``tail.KeptTail``).
     keys: Mapping[str, tuple[_Key, ...]]
     kinds: Mapping[tuple[str, Kind], tuple[tuple[_Key, ...], tuple[JobRequest, ...]]]
+    # GPUs wanted by the jobs that accept one GPU type only, per type (``types.rank``);
+    # how many jobs read datasets or restart near a checkpoint (``data.narrow``).
+    single_type: Mapping[str, int]
+    reading: int
 
 
 class WaitList:
@@ -119,6 +123,8 @@ class WaitList:
         self._cpu: set[JobId] = set()
         self._frozen_cpu: frozenset[JobId] | None = frozenset()
         self._arrivals = 0
+        self._single_type: dict[str, int] = {}
+        self._reading = 0
 
     def _load(self, jobs: Iterable[JobRequest]) -> None:
         """Many jobs into an empty list at once: one sort per list, not one insert each
@@ -131,6 +137,7 @@ class WaitList:
         rows: dict[str, list[tuple[_Key, JobRequest]]] = {}
         kinds: dict[tuple[str, Kind], list[tuple[_Key, JobRequest]]] = {}
         for j in by_id.values():
+            self._count(j, 1)
             self._arrivals += 1
             tenant, key = self._key(j)
             self._key_of[j.id] = (tenant, key)
@@ -153,6 +160,13 @@ class WaitList:
             kj.sort(key=_first)
             self._kinds[tk] = ([k for k, _ in kj], [j for _, j in kj])
         self._frozen_cpu = None
+
+    def _count(self, job: JobRequest, sign: int) -> None:
+        if job.gpu_types is not None and len(job.gpu_types) == 1:
+            (t,) = job.gpu_types
+            self._single_type[t] = self._single_type.get(t, 0) + sign * job.gpus
+        if job.datasets or job.checkpoint_cluster:
+            self._reading += sign
 
     def __len__(self) -> int:
         return len(self._by_id)
@@ -182,6 +196,7 @@ class WaitList:
         if old is not None:
             self.drop(job.id)
         self._arrivals += 1
+        self._count(job, 1)
         tenant, key = self._key(job)
         self._by_id[job.id] = job
         self._key_of[job.id] = (tenant, key)
@@ -214,6 +229,7 @@ class WaitList:
         job = self._by_id.pop(job_id, None)
         if job is None:
             return
+        self._count(job, -1)
         tenant, key = self._key_of.pop(job_id)
         keys = self._keys[tenant]
         i = _find(keys, key)
@@ -274,6 +290,8 @@ class WaitList:
             size=len(self._by_id),
             keys=dict(self._frozen_keys),
             kinds=dict(self._frozen_kinds),
+            single_type={t: g for t, g in self._single_type.items() if g},
+            reading=self._reading,
         )
 
 
