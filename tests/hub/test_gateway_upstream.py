@@ -73,7 +73,8 @@ async def test_content_length_chunked_and_until_close_bodies() -> None:
     async with server(answering(sized, chunked, heads=heads)) as hp:
         assert await body_of(up, hp) == (200, b"hello")
         assert await body_of(up, hp) == (200, b"abcde")
-    assert heads[0].startswith(b"GET /x?y=1 HTTP/1.1\r\nHost: " + hp.encode())
+    # header names are case-insensitive (h11 writes them in lower case)
+    assert heads[0].lower().startswith(b"get /x?y=1 http/1.1\r\nhost: " + hp.encode())
     assert b"x-test: 1\r\n" in heads[0]
     assert b"content-length" not in heads[0].lower()  # a GET without a body
     async with server(answering(b"HTTP/1.0 200 OK\r\n\r\nto the end")) as hp:
@@ -215,4 +216,29 @@ async def test_idle_connections_to_replicas_that_left_are_closed() -> None:
         up.retain({b})
         assert a not in up.idle and len(up.idle[b]) == 1
         assert kept.writer.is_closing()
+    await up.aclose()
+
+
+async def test_a_hostile_replica_s_framing_is_refused_not_believed() -> None:
+    """A replica is whatever its owner wrote: a response whose framing is ambiguous or
+    absurd is an error for that request, never a misread stream or a wedged gateway."""
+    up = Upstream()
+    for bad in [
+        # two different lengths: which body is it?
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 30\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+        b"HTTP/1.1 999999 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n",
+    ]:
+        async with server(answering(bad)) as hp:
+            with pytest.raises(Dropped):
+                await up.send(hp, "GET", "/", [], b"")
+    chunked_lie = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n"
+    async with server(answering(chunked_lie)) as hp:
+        resp = await up.send(hp, "GET", "/", [], b"")
+        with pytest.raises(Broken):
+            [c async for c in resp.body]
+        await resp.aclose()
+    assert up.idle.get(hp, []) == []  # nothing broken went back to the pool
     await up.aclose()
