@@ -16,8 +16,9 @@ from sqlmodel import Session, select
 from orrery.wire import Heartbeat, HeartbeatAck, NodeReport, Subjects, decode, encode
 from orrery_hub.main import Hub
 from orrery_hub.runtime.intake import _ack
-from orrery_hub.runtime.inventory import Inventory, NodeTypes
+from orrery_hub.runtime.inventory import Inventory, NodeTypes, Seen
 from orrery_hub.runtime.rows import Rows, write_rows
+from orrery_hub.scheduler import ClusterCapacity
 from orrery_hub.store import Database
 from orrery_hub.store.models import ClusterRow, EventRow
 
@@ -197,3 +198,23 @@ def test_node_types_answer_as_the_full_index_would() -> None:
     assert dict(types) == full and len(types) == 4
     assert types.get(("c2", "n1"), "absent") is None  # known, no GPU type
     assert types.get(("c2", "n9")) is None and types.get(("c9", "n0")) is None
+
+
+def test_capacity_made_again_only_where_something_changed_or_is_held() -> None:
+    inv = Inventory()
+    inv.observe(beat(1, [0, 1]), 100.0)
+    inv.observe(beat(1, [2, 3], cluster="c2"), 100.0)
+    memo: dict[str, tuple[Seen, ClusterCapacity]] = {}
+    first = inv.capacity({}, memo)
+    assert first == inv.capacity({})  # the memo changes nothing of the answer
+    again = inv.capacity({}, memo)
+    assert again[0] is first[0] and again[1] is first[1]
+    held = inv.capacity({("c2", "n0"): {2}}, memo)
+    assert held[0] is first[0] and held[1].nodes[0].free == (3,)
+    assert inv.capacity({}, memo)[1].nodes[0].free == (2, 3)  # released: made again
+    inv.observe(beat(2, [1]), 101.0)  # c1 changed
+    changed = inv.capacity({}, memo)
+    assert changed[0].nodes[0].free == (1,) and changed == inv.capacity({})
+    del inv.clusters["c2"]
+    inv.capacity({}, memo)
+    assert set(memo) == {"c1"}

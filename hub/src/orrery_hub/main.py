@@ -131,6 +131,7 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
         self._last_prune = 0.0
         self._last_free: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
         self._last_nodes: dict[str, list[NodeReport]] = {}  # the list _last_free was made of
+        self._capacity_memo = {}
         # Reports are processed per cluster, off the NATS callback (see ``intake``); what
         # the last processed report let a spoke forget is what a hurried reply carries.
         self.lanes: Lanes[list[SliceKey]] = Lanes()

@@ -121,10 +121,22 @@ class Inventory:
                     del v.node_gone_since[n]
         return out
 
-    def capacity(self, held: Held) -> tuple[ClusterCapacity, ...]:
-        """What the scheduler may use: reported free GPUs minus what open attempts hold."""
+    def capacity(
+        self, held: Held, memo: dict[str, tuple[Seen, ClusterCapacity]] | None = None
+    ) -> tuple[ClusterCapacity, ...]:
+        """What the scheduler may use: reported free GPUs minus what open attempts hold.
+
+        ``memo`` (kept by the caller from one pass to the next): a cluster where nothing
+        is held, whose node list (the object), labels and state are what they were, is the
+        capacity made for it last time; 100,000 nodes made again cost ~0.2 s a pass."""
         out = []
+        holding = {c for c, _ in held} if memo is not None else set()
         for v in self.clusters.values():
+            if memo is not None and v.name not in holding:
+                last = memo.get(v.name)
+                if last is not None and last[0].holds(v):
+                    out.append(last[1])
+                    continue
             nodes = []
             for n in v.nodes:
                 if not n.ready:
@@ -135,14 +147,21 @@ class Inventory:
                 nodes.append(
                     NodeCapacity(name=NodeName(n.name), gpu_type=n.gpu_type, gpus=n.gpus, free=free)
                 )
-            out.append(
-                ClusterCapacity(
-                    name=ClusterName(v.name),
-                    labels=dict(v.labels),
-                    ready=v.state == "Ready",
-                    nodes=tuple(nodes),
-                )
+            cap = ClusterCapacity(
+                name=ClusterName(v.name),
+                labels=dict(v.labels),
+                ready=v.state == "Ready",
+                nodes=tuple(nodes),
             )
+            if memo is not None:
+                if v.name in holding:
+                    memo.pop(v.name, None)
+                else:
+                    memo[v.name] = (Seen.of(v), cap)
+            out.append(cap)
+        if memo is not None and len(memo) > len(self.clusters):
+            for gone in set(memo) - set(self.clusters):
+                del memo[gone]
         return tuple(out)
 
     def public(self, held: Held) -> list[ClusterPublic]:
@@ -171,6 +190,22 @@ class Inventory:
                 )
             )
         return out
+
+
+@dataclass(frozen=True)
+class Seen:
+    """What a cluster's capacity was made of: its node list (the object), state, labels."""
+
+    nodes: list[NodeReport]
+    state: str
+    labels: dict[str, str]
+
+    @staticmethod
+    def of(v: ClusterView) -> Seen:
+        return Seen(v.nodes, v.state, dict(v.labels))
+
+    def holds(self, v: ClusterView) -> bool:
+        return self.nodes is v.nodes and self.state == v.state and self.labels == v.labels
 
 
 class NodeTypes(Mapping[tuple[str, str], str | None]):

@@ -121,13 +121,16 @@ class ReconcileLoop(OrderOutbox):
             await self.store.tx(lambda s: self.gate.reload(s, now=now))
         await self._enforce_runtime(now)
         frozen = [
-            (v.name, dict(v.labels), v.state, list(v.nodes), v.address)
+            # The node list itself: never changed in place (a heartbeat replaces it), and
+            # kept while unchanged, which lets the pass reuse its capacity (``memo``).
+            (v.name, dict(v.labels), v.state, v.nodes, v.address)
             for v in self.inventory.clusters.values()
         ]
         addresses = {v[0]: v[4] for v in frozen}
         gpu_types = NodeTypes({v[0]: v[3] for v in frozen})
         facts = self._facts()
         gate, applier, jobdb = self.gate, self.applier, self.jobdb
+        memo = self._capacity_memo  # used by one pass at a time, on its worker thread
         policies = gate.current
         # 1. The snapshot: the job database as it stands (no SQL), and the spend so far
         #    (cached; read from the store at most every few seconds).
@@ -171,7 +174,7 @@ class ReconcileLoop(OrderOutbox):
                 )
             p = plan(
                 Snapshot(
-                    clusters=inv.capacity(g.held),
+                    clusters=inv.capacity(g.held, memo),
                     jobs=requests,
                     running=g.running,
                     queues=settings.queues,

@@ -33,11 +33,12 @@ from orrery_hub.config.settings import HubSettings
 from orrery_hub.identity.service import ClusterIdentity
 from orrery_hub.leader import Elector
 from orrery_hub.policy import ClusterFacts
-from orrery_hub.runtime.inventory import Inventory
+from orrery_hub.runtime.inventory import Inventory, Seen
 from orrery_hub.runtime.lanes import Lanes
 from orrery_hub.runtime.metrics import HubMetrics
 from orrery_hub.runtime.repeats import Repeats
 from orrery_hub.runtime.rows import Rows
+from orrery_hub.scheduler import ClusterCapacity
 from orrery_hub.store.runner import StoreRunner
 
 if TYPE_CHECKING:
@@ -76,6 +77,8 @@ class HubParts:
     _last_free: dict[str, list[tuple[str, tuple[int, ...]]]]
     _last_nodes: dict[str, list[NodeReport]]  # the list _last_free was made of
     _forget: dict[str, list[SliceKey]]
+    # Each cluster's capacity as the last pass made it (``Inventory.capacity``).
+    _capacity_memo: dict[str, tuple[Seen, ClusterCapacity]]
     # What ``_facts`` last made, and of what: (name, labels, node list) per Ready cluster.
     _facts_memo: (
         tuple[list[tuple[str, dict[str, str], list[NodeReport]]], tuple[ClusterFacts, ...]] | None
