@@ -184,6 +184,11 @@ ROUTES = [
     Route("GET", "/v1/services", Permission.JOBS_READ),
     Route("POST", "/v1/gateway/sync", Permission.GATEWAY_SYNC,
           body={"json": {"gateway": "g1", "intervalS": 1}}),
+    # --insecure: enrollment answers the NATS URLs only; revocation has nothing to revoke.
+    Route("POST", "/v1/gateways:enroll", Permission.GATEWAY_SYNC,
+          body={"json": {"gateway": "g1", "csr": "unused"}}),
+    Route("POST", "/v1/gateways/{name}:revoke", Permission.CLUSTERS_ADMIN, 409,
+          prepare=lambda _w: _name()),
     Route("GET", "/v1/budgets", Permission.USAGE_READ),
     Route("POST", "/v1/datasets", Permission.DATASETS_WRITE, 201, body={"content": DATASET % "d"}),
     Route("GET", "/v1/datasets", Permission.DATASETS_READ),

@@ -12,6 +12,7 @@ handle (a malformed report must never take the hub down).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import logging
@@ -30,6 +31,7 @@ from orrery import natsconnect
 from orrery.errors import InvalidInput, Unavailable
 from orrery.natsserver import NatsServer, free_port
 from orrery.wire import NodeReport, SliceKey, Subjects
+from orrery.wire.subjects import ALL_GATEWAY_SYNCS
 from orrery_hub.admission.admit import Admitter
 from orrery_hub.admission.gate import PolicyGate
 from orrery_hub.admission.groupcommit import AdmissionQueue
@@ -54,7 +56,9 @@ from orrery_hub.runtime.metrics import HubMetrics
 from orrery_hub.runtime.repeats import Repeats
 from orrery_hub.runtime.rows import Rows
 from orrery_hub.runtime.service import HubService
+from orrery_hub.serving import gatewaysync
 from orrery_hub.serving.controller import ServiceController
+from orrery_hub.serving.gatewayapi import gateway_routes
 from orrery_hub.serving.routes import service_routes
 from orrery_hub.store import Database
 from orrery_hub.store.models import ClusterRow
@@ -67,6 +71,7 @@ def build_app(hub: HubApi) -> FastAPI:
     """The REST API, with the web console (a client of the same API) mounted beside it."""
     app = create_app(hub)
     app.include_router(service_routes(hub, DENIED))
+    app.include_router(gateway_routes(hub, DENIED))
     app.include_router(console_routes(hub, DENIED))
     return app
 
@@ -149,6 +154,7 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
         # is fenced by this hub's leader epoch; it takes reports and schedules while it leads.
         self.elector: Elector | None = None
         self._reports: Subscription | None = None
+        self._gateway_syncs: Subscription | None = None  # gateways sync with the leader too
         if settings.leader_lease_s > 0:
             self.elector = Elector(
                 self.store,
@@ -338,6 +344,10 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
         assert self.nc is not None
         if self._reports is None:
             self._reports = await self.nc.subscribe(Subjects.ALL_REPORTS, cb=self._on_report)
+        if self._gateway_syncs is None:
+            self._gateway_syncs = await self.nc.subscribe(
+                ALL_GATEWAY_SYNCS, cb=functools.partial(gatewaysync.answer, self)
+            )
 
     async def _on_lead(self, epoch: int) -> None:
         """Elected: reload what a standby does not keep (enrollments, and the clusters, each
@@ -359,11 +369,13 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
         self.wake()
 
     async def _on_depose(self) -> None:
-        """Another hub leads: stop taking reports (spokes report to the leader)."""
-        sub, self._reports = self._reports, None
-        if sub is not None:
+        """Another hub leads: stop taking reports (spokes and gateways report to the leader)."""
+        subs = (self._reports, self._gateway_syncs)
+        self._reports = self._gateway_syncs = None
+        for sub in subs:
             try:
-                await sub.unsubscribe()
+                if sub is not None:
+                    await sub.unsubscribe()
             except Exception as exc:  # NATS gone: nothing to unsubscribe from
                 log.debug("unsubscribe failed: %r", exc)
 

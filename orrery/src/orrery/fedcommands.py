@@ -38,6 +38,7 @@ def gateway(fed: Federation, ready: Path, interval: float | None) -> list[str]:
         "--hub", fed.api_url,
         "--port", "0",
         "--name", "gateway-1",
+        "--state", str(fed.state / "gateway"),
         "--interval", str(interval or min(0.5, fed.timings.heartbeat_s)),
         "--ready-file", str(ready),
     ]

@@ -1,10 +1,12 @@
 """What the hub's service API returns, and what gateways and the hub exchange.
 
 ``ServicePublic`` is ``GET /v1/services[/{name}]``. ``GatewayReport`` is what a gateway
-sends the hub on each sync (``POST /v1/gateway/sync``): the load it measured per service
-and replica; ``GatewayRoutes`` is the hub's answer: every service's routable replicas.
-One exchange both reports and refreshes, so a gateway needs nothing but the API and a
-token. Shared by the hub (builds them), the gateway and the CLI (read them).
+sends the hub on each sync (a NATS request on ``orrery.v1.gateway.<id>.sync``, or
+``POST /v1/gateway/sync`` as a fallback): the load it measured per service and replica;
+``GatewayRoutes`` is the hub's answer: every service's routable replicas. One exchange
+both reports and refreshes. ``GatewayEnrollRequest``/``GatewayEnrollment`` are
+``POST /v1/gateways:enroll``: the gateway's NATS identity. Shared by the hub (builds
+them), the gateway and the CLI (read them).
 """
 
 from __future__ import annotations
@@ -116,3 +118,23 @@ class ServiceRoutes(_Model):
 
 class GatewayRoutes(_Model):
     services: list[ServiceRoutes] = Field(default_factory=list)
+
+
+# ---- POST /v1/gateways:enroll -------------------------------------------------------------
+
+# A sync request larger than this is refused unread (below nats-server's 1 MiB max_payload).
+MAX_SYNC_BYTES = 1_000_000
+
+
+class GatewayEnrollRequest(_Model):
+    gateway: str = Field(min_length=1, max_length=63)  # its id: one NATS subject token
+    csr: str = Field(max_length=8192)  # PEM; only its public key is used
+
+
+class GatewayEnrollment(_Model):
+    gateway: str
+    nats_urls: list[str]
+    subject: str  # where to send GatewayReport requests
+    inbox_prefix: str | None = None  # the only inbox its NATS user may read (secure mode)
+    certificate: str | None = None  # PEM, for gateway-<id>; None: the hub runs --insecure
+    ca: str | None = None  # PEM: the CA nats-server's certificate chains to

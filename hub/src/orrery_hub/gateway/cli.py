@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import socket
 from pathlib import Path
 from typing import Annotated
@@ -14,6 +15,13 @@ import typer
 
 from orrery import logs
 from orrery.hubaddress import hub_url
+from orrery.names import is_dns_label
+
+
+def default_name() -> str:
+    """``<host>-<pid>`` as a DNS label: a NATS subject token."""
+    host = re.sub(r"[^a-z0-9-]+", "-", socket.gethostname().lower()).strip("-")[:50]
+    return f"{host or 'gateway'}-{os.getpid()}"
 
 
 def command(app: typer.Typer) -> None:
@@ -40,7 +48,15 @@ def command(app: typer.Typer) -> None:
         name: Annotated[
             str | None,
             typer.Option(
-                envvar="ORRERY_GATEWAY_NAME", help="a name unique among gateways (default host:pid)"
+                envvar="ORRERY_GATEWAY_NAME",
+                help="its id, unique among gateways: a DNS label (default <host>-<pid>)",
+            ),
+        ] = None,
+        state: Annotated[
+            Path | None,
+            typer.Option(
+                envvar="ORRERY_GATEWAY_STATE",
+                help="its NATS key and certificate (default .orrery/gateways/<name>)",
             ),
         ] = None,
         interval: Annotated[
@@ -80,10 +96,19 @@ def command(app: typer.Typer) -> None:
                 err=True,
             )
             raise typer.Exit(2)
+        gid = name or default_name()
+        if not is_dns_label(gid):
+            typer.echo(
+                f"orrery gateway: --name {gid!r} must be 1-63 lowercase letters, digits or '-' "
+                "(it names the gateway's NATS subject)",
+                err=True,
+            )
+            raise typer.Exit(2)
         settings = GatewaySettings(
             hub_url=hub_url(hub),
             token=token,
-            name=name or f"{socket.gethostname()}:{os.getpid()}",
+            name=gid,
+            state_dir=state,
             host=host,
             port=port,
             region=region,

@@ -1,8 +1,9 @@
 """The gateway's two background loops, and the process that runs them beside the proxy.
 
-- **sync**: every ``interval_s``, POST this gateway's measured load to the hub
-  (``/v1/gateway/sync``) and take back every service's routes. A hub that does not answer
-  leaves the last routes in place: the gateway keeps serving what it knew.
+- **sync**: every ``interval_s``, send this gateway's measured load to the hub and take
+  back every service's routes: a NATS request answered by the leading hub, or REST as a
+  fallback (``hublink``). A hub that does not answer leaves the last routes in place: the
+  gateway keeps serving what it knew.
 - **probe**: GET each replica's ``readinessPath``; a replica takes requests only once it
   answers 2xx, and leaves the rotation the moment it stops.
 
@@ -18,12 +19,15 @@ import logging
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
+import nats.errors
 import uvicorn
 
 from orrery.cancellation import raise_if_cancelled
 from orrery.service_resources import GatewayReport, GatewayRoutes
+from orrery_hub.gateway.hublink import HubError, HubLink
 from orrery_hub.gateway.pool import Pool
 from orrery_hub.gateway.proxy import Gateway
 
@@ -45,6 +49,7 @@ class GatewaySettings:
     hold_s: float = 30.0
     max_held: int = 1000
     verify: bool | str = True
+    state_dir: Path | None = None  # its NATS key and certificate (secure mode)
 
 
 def apply_routes(gw: Gateway, routes: GatewayRoutes, now: float) -> None:
@@ -79,19 +84,16 @@ def report(gw: Gateway, s: GatewaySettings, now: float) -> GatewayReport:
     )
 
 
-async def sync_loop(gw: Gateway, s: GatewaySettings, hub: httpx.AsyncClient) -> None:
+async def sync_loop(gw: Gateway, s: GatewaySettings, hub: HubLink) -> None:
     warned = False
     while True:
         raise_if_cancelled()
         body = report(gw, s, gw.clock()).model_dump_json(by_alias=True, exclude_none=True)
         try:
-            r = await hub.post(
-                "/v1/gateway/sync", content=body, headers={"content-type": "application/json"}
-            )
-            r.raise_for_status()
-            apply_routes(gw, GatewayRoutes.model_validate_json(r.content), gw.clock())
+            data = await hub.exchange(body.encode())
+            apply_routes(gw, GatewayRoutes.model_validate_json(data), gw.clock())
             warned = False
-        except (httpx.HTTPError, ValueError) as exc:
+        except (httpx.HTTPError, ValueError, HubError, nats.errors.Error) as exc:
             if not warned:  # once per outage, not once per interval
                 log.warning("gateway: cannot sync with the hub: %s", exc)
                 warned = True
@@ -144,6 +146,7 @@ async def run_gateway(s: GatewaySettings, *, on_ready: Callable[[str], None] | N
     )
     server = uvicorn.Server(config)
     headers = {"Authorization": f"Bearer {s.token}"} if s.token else {}
+    link: HubLink | None = None
     try:
         async with (
             httpx.AsyncClient(
@@ -151,8 +154,9 @@ async def run_gateway(s: GatewaySettings, *, on_ready: Callable[[str], None] | N
             ) as hub,
             asyncio.TaskGroup() as tg,
         ):
+            link = HubLink(hub, s.name, s.state_dir)
             tg.create_task(_serve(server, sock))
-            tg.create_task(sync_loop(gw, s, hub))
+            tg.create_task(sync_loop(gw, s, link))
             tg.create_task(probe_loop(gw))
             while not server.started:  # noqa: ASYNC110 (uvicorn offers no event)
                 await asyncio.sleep(0.02)
@@ -162,6 +166,8 @@ async def run_gateway(s: GatewaySettings, *, on_ready: Callable[[str], None] | N
     except* _Stopped:
         pass  # uvicorn stopped on a signal: the loops went with it
     finally:
+        if link is not None:
+            await link.close()
         await gw.close()
 
 

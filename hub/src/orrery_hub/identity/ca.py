@@ -26,6 +26,7 @@ from orrery.certs import cert_pem, key_pem, new_key, write_public, write_secret
 from orrery.errors import InvalidInput
 
 CLUSTER_ORG = "orrery-cluster"
+GATEWAY_ORG = "orrery-gateway"
 HUB_CN = "orrery-hub"
 
 
@@ -35,6 +36,17 @@ def cluster_subject(cluster: str, enrollment: str) -> x509.Name:
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, CLUSTER_ORG),
             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, enrollment),
             x509.NameAttribute(NameOID.COMMON_NAME, cluster),
+        ]
+    )
+
+
+def gateway_subject(gateway: str, enrollment: str) -> x509.Name:
+    """``CN=gateway-<id>,OU=<enrollment>,O=orrery-gateway``: never a cluster's subject."""
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, GATEWAY_ORG),
+            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, enrollment),
+            x509.NameAttribute(NameOID.COMMON_NAME, f"gateway-{gateway}"),
         ]
     )
 
@@ -178,6 +190,9 @@ class CertificateAuthority:
     ) -> Issued:
         """A client certificate for exactly ``cluster``: whatever the CSR asks for, only its
         public key is used (the subject is set here), after checking its self-signature."""
+        return self.sign_csr(csr_pem, cluster_subject(cluster, enrollment), ttl_s=ttl_s)
+
+    def sign_csr(self, csr_pem: bytes, subject: x509.Name, *, ttl_s: float) -> Issued:
         try:
             csr = x509.load_pem_x509_csr(csr_pem)
         except ValueError:
@@ -187,4 +202,4 @@ class CertificateAuthority:
         pub = csr.public_key()
         if not isinstance(pub, ec.EllipticCurvePublicKey):
             raise InvalidInput("csr: the key must be EC P-256")
-        return self._issue(cluster_subject(cluster, enrollment), pub, ttl_s=ttl_s)
+        return self._issue(subject, pub, ttl_s=ttl_s)

@@ -4,13 +4,15 @@ client certificate verified against the hub CA and mapped to a user by its subje
 
     hub      publish   orrery.v1.cluster.*.orders           (the only publisher of orders)
                        orrery.v1.cluster.*.logs             (the only one asking for output)
-             subscribe orrery.v1.cluster.*.report.>  _INBOX_hub.>
-             allow_responses (replies to heartbeat and renewal requests)
+             subscribe orrery.v1.cluster.*.report.>  orrery.v1.gateway.*.sync  _INBOX_hub.>
+             allow_responses (replies to heartbeat, renewal and gateway sync requests)
     cluster  publish   orrery.v1.cluster.<name>.report.>
              subscribe orrery.v1.cluster.<name>.orders   orrery.v1.cluster.<name>.logs
                        _INBOX_<name>.>
              allow_responses (its answers to the hub's log requests: nats-server lets it
              publish once to a request's reply subject, and nowhere else new)
+    gateway  publish   orrery.v1.gateway.<id>.sync          (its load in, routes back)
+             subscribe _INBOX_gateway-<id>.>                (only its own replies)
 
 A client with no certificate fails the TLS handshake; one whose certificate maps to no
 user (never enrolled, revoked, pending approval) fails authentication. On reload,
@@ -28,7 +30,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from orrery.wire.subjects import PREFIX
+from orrery.wire.subjects import ALL_GATEWAY_SYNCS, PREFIX, gateway_sync
 
 
 def inbox_prefix(cluster: str) -> str:
@@ -51,7 +53,7 @@ def hub_user(subject: str) -> NatsUser:
     return NatsUser(
         subject=subject,
         publish=(f"{PREFIX}.*.orders", f"{PREFIX}.*.logs"),
-        subscribe=(f"{PREFIX}.*.report.>", f"{HUB_INBOX}.>"),
+        subscribe=(f"{PREFIX}.*.report.>", ALL_GATEWAY_SYNCS, f"{HUB_INBOX}.>"),
         allow_responses=True,
     )
 
@@ -66,6 +68,20 @@ def cluster_user(cluster: str, subject: str) -> NatsUser:
             f"{inbox_prefix(cluster)}.>",
         ),
         allow_responses=True,
+    )
+
+
+def gateway_inbox(gateway: str) -> str:
+    """A gateway's inbox prefix: its sync replies, readable by it alone."""
+    return f"_INBOX_gateway-{gateway}"
+
+
+def gateway_user(gateway: str, subject: str) -> NatsUser:
+    # No allow_responses: a gateway answers nobody's requests.
+    return NatsUser(
+        subject=subject,
+        publish=(gateway_sync(gateway),),
+        subscribe=(f"{gateway_inbox(gateway)}.>",),
     )
 
 

@@ -16,8 +16,9 @@ from orrery.errors import Forbidden
 from orrery.wire import Heartbeat
 from orrery_hub.identity import enroll as ops
 from orrery_hub.identity import files
+from orrery_hub.identity import gateways as gwops
 from orrery_hub.identity.files import IdentityPaths
-from orrery_hub.store.identityrows import EnrollmentRow
+from orrery_hub.store.identityrows import EnrollmentRow, GatewayRow
 from orrery_hub.store.models import AuditRow
 
 if TYPE_CHECKING:
@@ -25,6 +26,20 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 log = logging.getLogger("orrery.hub.identity")
+
+
+def _audit_gateway(s: Session, at: float, decision: str, detail: str) -> None:
+    s.add(
+        AuditRow(
+            at=at,
+            kind="gateway",
+            job_id=None,
+            decision=decision,
+            detail=detail,
+            policies=[],
+            digest="",
+        )
+    )
 
 
 @dataclass(frozen=True)
@@ -64,20 +79,26 @@ class ClusterIdentity:
         self.cert_ttl_s = cert_ttl_s
         self.known: dict[str, Known] = {}
         self._refused: dict[str, str] = {}  # last refusal audited per cluster (not every beat)
+        self._gateways: list[GatewayRow] = []  # enrolled gateways: NATS users beside clusters
 
-    def load(self, rows: list[EnrollmentRow]) -> None:
+    def load(self, rows: list[EnrollmentRow], gateways: list[GatewayRow] | None = None) -> None:
         self.known = {r.cluster: Known(r.state, dict(r.labels)) for r in rows}
+        if gateways is not None:
+            self._gateways = gateways
         self.sync_nats(rows)
 
     def sync_nats(self, rows: list[EnrollmentRow]) -> None:
         """Rewrite nats-server's users from the enrollments, and reload it."""
         if not self.manage_nats:
             return
-        files.write_users(self.paths, ops.nats_users(rows))
+        files.write_users(self.paths, [*ops.nats_users(rows), *gwops.nats_users(self._gateways)])
         if files.reload_nats(self.paths):
             log.info(
                 "nats-server reloaded",
-                extra={"clusters": sorted(r.cluster for r in rows if r.state == "Approved")},
+                extra={
+                    "clusters": sorted(r.cluster for r in rows if r.state == "Approved"),
+                    "gateways": sorted(g.gateway for g in self._gateways),
+                },
             )
 
     def client_tls(
@@ -147,7 +168,41 @@ class ClusterIdentity:
     # ---- what the API and the renewal handler call -------------------------------------
 
     async def restore(self, store: StoreRunner) -> None:
-        self.load(await store.tx(ops.enrollments))
+        self.load(*await store.tx(lambda s: (ops.enrollments(s), gwops.gateways(s))))
+
+    async def _change_gateways(self, store: StoreRunner, fn: Callable[[Session], T]) -> T:
+        def work(s: Session) -> tuple[T, list[EnrollmentRow], list[GatewayRow]]:
+            out = fn(s)
+            s.flush()
+            return out, ops.enrollments(s), gwops.gateways(s)
+
+        out, rows, gws = await store.tx(work)
+        self.load(rows, gws)
+        return out
+
+    async def enroll_gateway(
+        self, store: StoreRunner, *, gateway: str, csr_pem: bytes, now: float, who: str
+    ) -> tuple[GatewayRow, bytes]:
+        def work(s: Session) -> tuple[GatewayRow, bytes]:
+            e = gwops.enroll(
+                s, self.ca, gateway=gateway, csr_pem=csr_pem, now=now, ttl_s=self.cert_ttl_s
+            )
+            _audit_gateway(s, now, "enrolled", f"gateway {gateway}: enrolled by {who}")
+            return e.row, e.cert.pem
+
+        row, pem = await self._change_gateways(store, work)
+        log.info("gateway enrolled", extra={"gateway": gateway, "by": who})
+        return row, pem
+
+    async def revoke_gateway(
+        self, store: StoreRunner, gateway: str, *, now: float, who: str
+    ) -> None:
+        def work(s: Session) -> None:
+            gwops.revoke(s, gateway)
+            _audit_gateway(s, now, "revoked", f"gateway {gateway}: revoked by {who}")
+
+        await self._change_gateways(store, work)
+        log.info("gateway revoked", extra={"gateway": gateway, "by": who})
 
     async def _change(
         self, store: StoreRunner, fn: Callable[[Session], T], *, nats: bool = True

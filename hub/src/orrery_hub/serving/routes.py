@@ -6,6 +6,7 @@
     GET    /v1/services/{name}   one, with its replicas and the load driving it
     DELETE /v1/services/{name}   stop every replica and forget the service
     POST   /v1/gateway/sync      a gateway's measured load in, every service's routes out
+                                 (the fallback: gateways sync over NATS, ``gatewaysync``)
 
 A service is team-scoped like a job: its team comes from the token (``bind_team``), and a
 member sees only its team's. Services need the job permissions (a replica is a job);
@@ -26,10 +27,10 @@ from orrery.service_resources import (
     GatewayRoutes,
     ReplicaView,
     ServicePublic,
-    ServiceRoutes,
     ServiceStatus,
 )
 from orrery_hub.auth import Permission, Principal, require
+from orrery_hub.serving import gatewaysync
 from orrery_hub.serving.controller import ServiceState
 from orrery_hub.serving.rows import ServiceRow
 
@@ -215,20 +216,6 @@ def service_routes(hub: HubApi, denied: dict[int | str, Any]) -> APIRouter:
     async def gateway_sync(
         report: GatewayReport, who: Annotated[Principal, require(Permission.GATEWAY_SYNC)]
     ) -> GatewayRoutes:
-        now = hub.clock()
-        ctl.gateway_report(report, now)
-        rows: list[ServiceRow] = await hub.store.tx(lambda s: list(s.exec(select(ServiceRow))))
-        out = []
-        for row in rows:
-            m = ServiceManifest.model_validate(row.manifest)
-            out.append(
-                ServiceRoutes(
-                    name=row.name,
-                    readiness_path=m.spec.readiness_path,
-                    scale_to_zero=m.spec.autoscale.scale_to_zero,
-                    routes=ctl.routes(row.name, now),
-                )
-            )
-        return GatewayRoutes(services=out)
+        return await gatewaysync.sync(hub, report)
 
     return router

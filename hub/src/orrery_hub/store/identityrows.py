@@ -1,4 +1,5 @@
-"""Tables of cluster identity: one-time join tokens (hashed) and enrollments."""
+"""Tables of identity: clusters' one-time join tokens (hashed) and enrollments, and the
+inference gateways' enrollments."""
 
 from __future__ import annotations
 
@@ -38,3 +39,19 @@ class EnrollmentRow(SQLModel, table=True):
     not_after: float
     enrolled_at: float
     changed_at: float
+
+
+class GatewayRow(SQLModel, table=True):
+    """An inference gateway's NATS identity (``POST /v1/gateways:enroll``): the subject of its
+    current certificate. Enrolling again gives a new enrollment id, so the certificates of
+    the last one map to no NATS user; deleting the row (``orrery_hub`` revoke) removes its
+    user, and nats-server drops its connection at the reload."""
+
+    __tablename__ = "gateways"
+
+    gateway: str = Field(primary_key=True, max_length=63)
+    enrollment: str = Field(max_length=32)
+    subject: str = Field(max_length=255)
+    serial: str = Field(max_length=64)
+    not_after: float
+    enrolled_at: float

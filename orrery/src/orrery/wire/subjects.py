@@ -6,6 +6,8 @@
     orrery.v1.cluster.<name>.orders             hub -> spoke   Assignment or Kill (idempotent)
     orrery.v1.cluster.<name>.logs               hub -> spoke   request; the spoke replies a chunk
                                                                of a slice's output (wire.logs)
+    orrery.v1.gateway.<id>.sync                 gateway -> hub request: its GatewayReport; the
+                                                               leading hub replies GatewayRoutes
 
 The hub reads every report through one subscription (``ALL_REPORTS``), so the reports of
 one spoke are handled in the order it sent them.
@@ -16,6 +18,9 @@ from __future__ import annotations
 from orrery.names import is_dns_label
 
 PREFIX = "orrery.v1.cluster"
+GATEWAY_PREFIX = "orrery.v1.gateway"
+# What the leading hub subscribes to: every gateway's sync requests.
+ALL_GATEWAY_SYNCS = f"{GATEWAY_PREFIX}.*.sync"
 
 
 def valid_cluster_name(name: str) -> bool:
@@ -49,3 +54,18 @@ class Subjects:
         if len(parts) != 6 or ".".join(parts[:3]) != PREFIX or parts[4] != "report":
             return None
         return parts[3]
+
+
+def gateway_sync(gateway: str) -> str:
+    """The one subject a gateway publishes on (its certificate allows no other)."""
+    if not is_dns_label(gateway):
+        raise ValueError(f"gateway id {gateway!r} must be 1-63 lowercase letters, digits or '-'")
+    return f"{GATEWAY_PREFIX}.{gateway}.sync"
+
+
+def gateway_of(subject: str) -> str | None:
+    """The gateway a sync subject names, or None if it is not one."""
+    parts = subject.split(".")
+    if len(parts) != 5 or ".".join(parts[:3]) != GATEWAY_PREFIX or parts[4] != "sync":
+        return None
+    return parts[3] if is_dns_label(parts[3]) else None
