@@ -104,7 +104,9 @@ async def test_malformed_reports_are_refused_with_a_reason_and_the_hub_keeps_ser
                 msg = await nc.request(subject, body, timeout=10)
                 error = json.loads(msg.data)["error"]
                 assert why in error, (why, error)
-        refusals = [r for r in caplog.records if r.getMessage().startswith("gateway sync refused: ")]
+        refusals = [
+            r for r in caplog.records if r.getMessage().startswith("gateway sync refused: ")
+        ]
         assert len(refusals) == len(bad)
         # The hub still answers a good report, over NATS and over the REST fallback.
         msg = await nc.request(subject, report("g1"), timeout=10)
@@ -149,7 +151,11 @@ async def connect_with(folder: Path, url: str, inbox: str) -> tuple[Any, list[st
         errors.append(str(exc))
 
     nc = await nats.connect(
-        url, tls=ctx, inbox_prefix=inbox, error_cb=on_error, allow_reconnect=False,
+        url,
+        tls=ctx,
+        inbox_prefix=inbox,
+        error_cb=on_error,
+        allow_reconnect=False,
         connect_timeout=3,
     )
     return nc, errors
@@ -175,7 +181,9 @@ async def test_secure_each_gateway_is_confined_to_its_subject_and_revocation_dro
         a, b = HubLink(api, "a", tmp_path / "a"), HubLink(api, "b", tmp_path / "b")
         try:
             for link in (a, b):
-                routes = GatewayRoutes.model_validate_json(await link.exchange(report(link.gateway)))
+                routes = GatewayRoutes.model_validate_json(
+                    await link.exchange(report(link.gateway))
+                )
                 assert link.mode == "nats" and routes.services == []
             key = tmp_path / "a" / "gateway.key"
             assert key.stat().st_mode & 0o777 == 0o600
@@ -222,3 +230,18 @@ async def test_secure_each_gateway_is_confined_to_its_subject_and_revocation_dro
         finally:
             await a.close()
             await b.close()
+
+
+def test_a_gateway_id_is_one_subject_token() -> None:
+    import typer
+    from typer.testing import CliRunner
+
+    from orrery.names import is_dns_label
+    from orrery_hub.gateway.cli import command, default_name
+
+    assert is_dns_label(default_name())
+    app = typer.Typer()
+    command(app)
+    app.command("other")(lambda: None)  # two commands: typer keeps the "gateway" name
+    r = CliRunner().invoke(app, ["gateway", "--name", "host:1234"])
+    assert r.exit_code == 2 and "--name 'host:1234'" in r.output
