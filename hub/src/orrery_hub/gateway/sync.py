@@ -93,7 +93,8 @@ async def sync_loop(gw: Gateway, s: GatewaySettings, hub: HubLink) -> None:
             data = await hub.exchange(body.encode())
             apply_routes(gw, GatewayRoutes.model_validate_json(data), gw.clock())
             warned = False
-        except (httpx.HTTPError, ValueError, HubError, nats.errors.Error) as exc:
+        # OSError: the state folder cannot be written, a TLS file cannot be loaded.
+        except (httpx.HTTPError, ValueError, HubError, nats.errors.Error, OSError) as exc:
             if not warned:  # once per outage, not once per interval
                 log.warning("gateway: cannot sync with the hub: %s", exc)
                 warned = True
