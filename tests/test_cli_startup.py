@@ -45,6 +45,11 @@ def test_the_hub_command_loads_the_hub_plugin_and_the_listing_loads_all() -> Non
         (["orrery", "--version"], None),
         (["orrery", "jobs", "-o", "json"], "jobs"),
         (["orrery", "hub", "--port", "0"], "hub"),
+        (["/venv/bin/orrery", "sim", "x"], "sim"),
+        (["/src/orrery/cli/main.py", "jobs"], "jobs"),  # python -m orrery.cli.main
+        # Imported by something else (pytest driving the app in process): every command.
+        (["/venv/bin/pytest", "tests/x.py"], None),
+        (["/lib/pytest/__main__.py", "-q", "tests"], None),
     ],
 )
 def test_the_command_is_the_first_word_that_is_not_an_option(

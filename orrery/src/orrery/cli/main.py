@@ -334,10 +334,15 @@ app.add_typer(contexts.app, name="config")
 
 
 def _command_named(argv: list[str]) -> str | None:
-    """The command a command line runs (its first word that is not an option), or None
-    (``orrery``, ``orrery --help``, ``orrery --version``: every command is listed)."""
+    """The command a command line runs (its first word that is not an option), or None:
+    every command (``orrery``, ``orrery --help``, ``orrery --version``; and wherever this
+    module is imported by something other than the CLI itself, e.g. a test driving the
+    app in process, whose command line is not ours)."""
     if any(k.startswith("_ORRERY_COMPLETE") for k in os.environ):
         return None  # shell completion lists every command
+    prog = argv[0] if argv else ""
+    if Path(prog).name != "orrery" and not prog.endswith(str(Path("orrery", "cli", "main.py"))):
+        return None
     return next((a for a in argv[1:] if not a.startswith("-")), None)
 
 
