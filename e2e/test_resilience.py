@@ -111,9 +111,11 @@ def test_retries_are_exhausted_with_backoff_and_exit_codes_recorded(
 
 
 def test_a_spoke_restarted_within_its_lease_adopts_its_slices(federation, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    # The restarted agent must renew the lease before it lapses: give it a lease well above
-    # an agent's start-up (~1 s), as production's 10 s does.
-    slow = Timings(heartbeat_s=0.25, lease_s=5.0, failover_s=7.0, kill_grace_s=0.5, backoff_s=0.1)
+    # The restarted agent must renew the lease before it lapses: give it production's 10 s,
+    # well above an agent's start-up (~1 s quiet; a 5 s lease was seen to lapse under the
+    # suite's load, and the slice ran again at epoch 2).
+    slow = Timings(heartbeat_s=0.25, lease_s=10.0, failover_s=14.0, kill_grace_s=0.5,
+                   backoff_s=0.1)  # fmt: skip
     fed = federation(spokes("eu-west", "us-east"), timings=slow)
     out = tmp_path / "out"
     with fed.client() as c:
@@ -122,7 +124,7 @@ def test_a_spoke_restarted_within_its_lease_adopts_its_slices(federation, tmp_pa
         home = j.status.slices[0].cluster
         assert home is not None
         fed.kill_spoke(home)
-        fed.start_spoke(home)  # back well within the 2 s lease
+        fed.start_spoke(home)  # back well within the 10 s lease
         done = final(c, job.id, timeout=60)
         attempts = c.attempts(job.id)
     assert done.status.phase == "Succeeded", done.status.reason

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from orrery.cli.upwatch import RestartBudget, Watchdog
 from orrery.errors import Unavailable
-from orrery.federation import Federation, SpokeSpec
+from orrery.federation import Federation, SpokeSpec, Timings
 from orrery.natsserver import free_port
 
 ORRERY = [sys.executable, "-m", "orrery.cli.main"]
@@ -57,13 +57,15 @@ def test_wait_gives_up_after_its_deadline_saying_why() -> None:
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    from e2e.conftest import TIMINGS
-
+    # A lease well above a hub restart on a loaded machine (production's is 10 s): the
+    # slice must ride the restart out, not lapse and run again at the next epoch.
+    riding = Timings(heartbeat_s=0.25, lease_s=10.0, failover_s=14.0, kill_grace_s=0.5,
+                     backoff_s=0.1)  # fmt: skip
     f = Federation(
         tmp_path_factory.mktemp("follow") / "fed",
         spokes=[SpokeSpec("eu-west", "eu-west-1", "H100", 1, 4),
                 SpokeSpec("spare", "spare-1", "L4", 1, 1)],
-        timings=TIMINGS,
+        timings=riding,
     )
     with f:
         yield f
@@ -90,13 +92,16 @@ def test_wait_in_a_pipe_prints_plain_progress_and_rides_out_a_hub_restart(
     out, err = tmp_path / "out", tmp_path / "err"
     with open(out, "w") as o, open(err, "w") as e:
         cli = subprocess.Popen(
-            [*ORRERY, "submit", str(_job(tmp_path, 4)), "--wait"], stdout=o, stderr=e, env=env
+            [*ORRERY, "submit", str(_job(tmp_path, 10)), "--wait"], stdout=o, stderr=e, env=env
         )
     try:
         poll("the job's ID", lambda: "submitted" in out.read_text())
         job_id = out.read_text().split()[1]
         with fed.client() as c:
             wait_for(c, job_id, lambda j: j.status.phase == "Running", 60, "Running")
+        # The hub goes once the CLI has said Running (else, on a loaded machine, its next
+        # word could be the end, after the restart).
+        poll("the CLI to print Running", lambda: f"{job_id}  phase Running" in out.read_text())
         fed.kill_hub()
         poll("the CLI to notice the hub is gone", lambda: "retrying for up to" in err.read_text())
         fed.start_hub()
