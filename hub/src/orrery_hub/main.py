@@ -188,7 +188,7 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
         self.nats_url = nats_url
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        # uvicorn's h11 protocol writes headers and body separately; with Nagle on, each
+        # uvicorn may write headers and body separately; with Nagle on, each
         # response waits ~40 ms for the client's delayed ACK. Accepted sockets inherit this.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         try:
@@ -219,6 +219,7 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
                 tls = {"ssl_certfile": str(s.tls_cert), "ssl_keyfile": str(s.tls_key)}
             config = uvicorn.Config(
                 app,
+                http="httptools",  # uvicorn's C parser: ~1.7x the requests per core of h11
                 log_level="warning",
                 lifespan="off",
                 access_log=False,

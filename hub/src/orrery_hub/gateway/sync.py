@@ -137,13 +137,18 @@ async def run_gateway(s: GatewaySettings, *, on_ready: Callable[[str], None] | N
     await gw.start()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    # uvicorn's h11 writes headers and body separately; with Nagle on, each response waits
+    # uvicorn may write headers and body separately; with Nagle on, each response waits
     # for the client's delayed ACK (~40 ms). Accepted sockets inherit this.
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     sock.bind((s.host, s.port))
     url = f"http://{s.host}:{sock.getsockname()[1]}"
     config = uvicorn.Config(
-        gw, log_level="warning", access_log=False, lifespan="on", timeout_keep_alive=30
+        gw,
+        http="httptools",  # uvicorn's C parser: ~1.7x the requests per core of its h11
+        log_level="warning",
+        access_log=False,
+        lifespan="on",
+        timeout_keep_alive=30,
     )
     server = uvicorn.Server(config)
     headers = {"Authorization": f"Bearer {s.token}"} if s.token else {}
