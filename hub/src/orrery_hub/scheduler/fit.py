@@ -15,6 +15,7 @@ the nodes whose hold lasts past ``end``, and ``close_holds`` takes them out agai
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from orrery.ids import ClusterName, NodeName
@@ -84,19 +85,25 @@ class _Index:
 
 # Indexes of recently seen node tuples, by identity. A caller that keeps an unchanged
 # cluster's ``nodes`` tuple from pass to pass (the simulator does) skips the rebuild; one
-# that builds fresh tuples (the hub) only pays a dict lookup. The result never depends on
-# it: an entry is used only for the very tuple object it was built from.
-_INDEX: dict[int, _Index] = {}
-_INDEX_MAX = 256
+# that builds fresh tuples only pays a dict lookup. The result never depends on it: an
+# entry is used only for the very tuple object it was built from. Least recently used goes
+# first, and the bound is above any fleet we serve: a bound under the number of clusters
+# (it was 256, cleared when full) made a hub that knows 1,000 clusters rebuild every
+# cluster's index on every pass.
+_INDEX: OrderedDict[int, _Index] = OrderedDict()
+_INDEX_MAX = 8192
 
 
 def _index(nodes: tuple[NodeCapacity, ...]) -> _Index:
-    got = _INDEX.get(id(nodes))
+    key = id(nodes)
+    got = _INDEX.get(key)
     if got is not None and got.nodes is nodes:
+        _INDEX.move_to_end(key)
         return got
-    if len(_INDEX) >= _INDEX_MAX:
-        _INDEX.clear()
-    got = _INDEX[id(nodes)] = _Index(nodes)
+    got = _INDEX[key] = _Index(nodes)
+    _INDEX.move_to_end(key)
+    while len(_INDEX) > _INDEX_MAX:
+        _INDEX.popitem(last=False)  # a replaced tuple's index ages out first
     return got
 
 
