@@ -4,17 +4,16 @@
 (``apply.gather``: no SQL, run off the store thread); ``commit`` writes a plan back in one
 short transaction, checking that nothing changed underneath it (each job's ``version``
 and each slice's phase) and dropping what went stale, and returns the assignments to
-publish. Wait reasons are written only when they change.
+publish. Wait reasons: the summary is written only when it changes, the per-cluster
+detail kept in memory (``apply.waits``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
-from sqlalchemy import update
 from sqlmodel import Session, col, select
 
 from orrery.ids import JobId
@@ -24,7 +23,8 @@ from orrery_hub.apply.commit import commit_job, fail_unplaceable
 from orrery_hub.apply.commit import preempt as preempt_victims
 from orrery_hub.apply.gather import Gatherer
 from orrery_hub.apply.jobdb import JobEntry
-from orrery_hub.apply.queued import ACTIVE_JOB, Gathered
+from orrery_hub.apply.queued import Gathered
+from orrery_hub.apply.waits import WaitBook
 from orrery_hub.policy import ClusterFacts, PolicySet
 from orrery_hub.policy.facts import Period
 from orrery_hub.scheduler import Plan, SlicePlacement
@@ -39,7 +39,7 @@ HISTORY_ROWS = 2000  # newest finished jobs read for learned runtimes
 
 class Applier:
     def __init__(self) -> None:
-        self._waiting: dict[str, dict[str, str]] = {}  # what the store says each job waits for
+        self.waits = WaitBook()  # why each job waits: summary stored, detail kept here
         self._gatherer = Gatherer()
         self._history: dict[str, float] = {}
         self._history_at = float("-inf")
@@ -120,42 +120,19 @@ class Applier:
                 self.fail_unplaceable(s, job_id, exc, now=now)
                 continue
             if placed:
-                self._waiting.pop(job_id, None)
+                self.waits.forget(job_id)
             orders.extend(placed)
         return orders
 
     def fail_unplaceable(self, s: Session, job_id: str, exc: Exception, *, now: float) -> None:
         """Mark a job whose placement could not be written (or whose manifest no longer
         loads) Failed, with why, so it never fails another pass."""
-        self._waiting.pop(job_id, None)
+        self.waits.forget(job_id)
         jobdb.mark(s, job_id)  # a bulk update: the job database reads this job back
         with jobdb.quiet(s):
             fail_unplaceable(s, job_id, exc, now=now)
 
-    def record_waiting(self, s: Session, plan: Plan, g: Gathered) -> None:
-        """Store why each unplaced job waits, where that changed since the last pass."""
-        reasons: dict[str, dict[str, str]] = {}
-        for waiting_id, w in plan.waiting.items():
-            summary = g.summaries.get(waiting_id, w.summary)
-            reasons[str(waiting_id)] = {"": summary, **{str(k): v for k, v in w.clusters.items()}}
-        for blocked_id, why in g.blocked.items():
-            reasons.setdefault(blocked_id, {"": why})
-        # One UPDATE per distinct reason: a long queue mostly waits for the same thing.
-        groups: dict[str, tuple[dict[str, str], list[str]]] = {}
-        for job_id, r in reasons.items():
-            if self._waiting.get(job_id) == r:
-                continue
-            groups.setdefault(json.dumps(r, sort_keys=True), (r, []))[1].append(job_id)
-            self._waiting[job_id] = r
-        for r, ids in groups.values():
-            for i in range(0, len(ids), 500):
-                with jobdb.quiet(s):  # wait reasons: nothing a snapshot shows
-                    s.exec(
-                        update(JobRow)
-                        .where(
-                            col(JobRow.id).in_(ids[i : i + 500]), col(JobRow.phase).in_(ACTIVE_JOB)
-                        )
-                        .values(waiting=r, reason=r[""])
-                    )
-        if len(self._waiting) > len(g.versions) + 1000:  # finished jobs wait for nothing
-            self._waiting = {j: r for j, r in self._waiting.items() if j in g.versions}
+    def record_waiting(self, s: Session, plan: Plan, g: Gathered) -> int:
+        """Why each unplaced job waits: summaries that changed to the store, the
+        per-cluster detail kept in memory (``apply.waits``). Returns rows written."""
+        return self.waits.record(s, plan, g)

@@ -85,6 +85,8 @@ class HubService(OrderOutbox):
 
     async def get_job(self, job_id: str) -> JobPublic:
         job = await self.store.tx(lambda s: queries.get(s, job_id))
+        # Per-cluster wait reasons live in the planning hub's memory, not the store.
+        job = self.applier.waits.describe(job)
         return data_status(job, self.dataset_caches(), self.data_notes)
 
     async def list_jobs(

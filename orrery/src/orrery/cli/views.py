@@ -29,6 +29,25 @@ def phase(text: str) -> Text:
     return Text(text, style=PHASE_STYLE.get(text, ""))
 
 
+SHOWN = 3  # clusters named on a row shared by many that wait for the same reason
+
+
+def by_reason(clusters: dict[str, str]) -> list[tuple[str, str]]:
+    """(clusters, reason) rows: a cluster per row, except that a reason shared by more
+    than ``SHOWN`` clusters takes one row naming the first few (a federation of a
+    thousand clusters mostly says the same thing a thousand times)."""
+    groups: dict[str, list[str]] = {}
+    for c in sorted(clusters):
+        groups.setdefault(clusters[c], []).append(c)
+    rows: list[tuple[str, str]] = []
+    for why, names in groups.items():
+        if len(names) > SHOWN:
+            rows.append((f"{', '.join(names[:SHOWN])} and {len(names) - SHOWN} more", why))
+        else:
+            rows.extend((c, why) for c in names)
+    return sorted(rows)
+
+
 def _age(ts: float | None) -> str:
     return "-" if ts is None else format_duration(max(0.0, time.time() - ts)) + " ago"
 
@@ -83,7 +102,7 @@ def job_detail(j: JobPublic, events: list[EventView] | None = None, *, last: int
         w = Table(title="Why it waits, per cluster", title_justify="left")
         w.add_column("CLUSTER")
         w.add_column("REASON")
-        for c, why in sorted(st.waiting.clusters.items()):
+        for c, why in by_reason(st.waiting.clusters):
             w.add_row(c, why)
         parts.append(w)
     s = Table(title="Slices", title_justify="left")

@@ -1,0 +1,109 @@
+"""Why each waiting job waits: the one-line summary in the store, the per-cluster detail in
+the planning hub's memory (as Armada's leader keeps its scheduling reports).
+
+A pass says, for every job it leaves waiting, a summary and a reason per known cluster.
+With a thousand clusters that detail is a thousand strings per job; rebuilding, comparing,
+serialising and storing it per job per pass made the wait reasons cost more than the
+pass itself, inside the store transaction that heartbeats and submissions wait behind.
+So:
+
+- the summary goes to the store (``JobRow.reason``, and ``JobRow.waiting`` as
+  ``{"": summary}``, what older readers and a standby show), written only for the jobs
+  whose summary changed, one UPDATE per distinct summary;
+- the detail stays here, one object per reason the pass made (``cycle.plan`` makes one
+  per job shape, so a long queue of one shape shares it), swapped per job in O(1) and
+  never compared or serialised;
+- the job view (``Applier.describe`` via ``runtime.service.get_job``) fills
+  ``Waiting.clusters`` from here when the summary it read from the store is the one this
+  hub recorded; after a restart, until the next pass, it shows the summary alone.
+
+Called by the applier on the store thread, inside the pass's commit; read by the API on
+the event loop (a dict lookup of immutable values: safe under the GIL).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Mapping
+
+from sqlalchemy import update
+from sqlmodel import Session, col
+
+from orrery.ids import ClusterName
+from orrery.resources import JobPublic, Waiting
+from orrery_hub.apply import jobdb
+from orrery_hub.apply.queued import ACTIVE_JOB, Gathered
+from orrery_hub.scheduler import Plan
+from orrery_hub.store.models import JobRow
+
+CHUNK = 500  # ids per UPDATE ... WHERE id IN (...)
+NO_DETAIL: Mapping[ClusterName, str] = {}
+
+
+class WaitBook:
+    def __init__(self) -> None:
+        self._stored: dict[str, str] = {}  # job -> the summary the store holds for it
+        self._detail: dict[str, Mapping[ClusterName, str]] = {}  # job -> reason per cluster
+
+    def forget(self, job_id: str) -> None:
+        """The job was placed or failed: it waits for nothing (its row says so)."""
+        self._stored.pop(job_id, None)
+        self._detail.pop(job_id, None)
+
+    def record(self, s: Session, plan: Plan, g: Gathered) -> int:
+        """Note why each unplaced job waits; store the summaries that changed. Returns how
+        many rows it asked the store to change."""
+        stored, detail = self._stored, self._detail
+        changed: dict[str, list[str]] = defaultdict(list)
+        summaries = g.summaries
+        for waiting_id, w in plan.waiting.items():
+            job_id = str(waiting_id)
+            summary = summaries.get(job_id, w.summary) if summaries else w.summary
+            detail[job_id] = w.clusters  # shared by every job the pass gave this reason
+            if stored.get(job_id) != summary:
+                stored[job_id] = summary
+                changed[summary].append(job_id)
+        for job_id, why in g.blocked.items():
+            if job_id in plan.waiting:
+                continue
+            detail[job_id] = NO_DETAIL
+            if stored.get(job_id) != why:
+                stored[job_id] = why
+                changed[why].append(job_id)
+        rows = 0
+        for summary, ids in changed.items():
+            for i in range(0, len(ids), CHUNK):
+                with jobdb.quiet(s):  # wait reasons: nothing a snapshot shows
+                    s.exec(
+                        update(JobRow)
+                        .where(
+                            col(JobRow.id).in_(ids[i : i + CHUNK]),
+                            col(JobRow.phase).in_(ACTIVE_JOB),
+                        )
+                        .values(waiting={"": summary}, reason=summary)
+                    )
+                rows += len(ids[i : i + CHUNK])
+        if len(stored) > len(g.versions) + 1000:  # finished jobs wait for nothing
+            self._stored = {j: r for j, r in stored.items() if j in g.versions}
+            self._detail = {j: r for j, r in detail.items() if j in g.versions}
+        return rows
+
+    def clusters(self, job_id: str, summary: str) -> Mapping[ClusterName, str] | None:
+        """The per-cluster reasons behind ``summary``, if this hub's last pass gave them."""
+        if self._stored.get(job_id) != summary:
+            return None
+        return self._detail.get(job_id)
+
+    def describe(self, job: JobPublic) -> JobPublic:
+        """``job`` with its wait reasons per cluster, where this hub knows them."""
+        w = job.status.waiting
+        if w is None or w.clusters:
+            return job
+        per = self.clusters(job.id, w.summary)
+        if not per:
+            return job
+        clusters = {str(c): r for c, r in per.items()}
+        status = job.status.model_copy(
+            update={"waiting": Waiting(summary=w.summary, clusters=clusters)}
+        )
+        return job.model_copy(update={"status": status})
