@@ -413,3 +413,27 @@ def test_jobs_with_equal_admission_keys_get_equal_decisions() -> None:
     # Distinct decisions did arise, and unread fields (name, an unmatched label) share keys.
     assert len({(a.decision, a.denials, a.holds) for a in by_key.values()}) > 5  # type: ignore[attr-defined]
     assert len(by_key) < len(variants)
+
+
+def test_cluster_prices_remembered_follow_a_cluster_that_gains_a_gpu_type() -> None:
+    from dataclasses import replace
+
+    from orrery_hub.policy.cost import cluster_price
+
+    ps = policies(PRICES)
+    ap = FLEET[3]  # A100 only: 1.0
+    assert cluster_price(ps, ap, None) == 1.0
+    assert cluster_price(ps, ap, None) == 1.0  # remembered, same answer
+    # H100 nodes join it: the catch-all H100 price (2.0) is now on offer but A100 stays cheaper.
+    grown = replace(ap, gpu_types=frozenset({"A100", "H100"}))
+    assert cluster_price(ps, grown, frozenset({"H100"})) == 2.0
+    assert cluster_price(ps, grown, None) == 1.0
+    spot = replace(FLEET[0], spot=True)  # eu-west-1: spot price set
+    assert cluster_price(ps, FLEET[0], None) == 4.0
+    assert cluster_price(ps, spot, None) == 1.0
+
+
+def test_without_any_price_no_cluster_is_priced() -> None:
+    a = admit(job(slices=2, gpus=4), policies(), NO_USAGE, NOW, clusters=FLEET)
+    assert a.estimate.per_cluster == {}
+    assert a.estimate.low is None

@@ -42,12 +42,24 @@ def cluster_price(
     policies: PolicySet, cluster: ClusterFacts, types: frozenset[str] | None
 ) -> float | None:
     """The lowest price of any GPU type the job may use that the cluster has."""
+    if not policies.prices:
+        return None
+    key = (cluster.name, cluster.gpu_types, cluster.spot, types)
+    memo = policies._prices
+    if key in memo:
+        return memo[key]
     candidates = cluster.gpu_types if types is None else cluster.gpu_types & types
     prices = [
         p for t in candidates
         if (p := price_of(policies, cluster.name, t, spot=cluster.spot)) is not None
     ]
-    return min(prices) if prices else None
+    if len(memo) >= _PRICES_MAX:
+        memo.clear()  # bounded: cluster names and type sets seen over a long life
+    found = memo[key] = min(prices) if prices else None
+    return found
+
+
+_PRICES_MAX = 100_000
 
 
 def effective_runtime_s(job: JobFacts, limit_s: float | None) -> float:
@@ -86,7 +98,7 @@ def estimate_cost(
     does not)."""
     hours = runtime_s / 3600.0
     per: dict[ClusterName, float] = {}
-    if clusters is not None:
+    if clusters is not None and policies.prices:  # no price rule: no cluster has a price
         for c in clusters:
             price = cluster_price(policies, c, types)
             if price is not None:

@@ -198,6 +198,11 @@ class PolicySet:
     _memo: dict[ProfileKey, Matched] = field(
         default_factory=dict, compare=False, repr=False, hash=False
     )
+    # cost.cluster_price's answers: a hub that knows 1,000 clusters prices each of them for
+    # every admission decision otherwise (O(clusters x prices) a submission).
+    _prices: dict[tuple[str, frozenset[str], bool, frozenset[str] | None], float | None] = (
+        field(default_factory=dict, compare=False, repr=False, hash=False)
+    )
     _placement_index: RuleIndex = field(init=False, compare=False, repr=False)
     _guardrail_index: RuleIndex = field(init=False, compare=False, repr=False)
 
