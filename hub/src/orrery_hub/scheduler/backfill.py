@@ -13,6 +13,7 @@ Jobs without a declared maximum runtime are never backfilled onto held nodes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from operator import itemgetter
 
 from orrery.ids import ClusterName, NodeName
 from orrery_hub.scheduler.fit import ClusterFit, TypeKey
@@ -82,3 +83,75 @@ def shadow(
         else:
             return None
     return Shadow(fit.name, at, tuple(pick_nodes(free, n, g)))
+
+
+# (time the GPUs come free, cluster, node, how many): every cluster's releases in one list.
+FleetRelease = tuple[float, ClusterName, NodeName, int]
+
+
+def fleet_releases(rows: list[FleetRelease]) -> list[FleetRelease]:
+    """``rows`` sorted by time alone (stable): what ``earliest`` walks. Ties keep any
+    order: the time a cluster first fits is the first time by which all it frees adds up
+    to enough, whichever of the slices ending then is counted first."""
+    rows.sort(key=itemgetter(0))
+    return rows
+
+
+def earliest(
+    fits: list[ClusterFit],
+    rows: list[FleetRelease],
+    n: int,
+    g: int,
+    types: TypeKey,
+    now: float,
+) -> tuple[float, list[ClusterName]]:
+    """The earliest ``shadow(...).start_at`` over ``fits`` and the clusters that have it
+    (infinity and none when no cluster ever fits), from one walk over the fleet's
+    releases in time order instead of one per cluster: a walk stops at the first time
+    any cluster fits, and reads only the nodes that free GPUs before then."""
+    if g <= 0:
+        return INF, []
+    k: dict[ClusterName, int] = {}
+    free: dict[ClusterName, dict[NodeName, int]] = {}
+    by: dict[ClusterName, ClusterFit] = {}
+    found: list[ClusterName] = []
+    for f in fits:
+        by[f.name] = f
+        # Held nodes are out of the buckets: ``slices_fit`` counts what ``_usable`` does.
+        k[f.name] = have = f.slices_fit(g, types)
+        if have >= n:
+            found.append(f.name)
+    at = now if found else INF
+    for end, cluster, node, cnt in rows:
+        if end > at or end == INF:
+            break
+        got = k.get(cluster)
+        if got is None or got >= n:
+            continue
+        have = got
+        nodes = free.get(cluster)
+        if nodes is None:
+            nodes = free[cluster] = {}
+        c = nodes.get(node)
+        if c is None:
+            f = by[cluster]
+            nd = f.by_name.get(node)
+            allowed = f._types(types)
+            if nd is None or nd.gpu_type is None or nd.gpu_type not in allowed or (
+                node in f.held
+            ):
+                c = nodes[node] = -1
+            else:
+                c = nodes[node] = len(nd.free)
+        if c < 0:
+            continue
+        have += (c + cnt) // g - c // g
+        nodes[node] = c + cnt
+        k[cluster] = have
+        if have >= n:
+            found.append(cluster)
+            at = end
+    return at, found
+
+
+INF = float("inf")

@@ -195,35 +195,45 @@ class Evicting(PassState):
         (its shadow time), evicting nobody; infinity when no end is known."""
         if not job.gang:
             n = 1
-        on = self._running_on()
-        best = INF
-        for fit in self._eligible(job):
-            sh = backfill.shadow(
-                fit, self._releases_on(fit.name, on), n, job.gpus_per_slice, job.gpu_types,
-                self.now,
-            )
-            if sh is not None:
-                best = min(best, sh.start_at)
-        return best
+        at, _ = backfill.earliest(
+            self._eligible(job), self._fleet_releases(), n, job.gpus_per_slice,
+            job.gpu_types, self.now,
+        )
+        return at
 
-    def _releases_on(
-        self,
-        cluster: ClusterName,
-        on: dict[ClusterName, list[tuple[RunningJob, tuple[RunningSlice, ...]]]],
-    ) -> list[backfill.Release]:
-        """When each running slice on ``cluster`` frees its GPUs, soonest first (a job's
-        declared end; a stopping one's grace). Once a pass: it reads only the snapshot's
-        running jobs (an eviction this pass does not change them), ``now`` and the grace."""
+    def _fleet_releases(self) -> list[backfill.FleetRelease]:
+        """When each running slice frees its GPUs, soonest first (a job's declared end; a
+        stopping one's grace). Once a pass: it reads only the snapshot's running jobs (an
+        eviction this pass does not change them), ``now`` and the grace."""
+        rows = self._rows
+        if rows is None:
+            now = self.now
+            stop = now + self.policy.grace_s
+            rows = []
+            add = rows.append
+            for r in self.running:
+                # ``RunningJob.expected_end``, inlined: this loop runs over every running job.
+                if r.stopping:
+                    end = stop
+                elif r.max_runtime is None:
+                    end = INF
+                else:
+                    e = r.started_at + r.max_runtime
+                    end = e if e > now else now
+                for s in r.slices:
+                    if s.gpus:
+                        add((end, s.cluster, s.node, len(s.gpus)))
+            rows = self._rows = backfill.fleet_releases(rows)
+        return rows
+
+    def _releases_on(self, cluster: ClusterName) -> list[backfill.Release]:
+        """``cluster``'s releases, soonest first, ties by node: what ``backfill.shadow``
+        walks to pick the nodes it holds."""
         rel = self._releases.get(cluster)
         if rel is None:
-            # ``on`` has each job's slices on ``cluster`` already picked out.
-            now, grace = self.now, self.policy.grace_s
-            rel = []
-            for r, slices in on.get(cluster, ()):
-                end = r.expected_end(now, grace)
-                rel.extend([(end, s.node, len(s.gpus)) for s in slices if s.gpus])
-            rel.sort()
-            self._releases[cluster] = rel
+            rel = self._releases[cluster] = sorted(
+                [(end, node, cnt) for end, c, node, cnt in self._fleet_releases() if c == cluster]
+            )
         return rel
 
     def _hold(self, fit: ClusterFit, nodes: list[NodeName], until: float) -> None:
@@ -233,18 +243,18 @@ class Evicting(PassState):
         self.max_hold = max(self.max_hold, until)
 
     def _reserve(self, job: JobRequest, n: int) -> Reservation | None:
+        """Hold, for ``job``, the nodes of the cluster where it fits soonest (the first by
+        name among equals) from the time it fits there."""
         g = job.gpus_per_slice
         if not job.gang:  # independent slices start as they fit: hold room for one
             n = 1
-        best: backfill.Shadow | None = None
-        on = self._running_on()
-        for fit in self._eligible(job):
-            rel = self._releases_on(fit.name, on)
-            sh = backfill.shadow(fit, rel, n, g, job.gpu_types, self.now)
-            if sh is not None and (
-                best is None or (sh.start_at, sh.cluster) < (best.start_at, best.cluster)
-            ):
-                best = sh
+        _, found = backfill.earliest(
+            self._eligible(job), self._fleet_releases(), n, g, job.gpu_types, self.now
+        )
+        if not found:
+            return None
+        fit = self.by_name[min(found)]
+        best = backfill.shadow(fit, self._releases_on(fit.name), n, g, job.gpu_types, self.now)
         if best is None or not best.nodes:
             return None
         self._hold(self.by_name[best.cluster], list(best.nodes), best.start_at)

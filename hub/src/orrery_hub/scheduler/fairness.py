@@ -74,8 +74,13 @@ def tenant_of(policy: Policy, queue: str, team: str) -> str:
 def tenant_usage(policy: Policy, running: Iterable[RunningJob]) -> dict[str, float]:
     """GPUs each tenant holds now (stopping jobs count until they stop)."""
     usage: dict[str, float] = {}
+    if policy.tenant != "team":  # ``tenant_of`` inlined: this runs over every running job
+        for r in running:
+            q = r.queue
+            usage[q] = usage.get(q, 0.0) + r.gpus
+        return usage
     for r in running:
-        t = tenant_of(policy, r.queue, r.team)
+        t = r.team
         usage[t] = usage.get(t, 0.0) + r.gpus
     return usage
 

@@ -128,6 +128,9 @@ class ClusterFit:
         self._opened: list[NodeName] = []
         self._fit_cache: dict[tuple[int, TypeKey], int] = {}
         self._types_cache: dict[TypeKey, list[str | None]] = {}
+        # The pass's log of clusters whose free GPUs changed, in order (``ranked`` reads
+        # it to re-rank only those); None outside a pass.
+        self.log: list[ClusterFit] | None = None
 
     def node(self, name: NodeName) -> Node:
         return self.by_name[name]
@@ -184,6 +187,8 @@ class ClusterFit:
     def _changed(self) -> None:
         if self._fit_cache:
             self._fit_cache = {}
+        if self.log is not None:
+            self.log.append(self)
 
     def _best_node(self, need: int, types: TypeKey) -> Node | None:
         """The node with the fewest free GPUs that still has ``need`` free (best fit)."""

@@ -9,6 +9,7 @@ from orrery_hub.scheduler.fairness import Offer
 from orrery_hub.scheduler.fit import ClusterFit
 from orrery_hub.scheduler.plan import Preemption, Reservation, SlicePlacement, WaitReason
 from orrery_hub.scheduler.quota import QuotaBook
+from orrery_hub.scheduler.ranked import Ranked
 from orrery_hub.scheduler.snapshot import JobRequest, RunningJob, RunningSlice, Snapshot
 
 ShapeKey = tuple[int, frozenset[str] | None, frozenset[ClusterName] | None]
@@ -34,6 +35,10 @@ class PassState:
         self.policy = pol = snapshot.policy
         self.fits = [ClusterFit(c) for c in sorted(snapshot.clusters, key=lambda c: c.name)]
         self.by_name = {f.name: f for f in self.fits}
+        self.changed: list[ClusterFit] = []  # clusters in the order their free GPUs changed
+        for f in self.fits:
+            f.log = self.changed
+        self.ranked: dict[ShapeKey, Ranked] = {}
         self.queues = {q.name: q for q in snapshot.queues}
         self.running = snapshot.running
         self.quota = QuotaBook(self.queues, snapshot.running) if pol.quotas else None
@@ -83,6 +88,7 @@ class PassState:
         self._on = None
         self._tables: dict[ClusterName, list[preemption.Entry]] = {}
         self._releases: dict[ClusterName, list[backfill.Release]] = {}
+        self._rows: list[backfill.FleetRelease] | None = None
 
     def _may_still_preempt(self) -> bool:
         pol = self.policy
@@ -98,4 +104,14 @@ class PassState:
         got = self.eligible.get(key)
         if got is None:
             got = self.eligible[key] = eligible_for(job, self.fits)
+        return got
+
+    def _ranked(self, job: JobRequest) -> Ranked:
+        """``job``'s eligible clusters ranked by how many of its slices fit (``ranked``)."""
+        key: ShapeKey = (job.gpus_per_slice, job.gpu_types, job.allowed_clusters)
+        got = self.ranked.get(key)
+        if got is None:
+            got = self.ranked[key] = Ranked(
+                self._eligible(job), job.gpus_per_slice, job.gpu_types, self.changed
+            )
         return got

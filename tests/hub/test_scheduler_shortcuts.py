@@ -1,0 +1,188 @@
+"""The pass's shortcuts plan exactly what the plain searches they replace plan: the same
+placements, preemptions, reservations and reasons, on random crowded fleets of several
+clusters. The plain searches live here, as a reference pass:
+
+* placing: every eligible cluster asked how many slices fit, then ``cycle._choose``
+  (the pass asks ``ranked`` for the tightest cluster that holds the job whole);
+* shadow times and reservations: one ``backfill.shadow`` per eligible cluster over its
+  own releases (the pass walks the fleet's releases once, ``backfill.earliest``)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from orrery.ids import ClusterName, JobId, SliceIndex
+from orrery_hub.scheduler import (
+    JobRequest,
+    Plan,
+    Policy,
+    QueueConfig,
+    RunningJob,
+    Snapshot,
+    backfill,
+    plan,
+)
+from orrery_hub.scheduler.cycle import _choose, _Pass
+from orrery_hub.scheduler.fit import ClusterFit
+from orrery_hub.scheduler.plan import Reservation
+from orrery_hub.scheduler.waitlist import WaitList
+from tests.hub.test_scheduler_helpers import fleet, running
+
+SETTINGS = settings(max_examples=150, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+QUEUES = (
+    QueueConfig("A", weight=2, guaranteed=10, cohort="all"),
+    QueueConfig("B", weight=1, guaranteed=6, cohort="all"),
+)
+POLICIES = [
+    Policy(),
+    Policy(backfill=True),
+    Policy(preemption=True, backfill=True),
+    Policy(fair_share=True, quotas=True, backfill=True),
+    Policy.full(),
+    replace(Policy.full(), preempt_for_gain=False, preemption_attempts=4),
+    replace(Policy.full(), type_aware=False),
+]
+CLUSTERS = [ClusterName(f"c{i}") for i in range(4)]
+
+
+class _Reference(_Pass):
+    """The pass with the plain searches (see the module doc)."""
+
+    def _chosen(
+        self, job: JobRequest, n: int, prefer: list[frozenset[str]]
+    ) -> list[tuple[ClusterFit, int]]:
+        candidates = [
+            (c, k)
+            for c in self._eligible(job)
+            if (k := c.slices_fit(job.gpus_per_slice, job.gpu_types)) > 0
+        ]
+        return _choose(job, n, candidates, prefer)
+
+    def _plain_releases(self, cluster: ClusterName) -> list[backfill.Release]:
+        rel = []
+        for r in self.running:
+            end = r.expected_end(self.now, self.policy.grace_s)
+            rel.extend((end, s.node, len(s.gpus)) for s in r.slices
+                       if s.cluster == cluster and s.gpus)
+        rel.sort()
+        return rel
+
+    def _fits_at(self, job: JobRequest, n: int) -> float:
+        if not job.gang:
+            n = 1
+        best = float("inf")
+        for fit in self._eligible(job):
+            sh = backfill.shadow(fit, self._plain_releases(fit.name), n,
+                                 job.gpus_per_slice, job.gpu_types, self.now)
+            if sh is not None:
+                best = min(best, sh.start_at)
+        return best
+
+    def _reserve(self, job: JobRequest, n: int) -> Reservation | None:
+        g = job.gpus_per_slice
+        if not job.gang:
+            n = 1
+        best: backfill.Shadow | None = None
+        for fit in self._eligible(job):
+            sh = backfill.shadow(fit, self._plain_releases(fit.name), n, g, job.gpu_types,
+                                 self.now)
+            if sh is not None and (
+                best is None or (sh.start_at, sh.cluster) < (best.start_at, best.cluster)
+            ):
+                best = sh
+        if best is None or not best.nodes:
+            return None
+        self._hold(self.by_name[best.cluster], list(best.nodes), best.start_at)
+        res = Reservation(job.id, best.cluster, best.nodes, best.start_at)
+        self.reservations.append(res)
+        return res
+
+
+def _reference(snap: Snapshot, now: float) -> Plan:
+    return _Reference(snap, now).run()
+
+
+@st.composite
+def _crowded(draw: st.DrawFn) -> tuple[dict[str, list[int]], list[RunningJob]]:
+    """Up to four clusters of 2-8 GPU nodes, mostly busy with jobs of several priorities,
+    queues and ends: some already past their end, some with none, some stopping."""
+    shape = {c: draw(st.lists(st.sampled_from([2, 4, 8]), min_size=1, max_size=4))
+             for c in CLUSTERS[: draw(st.integers(1, 4))]}
+    busy: list[RunningJob] = []
+    for c, nodes in shape.items():
+        for ni, size in enumerate(nodes):
+            left = size - draw(st.sampled_from([0, 0, 1, 2, 4]))
+            while left > 0:
+                g = draw(st.integers(1, left))
+                left -= g
+                busy.append(running(
+                    f"r{len(busy)}", on=[(c, f"n{ni}", g)], priority=draw(st.integers(0, 3)),
+                    queue=draw(st.sampled_from(["A", "B"])),
+                    started=float(draw(st.integers(0, 50))),
+                    checkpoint=float(draw(st.integers(0, 100))),
+                    max_runtime=draw(st.sampled_from([None, 10.0, 60.0, 120.0, 300.0])),
+                    stopping=draw(st.booleans()) and draw(st.booleans()),
+                ))
+    return shape, busy
+
+
+@st.composite
+def _jobs(draw: st.DrawFn) -> list[JobRequest]:
+    out = []
+    for i in range(draw(st.integers(1, 30))):
+        allowed = draw(st.sampled_from([None, None, frozenset(CLUSTERS[:2])]))
+        out.append(JobRequest(
+            id=JobId(f"j{i}"), name=f"j{i}", priority=draw(st.integers(0, 4)),
+            seq=draw(st.integers(0, 20)),
+            gpus_per_slice=draw(st.sampled_from([1, 1, 2, 4, 8])),
+            gpu_types=draw(st.sampled_from([None, None, frozenset({"A100"})])),
+            pending=tuple(SliceIndex(k) for k in range(draw(st.sampled_from([1, 1, 2, 3])))),
+            gang=draw(st.booleans()), queue=draw(st.sampled_from(["A", "B"])),
+            allowed_clusters=allowed,
+            cluster_scores=draw(st.sampled_from([{}, {}, {CLUSTERS[1]: 1.0}])),
+            max_runtime=draw(st.sampled_from([None, 5.0, 30.0, 300.0])),
+        ))
+    return out
+
+
+@SETTINGS
+@given(_crowded(), _jobs(), st.sampled_from(POLICIES), st.booleans(),
+       st.sampled_from([0.0, 40.0, 100.0]))
+def test_the_shortcuts_plan_what_the_plain_searches_plan(  # type: ignore[no-untyped-def]
+    fl, js, policy, kept, now
+) -> None:
+    shape, busy = fl
+    clusters, run_ = fleet(shape, busy)
+    # Odd clusters of another type: type-aware placement has a choice to make.
+    clusters = tuple(
+        c if int(c.name[1:]) % 2 == 0 else replace(
+            c, nodes=tuple(replace(nd, gpu_type="A100") for nd in c.nodes))
+        for c in clusters
+    )
+    snap = Snapshot(clusters, tuple(js), run_, QUEUES, policy)
+    if kept:
+        snap = replace(snap, order=WaitList(policy, None, snap.jobs).view())
+    assert plan(snap, now) == _reference(snap, now)
+
+
+def test_the_reservation_goes_to_the_first_cluster_by_name_among_equal_times() -> None:
+    """Two clusters free a whole node at t=50, one by a job that ends then, the other by
+    one past its end at t=50 (its end counts as now): both searches find t=50 and hold
+    the first cluster by name, whatever order the fleet's releases come in."""
+    from tests.hub.test_scheduler_helpers import job
+
+    clusters, run_ = fleet({"c1": [4, 1], "c0": [4]}, [
+        running("a", on=[("c1", "n0", 4)], max_runtime=50.0),
+        running("b", on=[("c0", "n0", 4)], started=-10.0, max_runtime=20.0),
+    ])
+    for order in (run_, run_[::-1]):
+        snap = Snapshot(clusters, (job("one", gpus=4), job("w", gpus=4)), order, (),
+                        Policy(backfill=True))
+        p = plan(snap, 50.0)
+        assert p == _reference(snap, 50.0)
+        assert [(r.job, r.cluster, r.start_at) for r in p.reservations] == [
+            ("one", "c0", 50.0)]
