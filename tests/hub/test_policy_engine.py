@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -437,3 +438,31 @@ def test_without_any_price_no_cluster_is_priced() -> None:
     a = admit(job(slices=2, gpus=4), policies(), NO_USAGE, NOW, clusters=FLEET)
     assert a.estimate.per_cluster == {}
     assert a.estimate.low is None
+
+
+def test_an_evaluator_serves_its_own_clusters_and_policies_only() -> None:
+    from dataclasses import replace
+
+    from orrery_hub.policy.ledger import Evaluator
+
+    ps = policies(PRICES)
+    ev = Evaluator(ps, FLEET)
+    assert ev.serves(ps, FLEET)  # the very tuple
+    assert ev.serves(ps, tuple(FLEET))  # an equal one
+    assert ev.serves(ps, list(FLEET))
+    assert not ev.serves(policies(PRICES), FLEET)  # policies reloaded: another object
+    grown = (*FLEET[:3], replace(FLEET[3], gpu_types=frozenset({"A100", "H100"})))
+    assert not ev.serves(ps, grown)
+    assert not ev.serves(ps, FLEET[:3])
+
+
+def test_admission_keeps_its_evaluator_while_clusters_and_policies_stay(tmp_path: Path) -> None:
+    from orrery_hub.admission.admit import Admitter
+    from orrery_hub.admission.gate import PolicyGate
+    from orrery_hub.apply.jobdb import JobDb
+
+    a = Admitter(PolicyGate(None), JobDb(), tmp_path)
+    first = a._evaluator_for(FLEET)
+    assert first is not None and a._evaluator_for(FLEET) is first
+    assert a._evaluator_for(FLEET[:2]) is not first  # a cluster left: made again
+    assert a._evaluator_for(()) is None

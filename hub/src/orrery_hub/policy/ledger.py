@@ -114,6 +114,8 @@ class Ledger:
 class Evaluator:
     def __init__(self, policies: PolicySet, clusters: Sequence[ClusterFacts]) -> None:
         self.policies = policies
+        # The caller's tuple: the very same (immutable) object serves at a glance.
+        self._given = clusters if isinstance(clusters, tuple) else None
         self.clusters = tuple(clusters)
         self.names = tuple(c.name for c in self.clusters)
         self.every = frozenset(self.names)
@@ -131,7 +133,9 @@ class Evaluator:
 
     def serves(self, policies: PolicySet, clusters: Sequence[ClusterFacts]) -> bool:
         """Whether this evaluator still answers for ``policies`` over ``clusters``."""
-        return policies is self.policies and tuple(clusters) == self.clusters
+        return policies is self.policies and (
+            clusters is self._given or tuple(clusters) == self.clusters
+        )
 
     def budgets(self, team: str) -> list[BudgetRule]:
         got = self.team_budgets.get(team)
