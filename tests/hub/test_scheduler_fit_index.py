@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from orrery.ids import NodeName
-from orrery_hub.scheduler import fit
+from orrery.ids import ClusterName, NodeName
+from orrery_hub.scheduler import ClusterCapacity, fit
 from orrery_hub.scheduler.snapshot import NodeCapacity
 
 
@@ -39,3 +39,37 @@ def test_an_index_is_never_used_for_another_tuple() -> None:
     ib = fit._index(b)
     assert ia.nodes is a and ib.nodes is b
     assert ia is not ib
+
+
+def buckets_of(caps: tuple[ClusterCapacity, ...]) -> dict[str, object]:
+    """Each cluster's shared index, as plain lists (what a pass must not change)."""
+    return {
+        c.name: {
+            t: {k: list(ns) for k, ns in by.items()}
+            for t, by in fit._index(c.nodes).buckets.items()
+        }
+        for c in caps
+    }
+
+
+def test_a_pass_that_places_leaves_the_shared_index_as_it_was() -> None:
+    from orrery_hub.scheduler import Policy, QueueConfig, Snapshot, plan
+    from tests.hub.test_scheduler_helpers import job
+
+    caps = tuple(
+        ClusterCapacity(name=ClusterName(f"c{i}"), labels={}, ready=True, nodes=nodes(3))
+        for i in range(4)
+    )
+    before = buckets_of(caps)
+    snap = Snapshot(
+        clusters=caps,
+        jobs=tuple(job(f"j{i}", gpus=4, slices=2) for i in range(5)),
+        running=(),
+        queues=(QueueConfig("default"),),
+        policy=Policy(),
+    )
+    first = plan(snap, 0.0)
+    assert first.placements  # it did take GPUs
+    assert buckets_of(caps) == before
+    # The next pass over the very same capacity objects decides the same.
+    assert plan(snap, 0.0).placements == first.placements

@@ -48,9 +48,10 @@ class Take:
 
 
 class _Index:
-    """The buckets of one ``ClusterCapacity``, built once and copied per pass."""
+    """The buckets of one ``ClusterCapacity``, built once; a pass copies them only for a
+    cluster it changes (``ClusterFit._write``)."""
 
-    __slots__ = ("buckets", "by_name", "free_all", "largest", "nodes", "totals")
+    __slots__ = ("buckets", "by_name", "free_all", "largest", "nodes", "totals", "types")
 
     def __init__(self, nodes: tuple[NodeCapacity, ...]) -> None:
         self.nodes = nodes
@@ -81,6 +82,9 @@ class _Index:
         self.largest = largest
         self.by_name = by_name
         self.free_all = free_all
+        # The GPU types each allowed set finds here: a pass never adds a type to a
+        # cluster, so this holds for every pass over these nodes.
+        self.types: dict[TypeKey, list[str | None]] = {}
 
 
 # Indexes of recently seen node tuples, by identity. A caller that keeps an unchanged
@@ -114,23 +118,33 @@ class ClusterFit:
         self.name: ClusterName = cap.name
         self.labels = cap.labels
         self.ready = cap.ready
-        ix = _index(cap.nodes)
+        self._ix = ix = _index(cap.nodes)
         self.nodes = cap.nodes
-        self.by_name: dict[NodeName, Node] = dict(ix.by_name)
+        # Shared with the index (and so with other passes) until this pass changes the
+        # cluster: a pass over 1,000 clusters that places on ten copies ten (``_write``).
+        self.by_name: dict[NodeName, Node] = ix.by_name
         # gpu_type -> free count -> ordered set of nodes with exactly that many free
-        self.buckets: Buckets = {
-            t: {k: dict(ns) for k, ns in by.items()} for t, by in ix.buckets.items()
-        }
+        self.buckets: Buckets = ix.buckets
+        self._owned = False
         self.totals = ix.totals
         self.largest = ix.largest
         self.free_all = ix.free_all  # free GPUs outside holds, any type
         self.held: dict[NodeName, float] = {}  # node -> hold lasts until
         self._opened: list[NodeName] = []
         self._fit_cache: dict[tuple[int, TypeKey], int] = {}
-        self._types_cache: dict[TypeKey, list[str | None]] = {}
+        self._types_cache = ix.types
         # The pass's log of clusters whose free GPUs changed, in order (``ranked`` reads
         # it to re-rank only those); None outside a pass.
         self.log: list[ClusterFit] | None = None
+
+    def _write(self) -> None:
+        """This pass's own buckets and node map, copied on the first change."""
+        if not self._owned:
+            self.by_name = dict(self.by_name)
+            self.buckets = {
+                t: {k: dict(ns) for k, ns in by.items()} for t, by in self.buckets.items()
+            }
+            self._owned = True
 
     def node(self, name: NodeName) -> Node:
         return self.by_name[name]
@@ -210,6 +224,7 @@ class ClusterFit:
         if gpus_per_slice == 0:
             first = self.nodes[0]
             return [Take(first.name, ()) for _ in range(n)]
+        self._write()
         out: list[Take] = []
         found: Node | None
         whole = self._best_node(n * gpus_per_slice, types) if n > 1 else None
@@ -230,6 +245,7 @@ class ClusterFit:
 
     def _own(self, node: Node) -> NodeFree:
         """This pass's own mutable copy of ``node`` (copy on first write)."""
+        self._write()
         if isinstance(node, NodeFree):
             return node
         mine = NodeFree(node.name, node.gpu_type, node.gpus, list(node.free))
@@ -242,6 +258,7 @@ class ClusterFit:
     # Holds: GPUs kept for a waiting job (see ``backfill`` and ``preemption``).
 
     def hold(self, names: list[NodeName], until: float) -> None:
+        self._write()
         for name in names:
             if name in self.held:
                 self.held[name] = min(self.held[name], until)
@@ -255,6 +272,8 @@ class ClusterFit:
 
     def open_holds(self, end: float) -> bool:
         """Lend held nodes whose hold lasts until ``end`` or later; True if any were."""
+        if self.held:
+            self._write()
         for name, until in self.held.items():
             if end <= until:
                 node = self.by_name[name]
@@ -268,6 +287,8 @@ class ClusterFit:
         return False
 
     def close_holds(self) -> None:
+        if self._opened:
+            self._write()
         for name in self._opened:
             node = self.by_name[name]
             del self.buckets[node.gpu_type][len(node.free)][name]
