@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from sqlmodel import Session, col, select
 
@@ -23,11 +23,12 @@ from orrery_hub.apply.commit import commit_job, fail_unplaceable
 from orrery_hub.apply.commit import preempt as preempt_victims
 from orrery_hub.apply.gather import Gatherer
 from orrery_hub.apply.jobdb import JobEntry
+from orrery_hub.apply.pending import Pending
 from orrery_hub.apply.queued import Gathered
 from orrery_hub.apply.waits import WaitBook
 from orrery_hub.policy import ClusterFacts, PolicySet
 from orrery_hub.policy.facts import Period
-from orrery_hub.scheduler import Plan, SlicePlacement
+from orrery_hub.scheduler import Plan, Policy, SlicePlacement
 from orrery_hub.scheduler.history import runtime_history
 from orrery_hub.store.models import JobRow
 
@@ -73,18 +74,28 @@ class Applier:
     def avoid(self, value: Mapping[tuple[str, str], frozenset[str]]) -> None:
         self._gatherer.avoid = value
 
+    @property
+    def pending(self) -> Pending:
+        """What waits, kept between passes: tell it what changed (``Pending.update``)."""
+        return self._gatherer.pending
+
     def gather(
         self,
-        entries: Sequence[JobEntry],
+        entries: Sequence[JobEntry] | None = None,
         *,
         now: float,
         policies: PolicySet,
         clusters: Sequence[ClusterFacts] = (),
         spend: Mapping[tuple[str, Period], float] | None = None,
         broken: Mapping[str, Exception] | None = None,
+        holding: Iterable[JobEntry] = (),
+        policy: Policy | None = None,
+        history: Mapping[str, float] | None = None,
     ) -> Gathered:
+        """See ``Gatherer.gather``."""
         return self._gatherer.gather(
-            entries, now=now, policies=policies, clusters=clusters, spend=spend, broken=broken
+            entries, now=now, policies=policies, clusters=clusters, spend=spend,
+            broken=broken, holding=holding, policy=policy, history=history,
         )
 
     def preempt(self, s: Session, plan: Plan, *, now: float, digest: str) -> list[tuple[str, Kill]]:

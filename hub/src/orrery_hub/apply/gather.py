@@ -7,21 +7,25 @@ no store thread: the reconcile loop runs this, and ``plan``, on a worker thread.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
 from orrery.service_manifest import REPLICA_LABEL, SERVICE_LABEL
 from orrery_hub.apply.jobdb import JobEntry
+from orrery_hub.apply.pending import Pending
 from orrery_hub.apply.queued import ACTIVE_JOB, Gathered, QueuedJob
 from orrery_hub.policy import ClusterFacts, Constraints, Evaluator, PolicySet, Usage
 from orrery_hub.policy.facts import Period
 from orrery_hub.scheduler import JobRequest, RunningJob, RunningSlice
+from orrery_hub.scheduler.snapshot import Policy
+from orrery_hub.scheduler.waitlist import Ordered, WaitList
 
 
 class Gatherer:
-    """Keeps the policy evaluator between passes (rebuilt when policies or clusters change).
-    One pass at a time uses it."""
+    """Keeps, between passes, what waits (``apply.pending``), the requests built for it,
+    their offer order (the scheduler's ``WaitList``) and the policy evaluator (rebuilt
+    when policies or clusters change). One pass at a time uses it."""
 
     def __init__(self) -> None:
         self._evaluator: Evaluator | None = None
@@ -29,73 +33,146 @@ class Gatherer:
         # of regions it already covers until it spans ``spread.regions`` (orrery_hub.serving),
         # keyed by (service, replica index), the labels each replica job carries.
         self.avoid: Mapping[tuple[str, str], frozenset[str]] = {}
-        # A job no policy constrains asks the same thing pass after pass: its request is
-        # built once and kept while its slices waiting stay the same (a long queue's pass
-        # then costs a lookup per job, not an object).
-        self._requests: dict[JobId, tuple[QueuedJob, tuple[SliceIndex, ...], JobRequest]] = {}
+        self.pending = Pending()
+        # With no policy loaded a job asks the same thing pass after pass: its request is
+        # built once, when its entry changes, and kept here and in the waiting order; a
+        # pass then costs what changed. None: rebuilt whole next time (policies decide
+        # each job's clusters every pass, from usage that moves with every placement).
+        self._requests: dict[JobId, JobRequest] | None = None
+        self._services: set[JobId] = set()  # replicas: their clusters follow ``avoid``
+        self._order: WaitList | None = None
 
     def gather(
         self,
-        entries: Sequence[JobEntry],
+        entries: Sequence[JobEntry] | None = None,
         *,
         now: float,
         policies: PolicySet,
         clusters: Sequence[ClusterFacts] = (),
         spend: Mapping[tuple[str, Period], float] | None = None,
         broken: Mapping[str, Exception] | None = None,
+        holding: Iterable[JobEntry] = (),
+        policy: Policy | None = None,
+        history: Mapping[str, float] | None = None,
     ) -> Gathered:
+        """The snapshot's jobs. ``entries``: every job there is (compared with what is kept
+        here); None: ``pending`` was told what changed (``Pending.update``) and ``holding``
+        are the jobs with open attempts. ``policy`` (with ``history``): keep the waiting
+        order for it, returned as ``Gathered.order`` when it holds exactly the requests."""
+        pend = self.pending
+        if entries is not None:
+            pend.load(entries)
+            holding = [e for e in entries if e.attempts]
+        pend.settle(now, broken)
         held: dict[tuple[str, str], set[int]] = defaultdict(set)
-        stopping: dict[tuple[str, int], tuple[int, str]] = {}
-        versions = {e.id: e.version for e in entries if e.active}
-        pending: dict[str, list[tuple[int, float]]] = {}
-        for e in entries:
-            if e.active and (broken is None or e.id not in broken):
-                waiting = [(sl.index, sl.not_before) for sl in e.slices if sl.phase == "Pending"]
-                if waiting:
-                    pending[e.id] = waiting
-        queued = {e.id: e.queued for e in entries if e.queued is not None}
-
         by_team: dict[str, int] = defaultdict(int)
         by_queue: dict[str, int] = defaultdict(int)
-        for e in entries:
+        holders = list(holding)
+        for e in holders:
             for a in e.attempts:
                 held[(a.cluster, a.node)].update(a.gpus)
-                stopping[(e.id, a.index)] = (a.epoch, a.cluster)
                 if e.queued is not None:
                     by_team[e.queued.facts.team] += len(a.gpus)
                     by_queue[e.queued.queue] += len(a.gpus)
         usage = Usage(
             gpus_by_team=dict(by_team), gpus_by_queue=dict(by_queue), spend=dict(spend or {})
         )
+        blocked = dict(pend.blocked)
+        summaries: dict[str, str] = {}
+        order: Ordered | None = None
+        if policies.empty:
+            try:
+                requests = self._kept(clusters)
+                if policy is not None:
+                    order = self._ordered(policy, history)
+                    requests = self._order.jobs() if self._order is not None else requests
+            except BaseException:
+                self._requests, self._order = None, None  # built whole next time
+                raise
+        else:
+            self._requests, self._order = None, None
+            requests = self._each(policies, clusters, usage, blocked, summaries)
+        return Gathered(
+            tuple(requests), dict(pend.versions), dict(held), blocked, summaries, usage,
+            _running(holders), order,
+        )
 
-        ready_by_job: list[tuple[QueuedJob, tuple[SliceIndex, ...]]] = []
-        blocked: dict[str, str] = {}
-        for jid, slices in pending.items():
-            q = queued.get(jid)
-            if q is None:
+    def _avoided(
+        self, q: QueuedJob, allowed: frozenset[ClusterName] | None,
+        clusters: Sequence[ClusterFacts],
+    ) -> frozenset[ClusterName] | None:
+        avoid = (
+            self.avoid.get((q.labels[SERVICE_LABEL], q.labels.get(REPLICA_LABEL, "")))
+            if SERVICE_LABEL in q.labels
+            else None
+        )
+        if not avoid:
+            return allowed
+        base = allowed if allowed is not None else frozenset(f.name for f in clusters)
+        return frozenset(n for n in base if n not in avoid)
+
+    def _kept(self, clusters: Sequence[ClusterFacts]) -> Sequence[JobRequest]:
+        """The requests with no policy loaded: built for the jobs that changed (and the
+        service replicas, whose clusters follow ``avoid``), kept for the rest."""
+        pend, kept = self.pending, self._requests
+        if kept is None:
+            kept = self._requests = {}
+            self._order = None
+            todo: Iterable[str] = list(pend.ready)
+        else:
+            todo = pend.touched | self._services
+        for jid in todo:
+            r = pend.ready.get(jid)
+            job_id = JobId(jid)
+            if r is None:
+                if kept.pop(job_id, None) is not None and self._order is not None:
+                    self._order.drop(job_id)
+                self._services.discard(job_id)
                 continue
-            ready: list[SliceIndex] = []
-            for index, not_before in slices:
-                old = stopping.get((jid, index))
-                if old is not None:
-                    blocked[jid] = f"waiting for slice {index} epoch {old[0]} to stop on {old[1]}"
-                elif not_before > now:
-                    blocked[jid] = f"retry backoff: {not_before - now:.1f}s left"
-                else:
-                    ready.append(SliceIndex(index))
-            if (q.gang and len(ready) < len(slices)) or not ready:
-                continue  # a gang is placed whole, once every member is free to go
-            ready_by_job.append((q, tuple(sorted(ready))))
+            q, indices = r
+            allowed = self._avoided(q, None, clusters)
+            if SERVICE_LABEL in q.labels:
+                self._services.add(job_id)
+            old = kept.get(job_id)
+            if (
+                old is not None
+                and old.pending == indices
+                and old.allowed_clusters == allowed
+                and old.priority == q.priority
+            ):
+                continue  # nothing it asks changed: the same object, the same place
+            req = _request(q, indices, None, allowed)
+            kept[job_id] = req
+            if self._order is not None:
+                self._order.put(req)
+        return list(kept.values())
 
+    def _ordered(self, policy: Policy, history: Mapping[str, float] | None) -> Ordered:
+        assert self._requests is not None
+        if self._order is None:
+            self._order = WaitList(policy, history, self._requests.values())
+        else:
+            self._order.rebase(policy, history)
+        return self._order.view()
+
+    def _each(
+        self,
+        policies: PolicySet,
+        clusters: Sequence[ClusterFacts],
+        usage: Usage,
+        blocked: dict[str, str],
+        summaries: dict[str, str],
+    ) -> list[JobRequest]:
+        """The requests with policies loaded: each job's clusters, scores and blocks
+        decided again this pass (they follow usage and spend)."""
+        ready_by_job = list(self.pending.ready.values())
         constraints: dict[JobId, Constraints] = {}
-        if not policies.empty and ready_by_job:
+        if ready_by_job:
             if self._evaluator is None or not self._evaluator.serves(policies, clusters):
                 self._evaluator = Evaluator(policies, clusters)
             facts = [replace(q.facts, pending_slices=len(r)) for q, r in ready_by_job]
             constraints = self._evaluator.constraints_for_pass(facts, usage)
-
         requests: list[JobRequest] = []
-        summaries: dict[str, str] = {}
         for q, indices in ready_by_job:
             c = constraints.get(q.id)
             if c is not None and c.summary:
@@ -103,46 +180,36 @@ class Gatherer:
             if c is not None and c.blocked:
                 blocked[q.id] = "; ".join(c.blocked)
                 continue
-            allowed = c.allowed_clusters if c is not None else None
-            avoid = (
-                self.avoid.get((q.labels[SERVICE_LABEL], q.labels.get(REPLICA_LABEL, "")))
-                if SERVICE_LABEL in q.labels
-                else None
+            allowed = self._avoided(
+                q, c.allowed_clusters if c is not None else None, clusters
             )
-            if avoid:
-                base = allowed if allowed is not None else frozenset(f.name for f in clusters)
-                allowed = frozenset(n for n in base if n not in avoid)
-            reusable = c is None and not avoid  # nothing but the job itself shapes it
-            if reusable:
-                kept = self._requests.get(q.id)
-                if kept is not None and kept[0] is q and kept[1] == indices:
-                    requests.append(kept[2])
-                    continue
-            req = JobRequest(
-                id=q.id,
-                name=q.name,
-                priority=q.priority,
-                seq=q.seq,
-                gpus_per_slice=q.gpus_per_slice,
-                gpu_types=c.gpu_types if c is not None else q.gpu_types,
-                pending=indices,
-                gang=q.gang,
-                queue=q.queue,
-                labels=q.labels,
-                max_runtime=q.facts.max_runtime_s,
-                allowed_clusters=allowed,
-                denied_reasons=c.denied_reasons if c is not None else {},
-                cluster_scores=c.cluster_scores if c is not None else {},
-                datasets=q.datasets,
-            )
-            if reusable:
-                self._requests[q.id] = (q, indices, req)
-            requests.append(req)
-        if len(self._requests) > 2 * len(requests) + 1000:  # placed or gone: forget them
-            wanted = {r.id for r in requests}
-            self._requests = {j: v for j, v in self._requests.items() if j in wanted}
-        running = _running(entries)
-        return Gathered(tuple(requests), versions, dict(held), blocked, summaries, usage, running)
+            requests.append(_request(q, indices, c, allowed))
+        return requests
+
+
+def _request(
+    q: QueuedJob,
+    indices: tuple[SliceIndex, ...],
+    c: Constraints | None,
+    allowed: frozenset[ClusterName] | None,
+) -> JobRequest:
+    return JobRequest(
+        id=q.id,
+        name=q.name,
+        priority=q.priority,
+        seq=q.seq,
+        gpus_per_slice=q.gpus_per_slice,
+        gpu_types=c.gpu_types if c is not None else q.gpu_types,
+        pending=indices,
+        gang=q.gang,
+        queue=q.queue,
+        labels=q.labels,
+        max_runtime=q.facts.max_runtime_s,
+        allowed_clusters=allowed,
+        denied_reasons=c.denied_reasons if c is not None else {},
+        cluster_scores=c.cluster_scores if c is not None else {},
+        datasets=q.datasets,
+    )
 
 
 def _running(entries: Sequence[JobEntry]) -> tuple[RunningJob, ...]:

@@ -162,6 +162,10 @@ class JobDb:
         self.loaded = False
         # Stored jobs whose manifest no longer loads: failed by the next commit.
         self.broken: dict[str, Exception] = {}
+        # Jobs changed since the reconcile loop last asked (``drain``): what a pass looks
+        # at. Past a bound (a standby that never plans) it says "everything" instead.
+        self._changed: set[str] = set()
+        self._overflow = False
 
     # ---- reads (any thread) -------------------------------------------------------------
 
@@ -179,6 +183,16 @@ class JobDb:
             for a in e.attempts:
                 out[(a.cluster, a.node)].update(a.gpus)
         return dict(out)
+
+    def drain(self) -> Delta | None:
+        """The jobs changed since the last call, as they stand now (None: gone); None:
+        too many to list, take ``entries()``. The event loop's: the thread ``apply`` runs
+        on, so nothing is lost between the two."""
+        ids, self._changed = self._changed, set()
+        if self._overflow:
+            self._overflow = False
+            return None
+        return {j: self.jobs.get(j) for j in ids}
 
     def attempts_on(self, cluster: str) -> int:
         """Open attempts on ``cluster``: none means its heartbeat has nothing to settle."""
@@ -285,6 +299,10 @@ class JobDb:
     # ---- the event loop: apply what a committed transaction read ------------------------
 
     def apply(self, delta: Delta) -> None:
+        if not self._overflow:
+            self._changed.update(delta)
+            if len(self._changed) > 2 * len(self.jobs) + 10_000:
+                self._changed, self._overflow = set(), True
         for job_id, entry in delta.items():
             old = self.holding.get(job_id)
             if old is not None:

@@ -13,6 +13,7 @@ from orrery_hub.scheduler import (
     JobRequest,
     RunningJob,
 )
+from orrery_hub.scheduler.waitlist import Ordered
 from orrery_hub.store.models import JobRow
 
 ACTIVE_JOB = ("Pending", "Running")
@@ -69,3 +70,4 @@ class Gathered:
     summaries: dict[str, str]  # job -> the policy engine's one-line reason, if it has one
     usage: Usage
     running: tuple[RunningJob, ...] = ()  # what holds GPUs: for preemption and backfill
+    order: Ordered | None = None  # ``requests`` in offer order, kept between passes

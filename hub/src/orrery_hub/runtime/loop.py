@@ -138,16 +138,19 @@ class ReconcileLoop(OrderOutbox):
         spend, history = await self.store.tx(
             lambda s: (gate.spend(s, jobdb, now), applier.history(s, now=now))
         )
-        entries = jobdb.entries()
+        # What changed since the last pass, filed where the pass keeps what waits: a pass
+        # with ten changes looks at ten jobs (``apply.pending``), not at the queue.
+        pending = applier.pending
+        changes = jobdb.drain()
+        if changes is None:
+            pending.load(jobdb.entries())
+        else:
+            pending.update(changes)
+        holding = list(jobdb.holding.values())
         broken = dict(jobdb.broken)
         # Datasets, caches and checkpoints: what placement on data weighs.
-        waiting = [
-            e
-            for e in entries
-            if e.queued is not None and any(x.phase == "Pending" for x in e.slices)
-        ]
-        names = {n for e in waiting if e.queued is not None for n in e.queued.datasets}
-        restarted = [e.id for e in waiting if e.checkpoint_at is not None]
+        names = {n for ds in pending.reading.values() for n in ds}
+        restarted = list(pending.restarted)
         data_in = await self.store.tx(lambda s: load_inputs(s, names, restarted))
         caches, notes = self.dataset_caches(), self.data_notes
         prefetched: dict[str, str] = self.data_prefetched
@@ -157,9 +160,13 @@ class ReconcileLoop(OrderOutbox):
         #    submissions, whatever the pass costs.
         def decide() -> tuple[Gathered, Plan]:
             g = applier.gather(
-                entries, now=now, policies=policies, clusters=facts, spend=spend, broken=broken
+                now=now, policies=policies, clusters=facts, spend=spend, broken=broken,
+                holding=holding, policy=settings.scheduling, history=history,
             )
             requests = with_checkpoints(g.requests, data_in.checkpoints)
+            # The kept order holds the requests as gathered: with a checkpoint's cluster
+            # added to some, the pass sorts them itself.
+            order = g.order if requests is g.requests else None
             inv = Inventory()
             for name, labels, state, nodes, address in frozen:
                 inv.clusters[name] = ClusterView(
@@ -180,6 +187,7 @@ class ReconcileLoop(OrderOutbox):
                     queues=settings.queues,
                     policy=settings.scheduling,
                     runtime_history=history,
+                    order=order,
                     data=data_policy(
                         data_in,
                         requests,
