@@ -12,11 +12,13 @@ Jobs without a declared maximum runtime are never backfilled onto held nodes.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
+from operator import add, attrgetter
 
 from orrery.ids import ClusterName, NodeName
 from orrery_hub.scheduler.fit import ClusterFit, TypeKey
+from orrery_hub.scheduler.snapshot import RunningJob
 
 # (time the GPUs come free, node, how many)
 Release = tuple[float, NodeName, int]
@@ -85,21 +87,53 @@ def shadow(
     return Shadow(fit.name, at, tuple(pick_nodes(free, n, g)))
 
 
-# (time the GPUs come free, cluster, node, how many): every cluster's releases in one list.
-FleetRelease = tuple[float, ClusterName, NodeName, int]
+class Releases:
+    """When every running job frees its GPUs (``RunningJob.expected_end``: its declared
+    end, never before ``now``; a stopping job's grace), and the jobs in that order; made
+    once a pass, for the walks of ``earliest`` and ``until``. Made with C-level maps and
+    one sort of indices: a loop making a row per slice of 29,000 running jobs was most of
+    an incremental pass, and a walk reads only the few soonest."""
+
+    __slots__ = ("ends", "order", "running")
+
+    def __init__(self, running: Sequence[RunningJob], now: float, grace_s: float) -> None:
+        limits = [INF if m is None else m for m in map(_MAX_RUNTIME, running)]
+        ends = [e if e > now else now for e in map(add, map(_STARTED, running), limits)]
+        stopping = list(map(_STOPPING, running))
+        if any(stopping):
+            stop = now + grace_s
+            for i, st in enumerate(stopping):
+                if st:
+                    ends[i] = stop
+        self.running = running
+        self.ends = ends
+        self.order = sorted(range(len(ends)), key=ends.__getitem__)
+
+    def until(self, cluster: ClusterName, at: float) -> list[Release]:
+        """``cluster``'s releases by ``at``, sorted (by time, then node): the part of its
+        releases ``shadow`` walks when it fits there at ``at``."""
+        ends, running = self.ends, self.running
+        out: list[Release] = []
+        for i in self.order:
+            end = ends[i]
+            if end > at:
+                break
+            out.extend(
+                [(end, s.node, len(s.gpus)) for s in running[i].slices
+                 if s.cluster == cluster and s.gpus]
+            )
+        out.sort()
+        return out
 
 
-def fleet_releases(rows: list[FleetRelease]) -> list[FleetRelease]:
-    """``rows`` sorted by time alone (stable): what ``earliest`` walks. Ties keep any
-    order: the time a cluster first fits is the first time by which all it frees adds up
-    to enough, whichever of the slices ending then is counted first."""
-    rows.sort(key=itemgetter(0))
-    return rows
+_MAX_RUNTIME = attrgetter("max_runtime")
+_STARTED = attrgetter("started_at")
+_STOPPING = attrgetter("stopping")
 
 
 def earliest(
     fits: list[ClusterFit],
-    rows: list[FleetRelease],
+    rel: Releases,
     n: int,
     g: int,
     types: TypeKey,
@@ -108,7 +142,9 @@ def earliest(
     """The earliest ``shadow(...).start_at`` over ``fits`` and the clusters that have it
     (infinity and none when no cluster ever fits), from one walk over the fleet's
     releases in time order instead of one per cluster: a walk stops at the first time
-    any cluster fits, and reads only the nodes that free GPUs before then."""
+    any cluster fits, and reads only the jobs that end before then. Jobs ending at the
+    same time come in any order: the time a cluster first fits is the first time by
+    which all it frees adds up to enough, whichever of them is counted first."""
     if g <= 0:
         return INF, []
     k: dict[ClusterName, int] = {}
@@ -122,35 +158,38 @@ def earliest(
         if have >= n:
             found.append(f.name)
     at = now if found else INF
-    for end, cluster, node, cnt in rows:
+    ends, running = rel.ends, rel.running
+    for i in rel.order:
+        end = ends[i]
         if end > at or end == INF:
             break
-        got = k.get(cluster)
-        if got is None or got >= n:
-            continue
-        have = got
-        nodes = free.get(cluster)
-        if nodes is None:
-            nodes = free[cluster] = {}
-        c = nodes.get(node)
-        if c is None:
-            f = by[cluster]
-            nd = f.by_name.get(node)
-            allowed = f._types(types)
-            if nd is None or nd.gpu_type is None or nd.gpu_type not in allowed or (
-                node in f.held
-            ):
-                c = nodes[node] = -1
-            else:
-                c = nodes[node] = len(nd.free)
-        if c < 0:
-            continue
-        have += (c + cnt) // g - c // g
-        nodes[node] = c + cnt
-        k[cluster] = have
-        if have >= n:
-            found.append(cluster)
-            at = end
+        for sl in running[i].slices:
+            cluster, node, cnt = sl.cluster, sl.node, len(sl.gpus)
+            got = k.get(cluster)
+            if got is None or got >= n or not cnt:
+                continue
+            nodes = free.get(cluster)
+            if nodes is None:
+                nodes = free[cluster] = {}
+            c = nodes.get(node)
+            if c is None:
+                f = by[cluster]
+                nd = f.by_name.get(node)
+                allowed = f._types(types)
+                if nd is None or nd.gpu_type is None or nd.gpu_type not in allowed or (
+                    node in f.held
+                ):
+                    c = nodes[node] = -1
+                else:
+                    c = nodes[node] = len(nd.free)
+            if c < 0:
+                continue
+            have = got + (c + cnt) // g - c // g
+            nodes[node] = c + cnt
+            k[cluster] = have
+            if have >= n:
+                found.append(cluster)
+                at = end
     return at, found
 
 

@@ -201,39 +201,13 @@ class Evicting(PassState):
         )
         return at
 
-    def _fleet_releases(self) -> list[backfill.FleetRelease]:
-        """When each running slice frees its GPUs, soonest first (a job's declared end; a
-        stopping one's grace). Once a pass: it reads only the snapshot's running jobs (an
-        eviction this pass does not change them), ``now`` and the grace."""
-        rows = self._rows
-        if rows is None:
-            now = self.now
-            stop = now + self.policy.grace_s
-            rows = []
-            add = rows.append
-            for r in self.running:
-                # ``RunningJob.expected_end``, inlined: this loop runs over every running job.
-                if r.stopping:
-                    end = stop
-                elif r.max_runtime is None:
-                    end = INF
-                else:
-                    e = r.started_at + r.max_runtime
-                    end = e if e > now else now
-                for s in r.slices:
-                    if s.gpus:
-                        add((end, s.cluster, s.node, len(s.gpus)))
-            rows = self._rows = backfill.fleet_releases(rows)
-        return rows
-
-    def _releases_on(self, cluster: ClusterName) -> list[backfill.Release]:
-        """``cluster``'s releases, soonest first, ties by node: what ``backfill.shadow``
-        walks to pick the nodes it holds."""
-        rel = self._releases.get(cluster)
+    def _fleet_releases(self) -> backfill.Releases:
+        """When each running job frees its GPUs, soonest first. Once a pass: it reads only
+        the snapshot's running jobs (an eviction this pass does not change them), ``now``
+        and the grace."""
+        rel = self._rel
         if rel is None:
-            rel = self._releases[cluster] = sorted(
-                [(end, node, cnt) for end, c, node, cnt in self._fleet_releases() if c == cluster]
-            )
+            rel = self._rel = backfill.Releases(self.running, self.now, self.policy.grace_s)
         return rel
 
     def _hold(self, fit: ClusterFit, nodes: list[NodeName], until: float) -> None:
@@ -248,13 +222,13 @@ class Evicting(PassState):
         g = job.gpus_per_slice
         if not job.gang:  # independent slices start as they fit: hold room for one
             n = 1
-        _, found = backfill.earliest(
-            self._eligible(job), self._fleet_releases(), n, g, job.gpu_types, self.now
-        )
+        rel = self._fleet_releases()
+        at, found = backfill.earliest(self._eligible(job), rel, n, g, job.gpu_types, self.now)
         if not found:
             return None
         fit = self.by_name[min(found)]
-        best = backfill.shadow(fit, self._releases_on(fit.name), n, g, job.gpu_types, self.now)
+        # Its releases up to the time it fits: all that ``shadow`` reads of them.
+        best = backfill.shadow(fit, rel.until(fit.name, at), n, g, job.gpu_types, self.now)
         if best is None or not best.nodes:
             return None
         self._hold(self.by_name[best.cluster], list(best.nodes), best.start_at)

@@ -87,8 +87,7 @@ class PassState:
         self._on: dict[ClusterName, list[tuple[RunningJob, tuple[RunningSlice, ...]]]] | None
         self._on = None
         self._tables: dict[ClusterName, list[preemption.Entry]] = {}
-        self._releases: dict[ClusterName, list[backfill.Release]] = {}
-        self._rows: list[backfill.FleetRelease] | None = None
+        self._rel: backfill.Releases | None = None
 
     def _may_still_preempt(self) -> bool:
         pol = self.policy
