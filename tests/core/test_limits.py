@@ -154,3 +154,25 @@ def test_any_text_parses_or_is_a_manifest_error(text: str) -> None:
         parse_manifest(text)
     except ManifestError:
         pass
+
+
+def test_the_largest_valid_manifest_is_within_the_document_limits() -> None:
+    # POST /v1/jobs:batch skips measuring a JSON batch whose items all validate
+    # (``orrery.document.json_items``): sound only while no valid manifest can be past a
+    # document limit. Every collection here is at its limit, every value a collection.
+    from orrery.document import measure_data
+    from orrery.manifest import MAX_GPU_TYPES
+
+    env: dict[str, object] = {f"K{i}": {"secretRef": "s", "key": "k"} for i in range(MAX_ENV)}
+    data = doc(
+        command=["x"] * MAX_COMMAND_ARGS,
+        env=env,
+        gpuType=[f"t{i}" for i in range(MAX_GPU_TYPES)],
+        datasets=[{"name": f"d{i}", "mountPath": f"/d{i}"} for i in range(16)],
+        maxRuntime="1h",
+        image="i",
+        checkpointDir="/c",
+    )
+    data["metadata"] = {"name": "j", "labels": {f"k{i}": "v" for i in range(MAX_LABELS)}}
+    manifest_from_data(data)  # valid
+    measure_data(data)  # within MAX_NODES and MAX_DEPTH, as sent

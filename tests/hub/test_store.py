@@ -83,3 +83,10 @@ def test_unknown_job(url: str) -> None:
 def test_a_bad_database_url_is_a_clear_error() -> None:
     with pytest.raises(InvalidInput, match="not a database URL"):
         Database.connect("this is not a url")
+
+
+@pytest.mark.parametrize("root", ["/", ".", "ckpt", "/var/lib/orrery/checkpoints/", "./a/../b"])
+def test_the_checkpoint_prefix_joins_as_pathlib_does(root: str) -> None:
+    # new_job puts the prefix before each job id rather than joining paths per job.
+    for job_id in ("train-a1b2c3", "x-000000"):
+        assert jobstore.checkpoint_prefix(Path(root)) + job_id == str(Path(root) / job_id)

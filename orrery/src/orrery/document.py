@@ -181,6 +181,22 @@ def measure_data(data: Any, *, source: str = "manifest") -> None:
             )
 
 
+def json_items(text: str) -> list[Any] | None:
+    """The documents of a JSON body as ``load_documents`` reads them, *not yet held to the
+    limits* (None: not JSON, or too long). For a caller that validates them against a
+    model every valid instance of which is within the limits (a job manifest: a few
+    thousand nodes, a few levels deep): a measure walk costs more than the validation.
+    Anything that fails to validate must go through ``load_documents``, which measures."""
+    if len(text) > MAX_DOCUMENT_BYTES or text.lstrip()[:1] not in ("[", "{"):
+        return None
+    ok, data = _load_json(text)
+    if not ok:
+        return None
+    if isinstance(data, dict) and set(data) == {"items"}:
+        data = data["items"]
+    return data if isinstance(data, list) else [data]
+
+
 def load_documents(text: str, *, source: str = "manifests") -> list[Any]:
     """Several documents: a JSON array (or ``{"items": [...]}``), or a YAML stream of
     documents separated by ``---``. Each is held to the limits above on its own; empty
@@ -189,15 +205,11 @@ def load_documents(text: str, *, source: str = "manifests") -> list[Any]:
         raise ManifestError(
             [("", f"document larger than {MAX_DOCUMENT_BYTES} bytes")], source=source
         )
-    if text.lstrip()[:1] in ("[", "{"):
-        ok, data = _load_json(text)
-        if ok:
-            if isinstance(data, dict) and set(data) == {"items"}:
-                data = data["items"]
-            items = data if isinstance(data, list) else [data]
-            for item in items:
-                measure_data(item, source=source)
-            return items
+    items = json_items(text)
+    if items is not None:
+        for item in items:
+            measure_data(item, source=source)
+        return items
     loader: BoundedLoader | None = None
     out: list[Any] = []
     try:

@@ -19,6 +19,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    TypeAdapter,
     ValidationError,
     field_validator,
 )
@@ -340,6 +341,18 @@ def manifest_from_data(data: Any, *, source: str = "manifest") -> JobManifest:
         return JobManifest.model_validate(data)
     except ValidationError as exc:
         raise ManifestError(problems_of(exc, JobManifest), source=source) from None
+
+
+_MANY: TypeAdapter[list[JobManifest]] = TypeAdapter(list[JobManifest])
+
+
+def all_valid(items: list[Any]) -> list[JobManifest] | None:
+    """Every item as ``manifest_from_data`` makes it, in one validator call; None where
+    any item fails (``manifest_from_data`` on each then names what is wrong, and where)."""
+    try:
+        return _MANY.validate_python(items)
+    except ValidationError:
+        return None
 
 
 def parse_manifest(text: str, *, source: str = "manifest") -> JobManifest:

@@ -93,7 +93,8 @@ class Admitter:
         ids = iter(jobstore.new_ids(s, names, check=not pipeline))
         digest = self.gate.current.digest
         audits: list[dict[str, Any]] = []
-        stored: list[tuple[jobstore.NewJob, JobManifest]] = []
+        stored: list[tuple[jobstore.NewJob, JobManifest, JobFacts]] = []
+        prefix = jobstore.checkpoint_prefix(self.checkpoints)
         out: list[list[Outcome | int]] = []
         decided: dict[tuple[object, ...], Admission] = {}
         for sub in batch:
@@ -126,27 +127,27 @@ class Admitter:
                     manifest,
                     job_id=job_id,
                     now=sub.now,
-                    checkpoint_root=self.checkpoints,
+                    checkpoint_prefix=prefix,
                     reason=held,
                 )
                 audit["job_id"] = job_id
                 if not policies:
                     audit["detail"] = f"estimated cost {verdict.estimate.text()}"
                 results.append(len(stored))
-                stored.append((new, manifest))
+                stored.append((new, manifest, facts))
             out.append(results)
         if pipeline:
-            seqs = pipelined.insert_admitted(s, [new for new, _ in stored], audits)
+            seqs = pipelined.insert_admitted(s, [new for new, _, _ in stored], audits)
         elif driver and sqlitebulk.available(s):
-            seqs = sqlitebulk.insert_admitted(s, [new for new, _ in stored], audits)
+            seqs = sqlitebulk.insert_admitted(s, [new for new, _, _ in stored], audits)
         else:
             with jobdb.quiet(s):  # bulk writes: the job database is told below
-                seqs = jobstore.insert_jobs(s, [new for new, _ in stored])
+                seqs = jobstore.insert_jobs(s, [new for new, _, _ in stored])
                 if audits:
                     s.execute(AuditRow.__table__.insert(), audits)  # type: ignore[attr-defined]
-        for (new, manifest), seq in zip(stored, seqs, strict=True):
-            jobdb.created(s, _entry(new, manifest, seq))
-        views = [jobstore.view_new(new) for new, _ in stored]
+        for (new, manifest, facts), seq in zip(stored, seqs, strict=True):
+            jobdb.created(s, _entry(new, manifest, facts, seq))
+        views = [jobstore.view_new(new) for new, _, _ in stored]
         return [[views[r] if isinstance(r, int) else r for r in results] for results in out]
 
     def _decide(
@@ -167,7 +168,7 @@ class Admitter:
         )
 
 
-def _entry(new: jobstore.NewJob, manifest: JobManifest, seq: int) -> JobEntry:
+def _entry(new: jobstore.NewJob, manifest: JobManifest, facts: JobFacts, seq: int) -> JobEntry:
     j = new.job
     return JobEntry(
         j["id"],
@@ -175,7 +176,7 @@ def _entry(new: jobstore.NewJob, manifest: JobManifest, seq: int) -> JobEntry:
         0,
         None,
         None,
-        tuple(SliceEntry(sl["index"], "Pending", sl["epoch"], 0.0) for sl in new.slices),
+        tuple([SliceEntry(sl["index"], "Pending", sl["epoch"], 0.0) for sl in new.slices]),
         (),
-        QueuedJob.new(j["id"], seq, manifest),
+        QueuedJob.new(j["id"], seq, manifest, facts),
     )

@@ -14,9 +14,9 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Request, Response
 
-from orrery.document import load_documents
+from orrery.document import json_items, load_documents
 from orrery.errors import InvalidInput, OrreryError
-from orrery.manifest import JobManifest, manifest_from_data
+from orrery.manifest import JobManifest, all_valid, manifest_from_data
 from orrery.resources import JobBatch, JobBatchItem, JobPublic, Problem
 from orrery_hub.api.problems import model_response, problem_of, read_text, status_of
 from orrery_hub.api.protocol import HubApi
@@ -39,21 +39,38 @@ def batch_routes(hub: HubApi, denied: dict[int | str, dict[str, Any]]) -> APIRou
     async def submit_batch(
         request: Request, who: Annotated[Principal, require(Permission.JOBS_SUBMIT)]
     ) -> Response:
-        docs = load_documents(await read_text(request))
-        if not docs:
-            raise InvalidInput("body: no manifests; send a JSON array or YAML documents")
-        if len(docs) > MAX_BATCH:
-            raise InvalidInput(f"body: {len(docs)} manifests, at most {MAX_BATCH} per batch")
+        text = await read_text(request)
+        valid = _all_valid(text)
         manifests: list[JobManifest | OrreryError] = []
-        for i, doc in enumerate(docs):
+        for i, doc in enumerate(_documents(text) if valid is None else valid):
             try:
-                manifests.append(bind_team(manifest_from_data(doc, source=f"item {i}"), who))
+                m = manifest_from_data(doc, source=f"item {i}") if valid is None else doc
+                manifests.append(bind_team(m, who))
             except OrreryError as exc:
                 manifests.append(exc)
         outcomes = await hub.submit_many(manifests)
         return model_response(JobBatch(items=[_item(o) for o in outcomes]))
 
     return r
+
+
+def _all_valid(text: str) -> list[JobManifest] | None:
+    """A JSON batch of valid manifests (what clients send), validated in one call and not
+    measured: a valid manifest is within ``orrery.document``'s limits. None: anything
+    else, which goes the way that names each problem (``_documents``)."""
+    items = json_items(text)
+    if items is None or not 0 < len(items) <= MAX_BATCH:
+        return None
+    return all_valid(items)
+
+
+def _documents(text: str) -> list[Any]:
+    docs = load_documents(text)
+    if not docs:
+        raise InvalidInput("body: no manifests; send a JSON array or YAML documents")
+    if len(docs) > MAX_BATCH:
+        raise InvalidInput(f"body: {len(docs)} manifests, at most {MAX_BATCH} per batch")
+    return docs
 
 
 def _item(outcome: JobPublic | OrreryError) -> JobBatchItem:

@@ -42,22 +42,29 @@ class QueuedJob:
         return cls.new(row.id, row.seq or 0, JobManifest.model_validate(row.manifest))
 
     @classmethod
-    def new(cls, job_id: str, seq: int, m: JobManifest) -> QueuedJob:
-        """From the manifest a job was just made from (what its row holds)."""
+    def new(
+        cls, job_id: str, seq: int, m: JobManifest, facts: JobFacts | None = None
+    ) -> QueuedJob:
+        """From the manifest a job was just made from (what its row holds); ``facts``:
+        the manifest's, as ``JobFacts.from_manifest`` made them before it was stored."""
         spec = m.spec
+        if facts is None:
+            facts = JobFacts.from_manifest(m)
+        jid = JobId(job_id)
+        facts = facts.submitted(jid, seq)
         return cls(
-            id=JobId(job_id),
-            name=m.metadata.name,
-            priority=spec.priority,
+            id=jid,
+            name=facts.name,
+            priority=facts.priority,
             seq=seq,
-            queue=spec.queue,
-            labels=dict(m.metadata.labels),
-            slices=spec.slices,
-            gpus_per_slice=spec.gpus_per_slice,
-            gpu_types=spec.gpu_types,
+            queue=facts.queue,
+            labels=facts.labels,
+            slices=facts.slices,
+            gpus_per_slice=facts.gpus_per_slice,
+            gpu_types=facts.gpu_types,
             gang=spec.restart_policy == RestartPolicy.GANG,
-            facts=JobFacts.from_manifest(m, job_id=JobId(job_id), seq=seq),
-            datasets=tuple(d.name for d in spec.datasets or ()),
+            facts=facts,
+            datasets=tuple(d.name for d in spec.datasets) if spec.datasets else (),
         )
 
 

@@ -75,6 +75,15 @@ class JobFacts:
         )
 
 
+    def submitted(self, job_id: JobId, seq: int) -> JobFacts:
+        """The same job once stored: its id and place in submission order."""
+        return JobFacts(
+            self.name, self.labels, self.queue, self.slices, self.gpus_per_slice,
+            self.gpu_types, self.max_runtime_s, job_id, self.priority, seq,
+            self.pending_slices,
+        )  # fmt: skip
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterFacts:
     name: ClusterName

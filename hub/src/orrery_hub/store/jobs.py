@@ -120,14 +120,22 @@ class NewJob:
     event: dict[str, Any]
 
 
+def checkpoint_prefix(root: Path) -> str:
+    """What ``new_job`` puts before a job's id for its checkpoint directory: the text of
+    ``root / job_id`` for any id (a DNS label and six hex digits: one plain part), found
+    once rather than joined through ``pathlib`` for each job."""
+    return str(root / "_")[:-1]
+
+
 def new_job(
     manifest: JobManifest,
     *,
     job_id: str,
     now: float,
-    checkpoint_root: Path,
+    checkpoint_prefix: str,
     reason: str | None = None,
 ) -> NewJob:
+    """``checkpoint_prefix``: ``checkpoint_prefix(root)`` of the hub's checkpoint root."""
     spec = manifest.spec
     job = {
         "id": job_id,
@@ -142,7 +150,7 @@ def new_job(
         "waiting": {"": reason} if reason else None,
         "created_at": now,
         "restarts": 0,
-        "checkpoint_dir": spec.checkpoint_dir or str(checkpoint_root / job_id),
+        "checkpoint_dir": spec.checkpoint_dir or checkpoint_prefix + job_id,
         "version": 0,
     }
     slices = [
