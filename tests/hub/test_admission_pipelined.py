@@ -117,7 +117,7 @@ def test_a_taken_id_rolls_the_batch_back_and_admits_it_checked(
     # The first batch takes x-aaaaaa and y-000001; the second draws x-aaaaaa again
     # (unchecked: refused by the key), then, checked, x-bbbbbb.
     draws = itertools.chain(["aaaaaa", "000001", "aaaaaa", "000002", "bbbbbb", "000003"])
-    monkeypatch.setattr(jobstore.secrets, "token_hex", lambda _n: next(draws))
+    monkeypatch.setattr(jobstore, "suffixes", lambda n: [next(draws) for _ in range(n)])
     first, _ = _admit(db, admitter, ["x", "y"])
     second, _ = _admit(db, admitter, ["x", "y"])
     assert [o.id for o in first if isinstance(o, JobPublic)] == ["x-aaaaaa", "y-000001"]
@@ -140,6 +140,6 @@ def test_fresh_ids_skip_those_the_store_holds_and_each_other(
                        "('x-aaaaaa', 'x', 'q', '', 0, '{}', '{}', 'Pending', 0, 0, 0, '/c')"))
     # x-aaaaaa is stored; the second x draws the first's id again, then one of its own.
     draws = iter(["aaaaaa", "bbbbbb", "bbbbbb", "cccccc", "dddddd"])
-    monkeypatch.setattr(jobstore.secrets, "token_hex", lambda _n: next(draws))
+    monkeypatch.setattr(jobstore, "suffixes", lambda n: [next(draws) for _ in range(n)])
     with db.session() as s:
         assert jobstore.new_ids(s, ["x", "x"]) == ["x-cccccc", "x-bbbbbb"]

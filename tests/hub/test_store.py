@@ -90,3 +90,9 @@ def test_the_checkpoint_prefix_joins_as_pathlib_does(root: str) -> None:
     # new_job puts the prefix before each job id rather than joining paths per job.
     for job_id in ("train-a1b2c3", "x-000000"):
         assert jobstore.checkpoint_prefix(Path(root)) + job_id == str(Path(root) / job_id)
+
+
+def test_id_suffixes_are_six_hex_digits_each() -> None:
+    got = jobstore.suffixes(500)
+    assert len(got) == 500 and all(len(h) == 6 and int(h, 16) >= 0 for h in got)
+    assert len(set(got)) > 490  # random: 500 draws of 2**24 rarely meet

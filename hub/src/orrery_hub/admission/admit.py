@@ -39,6 +39,7 @@ from orrery_hub.policy import (
 )
 from orrery_hub.store import jobs as jobstore
 from orrery_hub.store import pipelined, sqlitebulk
+from orrery_hub.store.manifests import ManifestDumps
 from orrery_hub.store.models import AuditRow
 
 Outcome = JobPublic | OrreryError
@@ -95,6 +96,7 @@ class Admitter:
         audits: list[dict[str, Any]] = []
         stored: list[tuple[jobstore.NewJob, JobManifest, JobFacts]] = []
         prefix = jobstore.checkpoint_prefix(self.checkpoints)
+        dumps = ManifestDumps()
         out: list[list[Outcome | int]] = []
         decided: dict[tuple[object, ...], Admission] = {}
         for sub in batch:
@@ -128,6 +130,7 @@ class Admitter:
                     job_id=job_id,
                     now=sub.now,
                     checkpoint_prefix=prefix,
+                    dumps=dumps,
                     reason=held,
                 )
                 audit["job_id"] = job_id

@@ -18,6 +18,7 @@ from orrery.resources import (
     SliceView,
     Waiting,
 )
+from orrery_hub.store.manifests import ManifestDumps
 from orrery_hub.store.models import AttemptRow, EventRow, JobRow, SliceRow
 from orrery_hub.store.queries import get_row, slices_of
 
@@ -55,7 +56,8 @@ def new_ids(s: Session, names: list[str], *, check: bool = True) -> list[str]:
     todo = list(range(len(names)))
     taken: set[str] = set()
     while todo:
-        cands = {i: f"{names[i][:50]}-{secrets.token_hex(3)}" for i in todo}
+        drawn = suffixes(len(todo))
+        cands = {i: f"{names[i][:50]}-{h}" for i, h in zip(todo, drawn, strict=True)}
         values = list(cands.values())
         used: set[str] = set()
         for k in range(0, len(values) if check else 0, 500):
@@ -68,6 +70,13 @@ def new_ids(s: Session, names: list[str], *, check: bool = True) -> list[str]:
                 taken.add(c)
                 out[i] = c
     return out
+
+
+def suffixes(n: int) -> list[str]:
+    """``n`` random id suffixes (6 hex digits), from one read of the system's random
+    source rather than one each."""
+    text = secrets.token_hex(3 * n)
+    return [text[k : k + 6] for k in range(0, 6 * n, 6)]
 
 
 def _taken(s: Session, ids: list[str]) -> list[str]:
@@ -118,6 +127,7 @@ class NewJob:
     job: dict[str, Any]
     slices: list[dict[str, Any]]
     event: dict[str, Any]
+    manifest_json: str  # job["manifest"] as the column's JSON type encodes it
 
 
 def checkpoint_prefix(root: Path) -> str:
@@ -133,10 +143,13 @@ def new_job(
     job_id: str,
     now: float,
     checkpoint_prefix: str,
+    dumps: ManifestDumps,
     reason: str | None = None,
 ) -> NewJob:
-    """``checkpoint_prefix``: ``checkpoint_prefix(root)`` of the hub's checkpoint root."""
+    """``checkpoint_prefix``: ``checkpoint_prefix(root)`` of the hub's checkpoint root;
+    ``dumps``: the transaction's (specs alike dumped once)."""
     spec = manifest.spec
+    stored, text = dumps.dump(manifest)
     job = {
         "id": job_id,
         "name": manifest.metadata.name,
@@ -144,7 +157,7 @@ def new_job(
         "team": manifest.team,
         "priority": spec.priority,
         "labels": dict(manifest.metadata.labels),
-        "manifest": manifest.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "manifest": stored,
         "phase": "Pending",
         "reason": reason,
         "waiting": {"": reason} if reason else None,
@@ -173,7 +186,7 @@ def new_job(
         "job_id": job_id,
         "message": f"{spec.slices} slice(s) × {spec.gpus_per_slice} GPU(s), queue {spec.queue}",
     }
-    return NewJob(job, slices, event)
+    return NewJob(job, slices, event, text)
 
 
 def insert_jobs(s: Session, jobs: list[NewJob]) -> list[int]:
@@ -206,15 +219,29 @@ def view_new(job: NewJob) -> JobPublic:
             phase="Pending",
             reason=reason,
             waiting=Waiting(summary=reason, clusters={}) if reason else None,
-            slices=[
-                SliceView(index=sl["index"], phase="Pending", epoch=1, attempts=0, gpus=[])
-                for sl in job.slices
-            ],
+            slices=_pending_views(len(job.slices)),
             restarts=0,
             checkpoint_dir=j["checkpoint_dir"],
             created_at=j["created_at"],
         ),
     )
+
+
+def _pending_views(n: int) -> list[SliceView]:
+    """The views of a new job's ``n`` slices (all alike: Pending, epoch 1). Frozen, so
+    jobs of up to ``_SHARED_VIEWS`` slices share them rather than build them again."""
+    if n > _SHARED_VIEWS:
+        return [SliceView(index=i, phase="Pending", epoch=1, attempts=0) for i in range(n)]
+    views = _PENDING_VIEWS.get(n)
+    if views is None:
+        views = _PENDING_VIEWS[n] = [
+            SliceView(index=i, phase="Pending", epoch=1, attempts=0) for i in range(n)
+        ]
+    return views
+
+
+_SHARED_VIEWS = 64
+_PENDING_VIEWS: dict[int, list[SliceView]] = {}
 
 
 def submit(s: Session, manifest: JobManifest, *, now: float, checkpoint_root: Path) -> JobRow:

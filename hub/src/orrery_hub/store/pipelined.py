@@ -60,7 +60,8 @@ def insert_admitted(
                 if job_rows:
                     jobs_t: Table = JobRow.__table__  # type: ignore[attr-defined]
                     sql = _sql(jobs_t, job_rows[0], dialect, returning=True)
-                    first.executemany(sql, _encoded(jobs_t, job_rows), returning=True)
+                    pre = {"manifest": [j.manifest_json for j in jobs]}
+                    first.executemany(sql, _encoded(jobs_t, job_rows, pre), returning=True)
                 for table, rows in tables:
                     if rows:
                         rest.executemany(_sql(table, rows[0], dialect), _encoded(table, rows))
@@ -96,8 +97,16 @@ def _sql(table: Table, row: dict[str, Any], dialect: Any, *, returning: bool = F
 _COMPILED: dict[tuple[str, tuple[str, ...], str, bool], str] = {}  # a handful, one a table
 
 
-def _encoded(table: Table, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    js = [k for k in rows[0] if isinstance(table.c[k].type, JSON)]
-    if not js:
+def _encoded(
+    table: Table, rows: list[dict[str, Any]], encoded: dict[str, list[str]] | None = None
+) -> list[dict[str, Any]]:
+    """Rows with their JSON columns encoded; those in ``encoded`` come encoded already
+    (each row's text, in order)."""
+    done = encoded or {}
+    js = [k for k in rows[0] if isinstance(table.c[k].type, JSON) and k not in done]
+    if not js and not done:
         return rows
-    return [{**r, **{k: json.dumps(r[k]) for k in js}} for r in rows]
+    return [
+        {**r, **{k: json.dumps(r[k]) for k in js}, **{k: t[n] for k, t in done.items()}}
+        for n, r in enumerate(rows)
+    ]

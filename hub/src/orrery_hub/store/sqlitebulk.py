@@ -46,7 +46,7 @@ def insert_admitted(
             cols = list(job_rows[0])
             one = "(" + ", ".join("?" * len(cols)) + ")"
             head = f"INSERT INTO {quote(jobs_t.name)} ({', '.join(map(quote, cols))}) VALUES "
-            values = _tuples(jobs_t, job_rows)
+            values = _tuples(jobs_t, job_rows, {"manifest": [j.manifest_json for j in jobs]})
             for k in range(0, len(values), _ROWS_PER_INSERT):
                 chunk = values[k : k + _ROWS_PER_INSERT]
                 sql = head + ", ".join([one] * len(chunk)) + " RETURNING id, seq"
@@ -69,16 +69,23 @@ def insert_admitted(
     return [seq[j["id"]] for j in job_rows]
 
 
-def _tuples(table: Table, rows: list[dict[str, Any]]) -> list[tuple[Any, ...]]:
-    """Each row's values in its first row's column order, JSON columns encoded."""
+def _tuples(
+    table: Table, rows: list[dict[str, Any]], encoded: dict[str, list[str]] | None = None
+) -> list[tuple[Any, ...]]:
+    """Each row's values in its first row's column order, JSON columns encoded; those in
+    ``encoded`` come encoded already (each row's text, in order)."""
     cols = list(rows[0])
-    js = [i for i, k in enumerate(cols) if isinstance(table.c[k].type, JSON)]
+    done = encoded or {}
+    js = [i for i, k in enumerate(cols) if isinstance(table.c[k].type, JSON) and k not in done]
+    given = [(cols.index(k), texts) for k, texts in done.items()]
     get = itemgetter(*cols)  # every table written here has several columns: a tuple
     out: list[tuple[Any, ...]] = []
-    for row in rows:
+    for n, row in enumerate(rows):
         values = list(get(row))
         for i in js:
             values[i] = _json(values[i])
+        for i, texts in given:
+            values[i] = texts[n]
         out.append(tuple(values))
     return out
 
