@@ -98,7 +98,7 @@ class Admitter:
         prefix = jobstore.checkpoint_prefix(self.checkpoints)
         dumps = ManifestDumps()
         out: list[list[Outcome | int]] = []
-        decided: dict[tuple[object, ...], Admission] = {}
+        decided: dict[tuple[object, ...], _Verdict] = {}
         for sub in batch:
             results: list[Outcome | int] = []
             for manifest in sub.items:
@@ -110,32 +110,24 @@ class Admitter:
                     continue
                 facts = JobFacts.from_manifest(manifest)
                 key = (admit_key(facts, self.gate.current), sub.now)
-                verdict = decided.get(key)
-                if verdict is None:
-                    verdict = self._decide(facts, sub.now, usage, clusters, evaluator)
-                    decided[key] = verdict
-                policies = [policy for policy, _ in (*verdict.denials, *verdict.holds)]
-                audit = {
-                    "at": sub.now, "kind": "admit", "job_id": None, "decision": verdict.decision,
-                    "detail": verdict.message(), "policies": policies, "digest": digest,
-                }  # fmt: skip
-                audits.append(audit)
-                if not verdict.admitted and verdict.decision == "denied":
+                v = decided.get(key)
+                if v is None:
+                    v = _Verdict(self._decide(facts, sub.now, usage, clusters, evaluator))
+                    decided[key] = v
+                if v.denied:
                     # The refusal is recorded even though the job is not.
-                    results.append(Forbidden(verdict.message()))
+                    audits.append(v.audit(sub.now, None, digest))
+                    results.append(Forbidden(v.message))
                     continue
-                held = f"held: {verdict.message()}" if verdict.decision == "held" else None
                 new = jobstore.new_job(
                     manifest,
                     job_id=job_id,
                     now=sub.now,
                     checkpoint_prefix=prefix,
                     dumps=dumps,
-                    reason=held,
+                    reason=v.held,
                 )
-                audit["job_id"] = job_id
-                if not policies:
-                    audit["detail"] = f"estimated cost {verdict.estimate.text()}"
+                audits.append(v.audit(sub.now, job_id, digest))
                 results.append(len(stored))
                 stored.append((new, manifest, facts))
             out.append(results)
@@ -169,6 +161,32 @@ class Admitter:
             clusters=clusters or None,
             evaluator=evaluator,
         )
+
+
+class _Verdict:
+    """One decision and what each job it decides is told and audited with: made once for
+    all the jobs of a batch alike (``policy.admit_key``)."""
+
+    __slots__ = ("admission", "denied", "message", "held", "_policies", "_detail")
+
+    def __init__(self, a: Admission) -> None:
+        self.admission = a
+        self.message = a.message()
+        self.denied = not a.admitted and a.decision == "denied"
+        self.held = f"held: {self.message}" if a.decision == "held" else None
+        self._policies = [policy for policy, _ in (*a.denials, *a.holds)]
+        # An admitted job that no policy named is audited with its estimated cost.
+        self._detail = (
+            self.message
+            if self.denied or self._policies
+            else f"estimated cost {a.estimate.text()}"
+        )
+
+    def audit(self, at: float, job_id: str | None, digest: str) -> dict[str, Any]:
+        return {
+            "at": at, "kind": "admit", "job_id": job_id, "decision": self.admission.decision,
+            "detail": self._detail, "policies": list(self._policies), "digest": digest,
+        }  # fmt: skip
 
 
 def _entry(new: jobstore.NewJob, manifest: JobManifest, facts: JobFacts, seq: int) -> JobEntry:
