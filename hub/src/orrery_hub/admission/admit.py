@@ -167,7 +167,7 @@ class _Verdict:
     """One decision and what each job it decides is told and audited with: made once for
     all the jobs of a batch alike (``policy.admit_key``)."""
 
-    __slots__ = ("admission", "denied", "message", "held", "_policies", "_detail")
+    __slots__ = ("_detail", "_policies", "admission", "denied", "held", "message")
 
     def __init__(self, a: Admission) -> None:
         self.admission = a
