@@ -5,10 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import OperationalError
 
 from orrery.errors import Conflict, InvalidInput, NotFound
 from orrery.manifest import parse_manifest
-from orrery_hub.store import Database, queries
+from orrery_hub.store import Database, database, queries
 from orrery_hub.store import jobs as jobstore
 from orrery_hub.store.models import AttemptRow
 
@@ -96,3 +98,46 @@ def test_id_suffixes_are_six_hex_digits_each() -> None:
     got = jobstore.suffixes(500)
     assert len(got) == 500 and all(len(h) == 6 and int(h, 16) >= 0 for h in got)
     assert len(set(got)) > 490  # random: 500 draws of 2**24 rarely meet
+
+
+def _backend_pid(db: Database) -> int:
+    with db.session() as s:
+        return int(s.exec(text("SELECT pg_backend_pid()")).one()[0])  # type: ignore[call-overload]
+
+
+def _terminate(url: str, pid: int) -> None:
+    admin = Database.connect(url)
+    try:
+        with admin.session() as s:
+            s.exec(text(f"SELECT pg_terminate_backend({pid})"))  # type: ignore[call-overload]
+    finally:
+        admin.close()
+
+
+def test_an_idle_connection_the_server_dropped_is_replaced_before_use(
+    fresh_pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "PING_IDLE_S", 0.0)  # every checkout counts as idle
+    db = Database.connect(fresh_pg_url)
+    try:
+        pid = _backend_pid(db)
+        _terminate(fresh_pg_url, pid)  # the server restarted, say
+        assert _backend_pid(db) != pid  # tested at checkout, replaced: no error
+    finally:
+        db.close()
+
+
+def test_a_connection_in_steady_use_is_not_pinged(
+    fresh_pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(database, "PING_IDLE_S", 3600.0)
+    db = Database.connect(fresh_pg_url)
+    try:
+        pid = _backend_pid(db)
+        _terminate(fresh_pg_url, pid)
+        # Not tested (it was just used): the transaction meets the dead connection...
+        with pytest.raises(OperationalError):
+            _backend_pid(db)
+        assert _backend_pid(db) != pid  # ...and the pool has replaced it for the next
+    finally:
+        db.close()
