@@ -159,13 +159,16 @@ def test_rows_are_inserted_updated_and_touched_in_bulk(url: str) -> None:
         write_rows(s, [(beat(3, [0]), 3.0, False)], [("c2", 3.0)])
         s.commit()
     with db.session() as s:
+        write_rows(s, [], [("c1", 4.0)])  # touches only: nothing else is read or written
+        s.commit()
+    with db.session() as s:
         rows = {r.name: r for r in s.exec(select(ClusterRow))}
         events = [
             e.cluster for e in s.exec(select(EventRow).where(EventRow.kind == "ClusterJoined"))
         ]
     assert sorted(events) == ["c1", "c2"]
     c1, c2 = rows["c1"], rows["c2"]
-    assert (c1.first_seen, c1.last_heartbeat) == (1.0, 3.0)
+    assert (c1.first_seen, c1.last_heartbeat) == (1.0, 4.0)
     assert [n["free"] for n in c1.nodes] == [[0], [0]]  # written in full
     assert (c2.first_seen, c2.last_heartbeat, c2.state) == (2.0, 3.0, "Ready")
     assert [n["free"] for n in c2.nodes] == [[1], [0]]  # touched: content as it was
