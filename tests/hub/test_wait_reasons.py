@@ -115,6 +115,22 @@ def test_only_changed_summaries_reach_the_store(db: Database, tmp_path: Path) ->
     assert rows == 1 and updates.n == 1
 
 
+def test_summaries_a_failed_transaction_lost_are_written_again(
+    db: Database, tmp_path: Path
+) -> None:
+    ids = submitted(db, tmp_path, 2)
+    book = WaitBook()
+    first = reason("needs 3 slices × 8 GPU; no cluster has a slice's worth free", "full")
+    plan_ = Plan((), {JobId(j): first for j in ids})
+    lost = book.note(plan_, gathered(ids))  # the pass's worker thread
+    assert lost == {first.summary: ids}
+    book.unwritten(lost)  # ... and the store transaction that was to write them failed
+    with db.session() as s:
+        assert book.record(s, plan_, gathered(ids)) == 2
+        s.commit()
+        assert set(s.exec(select(JobRow.reason))) == {first.summary}
+
+
 def test_a_blocked_job_says_why_with_no_detail(db: Database, tmp_path: Path) -> None:
     [job_id] = submitted(db, tmp_path, 1)
     book = WaitBook()

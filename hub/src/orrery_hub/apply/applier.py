@@ -142,8 +142,3 @@ class Applier:
         jobdb.mark(s, job_id)  # a bulk update: the job database reads this job back
         with jobdb.quiet(s):
             fail_unplaceable(s, job_id, exc, now=now)
-
-    def record_waiting(self, s: Session, plan: Plan, g: Gathered) -> int:
-        """Why each unplaced job waits: summaries that changed to the store, the
-        per-cluster detail kept in memory (``apply.waits``). Returns rows written."""
-        return self.waits.record(s, plan, g)

@@ -38,6 +38,7 @@ from orrery_hub.store.models import JobRow
 
 CHUNK = 500  # ids per UPDATE ... WHERE id IN (...)
 NO_DETAIL: Mapping[ClusterName, str] = {}
+Changed = dict[str, list[str]]  # summary -> the jobs whose stored summary it becomes
 
 
 class WaitBook:
@@ -51,10 +52,15 @@ class WaitBook:
         self._detail.pop(job_id, None)
 
     def record(self, s: Session, plan: Plan, g: Gathered) -> int:
-        """Note why each unplaced job waits; store the summaries that changed. Returns how
-        many rows it asked the store to change."""
+        """``note`` and ``write`` at once. Returns how many rows it asked to change."""
+        return self.write(s, self.note(plan, g))
+
+    def note(self, plan: Plan, g: Gathered) -> Changed:
+        """Note why each unplaced job waits; return the summaries the store lacks, by
+        summary. A loop over the waiting jobs with nothing in it but two dict lookups: the
+        pass's worker thread runs it, so the store thread only writes what changed."""
         stored, detail = self._stored, self._detail
-        changed: dict[str, list[str]] = defaultdict(list)
+        changed: Changed = defaultdict(list)
         summaries = g.summaries
         for waiting_id, w in plan.waiting.items():
             job_id = str(waiting_id)
@@ -70,6 +76,13 @@ class WaitBook:
             if stored.get(job_id) != why:
                 stored[job_id] = why
                 changed[why].append(job_id)
+        if len(stored) > len(g.versions) + 1000:  # finished jobs wait for nothing
+            self._stored = {j: r for j, r in stored.items() if j in g.versions}
+            self._detail = {j: r for j, r in detail.items() if j in g.versions}
+        return changed
+
+    def write(self, s: Session, changed: Changed) -> int:
+        """Store the summaries ``note`` found changed: one UPDATE per distinct summary."""
         rows = 0
         for summary, ids in changed.items():
             for i in range(0, len(ids), CHUNK):
@@ -83,10 +96,13 @@ class WaitBook:
                         .values(waiting={"": summary}, reason=summary)
                     )
                 rows += len(ids[i : i + CHUNK])
-        if len(stored) > len(g.versions) + 1000:  # finished jobs wait for nothing
-            self._stored = {j: r for j, r in stored.items() if j in g.versions}
-            self._detail = {j: r for j, r in detail.items() if j in g.versions}
         return rows
+
+    def unwritten(self, changed: Changed) -> None:
+        """The transaction that was to ``write`` these failed: the store lacks them."""
+        for ids in changed.values():
+            for job_id in ids:
+                self._stored.pop(job_id, None)
 
     def clusters(self, job_id: str, summary: str) -> Mapping[ClusterName, str] | None:
         """The per-cluster reasons behind ``summary``, if this hub's last pass gave them."""

@@ -18,6 +18,7 @@ from orrery.wire import (
 )
 from orrery_hub import reconcile
 from orrery_hub.apply.queued import Gathered
+from orrery_hub.apply.waits import Changed
 from orrery_hub.datasets.orders import prefetch_orders
 from orrery_hub.datasets.placement import data_policy, load_inputs, with_checkpoints
 from orrery_hub.datasets.status import record_notes
@@ -158,7 +159,7 @@ class ReconcileLoop(OrderOutbox):
 
         # 2. Plan on a worker thread: the store thread stays free for heartbeats and
         #    submissions, whatever the pass costs.
-        def decide() -> tuple[Gathered, Plan]:
+        def decide() -> tuple[Gathered, Plan, Changed]:
             g = applier.gather(
                 now=now, policies=policies, clusters=facts, spend=spend, broken=broken,
                 holding=holding, policy=settings.scheduling, history=history,
@@ -199,9 +200,9 @@ class ReconcileLoop(OrderOutbox):
                 ),
                 now,
             )
-            return g, p
+            return g, p, applier.waits.note(p, g)
 
-        g, p = await asyncio.to_thread(decide)
+        g, p, reasons = await asyncio.to_thread(decide)
 
         # 3. One short commit: each job checked against the version the snapshot saw;
         #    what went stale is dropped (the next pass decides it again).
@@ -221,13 +222,17 @@ class ReconcileLoop(OrderOutbox):
                 digest=policies.digest,
             )
             orders.extend(applier.preempt(s, p, now=now, digest=policies.digest))
-            applier.record_waiting(s, p, g)
+            applier.waits.write(s, reasons)
             self._observe_plan(s, p, now)
             record_notes(s, p, notes, now=now)
             prefetches.extend(prefetch_orders(s, p, prefetched))
             return orders
 
-        orders = await self.store.tx(schedule)
+        try:
+            orders = await self.store.tx(schedule)
+        except BaseException:
+            applier.waits.unwritten(reasons)  # written again by the next pass
+            raise
         self.metrics.pass_seconds.observe(time.perf_counter() - started)
         if orders:
             self.metrics.placements.inc(len(orders))
