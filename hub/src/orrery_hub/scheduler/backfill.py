@@ -14,6 +14,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import compress
+from math import isfinite
 from operator import add, attrgetter
 
 from orrery.ids import ClusterName, NodeName
@@ -99,15 +101,15 @@ class Releases:
     def __init__(self, running: Sequence[RunningJob], now: float, grace_s: float) -> None:
         limits = [INF if m is None else m for m in map(_MAX_RUNTIME, running)]
         ends = [e if e > now else now for e in map(add, map(_STARTED, running), limits)]
-        stopping = list(map(_STOPPING, running))
-        if any(stopping):
-            stop = now + grace_s
-            for i, st in enumerate(stopping):
-                if st:
-                    ends[i] = stop
+        stop = now + grace_s
+        for i in compress(range(len(ends)), map(_STOPPING, running)):
+            ends[i] = stop
         self.running = running
         self.ends = ends
-        self.order = sorted(range(len(ends)), key=ends.__getitem__)
+        # Jobs that never end are never walked past (``earliest`` stops at infinity), so
+        # only the others are sorted (24,000 of the benchmark's 29,000 declare no runtime).
+        self.order = sorted(compress(range(len(ends)), map(isfinite, ends)),
+                            key=ends.__getitem__)
 
     def until(self, cluster: ClusterName, at: float) -> list[Release]:
         """``cluster``'s releases by ``at``, sorted (by time, then node): the part of its
