@@ -221,3 +221,17 @@ def test_capacity_made_again_only_where_something_changed_or_is_held() -> None:
     del inv.clusters["c2"]
     inv.capacity({}, memo)
     assert set(memo) == {"c1"}
+
+
+def test_a_cluster_that_holds_gpus_is_made_again_only_when_what_it_holds_changes() -> None:
+    inv = Inventory()
+    inv.observe(beat(1, [0, 1]), 100.0)
+    inv.observe(beat(1, [2, 3], cluster="c2"), 100.0)
+    memo: dict[str, tuple[Seen, ClusterCapacity]] = {}
+    first = inv.capacity({("c2", "n0"): {2}}, memo)
+    again = inv.capacity({("c2", "n0"): {2}}, memo)  # the same GPUs held: kept
+    assert again[1] is first[1] and again[1].nodes[0].free == (3,)
+    more = inv.capacity({("c2", "n0"): {2, 3}}, memo)  # another slice placed there
+    assert more[0] is first[0] and more[1].nodes[0].free == ()
+    assert more == inv.capacity({("c2", "n0"): {2, 3}})  # as made without the memo
+    assert inv.capacity({("c2", "n0"): set()}, memo)[1].nodes[0].free == (2, 3)

@@ -17,6 +17,7 @@ from orrery.wire import CachedDataset, Heartbeat, NodeReport
 from orrery_hub.scheduler import ClusterCapacity, NodeCapacity
 
 Held = Mapping[tuple[str, str], set[int]]  # (cluster, node) -> GPU indices held by open attempts
+NONE_HELD: Mapping[str, frozenset[int]] = {}
 
 
 @dataclass
@@ -126,15 +127,21 @@ class Inventory:
     ) -> tuple[ClusterCapacity, ...]:
         """What the scheduler may use: reported free GPUs minus what open attempts hold.
 
-        ``memo`` (kept by the caller from one pass to the next): a cluster where nothing
-        is held, whose node list (the object), labels and state are what they were, is the
-        capacity made for it last time; 100,000 nodes made again cost ~0.2 s a pass."""
+        ``memo`` (kept by the caller from one pass to the next): a cluster whose node list
+        (the object), labels, state and held GPUs are what they were is the capacity made
+        for it last time; 100,000 nodes made again cost ~0.2 s a pass, and a fleet that
+        runs jobs everywhere holds GPUs on every cluster."""
         out = []
-        holding = {c for c, _ in held} if memo is not None else set()
+        here: dict[str, dict[str, frozenset[int]]] = {}  # held GPUs per cluster, per node
+        if memo is not None:
+            for (cluster, node), gpus in held.items():
+                if gpus:
+                    here.setdefault(cluster, {})[node] = frozenset(gpus)
         for v in self.clusters.values():
-            if memo is not None and v.name not in holding:
+            mine = here.get(v.name, NONE_HELD)
+            if memo is not None:
                 last = memo.get(v.name)
-                if last is not None and last[0].holds(v):
+                if last is not None and last[0].holds(v, mine):
                     out.append(last[1])
                     continue
             nodes = []
@@ -154,10 +161,7 @@ class Inventory:
                 nodes=tuple(nodes),
             )
             if memo is not None:
-                if v.name in holding:
-                    memo.pop(v.name, None)
-                else:
-                    memo[v.name] = (Seen.of(v), cap)
+                memo[v.name] = (Seen.of(v, mine), cap)
             out.append(cap)
         if memo is not None and len(memo) > len(self.clusters):
             for gone in set(memo) - set(self.clusters):
@@ -194,18 +198,25 @@ class Inventory:
 
 @dataclass(frozen=True)
 class Seen:
-    """What a cluster's capacity was made of: its node list (the object), state, labels."""
+    """What a cluster's capacity was made of: its node list (the object), state, labels,
+    and the GPUs open attempts held on each node."""
 
     nodes: list[NodeReport]
     state: str
     labels: dict[str, str]
+    held: Mapping[str, frozenset[int]] = field(default_factory=dict)
 
     @staticmethod
-    def of(v: ClusterView) -> Seen:
-        return Seen(v.nodes, v.state, dict(v.labels))
+    def of(v: ClusterView, held: Mapping[str, frozenset[int]] | None = None) -> Seen:
+        return Seen(v.nodes, v.state, dict(v.labels), held if held is not None else {})
 
-    def holds(self, v: ClusterView) -> bool:
-        return self.nodes is v.nodes and self.state == v.state and self.labels == v.labels
+    def holds(self, v: ClusterView, held: Mapping[str, frozenset[int]] | None = None) -> bool:
+        return (
+            self.nodes is v.nodes
+            and self.state == v.state
+            and self.labels == v.labels
+            and self.held == (held if held is not None else NONE_HELD)
+        )
 
 
 class NodeTypes(Mapping[tuple[str, str], str | None]):
