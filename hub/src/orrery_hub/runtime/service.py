@@ -33,7 +33,7 @@ from orrery_hub.api.models import (
 from orrery_hub.auth import Principal
 from orrery_hub.datasets.status import enrich as data_status
 from orrery_hub.policy import CheckReport
-from orrery_hub.runtime import joblogs
+from orrery_hub.runtime import collector, joblogs
 from orrery_hub.runtime.orders import OrderOutbox
 from orrery_hub.store import jobs as jobstore
 from orrery_hub.store import queries
@@ -81,7 +81,10 @@ class HubService(OrderOutbox):
         self, batch: list[Submission[JobManifest, JobPublic | OrreryError]]
     ) -> list[list[JobPublic | OrreryError]]:
         facts = self._facts()
-        return await self.store.tx(lambda s: self.admitter.admit(s, batch, facts))
+        try:
+            return await self.store.tx(lambda s: self.admitter.admit(s, batch, facts))
+        finally:
+            collector.settle()  # what admission left alive is walked by no collection
 
     async def get_job(self, job_id: str) -> JobPublic:
         job = await self.store.tx(lambda s: queries.get(s, job_id))
