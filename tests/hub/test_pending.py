@@ -119,3 +119,37 @@ def test_an_open_attempt_holds_its_slice_back() -> None:
     assert [r.pending for r in got.requests] == [(1,)]
     assert got.held == {("c0", "n0"): {0, 1}}
     same(got, full([e], 1.0))
+
+
+def test_with_policies_unchanged_answers_keep_their_requests_and_order() -> None:
+    from tests.hub.test_policy_helpers import FLEET, policies
+
+    rules = policies("Placement no-ap: {forbid: {clusters: ['ap-*']}}")
+    jobs = {e.id: e for e in (entry(i) for i in range(500))}
+    g = Gatherer()
+    g.pending.update(jobs)
+    first = g.gather(now=1.0, policies=rules, clusters=FLEET, policy=POLICY)
+    fresh = Gatherer().gather(list(jobs.values()), now=1.0, policies=rules, clusters=FLEET)
+    same(first, fresh)
+    assert all(r.allowed_clusters is not None and "ap-south-1" not in r.allowed_clusters
+               for r in first.requests)
+    assert first.order is not None and first.order.size == len(first.requests) == 500
+
+    gone = list(jobs)[:5]
+    for jid in gone:
+        del jobs[jid]
+    g.pending.update(dict.fromkeys(gone))
+    second = g.gather(now=2.0, policies=rules, clusters=FLEET, policy=POLICY)
+    same(second, Gatherer().gather(list(jobs.values()), now=2.0, policies=rules,
+                                   clusters=FLEET))
+    kept = {r.id: r for r in first.requests}
+    assert all(kept[r.id] is r for r in second.requests)  # the same answers, the same objects
+    assert second.order is not None and second.order.size == 495
+    clusters = tuple(
+        ClusterCapacity(ClusterName(f.name), dict(f.labels), True,
+                        (NodeCapacity(NodeName("n0"), "H100", 8, tuple(range(8))),))
+        for f in FLEET
+    )
+    a = plan(Snapshot(clusters, second.requests, order=second.order), 2.0)
+    b = plan(Snapshot(clusters, second.requests), 2.0)
+    assert a.placements == b.placements and a.placements

@@ -15,7 +15,7 @@ from orrery.service_manifest import REPLICA_LABEL, SERVICE_LABEL
 from orrery_hub.apply.jobdb import JobEntry
 from orrery_hub.apply.pending import Pending
 from orrery_hub.apply.queued import ACTIVE_JOB, Gathered, QueuedJob
-from orrery_hub.policy import ClusterFacts, Constraints, Evaluator, PolicySet, Usage
+from orrery_hub.policy import ClusterFacts, Constraints, Evaluator, JobFacts, PolicySet, Usage
 from orrery_hub.policy.facts import Period
 from orrery_hub.scheduler import JobRequest, RunningJob, RunningSlice
 from orrery_hub.scheduler.snapshot import Policy
@@ -41,6 +41,13 @@ class Gatherer:
         self._requests: dict[JobId, JobRequest] | None = None
         self._services: set[JobId] = set()  # replicas: their clusters follow ``avoid``
         self._order: WaitList | None = None
+        # With policies loaded: each job's facts as the evaluator sees them, and the
+        # request last built from its constraints (the evaluator answers a job with no
+        # quota or budget with its profile's object, pass after pass: kept while it is).
+        self._facts: dict[JobId, tuple[QueuedJob, int, JobFacts]] = {}
+        self._constrained: dict[
+            JobId, tuple[Constraints, frozenset[ClusterName] | None, JobRequest]
+        ] = {}
 
     def gather(
         self,
@@ -90,8 +97,17 @@ class Gatherer:
                 self._requests, self._order = None, None  # built whole next time
                 raise
         else:
-            self._requests, self._order = None, None
-            requests = self._each(policies, clusters, usage, blocked, summaries)
+            self._requests = None
+            try:
+                requests = self._each(policies, clusters, usage, blocked, summaries)
+                if policy is not None:
+                    order = self._synced(requests, policy, history)
+                    requests = list(self._order.jobs()) if self._order is not None else requests
+                else:
+                    self._order = None
+            except BaseException:
+                self._order, self._constrained = None, {}
+                raise
         return Gathered(
             tuple(requests), dict(pend.versions), dict(held), blocked, summaries, usage,
             _running(holders), order,
@@ -170,8 +186,11 @@ class Gatherer:
         if ready_by_job:
             if self._evaluator is None or not self._evaluator.serves(policies, clusters):
                 self._evaluator = Evaluator(policies, clusters)
-            facts = [replace(q.facts, pending_slices=len(r)) for q, r in ready_by_job]
-            constraints = self._evaluator.constraints_for_pass(facts, usage)
+                self._constrained = {}
+            constraints = self._evaluator.constraints_for_pass(
+                [self._facts_of(q, len(r)) for q, r in ready_by_job], usage
+            )
+        kept, built = self._constrained, {}
         requests: list[JobRequest] = []
         for q, indices in ready_by_job:
             c = constraints.get(q.id)
@@ -183,8 +202,63 @@ class Gatherer:
             allowed = self._avoided(
                 q, c.allowed_clusters if c is not None else None, clusters
             )
-            requests.append(_request(q, indices, c, allowed))
+            last = kept.get(q.id)
+            if last is None or last[1] != allowed or last[2].pending != indices:
+                req = _request(q, indices, c, allowed)
+            elif last[0] is c:
+                req = last[2]  # the same answer as last pass: the same request
+            else:
+                # A job charged against a quota or budget gets a new answer each pass;
+                # kept when equal, compared field by field only where that is cheap (the
+                # per-cluster maps the same objects), so no pass compares them per job.
+                req = _request(q, indices, c, allowed)
+                o = last[0]
+                if (
+                    c is not None
+                    and o.denied_reasons is c.denied_reasons
+                    and o.cluster_scores is c.cluster_scores
+                    and req == last[2]
+                ):
+                    req = last[2]
+            if c is not None:
+                built[q.id] = (c, allowed, req)
+            requests.append(req)
+        self._constrained = built
+        if len(self._facts) > 2 * len(ready_by_job) + 1000:  # placed or gone: forget them
+            ready = self.pending.ready
+            self._facts = {j: f for j, f in self._facts.items() if j in ready}
         return requests
+
+    def _facts_of(self, q: QueuedJob, n: int) -> JobFacts:
+        kept = self._facts.get(q.id)
+        if kept is not None and kept[0] is q and kept[1] == n:
+            return kept[2]
+        f = replace(q.facts, pending_slices=n)
+        self._facts[q.id] = (q, n, f)
+        return f
+
+    def _synced(
+        self, requests: list[JobRequest], policy: Policy, history: Mapping[str, float] | None
+    ) -> Ordered:
+        """The kept order told this pass's requests: put where they changed, dropped
+        where gone, sorted whole instead when much changed (an insert moves the list)."""
+        wl = self._order
+        if wl is not None:
+            wl.rebase(policy, history)
+            fresh = [r for r in requests if wl.get(r.id) is not r]
+            if len(fresh) > len(requests) // 8 + 100:
+                wl = None
+            else:
+                wanted = {r.id for r in requests}
+                for r in wl.jobs():
+                    if r.id not in wanted:
+                        wl.drop(r.id)
+                for r in fresh:
+                    wl.put(r)
+        if wl is None:
+            wl = WaitList(policy, history, requests)
+        self._order = wl
+        return wl.view()
 
 
 def _request(
