@@ -235,3 +235,26 @@ def test_a_cluster_that_holds_gpus_is_made_again_only_when_what_it_holds_changes
     assert more[0] is first[0] and more[1].nodes[0].free == ()
     assert more == inv.capacity({("c2", "n0"): {2, 3}})  # as made without the memo
     assert inv.capacity({("c2", "n0"): set()}, memo)[1].nodes[0].free == (2, 3)
+
+
+def test_the_inventory_version_moves_with_what_cluster_facts_are_made_of() -> None:
+    inv = Inventory()
+    first = beat(1, [0, 1])
+    inv.observe(first, 100.0)
+    v = inv.version
+    inv.observe(first.model_copy(update={"seq": 2}), 101.0)  # a repeat: nothing moved
+    assert inv.version == v
+    inv.observe(beat(3, [0]), 102.0)  # its node list changed
+    assert inv.version > v
+    v = inv.version
+    inv.observe(beat(4, [0]).model_copy(update={"labels": {"region": "eu"}}), 103.0)
+    assert inv.version > v
+    v = inv.version
+    assert inv.newly_lost(200.0, timeout=15) == ["c1"]
+    assert inv.version > v
+    v = inv.version
+    inv.observe(beat(5, [0]).model_copy(update={"labels": {"region": "eu"}}), 201.0)
+    assert inv.version > v  # back from Lost, with the same labels
+    v = inv.version
+    inv.replace(list(inv.clusters.values()))
+    assert inv.version > v

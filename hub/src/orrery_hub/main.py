@@ -309,7 +309,7 @@ class Hub(ReportIntake, ReconcileLoop, HubService):
 
         views = await self.store.tx(load)
         if as_stored:
-            self.inventory.clusters = {v.name: v for v in views}
+            self.inventory.replace(views)
         else:
             self.inventory.restore(views, now)
 

@@ -79,10 +79,8 @@ class HubParts:
     _forget: dict[str, list[SliceKey]]
     # Each cluster's capacity as the last pass made it (``Inventory.capacity``).
     _capacity_memo: dict[str, tuple[Seen, ClusterCapacity]]
-    # What ``_facts`` last made, and of what: (name, labels, node list) per Ready cluster.
-    _facts_memo: (
-        tuple[list[tuple[str, dict[str, str], list[NodeReport]]], tuple[ClusterFacts, ...]] | None
-    ) = None
+    # What ``_facts`` last made, and for which inventory at which version.
+    _facts_memo: tuple[tuple[int, int], tuple[ClusterFacts, ...]] | None = None
     # Jobs that read datasets: the options the last pass weighed (datasets.status), and
     # the cluster each was told to stage ahead (datasets.orders).
     data_notes: dict[str, str]
@@ -114,27 +112,17 @@ class HubParts:
         return {v.name: list(v.datasets) for v in self.inventory.clusters.values()}
 
     def _facts(self) -> tuple[ClusterFacts, ...]:
-        """``cluster_facts(self._shapes())``, made again only when a Ready cluster's name,
-        labels or node list (the object: an unchanged heartbeat keeps it) changed. Each
+        """``cluster_facts(self._shapes())``, made again only when the inventory's version
+        moved (a Ready cluster joined, left, or changed its labels or node list). Each
         admission batch and every pass needs them: made afresh, 100,000 nodes cost ~15 ms
         of the event loop each time."""
-        key = [
-            (v.name, v.labels, v.nodes)
-            for v in self.inventory.clusters.values()
-            if v.state == "Ready"
-        ]
+        inv = self.inventory
+        key = (id(inv), inv.version)
         memo = self._facts_memo
-        if (
-            memo is not None
-            and len(memo[0]) == len(key)
-            and all(
-                a[0] == b[0] and a[2] is b[2] and a[1] == b[1]
-                for a, b in zip(memo[0], key, strict=True)
-            )
-        ):
+        if memo is not None and memo[0] == key:
             return memo[1]
         facts = cluster_facts(self._shapes())
-        self._facts_memo = ([(n, dict(labels), nodes) for n, labels, nodes in key], facts)
+        self._facts_memo = (key, facts)
         return facts
 
     def _shapes(self) -> tuple[ClusterShape, ...]:
