@@ -136,6 +136,7 @@ class ClusterFit:
         # The pass's log of clusters whose free GPUs changed, in order (``ranked`` reads
         # it to re-rank only those); None outside a pass.
         self.log: list[ClusterFit] | None = None
+        self._free_cache: dict[TypeKey, dict[NodeName, int]] = {}
 
     def _write(self) -> None:
         """This pass's own buckets and node map, copied on the first change."""
@@ -183,6 +184,20 @@ class ClusterFit:
         self._fit_cache[key] = total
         return total
 
+    def free_unheld(self, types: TypeKey) -> dict[NodeName, int]:
+        """Free GPUs per node of an allowed type, 0 on held nodes (theirs are spoken for):
+        a copy to change. Cached until the cluster changes: every preemption search asks
+        every eligible cluster, and in a full fleet few of them change in between."""
+        got = self._free_cache.get(types)
+        if got is None:
+            allowed = set(self._types(types))
+            got = self._free_cache[types] = {
+                x.name: 0 if x.name in self.held else len(x.free)
+                for x in self.by_name.values()
+                if x.gpu_type is not None and x.gpu_type in allowed
+            }
+        return dict(got)
+
     def free_gpus(self, types: TypeKey) -> int:
         return sum(
             count * len(nodes)
@@ -201,6 +216,8 @@ class ClusterFit:
     def _changed(self) -> None:
         if self._fit_cache:
             self._fit_cache = {}
+        if self._free_cache:
+            self._free_cache = {}
         if self.log is not None:
             self.log.append(self)
 

@@ -95,15 +95,12 @@ def _in_cluster(
     releases: Releases,
     budget: Budget,
 ) -> Eviction | None:
-    allowed = set(fit._types(types))
     # A held node's free GPUs are spoken for (by an earlier preemptor or a reservation),
     # but what its other jobs would free is not: count those alone.
-    work = {
-        x.name: 0 if x.name in fit.held else len(x.free)
-        for x in fit.by_name.values()
-        if x.gpu_type is not None and x.gpu_type in allowed
-    }
-    k = _fits(work, g)
+    work = fit.free_unheld(types)
+    # The same count (held nodes add nothing either way), cached by the cluster, unless
+    # held nodes are lent out just now.
+    k = _fits(work, g) if fit._opened else fit.slices_fit(g, types)
     released = 0
     chosen: list[Victim] = []
     spent: dict[str, float] = {}
