@@ -258,3 +258,39 @@ def test_the_inventory_version_moves_with_what_cluster_facts_are_made_of() -> No
     v = inv.version
     inv.replace(list(inv.clusters.values()))
     assert inv.version > v
+
+
+async def test_touches_due_while_the_rows_lane_is_held_share_one_commit(
+    hub: Hub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from orrery_hub.runtime import intake
+    from orrery_hub.runtime.rows import ROWS_LANE
+
+    monkeypatch.setattr(intake, "TOUCH_EVERY_S", 0.3)
+    beats = [beat(1, [0], cluster=f"c{i}") for i in range(5)]
+    for hb in beats:  # rows written in full once: later refreshes only touch
+        hub.rows.add(hb, 1.0, joined=False)
+    await hub.lanes.submit(ROWS_LANE, hub._write_rows, coalesce=True)
+    commits: list[int] = []
+    tx = hub.store.tx
+
+    async def counted(fn: Callable[[Session], object]) -> object:
+        if getattr(fn, "func", None) is write_rows:  # the hub's own loop commits too
+            commits.append(1)
+        return await tx(fn)
+
+    monkeypatch.setattr(hub.store, "tx", counted)
+    t0 = time.monotonic()
+    hub.rows.add(beats[0].model_copy(update={"seq": 2}), 2.0, joined=False)
+    first = hub.lanes.submit(ROWS_LANE, hub._write_rows, coalesce=True)
+    await asyncio.sleep(0.05)  # the first touch is written; the lane is held
+    for hb in beats[1:]:
+        hub.rows.add(hb.model_copy(update={"seq": 2}), 2.1, joined=False)
+    second = hub.lanes.submit(ROWS_LANE, hub._write_rows, coalesce=True)
+    await first
+    await second
+    assert len(commits) == 2  # one for the first touch, one for the four after it
+    assert time.monotonic() - t0 >= 0.3  # the second waited for the lane
+    with Session(hub.store.db.engine) as s:
+        rows = {r.name: r.last_heartbeat for r in s.exec(select(ClusterRow))}
+    assert rows == {"c0": 2.0, "c1": 2.1, "c2": 2.1, "c3": 2.1, "c4": 2.1}
