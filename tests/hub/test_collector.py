@@ -59,16 +59,6 @@ def test_a_cycle_frozen_as_garbage_is_freed_by_the_next_full_collection(
     assert gone() is None
 
 
-def test_the_frozen_heap_doubling_sets_off_a_full_collection(tuned: None) -> None:
-    node = _Node()
-    gone = weakref.ref(node)
-    collector.settle()
-    del node
-    kept = [_Node() for _ in range(gc.get_freeze_count() + 1)]  # the heap doubles
-    assert collector.settle() is True
-    assert gone() is None and kept
-
-
 def test_settle_does_nothing_in_a_process_that_did_not_tune() -> None:
     frozen = gc.get_freeze_count()
     assert collector.settle() is False

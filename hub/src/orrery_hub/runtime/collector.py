@@ -15,13 +15,16 @@ database's entries, the scheduler's queue), and every collection walked it again
 again each middle and full collection. So ``settle``, after each admission transaction,
 freezes what is alive then (``gc.freeze``: a list splice, no walk): it is walked by no
 later collection. Reference cycles that had become garbage by then would be frozen too;
-one full collection (unfreeze, collect, freeze) frees them once the frozen heap has
-doubled since the last, or ``FULL_EVERY_S`` has passed: less often than the full
-collections it replaces (every 25% of growth), and no more memory held than ten minutes
-of cycles. A young collection costs mostly the large containers young at the time (a
-pass's lists over every waiting job: each reference walked), not the young objects: at
-20,000 allocations one took ~14 ms, as long as one at 100,000, so ``YOUNG`` is 100,000.
-With both, the same run: 10 young collections, 1 middle and 3 full, 0.44 s in all.
+one full collection (unfreeze, collect, freeze) every ``FULL_EVERY_S`` frees them: no
+more memory held than ten minutes of cycles, and fewer full walks of the heap than the
+collections it replaces (one every 25% of growth). Not one once the heap has grown by
+some amount: counting the frozen objects is itself a walk of them all, and under this
+load a few such counts took 6% of the hub's time.
+
+A young collection costs mostly the large containers young at the time (a pass's lists
+over every waiting job: each reference walked), not the young objects: at 20,000
+allocations one took ~14 ms, as long as one at 100,000, so ``YOUNG`` is 100,000. With
+both, the same run: 10 young collections and 1 middle, ~0.1 s in all.
 """
 
 from __future__ import annotations
@@ -34,14 +37,8 @@ FULL_EVERY_S = 600.0  # at most this long between full collections while ``settl
 
 
 class _Frozen:
-    """Net tracked objects frozen by ``settle`` since the last full collection, and how
-    many the last one left (its doubling sets off the next)."""
-
     tuned = False  # only a process that called ``tune`` (the hub's) settles its heap
-    grown = 0
-    young = 0  # young collections counted so far (gc.get_stats)
-    after_full = 0
-    full_at = 0.0
+    full_at = 0.0  # time.monotonic() of the last full collection
 
 
 def tune() -> None:
@@ -50,34 +47,23 @@ def tune() -> None:
     gc.freeze()
     _, older, oldest = gc.get_threshold()
     gc.set_threshold(YOUNG, older, oldest)
-    _Frozen.grown, _Frozen.after_full = 0, gc.get_freeze_count()
     _Frozen.full_at = time.monotonic()
-    _Frozen.young = gc.get_stats()[0]["collections"]
     _Frozen.tuned = True
 
 
 def settle() -> bool:
-    """Call after each admission transaction: freeze what is alive now, or, where due,
-    collect everything once and then freeze. True: a full collection ran. Nothing in a
-    process that did not ``tune`` (tests, tools): it keeps CPython's own collections."""
+    """Call after each admission transaction: freeze what is alive now, or, every
+    ``FULL_EVERY_S``, collect everything once and then freeze. True: a full collection
+    ran. Nothing in a process that did not ``tune`` (tests, tools): it keeps CPython's
+    own collections."""
     if not _Frozen.tuned:
         return False
-    # Net allocations since the last young collection or freeze, and at most YOUNG for
-    # each young collection since the last call: an overcount of growth (much of it is
-    # alive only for a moment: a batch's manifests and views) that only says when to count.
-    young = gc.get_stats()[0]["collections"]
-    _Frozen.grown += gc.get_count()[0] + YOUNG * (young - _Frozen.young)
-    _Frozen.young = young
-    gc.freeze()
     now = time.monotonic()
-    due = now - _Frozen.full_at > FULL_EVERY_S
-    if _Frozen.grown > _Frozen.after_full or due:
-        frozen = gc.get_freeze_count()  # exact: a walk of the frozen list (~ms a million)
-        _Frozen.grown = frozen - _Frozen.after_full
-        if due or _Frozen.grown > _Frozen.after_full:
-            gc.unfreeze()
-            gc.collect()
-            gc.freeze()
-            _Frozen.grown, _Frozen.after_full, _Frozen.full_at = 0, gc.get_freeze_count(), now
-            return True
-    return False
+    if now - _Frozen.full_at <= FULL_EVERY_S:
+        gc.freeze()
+        return False
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
+    _Frozen.full_at = now
+    return True
