@@ -143,3 +143,17 @@ def test_fresh_ids_skip_those_the_store_holds_and_each_other(
     monkeypatch.setattr(jobstore, "suffixes", lambda n: [next(draws) for _ in range(n)])
     with db.session() as s:
         assert jobstore.new_ids(s, ["x", "x"]) == ["x-cccccc", "x-bbbbbb"]
+
+
+def test_the_job_database_holds_new_slices_as_the_rows_say(tmp_path: Path) -> None:
+    # Shared entries for new slices (admit._pending_slices) match the rows written.
+    db = Database.connect(f"sqlite:///{tmp_path / 'hub.db'}")
+    admitter = Admitter(PolicyGate(None), JobDb(), tmp_path)
+    _admit(db, admitter, ["a", "b"])
+    with db.engine.connect() as c:
+        rows = sorted(c.execute(text('SELECT job_id, "index", phase, epoch FROM slices')))
+    held = sorted(
+        (e.id, s.index, s.phase, s.epoch) for e in admitter.jobs.entries() for s in e.slices
+    )
+    assert held == [tuple(r) for r in rows] and len(held) == 4
+    db.close()

@@ -197,7 +197,22 @@ def _entry(new: jobstore.NewJob, manifest: JobManifest, facts: JobFacts, seq: in
         0,
         None,
         None,
-        tuple([SliceEntry(sl["index"], "Pending", sl["epoch"], 0.0) for sl in new.slices]),
+        _pending_slices(len(new.slices)),
         (),
         QueuedJob.new(j["id"], seq, manifest, facts),
     )
+
+
+def _pending_slices(n: int) -> tuple[SliceEntry, ...]:
+    """A new job's ``n`` slices as the job database holds them (``jobstore.new_job``'s
+    rows: index i, Pending, epoch 1). Frozen and alike for every job of as many slices:
+    shared, up to 64 slices."""
+    hit = _PENDING.get(n)
+    if hit is None:
+        hit = tuple(SliceEntry(i, "Pending", 1, 0.0) for i in range(n))
+        if n <= 64:
+            _PENDING[n] = hit
+    return hit
+
+
+_PENDING: dict[int, tuple[SliceEntry, ...]] = {}
