@@ -10,7 +10,9 @@ rather than a request each (a future, a timer and a task per heartbeat), so that
 reaches the rate on a small machine.
 
 Figures: heartbeats sent and answered per second, reply latency (p50, p99 and the worst
-second: the hub keeps up when it does not grow), the hub's CPU share, and the admission
+second: the hub keeps up when it does not grow), the CPU shares of the hub, the senders and
+nats-server with heartbeats alone (3 s just before the submissions), the hub's share
+during the submissions, and the admission
 rate before any cluster joined, during the heartbeats, and just after them (the thousand
 clusters still Ready, silent for less than the failover timeout): a hub that knows 100,000
 nodes admits more slowly whether or not they report, and the last figure tells the two
@@ -48,6 +50,13 @@ SECONDS = float(os.environ.get("ORRERY_BENCH_SECONDS", "20"))
 REPLY_TIMEOUT = 10.0  # a reply later than this counts as not answered
 TICK = 0.01  # a sender publishes what is due every 10 ms
 SEQ = b'"seq":1000000001'
+QUIET_S = 3.0  # heartbeats alone, just before the submissions start
+
+
+def nats_pid(fed: Federation) -> int | None:
+    server = fed.nats
+    proc = server.proc if server is not None else None
+    return proc.pid if proc is not None else None
 
 
 def templates(first: int, count: int) -> list[tuple[str, bytes]]:
@@ -158,8 +167,16 @@ def test_a_thousand_spokes_at_one_hertz(tmp_path: Path) -> None:
         for p in senders:
             p.start()
         try:
-            # Every spoke has joined and is steady by half time.
-            time.sleep(max(0.0, start - time.time()) + SECONDS / 2)
+            # Every spoke has joined and is steady by half time; the last seconds before
+            # it, heartbeats alone: what hearing from 1,000 spokes costs the hub, and the
+            # rest of this machine (the senders, nats-server).
+            time.sleep(max(0.0, start - time.time()) + SECONDS / 2 - QUIET_S)
+            procs = {"hub": fed.hub.pid, "nats": nats_pid(fed)}
+            procs.update({f"sender{i}": p.pid for i, p in enumerate(senders) if p.pid})
+            hb0, t_hb = {k: cpu_seconds(v) for k, v in procs.items() if v}, time.monotonic()
+            time.sleep(QUIET_S)
+            took_hb = time.monotonic() - t_hb
+            hb_cpu = {k: (cpu_seconds(procs[k]) - v) / took_hb for k, v in hb0.items()}
             cpu0, t0 = cpu_seconds(fed.hub.pid), time.monotonic()
             load = asyncio.run(hammer(url, submit, seconds=5.0, expect=201))
             cpu = (cpu_seconds(fed.hub.pid) - cpu0) / (time.monotonic() - t0)
@@ -189,6 +206,9 @@ def test_a_thousand_spokes_at_one_hertz(tmp_path: Path) -> None:
         "reply_p99_ms": round(percentile(latencies, 99) * 1000, 1) if latencies else 0.0,
         "worst_second_first_half_ms": round(max(worst[:half], default=0) * 1000, 1),
         "worst_second_second_half_ms": round(max(worst[half:], default=0) * 1000, 1),
+        "hub_cpu_share_heartbeats_only": round(hb_cpu["hub"], 2),
+        "senders_cpu_share": round(sum(v for k, v in hb_cpu.items() if k.startswith("sender")), 2),
+        "nats_server_cpu_share": round(hb_cpu.get("nats", 0.0), 2),
         "hub_cpu_share_during_submissions": round(cpu, 2),
         "submissions_alone_per_s": round(alone.rate),
         "submissions_with_heartbeats_per_s": round(load.rate),

@@ -74,11 +74,11 @@ def test_replay_throughput_and_quality(pytestconfig: pytest.Config) -> None:
 
 
 @pytest.mark.benchmark
-def test_replay_at_heavy_load(tmp_path: Path) -> None:
+def test_replay_at_heavy_load(tmp_path: Path, pytestconfig: pytest.Config) -> None:
     """The whole trace at 100x arrivals on the 310-GPU fleet: the queue runs hundreds deep
     for most of the replay. Finishes in tens of seconds (it never ended before passes due
     at a rounded instant were fixed in ``sim/engine.py``)."""
-    path, what = _trace()
+    path, what = _trace(pytestconfig)
     tr = read_pods(path)
     text = (DATA / "fleet-5pct.yaml").read_text()
     heavy = tmp_path / "fleet-100x.yaml"
