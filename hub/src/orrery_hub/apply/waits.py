@@ -77,8 +77,10 @@ class WaitBook:
                 stored[job_id] = why
                 changed[why].append(job_id)
         if len(stored) > len(g.versions) + 1000:  # finished jobs wait for nothing
-            self._stored = {j: r for j, r in stored.items() if j in g.versions}
-            self._detail = {j: r for j, r in detail.items() if j in g.versions}
+            # Copied first (one C call): the store thread may ``forget`` a job meanwhile,
+            # and a dict that changes size under a comprehension raises.
+            self._stored = {j: r for j, r in list(stored.items()) if j in g.versions}
+            self._detail = {j: r for j, r in list(detail.items()) if j in g.versions}
         return changed
 
     def write(self, s: Session, changed: Changed) -> int:
