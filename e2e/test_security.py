@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
+from tests.natsclients import connect_watched, refused
 
 from e2e.conftest import final, manifest, spokes, wait_for
 from orrery.clusterid import SpokeIdentity
@@ -47,29 +47,7 @@ def ca_only(fed: Federation) -> ssl.SSLContext:
 
 async def connect_as(fed: Federation, cluster: str) -> tuple[Any, list[str]]:
     assert fed.nats is not None
-    errors: list[str] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(str(exc))
-
-    nc = await nats.connect(
-        fed.nats.url,
-        tls=creds(fed, cluster),
-        inbox_prefix=f"_INBOX_{cluster}",
-        error_cb=on_error,
-        allow_reconnect=False,
-        connect_timeout=3,
-    )
-    return nc, errors
-
-
-async def refused(url: str, tls: ssl.SSLContext | None) -> bool:
-    try:
-        nc = await nats.connect(url, tls=tls, allow_reconnect=False, connect_timeout=3)
-    except Exception:
-        return True
-    await nc.close()
-    return False
+    return await connect_watched(fed.nats.url, creds(fed, cluster), f"_INBOX_{cluster}")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

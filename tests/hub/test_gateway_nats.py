@@ -35,6 +35,7 @@ from orrery_hub.config.settings import HubSettings
 from orrery_hub.gateway.hublink import HubError, HubLink
 from orrery_hub.main import Hub
 from tests.conftest import ADMIN, ADMIN_TOKEN, FAST, running_hub
+from tests.natsclients import connect_watched, refused
 
 SVC = """
 apiVersion: orrery/v1
@@ -145,29 +146,7 @@ async def secure_hub(tmp_path: Path) -> AsyncIterator[Hub]:
 async def connect_with(folder: Path, url: str, inbox: str) -> tuple[Any, list[str]]:
     ctx = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(folder / "ca.crt"))
     ctx.load_cert_chain(str(folder / "gateway.crt"), str(folder / "gateway.key"))
-    errors: list[str] = []
-
-    async def on_error(exc: Exception) -> None:
-        errors.append(str(exc))
-
-    nc = await nats.connect(
-        url,
-        tls=ctx,
-        inbox_prefix=inbox,
-        error_cb=on_error,
-        allow_reconnect=False,
-        connect_timeout=3,
-    )
-    return nc, errors
-
-
-async def refused(url: str, tls: ssl.SSLContext | None) -> bool:
-    try:
-        nc = await nats.connect(url, tls=tls, allow_reconnect=False, connect_timeout=3)
-    except Exception:
-        return True
-    await nc.close()
-    return False
+    return await connect_watched(url, ctx, inbox)
 
 
 async def test_secure_each_gateway_is_confined_to_its_subject_and_revocation_drops_it(
