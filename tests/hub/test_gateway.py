@@ -208,3 +208,23 @@ async def test_a_held_request_is_served_when_a_replica_becomes_ready(replicas: R
         assert r.status_code == 200
         load = gw.pools["chat"].take_load(gw.clock())
         assert load.cold_start_s is not None and load.cold_start_s > 0
+
+
+async def test_a_request_to_a_replica_that_just_went_away_is_held_for_the_next(
+    replicas: Replicas,
+) -> None:
+    """Scaled to zero a moment ago: the gateway still routes to the replica until its next
+    sync. The request it refuses waits for the next replica, as a cold request would."""
+    replicas.start("a")
+    async with gateway(hold_s=30) as (gw, url), httpx.AsyncClient(base_url=url, timeout=30) as c:
+        apply_routes(gw, routes(replicas, ["a"], scale_to_zero=True), gw.clock())
+        await until(lambda: ready(gw, 1))
+        replicas.kill("a")  # the gateway still believes it ready
+        pending = asyncio.create_task(c.get("/services/chat/work?ms=1"))
+        await until(lambda: gw.pools["chat"].held == 1)
+        assert not pending.done()
+        await asyncio.to_thread(replicas.start, "b")
+        apply_routes(gw, routes(replicas, ["b"], scale_to_zero=True), gw.clock())
+        r = await pending
+        assert r.status_code == 200, r.text
+        assert r.json()["replica"] == "b"

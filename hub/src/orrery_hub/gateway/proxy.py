@@ -111,18 +111,24 @@ class Gateway:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _acquire(self, pool: Pool, region: str | None, tried: set[str]) -> Replica | None:
-        """A replica to send to, holding the request while none is ready."""
+    async def _acquire(
+        self, pool: Pool, region: str | None, tried: set[str], deadline: float
+    ) -> Replica | None:
+        """A replica to send to, holding the request while none is ready.
+
+        A replica already tried is taken again only once the prober found it ready again.
+        Holding also follows a refused attempt: the gateway may still route to a replica
+        that has just been scaled away (its next sync drops it), and a request that hit it
+        must wait for the next replica like any other, not fail at once."""
         now = self.clock()
         r = pool.pick(now, region, self.rng, tried)
-        if r is not None or tried:
+        if r is not None:
             return r
         if pool.held >= self.max_held:
             return None
         pool.held += 1
         if pool.cold_since is None:
             pool.cold_since = now
-        deadline = now + self.hold_s
         try:
             while r is None:
                 left = deadline - self.clock()
@@ -132,7 +138,10 @@ class Gateway:
                     await asyncio.wait_for(pool.ready_event.wait(), timeout=left)
                 except TimeoutError:
                     return None
-                r = pool.pick(self.clock(), region, self.rng, tried)
+                now = self.clock()
+                r = pool.pick(now, region, self.rng, tried) or pool.pick(
+                    now, region, self.rng, set()
+                )
                 if r is None:
                     await asyncio.sleep(0.01)  # the event lags a replica marked down
             return r
@@ -151,11 +160,12 @@ class Gateway:
         target = "/" + rest + (("?" + query.decode("latin-1")) if query else "")
         tried: set[str] = set()
         t0 = self.clock()
+        deadline = t0 + self.hold_s  # the whole request's hold, over every attempt
         pool.meter.up(t0)
         error = True
         try:
             for _ in range(MAX_ATTEMPTS):
-                r = await self._acquire(pool, region, tried)
+                r = await self._acquire(pool, region, tried, deadline)
                 if r is None:
                     break
                 tried.add(r.job)
