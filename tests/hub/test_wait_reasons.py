@@ -219,3 +219,37 @@ async def test_the_job_view_shows_reasons_per_cluster_across_a_restart(
                 await asyncio.sleep(0.05)
             assert await clusters() == want
         await nc.close()
+
+
+def test_summaries_are_written_through_the_id_index_and_skip_finished_jobs(
+    db: Database, tmp_path: Path
+) -> None:
+    """Given a long id list and a phase condition, SQLite's planner took the phase index and
+    scanned every waiting job per statement: a cost that grew with the queue."""
+    ids = submitted(db, tmp_path, 600)
+    with db.session() as s:
+        done = s.exec(select(JobRow).where(JobRow.id == ids[5])).one()
+        done.phase, done.reason = "Cancelled", "cancelled by user"
+        s.add(done)
+        s.commit()
+    seen: list[tuple[str, Any]] = []
+
+    def keep(_conn: Any, _cur: Any, stmt: str, params: Any, *_: Any) -> None:
+        if stmt.lstrip().upper().startswith("UPDATE JOBS"):
+            seen.append((stmt, params))
+
+    event.listen(db.engine, "before_cursor_execute", keep)
+    why = reason("needs 3 slices × 8 GPU; no cluster has a slice's worth free", "full")
+    with db.session() as s:
+        assert WaitBook().record(s, Plan((), {JobId(j): why for j in ids}), gathered(ids)) == 600
+        s.commit()
+    event.remove(db.engine, "before_cursor_execute", keep)
+    assert len(seen) == 2  # 500 ids, then 100
+    with db.engine.connect() as c:
+        for stmt, params in seen:
+            plan = " ".join(str(r) for r in c.exec_driver_sql("EXPLAIN QUERY PLAN " + stmt, params))
+            assert "ix_jobs_id" in plan and "ix_jobs_phase" not in plan, plan
+    with db.session() as s:
+        reasons = dict(s.exec(select(JobRow.id, JobRow.reason)).all())
+    assert reasons.pop(ids[5]) == "cancelled by user"  # finished meanwhile: left alone
+    assert set(reasons.values()) == {why.summary}

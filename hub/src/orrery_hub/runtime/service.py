@@ -7,7 +7,7 @@ import logging
 from collections.abc import AsyncIterator, Sequence
 
 from prometheus_client import generate_latest
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from orrery.errors import Forbidden, OrreryError
 from orrery.manifest import JobManifest
@@ -37,7 +37,7 @@ from orrery_hub.runtime import collector, joblogs
 from orrery_hub.runtime.orders import OrderOutbox
 from orrery_hub.store import jobs as jobstore
 from orrery_hub.store import queries
-from orrery_hub.store.models import AttemptRow, JobRow
+from orrery_hub.store.models import AttemptRow
 
 log = logging.getLogger("orrery.hub")
 
@@ -301,10 +301,4 @@ class HubService(OrderOutbox):
         return generate_latest(self.metrics.registry)
 
     async def job_counts(self) -> dict[str, int]:
-        def work(s: Session) -> dict[str, int]:
-            counts: dict[str, int] = {}
-            for phase in s.exec(select(JobRow.phase)).all():
-                counts[phase] = counts.get(phase, 0) + 1
-            return counts
-
-        return await self.store.tx(work)
+        return await self.store.tx(queries.job_counts)

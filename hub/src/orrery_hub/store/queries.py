@@ -171,10 +171,11 @@ def audit(s: Session, *, job: str | None, limit: int, before: int | None = None)
 
 
 def job_counts(s: Session) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for phase in s.exec(select(JobRow.phase)).all():
-        counts[phase] = counts.get(phase, 0) + 1
-    return counts
+    """Jobs per phase, counted by the database on its phase index: reading every job's
+    phase out took half a second at 100,000 jobs, on the store thread that admissions
+    and heartbeats wait behind (each ``/metrics`` scrape and console refresh asks)."""
+    rows = s.exec(select(JobRow.phase, func.count()).group_by(col(JobRow.phase))).all()
+    return {phase: int(n) for phase, n in rows}
 
 
 HELD = ("Assigned", "Running")
