@@ -5,7 +5,8 @@ clusters. The plain searches live here, as a reference pass:
 * placing: every eligible cluster asked how many slices fit, then ``cycle._choose``
   (the pass asks ``ranked`` for the tightest cluster that holds the job whole);
 * shadow times and reservations: one ``backfill.shadow`` per eligible cluster over its
-  own releases (the pass walks the fleet's releases once, ``backfill.earliest``)."""
+  own releases (the pass walks the fleet's releases once, ``backfill.earliest``);
+* every job searched (the pass answers a job alike to one that failed from memory)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,9 @@ CLUSTERS = [ClusterName(f"c{i}") for i in range(4)]
 
 
 class _Reference(_Pass):
-    """The pass with the plain searches (see the module doc)."""
+    """The pass with the plain searches (see the module doc), every job searched."""
+
+    remember_failures = False
 
     def _chosen(
         self, job: JobRequest, n: int, prefer: list[frozenset[str]]
@@ -167,6 +170,56 @@ def test_the_shortcuts_plan_what_the_plain_searches_plan(  # type: ignore[no-unt
     if kept:
         snap = replace(snap, order=WaitList(policy, None, snap.jobs).view())
     assert plan(snap, now) == _reference(snap, now)
+
+
+@st.composite
+def _alike_jobs(draw: st.DrawFn) -> list[JobRequest]:
+    """Many jobs of a few kinds (a sweep): copies of up to four drawn jobs, each with its
+    own id and place in the order."""
+    kinds = draw(_jobs())[:4]
+    return [
+        replace(draw(st.sampled_from(kinds)), id=JobId(f"s{i}"), name=f"s{i}",
+                seq=draw(st.integers(0, 40)))
+        for i in range(draw(st.integers(2, 40)))
+    ]  # fmt: skip
+
+
+class _Counting(_Pass):
+    searched = 0
+
+    def _search(self, job: JobRequest, n: int) -> None:
+        type(self).searched += 1
+        super()._search(job, n)
+
+
+@SETTINGS
+@given(_crowded(), _alike_jobs(), st.sampled_from(POLICIES), st.booleans(),
+       st.sampled_from([0.0, 40.0, 100.0]))
+def test_jobs_alike_to_one_that_failed_are_told_what_a_search_would_tell(  # type: ignore[no-untyped-def]
+    fl, js, policy, kept, now
+) -> None:
+    shape, busy = fl
+    clusters, run_ = fleet(shape, busy)
+    snap = Snapshot(clusters, tuple(js), run_, QUEUES, policy)
+    if kept:
+        snap = replace(snap, order=WaitList(policy, None, snap.jobs).view())
+    assert plan(snap, now) == _reference(snap, now)
+
+
+def test_a_queue_that_fits_nowhere_is_searched_once_per_kind() -> None:
+    """A thousand jobs for a GPU type no cluster has, while the fleet's GPUs sit free:
+    one search, the rest told the same reason."""
+    from tests.hub.test_scheduler_helpers import job
+
+    clusters, run_ = fleet({"c0": [8, 8]}, [])
+    jobs = tuple(job(f"j{i}", gpus=1, gpu_type="NONE") for i in range(1000))
+    for policy in (Policy(), Policy.full()):
+        snap = Snapshot(clusters, jobs, run_, QUEUES, policy)
+        _Counting.searched = 0
+        out = _Counting(snap, 0.0).run()
+        assert _Counting.searched == 1
+        assert out == _reference(snap, 0.0)
+        assert len(out.waiting) == 1000 and len({r.summary for r in out.waiting.values()}) == 1
 
 
 def test_the_reservation_goes_to_the_first_cluster_by_name_among_equal_times() -> None:

@@ -166,10 +166,42 @@ class _Pass(KeptTail):
                 r = cache[key] = why(job, key[3], self.fits)
             waiting[job.id] = r
 
+    # Jobs alike in all a failing ``_one`` reads of them fail alike until the pass changes
+    # something (a placement, preemption or reservation): remembered, not searched again.
+    # A long queue that fits nowhere (a GPU type no cluster has, while others sit free)
+    # cost a placement, preemption and reservation search per job per pass: with 100,000
+    # waiting, most of the hub's time. (The reference pass in the tests turns it off.)
+    remember_failures = True
+
+    def _alike(self, job: JobRequest, n: int) -> tuple[object, ...] | None:
+        """The key of jobs that fail alike, or None: this one must be searched."""
+        if not self.remember_failures or job.cluster_scores or job.id in self.inflight:
+            return None
+        now = (len(self.placements), len(self.preemptions), len(self.reservations))
+        if now != self.failed_at:
+            self.failed_kinds.clear()
+            self.failed_at = now
+        return (job.gpus_per_slice, job.gpu_types, job.allowed_clusters, n, job.gang,
+                job.queue, job.priority, job.max_runtime, job.labels.get("team"))  # fmt: skip
+
     def _one(self, job: JobRequest) -> None:
         n = len(job.pending)
         if n == 0:
             return
+        kind = self._alike(job, n)
+        if kind is not None:
+            known = self.failed_kinds.get(kind)
+            if known is not None:
+                self.waiting[job.id] = known
+                return
+        self._search(job, n)
+        if kind is not None and (len(self.placements), len(self.preemptions),
+                                 len(self.reservations)) == self.failed_at:  # fmt: skip
+            failed = self.waiting.get(job.id)
+            if failed is not None:
+                self.failed_kinds[kind] = failed
+
+    def _search(self, job: JobRequest, n: int) -> None:
         if self.quota is not None:
             qkey = (job.queue, job.gpus)
             verdict = self.quota_memo.get(qkey)
