@@ -17,7 +17,9 @@ its cycle the same way); see README.md for the picture:
    of its cohort's quota; the GPUs it will get are held for it meanwhile. Failing that,
    the first such job gets a reservation (EASY backfill). Either way it gets a reason.
 5. Capacity only shrinks during a pass, so once a job shape fails, larger requests of the
-   same shape fail too: remembered, not retried. Once no GPU is free, only jobs that may
+   same shape fail too: remembered, not retried; and a job alike in everything the search
+   reads to one that failed, with nothing placed, preempted or reserved since, is told
+   the same reason without a search (``_alike``). Once no GPU is free, only jobs that may
    preempt are still offered; the rest only need their reasons (``_tail``).
 """
 
@@ -177,10 +179,10 @@ class _Pass(KeptTail):
         """The key of jobs that fail alike, or None: this one must be searched."""
         if not self.remember_failures or job.cluster_scores or job.id in self.inflight:
             return None
-        now = (len(self.placements), len(self.preemptions), len(self.reservations))
-        if now != self.failed_at:
+        changes = (len(self.placements), len(self.preemptions), len(self.reservations))
+        if changes != self.failed_at:
             self.failed_kinds.clear()
-            self.failed_at = now
+            self.failed_at = changes
         return (job.gpus_per_slice, job.gpu_types, job.allowed_clusters, n, job.gang,
                 job.queue, job.priority, job.max_runtime, job.labels.get("team"))  # fmt: skip
 
