@@ -34,7 +34,7 @@ import pytest
 
 from benchmarks.conftest import percentile, record
 from benchmarks.loadgen import cpu_seconds, hammer, request
-from orrery.natsserver import free_port
+from orrery.natsserver import free_ports
 from orrery.service_resources import GatewayRoutes, Route, ServiceRoutes
 
 pytestmark = pytest.mark.benchmark
@@ -112,7 +112,7 @@ def throughput(url: str) -> float:
 def measure(script: Path) -> dict[str, float]:
     """Latency and throughput, direct and through a gateway, with two ``script`` replicas."""
     procs: list[subprocess.Popen[bytes]] = []
-    ports = [free_port(), free_port()]
+    ports = free_ports(2)
     try:
         for i, port in enumerate(ports):
             env = {**os.environ, "PORT": str(port), "ORRERY_JOB_NAME": f"r{i}", "SLOTS": "64"}

@@ -16,8 +16,8 @@ from sqlalchemy import text
 
 from orrery.errors import OrreryError
 from orrery.manifest import manifest_from_data
-from orrery.resources import JobPublic
 from orrery_hub.admission.admit import Admitter
+from orrery_hub.admission.answer import Admitted
 from orrery_hub.admission.gate import PolicyGate
 from orrery_hub.admission.groupcommit import Submission
 from orrery_hub.apply.jobdb import JobDb
@@ -56,7 +56,7 @@ def _admit(
     *,
     pipeline: bool | None = None,
     driver: bool = True,
-) -> tuple[list[JobPublic | OrreryError], bool]:
+) -> tuple[list[Admitted | OrreryError], bool]:
     loop = asyncio.new_event_loop()
     try:
         sub = Submission([_manifest(n, slices=2) for n in names], NOW, loop.create_future())
@@ -93,7 +93,7 @@ def test_the_driver_writes_the_rows_sqlalchemy_writes(db: Database, tmp_path: Pa
     fast = Admitter(PolicyGate(None), JobDb(), tmp_path)
     out, did_write = _admit(db, fast, ["a", "b"])
     assert did_write  # the standby's fence sees a write it did not make through the ORM
-    assert all(isinstance(o, JobPublic) for o in out)
+    assert all(isinstance(o, Admitted) for o in out)
     fast_rows = _rows(db)
     assert [len(v) for v in fast_rows.values()] == [2, 4, 2, 2]
     with db.engine.begin() as c:
@@ -120,8 +120,8 @@ def test_a_taken_id_rolls_the_batch_back_and_admits_it_checked(
     monkeypatch.setattr(jobstore, "suffixes", lambda n: [next(draws) for _ in range(n)])
     first, _ = _admit(db, admitter, ["x", "y"])
     second, _ = _admit(db, admitter, ["x", "y"])
-    assert [o.id for o in first if isinstance(o, JobPublic)] == ["x-aaaaaa", "y-000001"]
-    assert [o.id for o in second if isinstance(o, JobPublic)] == ["x-bbbbbb", "y-000003"]
+    assert [o.id for o in first if isinstance(o, Admitted)] == ["x-aaaaaa", "y-000001"]
+    assert [o.id for o in second if isinstance(o, Admitted)] == ["x-bbbbbb", "y-000003"]
     rows = _rows(db)  # nothing of the refused attempt stayed
     assert [len(v) for v in rows.values()] == [4, 8, 4, 4]
     with db.engine.connect() as c:

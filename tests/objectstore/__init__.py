@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from orrery.natsserver import free_port
+from orrery.natsserver import free_ports
 
 ACCESS_KEY = "orrery-test"
 SECRET_KEY = "orrery-test-secret"
@@ -52,23 +52,21 @@ class SeaweedFS:
         self.root.mkdir(parents=True, exist_ok=True)
         # The gRPC port of each service defaults to its HTTP port + 10000, which may be
         # taken: every port is chosen and passed explicitly.
-        ports = {
-            k: free_port()
-            for k in (
-                "master.port",
-                "master.port.grpc",
-                "volume.port",
-                "volume.port.grpc",
-                "filer.port",
-                "filer.port.grpc",
-                "s3.port",
-                "s3.port.grpc",
-                # The S3 gateway's Iceberg and Lance listeners default to fixed ports: two
-                # servers at once (test workers) would clash on them.
-                "s3.port.iceberg",
-                "s3.port.lance",
-            )
-        }
+        names = (
+            "master.port",
+            "master.port.grpc",
+            "volume.port",
+            "volume.port.grpc",
+            "filer.port",
+            "filer.port.grpc",
+            "s3.port",
+            "s3.port.grpc",
+            # The S3 gateway's Iceberg and Lance listeners default to fixed ports: two
+            # servers at once (test workers) would clash on them.
+            "s3.port.iceberg",
+            "s3.port.lance",
+        )
+        ports = dict(zip(names, free_ports(len(names)), strict=True))
         self.s3_port = ports["s3.port"]
         args = [
             binary(),

@@ -25,7 +25,7 @@ from orrery.client import HubClient
 from orrery.clusterid import SpokeIdentity
 from orrery.errors import InvalidInput, Unavailable
 from orrery.fleetspec import CATALOG, SpokeSpec, Timings, admin_token, default_spokes
-from orrery.natsserver import NatsServer, free_port, wait_for_port
+from orrery.natsserver import NatsServer, free_port, free_ports, wait_for_port
 
 __all__ = ["CATALOG", "Federation", "SpokeSpec", "Timings", "default_spokes"]
 
@@ -109,8 +109,8 @@ class Federation:
         self.state.mkdir(parents=True, exist_ok=True)
         (self.state / "logs").mkdir(exist_ok=True)
         host, n = self.nats_host, self.nats_count
-        ports = [free_port(host) for _ in range(n)]
-        routes = [free_port(host) for _ in range(n)] if n > 1 else []
+        chosen = free_ports(2 * n if n > 1 else n, host)
+        ports, routes = chosen[:n], chosen[n:]
         configs: list[Path | None] = [None] * n
         if not self.insecure:
             configs = list(self._identity_init(ports, routes))

@@ -6,6 +6,7 @@ one per session and kill and restart it to inject faults.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -33,6 +34,17 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return int(s.getsockname()[1])
+
+
+def free_ports(n: int, host: str = "127.0.0.1") -> list[int]:
+    """``n`` distinct free ports. Each ``free_port`` call releases its port before the
+    next, so the system may hand the same one out twice: here all are held until all
+    are chosen (SeaweedFS was seen given one port for two of its listeners)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind((host, 0))
+        return [int(s.getsockname()[1]) for s in socks]
 
 
 def wait_for_port(host: str, port: int, timeout: float) -> bool:

@@ -21,7 +21,7 @@ from sqlmodel import Session
 
 from orrery.errors import Forbidden, ManifestError, OrreryError
 from orrery.manifest import JobManifest
-from orrery.resources import JobPublic
+from orrery_hub.admission.answer import Admitted
 from orrery_hub.admission.gate import PolicyGate
 from orrery_hub.admission.groupcommit import Submission
 from orrery_hub.apply import jobdb
@@ -42,7 +42,7 @@ from orrery_hub.store import pipelined, sqlitebulk
 from orrery_hub.store.manifests import ManifestDumps
 from orrery_hub.store.models import AuditRow
 
-Outcome = JobPublic | OrreryError
+Outcome = Admitted | OrreryError
 
 
 class Admitter:
@@ -142,8 +142,8 @@ class Admitter:
                     s.execute(AuditRow.__table__.insert(), audits)  # type: ignore[attr-defined]
         for (new, manifest, facts), seq in zip(stored, seqs, strict=True):
             jobdb.created(s, _entry(new, manifest, facts, seq))
-        views = [jobstore.view_new(new) for new, _, _ in stored]
-        return [[views[r] if isinstance(r, int) else r for r in results] for results in out]
+        answers = [Admitted(new) for new, _, _ in stored]
+        return [[answers[r] if isinstance(r, int) else r for r in results] for results in out]
 
     def _decide(
         self,

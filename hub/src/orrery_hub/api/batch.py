@@ -17,8 +17,9 @@ from fastapi import APIRouter, Request, Response
 from orrery.document import json_items, load_documents
 from orrery.errors import InvalidInput, OrreryError
 from orrery.manifest import JobManifest, all_valid, manifest_from_data
-from orrery.resources import JobBatch, JobBatchItem, JobPublic, Problem
-from orrery_hub.api.problems import model_response, problem_of, read_text, status_of
+from orrery.resources import JobBatch, JobBatchItem, Problem
+from orrery_hub.admission.answer import Admitted
+from orrery_hub.api.problems import problem_of, read_text, status_of
 from orrery_hub.api.protocol import HubApi
 from orrery_hub.api.scope import bind_team
 from orrery_hub.auth import Permission, Principal, require
@@ -49,7 +50,7 @@ def batch_routes(hub: HubApi, denied: dict[int | str, dict[str, Any]]) -> APIRou
             except OrreryError as exc:
                 manifests.append(exc)
         outcomes = await hub.submit_many(manifests)
-        return model_response(JobBatch(items=[_item(o) for o in outcomes]))
+        return Response(batch_json(outcomes), media_type="application/json")
 
     return r
 
@@ -73,7 +74,13 @@ def _documents(text: str) -> list[Any]:
     return docs
 
 
-def _item(outcome: JobPublic | OrreryError) -> JobBatchItem:
-    if isinstance(outcome, JobPublic):
-        return JobBatchItem(status=201, job=outcome)
-    return JobBatchItem(status=status_of(outcome), error=problem_of(outcome))
+def batch_json(outcomes: list[Admitted | OrreryError]) -> str:
+    """``JobBatch`` as JSON: each admitted job's text composed (``admission.answer``), each
+    refusal's dumped by its model. Parses to what ``JobBatch.model_dump_json`` writes."""
+    items = [
+        f'{{"status": 201, "job": {o.json()}, "error": null}}'
+        if isinstance(o, Admitted)
+        else JobBatchItem(status=status_of(o), error=problem_of(o)).model_dump_json(by_alias=True)
+        for o in outcomes
+    ]
+    return '{"items": [' + ", ".join(items) + "]}"

@@ -14,6 +14,7 @@ from orrery.errors import OrreryError
 from orrery.manifest import JobManifest
 from orrery.resources import AttemptView, ClusterPublic, EventView, JobPublic
 from orrery.wire import CachedDataset
+from orrery_hub.admission.answer import Admitted
 from orrery_hub.api.models import AuditEntry, PolicyInfo, PolicyReload, UsageReport
 
 if TYPE_CHECKING:
@@ -48,7 +49,7 @@ class HubApi(Protocol):
 
     async def submit_many(
         self, manifests: Sequence[JobManifest | OrreryError]
-    ) -> list[JobPublic | OrreryError]: ...
+    ) -> list[Admitted | OrreryError]: ...
 
     async def get_job(self, job_id: str) -> JobPublic: ...
 

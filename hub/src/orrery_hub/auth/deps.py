@@ -38,22 +38,20 @@ class Guard:
     clock: Callable[[], float] | None = None
 
     async def check(self, request: Request, permission: Permission) -> Principal:
-        what = f"{request.method} {request.url.path}"
-        source = request.client.host if request.client else "?"
         try:
             principal = await self.authenticator.authenticate(request.headers.get("authorization"))
         except Unauthenticated as exc:
-            await self._denied(401, None, what, exc.message, source)
+            await self._denied(401, None, request, exc.message)
             raise
         except Forbidden as exc:  # known, but granted nothing (an OIDC user in no group)
-            await self._denied(403, None, what, exc.message, source)
+            await self._denied(403, None, request, exc.message)
             raise
         if not principal.can(permission):
             reason = (
                 f"permission {permission.value} required: role {principal.role.value} "
                 "does not have it"
             )
-            await self._denied(403, principal, what, reason, source)
+            await self._denied(403, principal, request, reason)
             raise Forbidden(reason)
         if (
             self.writes is not None
@@ -75,9 +73,13 @@ class Guard:
         return principal
 
     async def _denied(
-        self, status: int, p: Principal | None, what: str, reason: str, source: str
+        self, status: int, p: Principal | None, request: Request, reason: str
     ) -> None:
+        # What was asked and from where, made only for a denial: ``request.url`` builds a
+        # whole URL (~2% of an admitted job's time when made for every request).
         if self.on_denied is not None:
+            what = f"{request.method} {request.url.path}"
+            source = request.client.host if request.client else "?"
             await self.on_denied(status, p, what, reason, source)
 
 

@@ -20,9 +20,9 @@ from nats.aio.client import Client as NATS
 
 from orrery.errors import OrreryError
 from orrery.manifest import JobManifest
-from orrery.resources import JobPublic
 from orrery.wire import CachedDataset, NodeReport, SliceKey
 from orrery_hub.admission.admit import Admitter
+from orrery_hub.admission.answer import Admitted
 from orrery_hub.admission.gate import ClusterShape, PolicyGate, cluster_facts
 from orrery_hub.admission.groupcommit import AdmissionQueue
 from orrery_hub.apply.applier import Applier
@@ -56,7 +56,7 @@ class HubParts:
     applier: Applier
     jobdb: JobDb  # what waits and what runs, in memory: passes plan from it
     admitter: Admitter
-    admission: AdmissionQueue[JobManifest, JobPublic | OrreryError]  # group commit
+    admission: AdmissionQueue[JobManifest, Admitted | OrreryError]  # group commit
     store: StoreRunner
     auth: Authenticator
     identity: ClusterIdentity | None

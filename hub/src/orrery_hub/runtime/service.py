@@ -17,6 +17,7 @@ from orrery.wire import (
     Kill,
 )
 from orrery_hub import reconcile
+from orrery_hub.admission.answer import Admitted
 from orrery_hub.admission.deliverable import check_deliverable
 from orrery_hub.admission.groupcommit import Submission
 from orrery_hub.api.models import (
@@ -47,11 +48,11 @@ class HubService(OrderOutbox):
         [out] = await self.submit_many([manifest])
         if isinstance(out, OrreryError):
             raise out
-        return out
+        return out.public()
 
     async def submit_many(
         self, manifests: Sequence[JobManifest | OrreryError]
-    ) -> list[JobPublic | OrreryError]:
+    ) -> list[Admitted | OrreryError]:
         """Admit each manifest on its own (an error in place of one stays its outcome):
         all of them in one transaction, shared with whatever else arrives meanwhile
         (``admission.groupcommit``). Each outcome is known only once that has committed."""
@@ -66,7 +67,7 @@ class HubService(OrderOutbox):
         todo = [m for m in checked if isinstance(m, JobManifest)]
         done = iter(await self.admission.submit(todo, self.clock()) if todo else [])
         out = [next(done) if isinstance(m, JobManifest) else m for m in checked]
-        admitted = sum(1 for o in out if isinstance(o, JobPublic))
+        admitted = sum(1 for o in out if isinstance(o, Admitted))
         denied = sum(1 for o in out if isinstance(o, Forbidden))
         if denied:
             self.metrics.jobs_denied.inc(denied)
@@ -78,8 +79,8 @@ class HubService(OrderOutbox):
         return out
 
     async def _admit_batch(
-        self, batch: list[Submission[JobManifest, JobPublic | OrreryError]]
-    ) -> list[list[JobPublic | OrreryError]]:
+        self, batch: list[Submission[JobManifest, Admitted | OrreryError]]
+    ) -> list[list[Admitted | OrreryError]]:
         facts = self._facts()
         try:
             return await self.store.tx(lambda s: self.admitter.admit(s, batch, facts))

@@ -219,7 +219,7 @@ def view_new(job: NewJob) -> JobPublic:
             phase="Pending",
             reason=reason,
             waiting=Waiting(summary=reason, clusters={}) if reason else None,
-            slices=_pending_views(len(job.slices)),
+            slices=pending_views(len(job.slices)),
             restarts=0,
             checkpoint_dir=j["checkpoint_dir"],
             created_at=j["created_at"],
@@ -227,7 +227,7 @@ def view_new(job: NewJob) -> JobPublic:
     )
 
 
-def _pending_views(n: int) -> list[SliceView]:
+def pending_views(n: int) -> list[SliceView]:
     """The views of a new job's ``n`` slices (all alike: Pending, epoch 1). Frozen, so
     jobs of up to ``_SHARED_VIEWS`` slices share them rather than build them again."""
     if n > _SHARED_VIEWS:
