@@ -20,6 +20,7 @@ from orrery.cli.select import JobFilter, parse_selector, phase_name
 from orrery.errors import InvalidInput
 from orrery.federation import Federation, SpokeSpec
 from orrery.manifest import parse_manifest
+from tests.clirunner import cli
 
 ORRERY = [sys.executable, "-m", "orrery.cli.main"]
 
@@ -39,21 +40,6 @@ def run(
             **(env or {}),
         },
     )
-
-
-def cli(*args: str, env: dict[str, str], columns: int = 200) -> tuple[int, str, str]:
-    """The CLI in this process (typer's runner): no interpreter start per call, which on a
-    loaded machine is most of a call's time. Errors the console script turns into a line
-    come back as the exception's message in the third element."""
-    from typer.testing import CliRunner
-
-    from orrery.cli.main import app
-
-    res = CliRunner().invoke(
-        app, list(args), env={"COLUMNS": str(columns), "ORRERY_CONFIG": os.devnull, **env}
-    )
-    problem = getattr(res.exception, "message", "") if res.exception else ""
-    return res.exit_code, res.stdout, res.stderr + problem
 
 
 # ---- without a hub -------------------------------------------------------------------------

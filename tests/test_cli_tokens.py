@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from orrery_hub.main import Hub
+from tests.clirunner import cli, completed
 from tests.conftest import ADMIN_TOKEN
 
 ORRERY = [sys.executable, "-m", "orrery.cli.main"]
@@ -29,8 +30,15 @@ def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-async def arun(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return await asyncio.to_thread(run, *args, env=env)  # the hub serves on this loop
+async def arun(
+    *args: str, env: dict[str, str], real: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """In this process unless ``real`` (what only the console script shows: one line and
+    no traceback for a user's mistake); on a thread either way, as the hub serves on
+    this loop."""
+    if real:
+        return await asyncio.to_thread(run, *args, env=env)
+    return completed(args, await asyncio.to_thread(cli, *args, env=env))
 
 
 async def test_token_create_list_revoke_and_the_ways_to_pass_a_token(
@@ -42,7 +50,7 @@ async def test_token_create_list_revoke_and_the_ways_to_pass_a_token(
     admin = {**nocfg, "ORRERY_HUB": url, "ORRERY_TOKEN": ADMIN_TOKEN}
 
     # No token at all: one clear line, no traceback.
-    p = await arun("jobs", "--hub", url, env=nocfg)
+    p = await arun("jobs", "--hub", url, env=nocfg, real=True)
     assert p.returncode != 0 and "Traceback" not in p.stderr
     assert "no token" in p.stderr and "ORRERY_TOKEN" in p.stderr
 
@@ -69,7 +77,7 @@ async def test_token_create_list_revoke_and_the_ways_to_pass_a_token(
     p = await arun("token", "create", "--role", "admin", "--hub", url, "--token", token, env=nocfg)
     assert p.returncode != 0 and "tokens:admin" in p.stderr
     # Bad input is refused before it is sent, naming the field.
-    p = await arun("token", "create", "--role", "member", env=admin)
+    p = await arun("token", "create", "--role", "member", env=admin, real=True)
     assert p.returncode == 2 and "team" in p.stderr and "Traceback" not in p.stderr
 
     # The member submits through ORRERY_TOKEN; the job lands in its team.
@@ -117,7 +125,7 @@ async def test_token_create_list_revoke_and_the_ways_to_pass_a_token(
 
     p = await arun("token", "revoke", token_id, env=admin)
     assert p.returncode == 0 and "revoked" in p.stdout
-    p = await arun("jobs", env={"ORRERY_CONFIG": str(cfg)})
+    p = await arun("jobs", env={"ORRERY_CONFIG": str(cfg)}, real=True)
     assert p.returncode != 0 and "revoked" in p.stderr and "Traceback" not in p.stderr
 
 
