@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from collections.abc import Mapping
 
 
@@ -21,6 +22,7 @@ def cli(*args: str, env: Mapping[str, str | None], columns: int = 200) -> tuple[
     from orrery.cli.main import app
     from orrery.errors import InvalidInput, ManifestError, NotFound, OrreryError
 
+    _size_consoles(columns)
     res = CliRunner().invoke(
         app,
         list(args),
@@ -38,6 +40,19 @@ def cli(*args: str, env: Mapping[str, str | None], columns: int = 200) -> tuple[
         code = 2 if isinstance(exc, ManifestError | InvalidInput | NotFound) else 1
         return code, res.stdout, res.stderr + exc.message
     return res.exit_code, res.stdout, res.stderr
+
+
+def _size_consoles(columns: int) -> None:
+    """The CLI's rich consoles take COLUMNS when their module is imported: once per test
+    process, whatever a later call's COLUMNS (CI, with COLUMNS=80 set, saw a message
+    wrapped: "Shown \nonce"). A console script imports them afresh each run."""
+    from rich.console import Console
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("orrery.cli"):
+            for value in vars(module).values():
+                if isinstance(value, Console):
+                    value.width = columns
 
 
 def completed(
