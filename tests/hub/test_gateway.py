@@ -21,8 +21,9 @@ import uvicorn
 
 from orrery.natsserver import free_port
 from orrery.service_resources import GatewayRoutes, Route, ServiceRoutes
+from orrery_hub.gateway.pool import Pool
 from orrery_hub.gateway.proxy import Gateway
-from orrery_hub.gateway.sync import apply_routes, probe_loop
+from orrery_hub.gateway.sync import _probe_one, apply_routes, probe_loop
 
 REPLICA = Path(__file__).parents[1].parent / "e2e" / "workloads" / "replica.py"
 
@@ -228,3 +229,39 @@ async def test_a_request_to_a_replica_that_just_went_away_is_held_for_the_next(
         r = await pending
         assert r.status_code == 200, r.text
         assert r.json()["replica"] == "b"
+
+
+async def test_a_busy_replica_stays_ready_until_its_probe_times_out_three_times() -> None:
+    """Under load a readiness probe may time out; taking the replica out for one would move
+    its load onto the others (one slow probe had emptied a service of ready replicas). A
+    refused connection or a non-2xx answer still takes it out at once."""
+    answers: list[object] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        what = answers.pop(0)
+        if isinstance(what, Exception):
+            raise what
+        return httpx.Response(int(what))  # type: ignore[call-overload]
+
+    gw = Gateway(seed=1)
+    pool = Pool("chat", readiness_path="/healthz", scale_to_zero=False, now=0.0)
+    pool.update([Route(job="r0", endpoint="127.0.0.1:9", cluster="c")], now=0.0)
+    slow = httpx.ReadTimeout("probe timed out")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as client:
+
+        async def probe(*outcomes: object) -> bool:
+            answers.extend(outcomes)
+            for _ in outcomes:
+                await _probe_one(gw, client, pool, "r0")
+            return pool.replicas["r0"].ready
+
+        assert await probe(200)
+        assert await probe(slow, slow)  # busy: still in the rotation
+        assert await probe(200, slow, slow)  # an answer in between starts the count again
+        assert not await probe(slow)  # the third in a row: out
+        assert not await probe(slow, slow, slow)  # and not back before it answers
+        assert await probe(200)
+        assert not await probe(httpx.ConnectError("refused"))  # gone: out at once
+        assert await probe(200)
+        assert not await probe(503)  # it says it is not ready: out at once
+    await gw.close()

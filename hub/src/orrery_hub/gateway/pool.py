@@ -80,6 +80,7 @@ class Replica:
     region: str | None
     stale: bool = False
     ready: bool = False
+    slow_probes: int = 0  # readiness probes timed out in a row while ready (``sync``)
     down_until: float = 0.0
     meter: Meter = field(default_factory=Meter)
 

@@ -5,7 +5,10 @@
   fallback (``hublink``). A hub that does not answer leaves the last routes in place: the
   gateway keeps serving what it knew.
 - **probe**: GET each replica's ``readinessPath``; a replica takes requests only once it
-  answers 2xx, and leaves the rotation the moment it stops.
+  answers 2xx, and leaves the rotation the moment it refuses the connection or answers
+  anything else. A ready replica whose probe only times out is busy, not gone: it leaves
+  after ``PROBE_SLOW_LIMIT`` such probes in a row (dropping it would put its load on the
+  others; under load, one slow probe had taken both of a service's replicas out).
 
 ``run_gateway`` starts uvicorn and both loops in one ``asyncio.TaskGroup``: if any fails,
 the others stop and the error surfaces. Several gateways may run against one hub; each
@@ -35,6 +38,7 @@ log = logging.getLogger("orrery.gateway")
 PROBE_READY_S = 1.0  # a ready replica is re-checked this often
 PROBE_STARTING_S = 0.1  # one not yet ready, this often: it joins as soon as it listens
 PROBE_TIMEOUT_S = 1.0
+PROBE_SLOW_LIMIT = 3  # probes of a ready replica that time out, in a row, before it leaves
 
 
 @dataclass(frozen=True)
@@ -105,11 +109,20 @@ async def _probe_one(gw: Gateway, client: httpx.AsyncClient, pool: Pool, job: st
     r = pool.replicas.get(job)
     if r is None:
         return
+    slow = False
     try:
         resp = await client.get(r.url + pool.readiness_path, timeout=PROBE_TIMEOUT_S)
         ok = 200 <= resp.status_code < 300
+    except httpx.TimeoutException:
+        ok, slow = False, True
     except httpx.HTTPError:
         ok = False
+    if ok or not slow or not r.ready:
+        r.slow_probes = 0
+    else:
+        r.slow_probes += 1
+        if r.slow_probes < PROBE_SLOW_LIMIT:
+            return  # busy: still in the rotation
     if ok != r.ready or not ok:
         pool.set_ready(job, ok, gw.clock())
 
