@@ -37,20 +37,14 @@ from orrery.resources import JobPublic
 from orrery.service_manifest import ServiceManifest, replica_job
 from orrery.service_resources import GatewayReport, Route, ServiceLoad
 from orrery.wire import Heartbeat
-from orrery_hub.gateway.hublink import REQUEST_TIMEOUT_S
 from orrery_hub.serving.autoscale import Memory, Sample, desired
+from orrery_hub.serving.readiness import counted_ready
 from orrery_hub.serving.rows import ServiceRow
 
 log = logging.getLogger("orrery.serving")
 TICK_S = 0.25
 WINDOW_S = 3600.0  # samples kept: the longest stable window or scale-down delay
 GATEWAY_FRESH = 4.0  # a gateway's report counts for this many of its intervals
-# A gateway that found a replica ready is believed this long. It reports every interval
-# (0.5 s), but an exchange the hub does not answer holds its next report for the whole
-# request timeout: a window of 5 s, the timeout itself, took every replica of a service
-# out of Ready after one lost reply (seen in CI, mid-roll). Traffic is unaffected either
-# way: each gateway routes by its own probes.
-READY_FRESH_S = 2 * REQUEST_TIMEOUT_S + 2.0
 BLOCKED_RETRY_S = 10.0
 # Spread is a preference: a replica kept out of covered regions and unplaced this long may
 # go anywhere (a residency policy may forbid every cluster "elsewhere"; only placement knows).
@@ -246,12 +240,7 @@ class ServiceController:
             view = self.hub.inventory.clusters.get(r.cluster or "")
             r.region = view.labels.get("region") if view is not None else None
             seen = st.ready_at.get(r.job)
-            # Ready: a gateway found it ready lately; with no gateway at all, Running with
-            # an endpoint is the best the hub knows.
-            r.ready = r.endpoint is not None and (
-                (seen is not None and now - seen < READY_FRESH_S)
-                or (not st.gateways and seen is None)
-            )
+            r.ready = counted_ready(r.endpoint is not None, seen, bool(st.gateways), now)
             out.append(r)
         return out
 
