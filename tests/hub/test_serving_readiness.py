@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Any
+
 import pytest
 
+from orrery.service_resources import GatewayReport, ReplicaLoad, ServiceLoad
 from orrery_hub.gateway.hublink import REQUEST_TIMEOUT_S
+from orrery_hub.serving.controller import Endpoint, ServiceController, ServiceState
 from orrery_hub.serving.readiness import READY_FRESH_S, counted_ready
+from orrery_hub.serving.rows import ServiceRow
 
 
 @pytest.mark.parametrize(
@@ -19,6 +27,8 @@ from orrery_hub.serving.readiness import READY_FRESH_S, counted_ready
         # timeout: the "ready" before it still counts (5 s, the old window, did not).
         (True, REQUEST_TIMEOUT_S + 0.5, True, True),
         (True, READY_FRESH_S + 0.1, True, False),  # silent past the window: not ready
+        # No gateway heard from lately (all forgotten): what one said long ago is no news.
+        (True, READY_FRESH_S + 0.1, False, True),
     ],
 )
 def test_a_replica_is_counted_ready(
@@ -27,3 +37,71 @@ def test_a_replica_is_counted_ready(
     now = 1000.0
     seen = None if seen_ago is None else now - seen_ago
     assert counted_ready(endpoint, seen, gateways, now) is ready
+
+
+# ---- the controller's judgement over time --------------------------------------------------
+
+
+@dataclass
+class _Job:
+    status: Any
+
+
+@dataclass
+class _Hub:
+    inventory: Any = field(default_factory=lambda: SimpleNamespace(clusters={}))
+
+    async def get_job(self, job_id: str) -> Any:
+        return _Job(SimpleNamespace(phase="Running", slices=[]))
+
+
+def _report(t: float, ctl: ServiceController, ready: bool) -> None:
+    load = ServiceLoad(
+        name="chat",
+        concurrency=0.0,
+        requests=0,
+        replicas=[ReplicaLoad(job="chat-r0", concurrency=0.0, requests=0, ready=ready)],
+    )
+    ctl.gateway_report(GatewayReport(gateway="gw", interval_s=0.5, services=[load]), t)
+
+
+def _ready_at(ctl: ServiceController, now: float) -> bool:
+    row = ServiceRow(
+        name="chat",
+        manifest={},
+        template="t",
+        created_at=0.0,
+        replicas=[{"index": 0, "job": "chat-r0", "template": "t"}],
+    )
+    st = ctl.state["chat"]
+    reps = asyncio.run(ctl._replicas(row, st, now))
+    return reps[0].ready
+
+
+def _controller() -> ServiceController:
+    ctl = ServiceController(_Hub(), lambda f: None, clock=lambda: 0.0, heartbeat_s=1.0)  # type: ignore[arg-type]
+    ctl.state["chat"] = ServiceState()
+    ctl.endpoints["chat-r0"] = Endpoint("127.0.0.1:9", "c1", 1, 0.0)
+    return ctl
+
+
+def test_a_hub_that_heard_nothing_for_a_while_keeps_its_replicas_ready() -> None:
+    # The last report (ready) came 13 s ago and none since: the hub could not take reports
+    # (its store stalled). That is no news about the replica: it stays Ready, and the
+    # silent gateway is forgotten. Judged against that report, it left Ready for a tick.
+    ctl = _controller()
+    _report(100.0, ctl, ready=True)
+    assert _ready_at(ctl, 100.5)
+    assert _ready_at(ctl, 100.0 + READY_FRESH_S + 1.0)
+    assert ctl.state["chat"].gateways == {}
+
+
+def test_a_gateway_that_keeps_reporting_it_unready_takes_it_out_after_the_window() -> None:
+    ctl = _controller()
+    _report(100.0, ctl, ready=True)
+    t = 100.0
+    while t < 100.0 + READY_FRESH_S + 1.0:  # a report every interval, each "not ready"
+        t += 0.5
+        _report(t, ctl, ready=False)
+        assert _ready_at(ctl, t) is (t - 100.0 < READY_FRESH_S)
+    assert not _ready_at(ctl, t)

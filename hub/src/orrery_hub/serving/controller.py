@@ -38,13 +38,12 @@ from orrery.service_manifest import ServiceManifest, replica_job
 from orrery.service_resources import GatewayReport, Route, ServiceLoad
 from orrery.wire import Heartbeat
 from orrery_hub.serving.autoscale import Memory, Sample, desired
-from orrery_hub.serving.readiness import counted_ready
+from orrery_hub.serving.readiness import counted_ready, forget_silent
 from orrery_hub.serving.rows import ServiceRow
 
 log = logging.getLogger("orrery.serving")
 TICK_S = 0.25
 WINDOW_S = 3600.0  # samples kept: the longest stable window or scale-down delay
-GATEWAY_FRESH = 4.0  # a gateway's report counts for this many of its intervals
 BLOCKED_RETRY_S = 10.0
 # Spread is a preference: a replica kept out of covered regions and unplaced this long may
 # go anywhere (a residency policy may forbid every cluster "elsewhere"; only placement knows).
@@ -191,10 +190,7 @@ class ServiceController:
 
     def _sample(self, st: ServiceState, reps: list[Replica], now: float) -> Sample:
         concurrency, requests, rate, p95 = 0.0, 0, 0.0, None
-        for gw, (t, interval, load) in list(st.gateways.items()):
-            if now - t > GATEWAY_FRESH * interval:
-                del st.gateways[gw]
-                continue
+        for _, interval, load in st.gateways.values():
             concurrency += load.concurrency + load.held
             requests += load.requests + load.held
             rate += load.requests / interval
@@ -216,6 +212,7 @@ class ServiceController:
         )
 
     async def _replicas(self, row: ServiceRow, st: ServiceState, now: float) -> list[Replica]:
+        forget_silent(st.gateways, now)
         out = []
         for entry in row.replicas:
             r = Replica(

@@ -6,13 +6,30 @@ request timeout, so a "ready" is believed for twice that timeout and 2 s more. A
 5 s, the timeout itself, took every replica of a service out of Ready after one lost reply
 (seen in CI, mid-roll). Traffic does not depend on this: each gateway routes by its own
 probes. Used by ``serving.controller``.
+
+A gateway not heard from for ``GATEWAY_FRESH`` of its intervals is forgotten before
+readiness is judged. After the hub could take no report for a while (its store slow under
+heavy disk load, the process starved of CPU), the last report is old though no gateway
+said anything new: judged against it, every replica left Ready for one tick (the likely
+cause of a replica count seen to drop for one poll in CI, mid-roll). With no gateway
+left, a running replica with an endpoint counts, as when none runs.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from orrery_hub.gateway.hublink import REQUEST_TIMEOUT_S
 
 READY_FRESH_S = 2 * REQUEST_TIMEOUT_S + 2.0
+GATEWAY_FRESH = 4.0  # a gateway's report counts for this many of its intervals
+
+
+def forget_silent(gateways: dict[str, tuple[float, float, Any]], now: float) -> None:
+    """Drop, in place, the gateways (name -> (heard at, interval, load)) not heard lately."""
+    for gw, (t, interval, _) in list(gateways.items()):
+        if now - t > GATEWAY_FRESH * interval:
+            del gateways[gw]
 
 
 def counted_ready(
@@ -22,6 +39,6 @@ def counted_ready(
     endpoint is the best the hub knows."""
     if not has_endpoint:
         return False
-    if seen_ready_at is None:
-        return not any_gateway
-    return now - seen_ready_at < READY_FRESH_S
+    if not any_gateway:
+        return True
+    return seen_ready_at is not None and now - seen_ready_at < READY_FRESH_S
