@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from orrery import logs, timing
+from orrery import eventloop, logs, timing
 from orrery.errors import OrreryError
 from orrery_hub.auth.oidc import OidcSettings
 from orrery_hub.config.settings import HubSettings, Timing
@@ -302,7 +302,7 @@ def command(app: typer.Typer) -> None:
             await hub.run(on_ready=on_ready)
 
         try:
-            asyncio.run(main())
+            eventloop.run(main())
         except OrreryError as exc:
             typer.echo(f"orrery hub: {exc.message}", err=True)
             raise typer.Exit(2) from None

@@ -3,7 +3,6 @@ Registered into the ``orrery`` CLI through the ``orrery.commands`` entry point."
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import re
@@ -13,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from orrery import logs
+from orrery import eventloop, logs
 from orrery.hubaddress import hub_url
 from orrery.names import is_dns_label
 
@@ -125,7 +124,7 @@ def command(app: typer.Typer) -> None:
                 tmp.replace(ready_file)
 
         try:
-            asyncio.run(run_gateway(settings, on_ready=on_ready))
+            eventloop.run(run_gateway(settings, on_ready=on_ready))
         except OSError as exc:
             typer.echo(f"orrery gateway: cannot serve on {host}:{port}: {exc.strerror}", err=True)
             raise typer.Exit(2) from None
