@@ -94,7 +94,8 @@ def _in_cluster(
     may_evict: MayEvict,
     releases: Releases,
     budget: Budget,
-) -> Eviction | None:
+) -> tuple[float, tuple[Victim, ...], dict[NodeName, int]] | None:
+    """(cost, victims, free GPUs per node after them) of the cheapest eviction here."""
     # A held node's free GPUs are spoken for (by an earlier preemptor or a reservation),
     # but what its other jobs would free is not: count those alone.
     work = fit.free_unheld(types)
@@ -135,12 +136,7 @@ def _in_cluster(
             work = trial
             released -= v.releases
             chosen.remove(v)
-    return Eviction(
-        cluster=fit.name,
-        victims=tuple(chosen),
-        nodes=tuple(pick_nodes(work, n, g)),
-        cost=sum(v.cost for v in chosen),
-    )
+    return sum(v.cost for v in chosen), tuple(chosen), work
 
 
 def choose(
@@ -155,16 +151,22 @@ def choose(
     budget: Budget,
 ) -> Eviction | None:
     """The cheapest eviction, in one cluster, after which ``n`` slices of ``g`` fit."""
-    best: Eviction | None = None
     if g <= 0:
         return None
+    best: tuple[float, int, ClusterName] | None = None
+    found: tuple[tuple[Victim, ...], dict[NodeName, int]] | None = None
     for fit in fits:
         e = _in_cluster(fit, tables(fit.name), n, g, types, need_release, may_evict,
                         releases, budget)
-        if e is None or not e.victims:
+        if e is None or not e[1]:
             continue
-        if best is None or (e.cost, len(e.victims), e.cluster) < (
-            best.cost, len(best.victims), best.cluster
-        ):
-            best = e
-    return best
+        rank = (e[0], len(e[1]), fit.name)
+        if best is None or rank < best:
+            best, found = rank, (e[1], e[2])
+    if best is None or found is None:
+        return None
+    # Nodes for the winner only: sorting every cluster's free nodes, for each cluster
+    # searched, was a tenth of a preempting pass.
+    return Eviction(
+        cluster=best[2], victims=found[0], nodes=tuple(pick_nodes(found[1], n, g)), cost=best[0]
+    )
