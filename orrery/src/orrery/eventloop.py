@@ -2,7 +2,7 @@
 
 uvloop (libuv under asyncio's API) carries the hub's and the gateway's HTTP and NATS
 traffic with less of the event loop's own time per request; measured here, the same hub
-answered ``/healthz`` 15-45% and single ``POST /v1/jobs`` about 12% faster (three runs each,
+answered ``/healthz`` 13-47% and single ``POST /v1/jobs`` about 12% faster (three runs each,
 in turn). The hub declares it on Linux and macOS; where it is missing (Windows) the
 standard loop runs the same code. Tests run in-process on the standard loop, and the
 end-to-end tests run the hub and gateway processes on uvloop, so both are exercised.

@@ -2,8 +2,10 @@
 
 A submission is the hub's busiest write, and its own work is small: parse, decide, queue
 for the next group commit. Through FastAPI it also passed the exception middleware, the
-router, the request handler's dependency solving and an exit stack, about half of its
-time on the event loop. This middleware answers that one route itself, with the very
+router, the request handler's dependency solving and an exit stack; in a profile the web
+stack was about two thirds of its time. This middleware answers that one route itself
+(with uvloop under it: 998 admitted jobs/s against 942, on 0.86 of a core against 0.94,
+four runs each in turn), with the very
 parts the route uses (the guard, ``read_text``, ``parse_manifest``, ``bind_team``,
 ``hub.submit``, ``model_response``, ``problem_response``), and it sits inside the body
 limit and the standby guard, so every status, header and body stays what the route

@@ -10,9 +10,9 @@ probes. Used by ``serving.controller``.
 A gateway not heard from for ``GATEWAY_FRESH`` of its intervals is forgotten before
 readiness is judged. After the hub could take no report for a while (its store slow under
 heavy disk load, the process starved of CPU), the last report is old though no gateway
-said anything new: judged against it, every replica left Ready for one tick (the likely
-cause of a replica count seen to drop for one poll in CI, mid-roll). With no gateway
-left, a running replica with an endpoint counts, as when none runs.
+said anything new: judged against it, every replica left Ready for one tick (tested in
+``tests/hub/test_serving_readiness.py``). With no gateway left, a running replica with an
+endpoint counts, as when none runs.
 """
 
 from __future__ import annotations
