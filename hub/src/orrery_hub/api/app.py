@@ -38,6 +38,7 @@ from orrery.resources import (
 )
 from orrery.wire.logs import MAX_TAIL_LINES
 from orrery_hub.api.batch import batch_routes
+from orrery_hub.api.fastsubmit import PATH as SUBMIT_PATH
 from orrery_hub.api.fastsubmit import SubmitFastPath, submit_one
 from orrery_hub.api.limits import MAX_BODY, BodyLimit
 from orrery_hub.api.models import AuditEntry, PolicyInfo, PolicyReload, UsageReport
@@ -121,7 +122,7 @@ def create_app(hub: HubApi) -> FastAPI:
     manifest_schema = JobManifest.model_json_schema(by_alias=True)
 
     @app.post(
-        "/v1/jobs",
+        SUBMIT_PATH,
         status_code=201,
         response_model=JobPublic,
         response_model_by_alias=True,

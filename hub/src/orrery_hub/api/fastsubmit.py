@@ -31,7 +31,7 @@ from orrery_hub.auth import Guard, Permission, Principal
 if TYPE_CHECKING:
     from orrery_hub.api.protocol import HubApi
 
-PATH = "/v1/jobs"
+PATH = "/v1/jobs"  # the route declares itself with this too: the two cannot drift apart
 
 
 async def submit_one(hub: HubApi, request: Request, who: Principal) -> Response:
