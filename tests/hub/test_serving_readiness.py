@@ -55,27 +55,32 @@ class _Hub:
         return _Job(SimpleNamespace(phase="Running", slices=[]))
 
 
-def _report(t: float, ctl: ServiceController, ready: bool) -> None:
-    load = ServiceLoad(
-        name="chat",
-        concurrency=0.0,
-        requests=0,
-        replicas=[ReplicaLoad(job="chat-r0", concurrency=0.0, requests=0, ready=ready)],
-    )
+def _report_on(t: float, ctl: ServiceController, ready: dict[str, bool]) -> None:
+    """One gateway report on service "chat" listing these replicas (job -> ready)."""
+    reps = [ReplicaLoad(job=j, concurrency=0.0, requests=0, ready=r) for j, r in ready.items()]
+    load = ServiceLoad(name="chat", concurrency=0.0, requests=0, replicas=reps)
     ctl.gateway_report(GatewayReport(gateway="gw", interval_s=0.5, services=[load]), t)
 
 
-def _ready_at(ctl: ServiceController, now: float) -> bool:
+def _report(t: float, ctl: ServiceController, ready: bool) -> None:
+    _report_on(t, ctl, {"chat-r0": ready})
+
+
+def _judge(ctl: ServiceController, now: float, jobs: list[str]) -> dict[str, bool]:
+    """The controller's judgement of these replicas (all running) at ``now``."""
     row = ServiceRow(
         name="chat",
         manifest={},
         template="t",
         created_at=0.0,
-        replicas=[{"index": 0, "job": "chat-r0", "template": "t"}],
+        replicas=[{"index": i, "job": j, "template": "t"} for i, j in enumerate(jobs)],
     )
-    st = ctl.state["chat"]
-    reps = asyncio.run(ctl._replicas(row, st, now))
-    return reps[0].ready
+    reps = asyncio.run(ctl._replicas(row, ctl.state["chat"], now))
+    return {r.job: r.ready for r in reps}
+
+
+def _ready_at(ctl: ServiceController, now: float) -> bool:
+    return _judge(ctl, now, ["chat-r0"])["chat-r0"]
 
 
 def _controller() -> ServiceController:
@@ -105,3 +110,28 @@ def test_a_gateway_that_keeps_reporting_it_unready_takes_it_out_after_the_window
         _report(t, ctl, ready=False)
         assert _ready_at(ctl, t) is (t - 100.0 < READY_FRESH_S)
     assert not _ready_at(ctl, t)
+
+
+def test_a_gateway_that_starts_reporting_does_not_take_replicas_out_before_probing() -> None:
+    # No gateway yet: a running replica with an endpoint counts. A gateway's first report
+    # on a service lists no replica (it learns the routes from the answer to it). Taken as
+    # "none ready", it dropped a Ready service to 0 ready for a tick (the CI roll flake).
+    ctl = _controller()
+    assert _judge(ctl, 100.0, ["chat-r0"]) == {"chat-r0": True}
+    _report_on(100.2, ctl, {})
+    assert _judge(ctl, 100.25, ["chat-r0"]) == {"chat-r0": True}
+    # A replica that appears while a gateway reports (a surge replica) waits for its probe.
+    ctl.endpoints["chat-r1"] = Endpoint("127.0.0.1:10", "c1", 1, 100.3)
+    both = ["chat-r0", "chat-r1"]
+    assert _judge(ctl, 100.3, both) == {"chat-r0": True, "chat-r1": False}
+    _report_on(100.7, ctl, {"chat-r0": True, "chat-r1": True})
+    assert _judge(ctl, 100.75, both) == {"chat-r0": True, "chat-r1": True}
+    # The record is no blank cheque: a gateway that keeps finding it unready wins.
+    t = 100.75
+    while t < 100.7 + READY_FRESH_S + 1.0:
+        t += 0.5
+        _report_on(t, ctl, {"chat-r0": False, "chat-r1": True})
+        assert _judge(ctl, t, both)["chat-r0"] is (t - 100.7 < READY_FRESH_S)
+    # A replica that left the service leaves no record behind.
+    _judge(ctl, t, ["chat-r1"])
+    assert set(ctl.state["chat"].ready_at) == {"chat-r1"}

@@ -238,7 +238,14 @@ class ServiceController:
             r.region = view.labels.get("region") if view is not None else None
             seen = st.ready_at.get(r.job)
             r.ready = counted_ready(r.endpoint is not None, seen, bool(st.gateways), now)
+            if r.ready and not st.gateways:
+                # Believed as a gateway's "ready" is: a gateway that starts reporting this
+                # service has not probed its replicas yet, and must not take them out.
+                st.ready_at[r.job] = now
             out.append(r)
+        listed = {r.job for r in out}
+        for gone in [j for j in st.ready_at if j not in listed]:
+            del st.ready_at[gone]  # replicas gone: their last "ready" with them
         return out
 
     async def _one(self, row: ServiceRow, now: float) -> None:

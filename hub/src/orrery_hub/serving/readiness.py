@@ -13,6 +13,12 @@ heavy disk load, the process starved of CPU), the last report is old though no g
 said anything new: judged against it, every replica left Ready for one tick (tested in
 ``tests/hub/test_serving_readiness.py``). With no gateway left, a running replica with an
 endpoint counts, as when none runs.
+
+A replica counted ready that way is recorded as seen ready then, as if a gateway had said
+so. A gateway's first report on a service comes before it has probed any replica (it
+learns the routes from the answer to that report); without the record, a service shown
+Ready with every replica dropped to none ready for a tick, mid-roll or right after
+``orrery service apply`` (seen in CI, on the roll test).
 """
 
 from __future__ import annotations
