@@ -198,10 +198,15 @@ def _alike_jobs(draw: st.DrawFn) -> list[JobRequest]:
 
 class _Counting(_Pass):
     searched = 0
+    offered = 0
 
     def _search(self, job: JobRequest, n: int) -> None:
         type(self).searched += 1
         super()._search(job, n)
+
+    def _one(self, job: JobRequest) -> None:
+        type(self).offered += 1
+        super()._one(job)
 
 
 @SETTINGS
@@ -221,12 +226,46 @@ def test_a_queue_that_fits_nowhere_is_searched_once_per_kind() -> None:
     clusters, run_ = fleet({"c0": [8, 8]}, [])
     jobs = tuple(job(f"j{i}", gpus=1, gpu_type="NONE") for i in range(1000))
     for policy in (Policy(), Policy.full()):
-        snap = Snapshot(clusters, jobs, run_, QUEUES, policy)
-        _Counting.searched = 0
-        out = _Counting(snap, 0.0).run()
-        assert _Counting.searched == 1
-        assert out == _reference(snap, 0.0)
-        assert len(out.waiting) == 1000 and len({r.summary for r in out.waiting.values()}) == 1
+        for kept in (False, True):
+            snap = Snapshot(clusters, jobs, run_, QUEUES, policy)
+            if kept:
+                snap = replace(snap, order=WaitList(policy, None, snap.jobs).view())
+            _Counting.searched = _Counting.offered = 0
+            out = _Counting(snap, 0.0).run()
+            assert _Counting.searched == 1
+            # With the order kept, the walk ends once every kind left is known to fail.
+            assert _Counting.offered == (1 if kept else 1000)
+            assert out == _reference(snap, 0.0)
+            assert len(out.waiting) == 1000
+            assert len({r.summary for r in out.waiting.values()}) == 1
+
+
+def test_the_walk_ends_early_only_once_every_kind_left_has_failed() -> None:
+    """Jobs that fit nowhere, then one that fits, one too big for what is left, then more
+    that fit nowhere: the walk goes on to the one that fits and places it, and the jobs
+    after it are searched again (a placement changes what they see) before their kind is
+    written off."""
+    from tests.hub.test_scheduler_helpers import job
+
+    clusters, run_ = fleet({"c0": [8]}, [])
+    jobs = (
+        *[job(f"a{i}", gpus=1, gpu_type="NONE") for i in range(50)],
+        job("fits", gpus=4),
+        job("big", gpus=8),
+        *[job(f"b{i}", gpus=1, gpu_type="NONE") for i in range(50)],
+    )
+    policy = Policy()
+    snap = Snapshot(clusters, jobs, run_, QUEUES, policy)
+    snap = replace(snap, order=WaitList(policy, None, snap.jobs).view())
+    _Counting.searched = _Counting.offered = 0
+    out = _Counting(snap, 0.0).run()
+    assert out == _reference(snap, 0.0)
+    assert [p.job for p in out.placements] == ["fits"]
+    assert len(out.waiting) == 101
+    # a0, fits, big, b0 searched; then every kind with jobs left has failed since the
+    # placement: b1... are told b0's reason without a walk.
+    assert _Counting.searched == 4
+    assert _Counting.offered == 53
 
 
 def test_the_reservation_goes_to_the_first_cluster_by_name_among_equal_times() -> None:

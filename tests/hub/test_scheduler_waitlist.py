@@ -13,7 +13,7 @@ from orrery.ids import ClusterName, JobId, SliceIndex
 from orrery_hub.scheduler import JobRequest, Policy, QueueConfig, RunningJob, Snapshot, plan
 from orrery_hub.scheduler.fairness import Offer, _sort
 from orrery_hub.scheduler.types import single_type_gpus
-from orrery_hub.scheduler.waitlist import WaitList
+from orrery_hub.scheduler.waitlist import WaitList, alike_key
 from tests.hub.test_scheduler_helpers import fleet, running
 
 SETTINGS = settings(max_examples=200, deadline=None,
@@ -103,6 +103,7 @@ def test_kept_order_is_the_order_a_pass_sorts(ops, policy, history, later) -> No
     wl = WaitList(policy, history)
     apply(wl, ops[: len(ops) // 2])
     wl.rebase(policy, later)  # learned runtimes changed: sorted again
+    wl.view()  # what it copies for one pass must follow the changes after it
     apply(wl, ops[len(ops) // 2 :])
     jobs = wl.jobs()
     view = wl.view()
@@ -124,6 +125,11 @@ def test_kept_order_is_the_order_a_pass_sorts(ops, policy, history, later) -> No
         k: js for k, (_, js) in fresh.kinds.items()}
     assert view.single_type == {t: g for t, g in single_type_gpus(jobs).items() if g}
     assert view.reading == sum(1 for j in jobs if j.datasets or j.checkpoint_cluster) == 0
+    alike: dict[object, set[str]] = {}
+    for j in jobs:
+        if j.pending and j.gpus_per_slice:
+            alike.setdefault(alike_key(j), set()).add(j.id)
+    assert view.alike == fresh.alike == alike
 
 
 PREEMPTING = [

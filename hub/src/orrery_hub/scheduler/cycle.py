@@ -28,7 +28,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from orrery.ids import ClusterName, SliceIndex
-from orrery_hub.scheduler import data, types
+from orrery_hub.scheduler import data, types, waitlist
 from orrery_hub.scheduler.fairness import order
 from orrery_hub.scheduler.fit import ClusterFit
 from orrery_hub.scheduler.passstate import INF, ShapeKey
@@ -88,6 +88,11 @@ class _Pass(KeptTail):
 
     def run(self) -> Plan:
         offered = self.offered if self.order is not None else None
+        # With a kept order, the walk may end early once every job left is known to fail.
+        settle = (
+            offered is not None and self.remember_failures and not self.policy.head_of_line
+        )
+        noted = 0
         for job in self.offer:
             if self.free_left <= 0:
                 self._tail(job)
@@ -99,6 +104,10 @@ class _Pass(KeptTail):
                 if not self._rest_by_shape({}):
                     self._wait_all(self.offer.rest())
                 break
+            if settle and self.failures_noted != noted:
+                noted = self.failures_noted
+                if self._rest_known():
+                    break
         return Plan(
             placements=tuple(self.placements),
             waiting=self.waiting,
@@ -175,7 +184,7 @@ class _Pass(KeptTail):
     # waiting, most of the hub's time. (The reference pass in the tests turns it off.)
     remember_failures = True
 
-    def _alike(self, job: JobRequest, n: int) -> tuple[object, ...] | None:
+    def _alike(self, job: JobRequest) -> waitlist.Alike | None:
         """The key of jobs that fail alike, or None: this one must be searched."""
         if not self.remember_failures or job.cluster_scores or job.id in self.inflight:
             return None
@@ -183,14 +192,50 @@ class _Pass(KeptTail):
         if changes != self.failed_at:
             self.failed_kinds.clear()
             self.failed_at = changes
-        return (job.gpus_per_slice, job.gpu_types, job.allowed_clusters, n, job.gang,
-                job.queue, job.priority, job.max_runtime, job.labels.get("team"))  # fmt: skip
+        return waitlist.alike_key(job)
+
+    def _rest_known(self) -> bool:
+        """With GPUs still free, the walk goes on while any job left may change the pass.
+        Once every kind of job with a job left in the kept order has failed since the last
+        change (and no job that is always searched is left), each job left would only be
+        told its kind's reason: told here, a kind at a time, and the walk ends. The same
+        plan as the walk (``tests/hub/test_scheduler_shortcuts.py``); 80,000 queued jobs
+        of a GPU type no cluster has had cost a walk each pass while new jobs arrived."""
+        order, failed, offered = self.order, self.failed_kinds, self.offered
+        if (
+            order is None
+            or self.free_left <= 0
+            or (len(self.placements), len(self.preemptions), len(self.reservations))
+            != self.failed_at
+            or (order.cpu and not order.cpu <= offered)
+        ):
+            return False
+        kinds = order.alike
+
+        def open_(k: waitlist.Alike | None) -> bool:  # jobs left that a search must see
+            return (k is None or k not in failed) and not kinds[k] <= offered
+
+        # The kind that kept the walk going last time most likely still does: asked first.
+        if self.unsettled in kinds and open_(self.unsettled):
+            return False
+        for k in kinds:
+            if open_(k):
+                self.unsettled = k
+                return False
+        if any(j not in offered and any(j in ids for ids in kinds.values())
+               for j in self.inflight):  # fmt: skip
+            return False  # always searched: its preemption is under way
+        waiting = self.waiting
+        for k, ids in kinds.items():
+            if k is not None and k in failed:
+                waiting.update(dict.fromkeys(ids - offered, failed[k]))
+        return True
 
     def _one(self, job: JobRequest) -> None:
         n = len(job.pending)
         if n == 0:
             return
-        kind = self._alike(job, n)
+        kind = self._alike(job)
         if kind is not None:
             known = self.failed_kinds.get(kind)
             if known is not None:
@@ -202,6 +247,7 @@ class _Pass(KeptTail):
             failed = self.waiting.get(job.id)
             if failed is not None:
                 self.failed_kinds[kind] = failed
+                self.failures_noted += 1
 
     def _search(self, job: JobRequest, n: int) -> None:
         if self.quota is not None:

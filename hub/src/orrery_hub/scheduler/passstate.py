@@ -65,8 +65,10 @@ class PassState:
         self.no_fit_lent: dict[ShapeKey, list[tuple[int, float]]] = {}
         self.quota_memo: dict[tuple[str, int], tuple[str | None, bool, int]] = {}
         # ``cycle._Pass._alike``: kinds of job that failed, while the pass is unchanged.
-        self.failed_kinds: dict[tuple[object, ...], WaitReason] = {}
+        self.failed_kinds: dict[waitlist.Alike, WaitReason] = {}
         self.failed_at: tuple[int, int, int] = (0, 0, 0)
+        self.failures_noted = 0  # kinds put in ``failed_kinds`` so far
+        self.unsettled: waitlist.Alike | None = None  # ``cycle._Pass._rest_known``
         self.quota_reasons: dict[tuple[int, frozenset[str] | None, int, str], WaitReason] = {}
         self.eligible: dict[
             tuple[bool, frozenset[str] | None, frozenset[ClusterName] | None], list[ClusterFit]

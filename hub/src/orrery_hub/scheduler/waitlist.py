@@ -38,6 +38,13 @@ ReasonKey = tuple[
 # What a job's preemption attempt at the end of a pass depends on (``cycle._tail``): its
 # shape, priority and queue.
 Kind = tuple[int, frozenset[str] | None, frozenset[ClusterName] | None, int, int, str]
+# What a failing search reads of a job (``cycle._Pass._alike``): jobs alike in all of it
+# fail alike while the pass places, preempts and reserves nothing. None: never taken as
+# alike (a job with policy scores per cluster is always searched).
+Alike = tuple[
+    int, frozenset[str] | None, frozenset[ClusterName] | None, int, bool, str, int,
+    float | None, str | None,
+]
 _Key = tuple[float, int, int, int]  # the order within a tenant: (service, -priority, seq, n)
 
 
@@ -54,6 +61,13 @@ def kind_of(job: JobRequest) -> Kind:
         job.gpus_per_slice, job.gpu_types, job.allowed_clusters, len(job.pending),
         job.priority, job.queue,
     )
+
+
+def alike_key(job: JobRequest) -> Alike | None:
+    if job.cluster_scores:
+        return None
+    return (job.gpus_per_slice, job.gpu_types, job.allowed_clusters, len(job.pending),
+            job.gang, job.queue, job.priority, job.max_runtime, job.labels.get("team"))  # fmt: skip
 
 
 def reason_key(job: JobRequest) -> ReasonKey:
@@ -90,6 +104,8 @@ class Ordered:
     # how many jobs read datasets or restart near a checkpoint (``data.narrow``).
     single_type: Mapping[str, int]
     reading: int
+    # The jobs with GPU slices to place, by ``alike_key`` (``cycle._Pass._rest_known``).
+    alike: Mapping[Alike | None, frozenset[JobId]]
 
 
 class WaitList:
@@ -120,6 +136,8 @@ class WaitList:
         ] = {}
         self._shapes: dict[ReasonKey, dict[JobId, JobRequest]] = {}
         self._frozen_shapes: dict[ReasonKey, tuple[JobRequest, frozenset[JobId]]] = {}
+        self._alike: dict[Alike | None, set[JobId]] = {}
+        self._frozen_alike: dict[Alike | None, frozenset[JobId]] = {}
         self._cpu: set[JobId] = set()
         self._frozen_cpu: frozenset[JobId] | None = frozenset()
         self._arrivals = 0
@@ -148,6 +166,7 @@ class WaitList:
             if j.pending:
                 if j.gpus_per_slice:
                     self._shapes.setdefault(reason_key(j), {})[j.id] = j
+                    self._alike.setdefault(alike_key(j), set()).add(j.id)
                     kinds.setdefault((tenant, kind_of(j)), []).append((key, j))
                 else:
                     self._cpu.add(j.id)
@@ -204,9 +223,13 @@ class WaitList:
         if keys is None:
             keys = self._keys[tenant] = []
             self._lists[tenant] = []
-        i = bisect_left(keys, key)
-        keys.insert(i, key)
-        self._lists[tenant].insert(i, job)
+        if not keys or keys[-1] < key:  # most jobs sort last (submitted last): no search
+            keys.append(key)
+            self._lists[tenant].append(job)
+        else:
+            i = bisect_left(keys, key)
+            keys.insert(i, key)
+            self._lists[tenant].insert(i, job)
         self._frozen.pop(tenant, None)
         self._frozen_keys.pop(tenant, None)
         if job.pending:
@@ -214,11 +237,18 @@ class WaitList:
                 rk = reason_key(job)
                 self._shapes.setdefault(rk, {})[job.id] = job
                 self._frozen_shapes.pop(rk, None)
+                ak = alike_key(job)
+                self._alike.setdefault(ak, set()).add(job.id)
+                self._frozen_alike.pop(ak, None)
                 tk = (tenant, kind_of(job))
                 kkeys, kjobs = self._kinds.setdefault(tk, ([], []))
-                i = bisect_left(kkeys, key)
-                kkeys.insert(i, key)
-                kjobs.insert(i, job)
+                if not kkeys or kkeys[-1] < key:
+                    kkeys.append(key)
+                    kjobs.append(job)
+                else:
+                    i = bisect_left(kkeys, key)
+                    kkeys.insert(i, key)
+                    kjobs.insert(i, job)
                 self._frozen_kinds.pop(tk, None)
             else:
                 self._cpu.add(job.id)
@@ -247,6 +277,12 @@ class WaitList:
                 if not group:
                     del self._shapes[rk]
                 self._frozen_shapes.pop(rk, None)
+                ak = alike_key(job)
+                ids = self._alike[ak]
+                ids.discard(job_id)
+                if not ids:
+                    del self._alike[ak]
+                self._frozen_alike.pop(ak, None)
                 tk = (tenant, kind_of(job))
                 kkeys, kjobs = self._kinds[tk]
                 i = _find(kkeys, key)
@@ -280,6 +316,9 @@ class WaitList:
         for rk, group in self._shapes.items():
             if rk not in self._frozen_shapes:
                 self._frozen_shapes[rk] = (next(iter(group.values())), frozenset(group))
+        for ak, ids in self._alike.items():
+            if ak not in self._frozen_alike:
+                self._frozen_alike[ak] = frozenset(ids)
         if self._frozen_cpu is None:
             self._frozen_cpu = frozenset(self._cpu)
         return Ordered(
@@ -292,6 +331,7 @@ class WaitList:
             kinds=dict(self._frozen_kinds),
             single_type={t: g for t, g in self._single_type.items() if g},
             reading=self._reading,
+            alike=dict(self._frozen_alike),
         )
 
 
