@@ -141,3 +141,42 @@ def test_a_connection_in_steady_use_is_not_pinged(
         assert _backend_pid(db) != pid  # ...and the pool has replaced it for the next
     finally:
         db.close()
+
+
+def _pragma(db: Database, name: str) -> int:
+    with db.engine.connect() as c:
+        return int(c.exec_driver_sql(f"PRAGMA {name}").scalar_one())
+
+
+def test_a_new_sqlite_database_has_large_pages_and_checkpoints_by_size(tmp_path: Path) -> None:
+    db = Database.connect(f"sqlite:///{tmp_path / 'hub.db'}")
+    try:
+        assert _pragma(db, "page_size") == database.SQLITE_PAGE_SIZE == 8192
+        assert _pragma(db, "wal_autocheckpoint") * 8192 == database.SQLITE_CHECKPOINT_BYTES
+        assert _pragma(db, "journal_size_limit") == database.SQLITE_CHECKPOINT_BYTES
+    finally:
+        db.close()
+
+
+def test_a_database_made_with_smaller_pages_keeps_them_and_its_jobs(tmp_path: Path) -> None:
+    """A hub database from before 8 KiB pages: opened as it is, its checkpoint size still
+    64 MiB (in its own pages), its jobs all there."""
+    import sqlite3
+
+    path = tmp_path / "hub.db"
+    old = sqlite3.connect(path)
+    old.execute("PRAGMA page_size=4096")
+    old.execute("PRAGMA journal_mode=WAL")
+    old.close()
+    db = Database.connect(f"sqlite:///{path}")
+    with db.session() as s:
+        job = jobstore.submit(s, parse_manifest(MANIFEST), now=100.0, checkpoint_root=tmp_path)
+    db.close()
+    again = Database.connect(f"sqlite:///{path}")
+    try:
+        assert _pragma(again, "page_size") == 4096
+        assert _pragma(again, "wal_autocheckpoint") * 4096 == database.SQLITE_CHECKPOINT_BYTES
+        with again.session() as s:
+            assert queries.get(s, job.id).id == job.id
+    finally:
+        again.close()

@@ -34,6 +34,16 @@ from orrery_hub.store import (  # noqa: F401  (registers the tables)
 )
 
 SQLITE_SYNCHRONOUS = "FULL"
+# Admission inserts each job into four indexes keyed by its id (jobs, slices, events,
+# audit): at random places, so a commit dirties pages all over them, and SQLite's default
+# WAL checkpoint (every 1,000 pages, 4 MB) ran every other group commit, copying back
+# the same pages again and again. At 80,000 jobs, in batches of 1,000 (``benchmarks/
+# bench_store.py``): 60 µs a job written and committed with the defaults, 38 µs with 8 KiB
+# pages and a checkpoint every 64 MiB of WAL. The page size holds for databases created
+# from now on (SQLite fixes it at creation); the checkpoint size is set in pages of the
+# size in use.
+SQLITE_PAGE_SIZE = 8192
+SQLITE_CHECKPOINT_BYTES = 64 << 20
 # A pooled connection idle for longer than this is tested before use (``_ping_if_idle``).
 PING_IDLE_S = 1.0
 
@@ -117,8 +127,13 @@ class Database:
             def _pragmas(conn: Any, _record: Any) -> None:
                 conn.isolation_level = None  # SQLAlchemy emits BEGIN (below), not pysqlite
                 cur = conn.cursor()
+                cur.execute(f"PRAGMA page_size={SQLITE_PAGE_SIZE}")  # a new database only
                 cur.execute("PRAGMA journal_mode=WAL")
                 cur.execute(f"PRAGMA synchronous={SQLITE_SYNCHRONOUS}")
+                (page,) = cur.execute("PRAGMA page_size").fetchone()
+                cur.execute(f"PRAGMA wal_autocheckpoint={SQLITE_CHECKPOINT_BYTES // page}")
+                # The WAL file is cut back to this after a checkpoint empties it.
+                cur.execute(f"PRAGMA journal_size_limit={SQLITE_CHECKPOINT_BYTES}")
                 cur.execute("PRAGMA foreign_keys=ON")
                 cur.close()
 
