@@ -137,6 +137,7 @@ class Gatherer:
             todo: Iterable[str] = list(pend.ready)
         else:
             todo = pend.touched | self._services
+        puts: list[JobRequest] = []
         for jid in todo:
             r = pend.ready.get(jid)
             job_id = JobId(jid)
@@ -159,7 +160,13 @@ class Gatherer:
                 continue  # nothing it asks changed: the same object, the same place
             req = _request(q, indices, None, allowed)
             kept[job_id] = req
-            if self._order is not None:
+            puts.append(req)
+        if self._order is not None and puts:
+            # In submission order: new jobs then sort last and are appended, each without
+            # a search (``todo`` is a set; put in its order, 12,000 new jobs took 5% of
+            # the hub's time in the batch admission benchmark). The order kept is the same.
+            puts.sort(key=_seq)
+            for req in puts:
                 self._order.put(req)
         return list(kept.values())
 
@@ -259,6 +266,10 @@ class Gatherer:
             wl = WaitList(policy, history, requests)
         self._order = wl
         return wl.view()
+
+
+def _seq(r: JobRequest) -> int:
+    return r.seq
 
 
 def _request(

@@ -238,7 +238,10 @@ class WaitList:
                 self._shapes.setdefault(rk, {})[job.id] = job
                 self._frozen_shapes.pop(rk, None)
                 ak = alike_key(job)
-                self._alike.setdefault(ak, set()).add(job.id)
+                ids = self._alike.get(ak)
+                if ids is None:
+                    ids = self._alike[ak] = set()
+                ids.add(job.id)
                 self._frozen_alike.pop(ak, None)
                 tk = (tenant, kind_of(job))
                 kkeys, kjobs = self._kinds.setdefault(tk, ([], []))
