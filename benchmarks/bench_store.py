@@ -2,7 +2,8 @@
 (``store.sqlitebulk.insert_admitted``: jobs, slices, events, audit) and commit, in
 batches of 1,000 jobs with the hub's ids (``<name>-<6 hex>``, so each index takes them
 at random places), on a database made with the hub's settings and on one made with
-SQLite's defaults (4 KiB pages, a WAL checkpoint every 1,000 pages), in the same run.
+SQLite's defaults (4 KiB pages, a WAL checkpoint every 1,000 pages), in the same run; and
+with the hub's settings again, as many jobs a transaction as group commit puts in one.
 
     .venv/bin/python -m pytest -m benchmark benchmarks/bench_store.py -s -p no:randomly
 """
@@ -18,15 +19,15 @@ import pytest
 
 from benchmarks.conftest import record
 from orrery.manifest import parse_manifest
+from orrery_hub.admission.groupcommit import MAX_JOBS_PER_COMMIT
 from orrery_hub.store import Database, database, sqlitebulk
 from orrery_hub.store import jobs as jobstore
 from orrery_hub.store.manifests import ManifestDumps
 
 pytestmark = pytest.mark.benchmark
 
-BATCHES = int(os.environ.get("ORRERY_BENCH_STORE_BATCHES", "80"))
-PER_BATCH = 1000
-MEASURED = 20  # the last batches, at 60,000-80,000 jobs stored
+JOBS = int(os.environ.get("ORRERY_BENCH_STORE_JOBS", "80000"))
+PER_BATCH = 1000  # one full POST /v1/jobs:batch request
 
 MANIFEST = """
 apiVersion: orrery/v1
@@ -36,13 +37,15 @@ spec: {slices: 1, gpusPerSlice: 1, gpuType: H100, command: [python, train.py]}
 """
 
 
-def _fill(db: Database, tmp: Path) -> tuple[float, float]:
-    """(insert, commit) µs a job over the last ``MEASURED`` batches."""
+def _fill(db: Database, tmp: Path, per_batch: int = PER_BATCH) -> tuple[float, float]:
+    """(insert, commit) µs a job over the last quarter of ``JOBS`` jobs, stored
+    ``per_batch`` jobs a transaction."""
     m = parse_manifest(MANIFEST)
-    names = [f"sweep-{i}" for i in range(PER_BATCH)]  # a sweep: many names, re-used
+    names = [f"sweep-{i % PER_BATCH}" for i in range(per_batch)]  # a sweep: names re-used
     prefix = jobstore.checkpoint_prefix(tmp)
+    batches = JOBS // per_batch
     ins = com = 0.0
-    for b in range(BATCHES):
+    for b in range(batches):
         with db.session() as s:
             dumps = ManifestDumps()
             ids = jobstore.new_ids(s, names)
@@ -59,15 +62,15 @@ def _fill(db: Database, tmp: Path) -> tuple[float, float]:
             t2 = time.perf_counter()
             s.commit()
             t3 = time.perf_counter()
-        if b >= BATCHES - MEASURED:
+        if b >= batches - batches // 4:
             ins += t2 - t1
             com += t3 - t2
-    n = MEASURED * PER_BATCH
+    n = batches // 4 * per_batch
     return ins / n * 1e6, com / n * 1e6
 
 
 def test_admission_writes_as_the_table_grows(tmp_path: Path) -> None:
-    figures: dict[str, object] = {"jobs": BATCHES * PER_BATCH, "batch": PER_BATCH}
+    figures: dict[str, object] = {"jobs": JOBS, "batch": PER_BATCH}
     for label, page, checkpoint in (("sqlite_defaults", 4096, 1000 * 4096),
                                     ("hub", database.SQLITE_PAGE_SIZE,
                                      database.SQLITE_CHECKPOINT_BYTES)):  # fmt: skip
@@ -87,5 +90,17 @@ def test_admission_writes_as_the_table_grows(tmp_path: Path) -> None:
         figures[f"{label}_us_per_job"] = round(ins + com, 1)
     ratio = figures["sqlite_defaults_us_per_job"] / figures["hub_us_per_job"]  # type: ignore[operator]
     figures["defaults_over_hub"] = round(ratio, 2)
+    # Group commit: several batch requests in one transaction (``MAX_JOBS_PER_COMMIT``).
+    where = tmp_path / "grouped"
+    where.mkdir()
+    db = Database.connect(f"sqlite:///{where / 'hub.db'}")
+    try:
+        ins, com = _fill(db, where, MAX_JOBS_PER_COMMIT)
+    finally:
+        db.close()
+    figures["hub_grouped_jobs_per_commit"] = MAX_JOBS_PER_COMMIT
+    figures["hub_grouped_insert_us_per_job"] = round(ins, 1)
+    figures["hub_grouped_commit_us_per_job"] = round(com, 1)
+    figures["hub_grouped_us_per_job"] = round(ins + com, 1)
     record("store_admission_writes", figures)
     assert ratio > 1.0
