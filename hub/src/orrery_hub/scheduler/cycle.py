@@ -92,7 +92,10 @@ class _Pass(KeptTail):
         settle = (
             offered is not None and self.remember_failures and not self.policy.head_of_line
         )
-        noted = 0
+        # A check looks at up to every kind: run one only after as many jobs were offered
+        # since the last as that one looked at, so checks cost at most what the walk does
+        # (a queue of jobs each its own kind made the walk quadratic otherwise).
+        noted, since, cost = 0, 0, 0
         for job in self.offer:
             if self.free_left <= 0:
                 self._tail(job)
@@ -104,9 +107,11 @@ class _Pass(KeptTail):
                 if not self._rest_by_shape({}):
                     self._wait_all(self.offer.rest())
                 break
-            if settle and self.failures_noted != noted:
-                noted = self.failures_noted
-                if self._rest_known():
+            since += 1
+            if settle and self.failures_noted != noted and since >= cost:
+                noted, since = self.failures_noted, 0
+                done, cost = self._rest_known()
+                if done:
                     break
         return Plan(
             placements=tuple(self.placements),
@@ -194,13 +199,14 @@ class _Pass(KeptTail):
             self.failed_at = changes
         return waitlist.alike_key(job)
 
-    def _rest_known(self) -> bool:
+    def _rest_known(self) -> tuple[bool, int]:
         """With GPUs still free, the walk goes on while any job left may change the pass.
         Once every kind of job with a job left in the kept order has failed since the last
         change (and no job that is always searched is left), each job left would only be
         told its kind's reason: told here, a kind at a time, and the walk ends. The same
         plan as the walk (``tests/hub/test_scheduler_shortcuts.py``); 80,000 queued jobs
-        of a GPU type no cluster has had cost a walk each pass while new jobs arrived."""
+        of a GPU type no cluster has had cost a walk each pass while new jobs arrived.
+        Returns (done, how many kinds it looked at)."""
         order, failed, offered = self.order, self.failed_kinds, self.offered
         if (
             order is None
@@ -209,7 +215,7 @@ class _Pass(KeptTail):
             != self.failed_at
             or (order.cpu and not order.cpu <= offered)
         ):
-            return False
+            return False, 0
         kinds = order.alike
 
         def open_(k: waitlist.Alike | None) -> bool:  # jobs left that a search must see
@@ -217,19 +223,21 @@ class _Pass(KeptTail):
 
         # The kind that kept the walk going last time most likely still does: asked first.
         if self.unsettled in kinds and open_(self.unsettled):
-            return False
+            return False, 1
+        looked = 0
         for k in kinds:
+            looked += 1
             if open_(k):
                 self.unsettled = k
-                return False
+                return False, looked
         if any(j not in offered and any(j in ids for ids in kinds.values())
                for j in self.inflight):  # fmt: skip
-            return False  # always searched: its preemption is under way
+            return False, looked  # always searched: its preemption is under way
         waiting = self.waiting
         for k, ids in kinds.items():
             if k is not None and k in failed:
                 waiting.update(dict.fromkeys(ids - offered, failed[k]))
-        return True
+        return True, looked
 
     def _one(self, job: JobRequest) -> None:
         n = len(job.pending)
