@@ -135,3 +135,18 @@ def test_a_gateway_that_starts_reporting_does_not_take_replicas_out_before_probi
     # A replica that left the service leaves no record behind.
     _judge(ctl, t, ["chat-r1"])
     assert set(ctl.state["chat"].ready_at) == {"chat-r1"}
+
+
+def test_gaps_in_reports_do_not_keep_a_replica_the_gateway_finds_broken_ready() -> None:
+    # The gateway has reported the replica unready for longer than the window; its reports
+    # reach the hub ~2.5 s apart (store slow), so between them it counts as forgotten.
+    # Only a service no gateway has reported on yet records replicas as seen ready.
+    ctl = _controller()
+    _report(100.0, ctl, ready=True)
+    t = 100.0
+    while t < 100.0 + 3 * READY_FRESH_S:
+        t += 2.5
+        assert _ready_at(ctl, t)  # no fresh gateway: running with an endpoint counts
+        t += 0.1
+        _report(t, ctl, ready=False)
+        assert _ready_at(ctl, t + 0.05) is (t - 100.0 < READY_FRESH_S)

@@ -113,6 +113,7 @@ class ServiceState:
     memory: Memory = field(default_factory=Memory)
     gateways: dict[str, tuple[float, float, ServiceLoad]] = field(default_factory=dict)
     ready_at: dict[str, float] = field(default_factory=dict)  # job -> last seen ready
+    heard: bool = False  # a gateway has reported on this service since this hub started
     replicas: list[Replica] = field(default_factory=list)
     desired: int = 0
     reason: str = ""
@@ -160,6 +161,7 @@ class ServiceController:
             if st is None:
                 continue
             st.gateways[report.gateway] = (now, report.interval_s, load)
+            st.heard = True
             if load.cold_start_s is not None:
                 st.cold_start_s = load.cold_start_s
             for r in load.replicas:
@@ -238,7 +240,7 @@ class ServiceController:
             r.region = view.labels.get("region") if view is not None else None
             seen = st.ready_at.get(r.job)
             r.ready = counted_ready(r.endpoint is not None, seen, bool(st.gateways), now)
-            if r.ready and not st.gateways:
+            if r.ready and not st.heard:
                 # Believed as a gateway's "ready" is: a gateway that starts reporting this
                 # service has not probed its replicas yet, and must not take them out.
                 st.ready_at[r.job] = now

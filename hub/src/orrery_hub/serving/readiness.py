@@ -14,11 +14,13 @@ said anything new: judged against it, every replica left Ready for one tick (tes
 ``tests/hub/test_serving_readiness.py``). With no gateway left, a running replica with an
 endpoint counts, as when none runs.
 
-A replica counted ready that way is recorded as seen ready then, as if a gateway had said
-so. A gateway's first report on a service comes before it has probed any replica (it
-learns the routes from the answer to that report); without the record, a service shown
-Ready with every replica dropped to none ready for a tick, mid-roll or right after
-``orrery service apply`` (seen in CI, on the roll test).
+Before any gateway has reported on a service (since this hub started), a replica counted
+ready that way is recorded as seen ready then, as if a gateway had said so. A gateway's
+first report on a service comes before it has probed any replica (it learns the routes
+from the answer to that report); without the record, a service shown Ready with every
+replica dropped to none ready for a tick, right after ``orrery service apply`` (seen in
+CI, on the roll test). Only before: after a gap in reports it would keep a replica the
+gateways find broken Ready for as long as the gaps recur.
 """
 
 from __future__ import annotations
