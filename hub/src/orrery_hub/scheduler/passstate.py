@@ -68,7 +68,7 @@ class PassState:
         self.failed_kinds: dict[waitlist.Alike, WaitReason] = {}
         self.failed_at: tuple[int, int, int] = (0, 0, 0)
         self.failures_noted = 0  # kinds put in ``failed_kinds`` so far
-        self.unsettled: waitlist.Alike | None = None  # ``cycle._Pass._rest_known``
+        self.unsettled: waitlist.Alike | None = None  # ``tail.KeptTail._rest_known``
         self.quota_reasons: dict[tuple[int, frozenset[str] | None, int, str], WaitReason] = {}
         self.eligible: dict[
             tuple[bool, frozenset[str] | None, frozenset[ClusterName] | None], list[ClusterFit]

@@ -1,5 +1,6 @@
 """The end of a pass over a full fleet, when the snapshot keeps its order
-(``Snapshot.order``, ``waitlist``). Part of ``cycle._Pass``; pure.
+(``Snapshot.order``, ``waitlist``), and the early end of one over a fleet with GPUs free
+whose jobs left are all known to fail (``_rest_known``). Part of ``cycle._Pass``; pure.
 
 Once no GPU is free, the pass offers only jobs that may still preempt, one per kind
 (shape, priority, queue) until a preemption succeeds, and every other job only needs its
@@ -19,7 +20,7 @@ from orrery_hub.scheduler.evict import Evicting
 from orrery_hub.scheduler.plan import WaitReason
 from orrery_hub.scheduler.reasons import why
 from orrery_hub.scheduler.snapshot import JobRequest
-from orrery_hub.scheduler.waitlist import Kind, Ordered, kind_of
+from orrery_hub.scheduler.waitlist import Alike, Kind, Ordered, kind_of
 
 Reasons = dict[tuple[int, frozenset[str] | None, frozenset[ClusterName] | None, int], WaitReason]
 _Entry = tuple[int, tuple[float, int, int, int], int, tuple[str, Kind]]
@@ -30,6 +31,46 @@ class KeptTail(Evicting):
 
     def _one(self, job: JobRequest) -> None:
         raise NotImplementedError  # cycle._Pass
+
+    def _rest_known(self) -> tuple[bool, int]:
+        """With GPUs still free, the walk goes on while any job left may change the pass.
+        Once every kind of job with a job left in the kept order has failed since the last
+        change (and no job that is always searched is left), each job left would only be
+        told its kind's reason: told here, a kind at a time, and the walk ends. The same
+        plan as the walk (``tests/hub/test_scheduler_shortcuts.py``); 80,000 queued jobs
+        of a GPU type no cluster has had cost a walk each pass while new jobs arrived.
+        Returns (done, how many kinds it looked at)."""
+        order, failed, offered = self.order, self.failed_kinds, self.offered
+        if (
+            order is None
+            or self.free_left <= 0
+            or (len(self.placements), len(self.preemptions), len(self.reservations))
+            != self.failed_at
+            or (order.cpu and not order.cpu <= offered)
+        ):
+            return False, 0
+        kinds = order.alike
+
+        def open_(k: Alike | None) -> bool:  # jobs left that a search must see
+            return (k is None or k not in failed) and not kinds[k] <= offered
+
+        # The kind that kept the walk going last time most likely still does: asked first.
+        if self.unsettled in kinds and open_(self.unsettled):
+            return False, 1
+        looked = 0
+        for k in kinds:
+            looked += 1
+            if open_(k):
+                self.unsettled = k
+                return False, looked
+        if any(j not in offered and any(j in ids for ids in kinds.values())
+               for j in self.inflight):  # fmt: skip
+            return False, looked  # always searched: its preemption is under way
+        waiting = self.waiting
+        for k, ids in kinds.items():
+            if k is not None and k in failed:
+                waiting.update(dict.fromkeys(ids - offered, failed[k]))
+        return True, looked
 
     def _rest_by_shape(self, cache: Reasons) -> bool:
         """Every job not offered yet gets the reason for its shape, as the pass leaves

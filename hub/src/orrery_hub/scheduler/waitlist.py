@@ -104,7 +104,7 @@ class Ordered:
     # how many jobs read datasets or restart near a checkpoint (``data.narrow``).
     single_type: Mapping[str, int]
     reading: int
-    # The jobs with GPU slices to place, by ``alike_key`` (``cycle._Pass._rest_known``).
+    # The jobs with GPU slices to place, by ``alike_key`` (``tail.KeptTail._rest_known``).
     alike: Mapping[Alike | None, frozenset[JobId]]
 
 

@@ -397,7 +397,3 @@ def _save(s: Session, name: str, entries: list[dict[str, Any]], next_index: int,
     row.next_index = next_index
     row.desired = want
     s.add(row)
-
-
-def region_of(labels: Mapping[str, str]) -> str | None:
-    return labels.get("region")
