@@ -223,13 +223,7 @@ class WaitList:
         if keys is None:
             keys = self._keys[tenant] = []
             self._lists[tenant] = []
-        if not keys or keys[-1] < key:  # most jobs sort last (submitted last): no search
-            keys.append(key)
-            self._lists[tenant].append(job)
-        else:
-            i = bisect_left(keys, key)
-            keys.insert(i, key)
-            self._lists[tenant].insert(i, job)
+        _place(keys, self._lists[tenant], key, job)
         self._frozen.pop(tenant, None)
         self._frozen_keys.pop(tenant, None)
         if job.pending:
@@ -245,13 +239,7 @@ class WaitList:
                 self._frozen_alike.pop(ak, None)
                 tk = (tenant, kind_of(job))
                 kkeys, kjobs = self._kinds.setdefault(tk, ([], []))
-                if not kkeys or kkeys[-1] < key:
-                    kkeys.append(key)
-                    kjobs.append(job)
-                else:
-                    i = bisect_left(kkeys, key)
-                    kkeys.insert(i, key)
-                    kjobs.insert(i, job)
+                _place(kkeys, kjobs, key, job)
                 self._frozen_kinds.pop(tk, None)
             else:
                 self._cpu.add(job.id)
@@ -340,6 +328,17 @@ class WaitList:
 
 def _first(row: tuple[_Key, JobRequest]) -> _Key:
     return row[0]
+
+
+def _place(keys: list[_Key], jobs: list[JobRequest], key: _Key, job: JobRequest) -> None:
+    """``job`` into ``jobs`` where ``key`` sorts in ``keys`` (kept side by side)."""
+    if not keys or keys[-1] < key:  # most jobs sort last (submitted last): no search
+        keys.append(key)
+        jobs.append(job)
+    else:
+        i = bisect_left(keys, key)
+        keys.insert(i, key)
+        jobs.insert(i, job)
 
 
 def _find(keys: list[_Key], key: _Key) -> int:
