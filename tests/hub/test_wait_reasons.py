@@ -115,6 +115,27 @@ def test_only_changed_summaries_reach_the_store(db: Database, tmp_path: Path) ->
     assert rows == 1 and updates.n == 1
 
 
+def test_the_detail_is_the_latest_pass_s_and_none_for_a_job_it_did_not_list(
+    db: Database, tmp_path: Path
+) -> None:
+    a, b, c = submitted(db, tmp_path, 3)
+    book = WaitBook()
+    first = reason("needs 3 slices × 8 GPU; no cluster has a slice's worth free", "full")
+    book.note(Plan((), {JobId(j): first for j in (a, b, c)}), gathered([a, b, c]))
+    assert book.clusters(a, first.summary) == first.clusters
+    # The next pass: ``a`` has another reason, ``b`` is blocked by a policy (offered to no
+    # cluster), ``c`` was placed meanwhile (forgotten).
+    second = reason(first.summary, "2 of 3 slices fit")
+    g = dataclasses.replace(gathered([a, b, c]), blocked={b: "retry backoff: 3.0s left"})
+    book.forget(c)
+    changed = book.note(Plan((), {JobId(a): second}), g)
+    assert changed == {"retry backoff: 3.0s left": [b]}  # a's summary is the same
+    assert book.clusters(a, first.summary) is second.clusters
+    assert book.clusters(a, "another summary") is None  # not what the store holds
+    assert book.clusters(b, "retry backoff: 3.0s left") is None
+    assert book.clusters(c, first.summary) is None
+
+
 def test_summaries_a_failed_transaction_lost_are_written_again(
     db: Database, tmp_path: Path
 ) -> None:
