@@ -86,12 +86,19 @@ def templates(first: int, count: int) -> list[tuple[str, bytes]]:
 
 
 async def spokes(
-    nats_url: str, first: int, count: int, start: float, seconds: float
+    nats_url: str, first: int, count: int, seconds: float, ready: Any, go: Any, start: Any
 ) -> dict[str, Any]:
-    """Spokes ``first`` .. ``first + count - 1``, each beating once a second from ``start``
-    (wall clock, shared by every sender) for ``seconds``, spread evenly over the second."""
+    """Spokes ``first`` .. ``first + count - 1``, each beating once a second for
+    ``seconds``, spread evenly over the second. Once connected and with its heartbeats
+    encoded, the sender sets ``ready``; when ``go`` is set, it starts at ``start.value``
+    (wall clock, shared by every sender). Started at a fixed delay instead, a sender slow
+    to start (spawned, importing, encoding on a loaded machine) joined its clusters inside
+    the seconds measured as steady."""
     nc = await nats.connect(nats_url, pending_size=256 * 1024 * 1024)
     beats = templates(first, count)
+    ready.set()
+    if not await asyncio.to_thread(go.wait, 120):
+        raise TimeoutError("no go from the benchmark")
     inbox = nc.new_inbox()
     sent_at: dict[int, tuple[float, int]] = {}  # message number -> (sent, which second)
     latencies: list[float] = []
@@ -112,7 +119,8 @@ async def spokes(
             worst[got[1]] = max(worst[got[1]], lat)
 
     await nc.subscribe(inbox + ".*", cb=on_reply)
-    await asyncio.sleep(max(0.0, start - time.time()))
+    await asyncio.sleep(max(0.0, start.value - time.time()))
+    late = time.time() - start.value
     t_start = time.monotonic()
     seq = 1000000001
     second = 0
@@ -142,11 +150,14 @@ async def spokes(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(drained.wait(), REPLY_TIMEOUT)
     await nc.close()
-    return {"sent": n, "took": took, "latencies": latencies, "worst": worst}
+    return {"sent": n, "took": took, "latencies": latencies, "worst": worst, "late": late}
 
 
-def _sender(nats_url: str, first: int, count: int, start: float, seconds: float, out: Any) -> None:
-    out.put(asyncio.run(spokes(nats_url, first, count, start, seconds)))
+def _sender(
+    nats_url: str, first: int, count: int, seconds: float, ready: Any, go: Any, start: Any,
+    out: Any,
+) -> None:  # fmt: skip
+    out.put(asyncio.run(spokes(nats_url, first, count, seconds, ready, go, start)))
 
 
 def test_a_thousand_spokes_at_one_hertz(tmp_path: Path) -> None:
@@ -159,18 +170,22 @@ def test_a_thousand_spokes_at_one_hertz(tmp_path: Path) -> None:
 
         ctx = multiprocessing.get_context("spawn")
         out = ctx.Queue()
-        start = time.time() + 3.0  # every sender connected and its heartbeats encoded
+        go, start_at = ctx.Event(), ctx.Value("d", 0.0)
+        readies = [ctx.Event() for _ in range(SENDERS)]
         share = -(-SPOKES // SENDERS)
-        senders = [
-            ctx.Process(
-                target=_sender,
-                args=(fed.nats.url, i * share, min(share, SPOKES - i * share), start, SECONDS, out),
-            )
-            for i in range(SENDERS)
-        ]
+        senders = []
+        for i in range(SENDERS):
+            part = (i * share, min(share, SPOKES - i * share))
+            args = (fed.nats.url, *part, SECONDS, readies[i], go, start_at, out)
+            senders.append(ctx.Process(target=_sender, args=args))
         for p in senders:
             p.start()
         try:
+            for r in readies:  # every sender connected and its heartbeats encoded
+                assert r.wait(120), "a sender never got ready"
+            start = time.time() + 0.5
+            start_at.value = start
+            go.set()
             # Every spoke has joined and is steady by half time; the last seconds before
             # it, heartbeats alone: what hearing from 1,000 spokes costs the hub, and the
             # rest of this machine (the senders, nats-server).
@@ -210,6 +225,7 @@ def test_a_thousand_spokes_at_one_hertz(tmp_path: Path) -> None:
         "reply_p99_ms": round(percentile(latencies, 99) * 1000, 1) if latencies else 0.0,
         "worst_second_first_half_ms": round(max(worst[:half], default=0) * 1000, 1),
         "worst_second_second_half_ms": round(max(worst[half:], default=0) * 1000, 1),
+        "senders_started_late_ms": round(max(r["late"] for r in results) * 1000, 1),
         "hub_cpu_share_heartbeats_only": round(hb_cpu["hub"], 2),
         "senders_cpu_share": round(sum(v for k, v in hb_cpu.items() if k.startswith("sender")), 2),
         "nats_server_cpu_share": round(hb_cpu.get("nats", 0.0), 2),
