@@ -7,9 +7,19 @@ from __future__ import annotations
 from dataclasses import replace
 
 from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
-from orrery_hub.scheduler import ClusterCapacity, JobRequest, NodeCapacity, Snapshot, plan
+from orrery_hub.datasets.placement import DataInputs, data_policy
+from orrery_hub.scheduler import (
+    ClusterCapacity,
+    JobRequest,
+    NodeCapacity,
+    Policy,
+    Snapshot,
+    plan,
+)
 from orrery_hub.scheduler.data import DataPolicy, DatasetFacts, Link, transfer
 from orrery_hub.scheduler.snapshot import RunningJob, RunningSlice
+from orrery_hub.scheduler.waitlist import WaitList
+from tests.hub.test_policy_helpers import policies
 
 TIB = 2**40
 
@@ -293,3 +303,22 @@ def test_a_job_waiting_for_a_cluster_without_its_data_prefetches_it_there() -> N
     p = plan(snap, now=0)
     assert p.placements == ()
     assert p.prefetch == {JobId("j"): ClusterName("eu-west")}
+
+
+def test_a_kept_order_s_count_decides_whether_a_pass_has_a_data_stage() -> None:
+    """``data_policy`` reads the kept order's count of jobs reading data, not every job;
+    with an order that does not match the requests, it looks at them."""
+    reading, plain = job("r"), job("p", datasets=())
+    none = policies()
+    both = (reading, plain)
+    assert data_policy(DataInputs(), both, caches={}, clusters=(), policies=none) is not None
+    kept = WaitList(Policy(), None, both).view()
+    got = data_policy(DataInputs(), both, caches={}, clusters=(), policies=none, kept=kept)
+    assert got is not None
+    only_plain = WaitList(Policy(), None, (plain,)).view()
+    assert only_plain.reading == 0
+    assert data_policy(DataInputs(), (plain,), caches={}, clusters=(), policies=none,
+                       kept=only_plain) is None  # fmt: skip
+    # An order of other jobs than the requests (here one fewer): its count is not used.
+    got = data_policy(DataInputs(), both, caches={}, clusters=(), policies=none, kept=only_plain)
+    assert got is not None

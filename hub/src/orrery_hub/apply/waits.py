@@ -66,6 +66,8 @@ class WaitBook:
         was = stored.get
         changed: Changed = defaultdict(list)
         summaries = g.summaries
+        # Two loops, so the common one (no policy loaded: no summaries of its own) reads
+        # one attribute a job and asks nothing else.
         if summaries:
             for job_id, w in plan.waiting.items():
                 summary = summaries.get(job_id, w.summary)
@@ -122,7 +124,7 @@ class WaitBook:
 
     def clusters(self, job_id: str, summary: str) -> Mapping[ClusterName, str] | None:
         """The per-cluster reasons behind ``summary``, if this hub's last pass gave them
-        (a job the pass did not offer, blocked by a policy, has none)."""
+        (a job the pass was not offered, blocked or in its retry backoff, has none)."""
         if self._stored.get(job_id) != summary:
             return None
         w = self._last.get(JobId(job_id))

@@ -22,6 +22,7 @@ from orrery_hub.policy.policyset import PolicySet
 from orrery_hub.policy.residency import dataset_clusters
 from orrery_hub.scheduler import JobRequest
 from orrery_hub.scheduler.data import DataPolicy, DatasetFacts, Link
+from orrery_hub.scheduler.waitlist import Ordered
 from orrery_hub.store import datasets as dsstore
 from orrery_hub.store.models import AttemptRow
 
@@ -113,11 +114,16 @@ def data_policy(
     clusters: Sequence[ClusterFacts],
     policies: PolicySet,
     grace_s: float = 30.0,
+    kept: Ordered | None = None,
 ) -> DataPolicy | None:
     """None when no waiting job reads a dataset or has a checkpoint (the pass then skips
-    the data stage)."""
+    the data stage). ``kept``: the kept order of ``requests``, which counts such jobs as
+    they come and go; without it every waiting job is looked at, each pass."""
     requests = list(requests)
-    if not any(r.datasets or r.checkpoint_cluster for r in requests):
+    if kept is not None and kept.size == len(requests):
+        if not kept.reading:
+            return None
+    elif not any(r.datasets or r.checkpoint_cluster for r in requests):
         return None
     return DataPolicy(
         datasets={n: facts_of(d, caches, clusters, policies) for n, d in inputs.datasets.items()},

@@ -168,12 +168,6 @@ class ReconcileLoop(OrderOutbox):
             # The kept order holds the requests as gathered: with a checkpoint's cluster
             # added to some, the pass sorts them itself.
             order = g.order if requests is g.requests else None
-            # No waiting job reads a dataset or restarts near a checkpoint: the kept order
-            # counts them as jobs come and go, where ``data_policy`` would look at every
-            # waiting job each pass to find that out (None, the same as it returns).
-            kept_reading = (
-                order.reading if order is not None and order.size == len(requests) else None
-            )
             inv = Inventory()
             for name, labels, state, nodes, address in frozen:
                 inv.clusters[name] = ClusterView(
@@ -195,15 +189,14 @@ class ReconcileLoop(OrderOutbox):
                     policy=settings.scheduling,
                     runtime_history=history,
                     order=order,
-                    data=None
-                    if kept_reading == 0
-                    else data_policy(
+                    data=data_policy(
                         data_in,
                         requests,
                         caches=caches,
                         clusters=facts,
                         policies=policies,
                         grace_s=settings.scheduling.grace_s,
+                        kept=order,
                     ),
                 ),
                 now,
