@@ -181,7 +181,11 @@ def _same_plans(
     snap = Snapshot(clusters, tuple(js), run_, QUEUES, policy)
     if kept:
         snap = replace(snap, order=WaitList(policy, None, snap.jobs).view())
-    assert plan(snap, now) == _reference(snap, now)
+    got = plan(snap, now)
+    assert got == _reference(snap, now)
+    # Each waiting job once: reasons told a kind or shape at once (``WaitReasons.groups``)
+    # hold no job that has a reason of its own, nor a job of another group.
+    assert len(list(got.waiting)) == len(set(got.waiting)) == len(got.waiting)
 
 
 @st.composite

@@ -23,7 +23,7 @@ from orrery_hub.apply.waits import WaitBook
 from orrery_hub.config.settings import HubSettings
 from orrery_hub.policy import Usage
 from orrery_hub.scheduler import Plan
-from orrery_hub.scheduler.plan import WaitReason
+from orrery_hub.scheduler.plan import WaitReason, WaitReasons
 from orrery_hub.store import Database, queries
 from orrery_hub.store import jobs as jobstore
 from orrery_hub.store.models import JobRow
@@ -274,3 +274,32 @@ def test_summaries_are_written_through_the_id_index_and_skip_finished_jobs(
         reasons = dict(s.exec(select(JobRow.id, JobRow.reason)).all())
     assert reasons.pop(ids[5]) == "cancelled by user"  # finished meanwhile: left alone
     assert set(reasons.values()) == {why.summary}
+
+
+def test_reasons_told_a_group_at_once_are_noted_as_the_same_reasons_job_by_job(
+    db: Database, tmp_path: Path
+) -> None:
+    ids = submitted(db, tmp_path, 5)
+    first = reason("needs 3 slices × 8 GPU; no cluster has a slice's worth free", "full")
+    other = reason("needs 3 slices × 8 GPU; largest fit: c0000 2 slice(s)", "2 of 3 fit")
+    grouped = Plan((), WaitReasons({JobId(ids[0]): other},
+                                   [(frozenset(map(JobId, ids[1:])), first)]))  # fmt: skip
+    flat = Plan((), {JobId(ids[0]): other} | {JobId(j): first for j in ids[1:]})
+    assert grouped.waiting == flat.waiting and len(grouped.waiting) == 5
+    by_group, by_job = WaitBook(), WaitBook()
+    got = by_group.note(grouped, gathered(ids))
+    want = by_job.note(flat, gathered(ids))
+    assert {k: sorted(v) for k, v in got.items()} == {k: sorted(v) for k, v in want.items()}
+    assert sorted(got[first.summary]) == sorted(ids[1:]) and got[other.summary] == [ids[0]]
+    assert by_group.clusters(ids[3], first.summary) is first.clusters
+    # The next pass, the same reasons: nothing to write; one job's summary changed: it.
+    assert by_group.note(grouped, gathered(ids)) == {}
+    moved = Plan((), WaitReasons({}, [(frozenset(map(JobId, ids)), first)]))
+    assert by_group.note(moved, gathered(ids)) == {first.summary: [ids[0]]}
+    # A job placed (forgotten) and waiting again with the same reason: written again; and
+    # so is one whose write was lost with its transaction.
+    by_group.forget(ids[2])
+    assert by_group.note(moved, gathered(ids)) == {first.summary: [ids[2]]}
+    by_group.unwritten({first.summary: [ids[4]]})
+    assert by_group.note(moved, gathered(ids)) == {first.summary: [ids[4]]}
+    assert by_group.note(moved, gathered(ids)) == {}

@@ -32,7 +32,7 @@ from orrery_hub.scheduler import data, types, waitlist
 from orrery_hub.scheduler.fairness import order
 from orrery_hub.scheduler.fit import ClusterFit
 from orrery_hub.scheduler.passstate import INF, ShapeKey
-from orrery_hub.scheduler.plan import Plan, SlicePlacement, WaitReason
+from orrery_hub.scheduler.plan import Plan, SlicePlacement, WaitReason, WaitReasons
 from orrery_hub.scheduler.reasons import need_text, why
 from orrery_hub.scheduler.snapshot import JobRequest, Snapshot
 from orrery_hub.scheduler.tail import KeptTail
@@ -115,7 +115,7 @@ class _Pass(KeptTail):
                     break
         return Plan(
             placements=tuple(self.placements),
-            waiting=self.waiting,
+            waiting=WaitReasons(self.waiting, self.waiting_groups),
             preemptions=tuple(self.preemptions),
             reservations=tuple(self.reservations),
             backfilled=frozenset(self.backfilled),

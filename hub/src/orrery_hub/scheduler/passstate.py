@@ -3,6 +3,8 @@ preempting and reserving (``evict``). Pure, like the rest of the scheduler."""
 
 from __future__ import annotations
 
+from collections.abc import Set
+
 from orrery.ids import ClusterName, JobId
 from orrery_hub.scheduler import backfill, preemption, waitlist
 from orrery_hub.scheduler.fairness import Offer
@@ -57,6 +59,8 @@ class PassState:
         )
         self.placements: list[SlicePlacement] = []
         self.waiting: dict[JobId, WaitReason] = {}
+        # Reasons told a kind or shape of job at once, once the walk ended (``tail``).
+        self.waiting_groups: list[tuple[Set[JobId], WaitReason]] = []
         self.preemptions: list[Preemption] = []
         self.reservations: list[Reservation] = []
         self.backfilled: set[JobId] = set()

@@ -66,10 +66,10 @@ class KeptTail(Evicting):
         if any(j not in offered and any(j in ids for ids in kinds.values())
                for j in self.inflight):  # fmt: skip
             return False, looked  # always searched: its preemption is under way
-        waiting = self.waiting
+        groups = self.waiting_groups
         for k, ids in kinds.items():
             if k is not None and k in failed:
-                waiting.update(dict.fromkeys(ids - offered, failed[k]))
+                groups.append((ids - offered, failed[k]))
         return True, looked
 
     def _rest_by_shape(self, cache: Reasons) -> bool:
@@ -83,13 +83,13 @@ class KeptTail(Evicting):
         offered = self.offered
         if order.cpu and not order.cpu <= offered:
             return False
-        waiting = self.waiting
+        groups = self.waiting_groups
         for rk, (rep, ids) in order.shapes.items():
             key = (rk[0], rk[1], rk[2], rk[3])
             r = cache.get(key)
             if r is None:
                 r = cache[key] = why(rep, rk[3], self.fits)
-            waiting.update(dict.fromkeys(ids - offered if offered else ids, r))
+            groups.append((ids - offered if offered else ids, r))
         return True
 
     def _tail_kept(self, first: JobRequest) -> bool:
