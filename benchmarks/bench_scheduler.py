@@ -22,6 +22,7 @@ from dataclasses import replace
 
 import pytest
 
+from benchmarks.conftest import record
 from orrery.ids import ClusterName, JobId, NodeName, SliceIndex
 from orrery_hub.scheduler import (
     ClusterCapacity,
@@ -173,3 +174,60 @@ def test_pass_at_fleet_scale(name: str, policy: Policy) -> None:
         f"\n  incremental, waiting jobs sorted again by the pass {resort * 1000:8.1f} ms"
         f"\n  snapshot memory      {size / 2**20:8.1f} MiB"
     )
+
+
+@pytest.mark.benchmark
+def test_a_pass_over_a_queue_that_fits_nowhere() -> None:
+    """100,000 waiting jobs of a GPU type no cluster has, GPUs free everywhere: what each
+    pass costs while such a queue waits (the hub's batch and intake benchmarks build one),
+    and the hub noting the reasons it gives (``apply.waits.WaitBook.note``). The pass
+    tells the queue's one kind its reason as one group (``plan.WaitReasons``); the note is
+    also timed, in the same run, on the same reasons as a dict with an entry per job
+    (what a pass handed over before)."""
+    from orrery_hub.apply.queued import Gathered
+    from orrery_hub.apply.waits import WaitBook
+    from orrery_hub.policy import Usage
+
+    clusters = tuple(
+        ClusterCapacity(
+            name=ClusterName(f"c{c:03d}"), labels={}, ready=True,
+            nodes=tuple(NodeCapacity(name=NodeName(f"n{n:03d}"), gpu_type="H100", gpus=GPUS,
+                                     free=tuple(range(GPUS))) for n in range(NODES)),
+        )
+        for c in range(CLUSTERS)
+    )  # fmt: skip
+    jobs = tuple(
+        JobRequest(id=JobId(f"sweep-{i:06x}"), name="sweep", priority=0, seq=i,
+                   gpus_per_slice=1, gpu_types=frozenset({"NONE"}),
+                   pending=(SliceIndex(0),), gang=True)
+        for i in range(JOBS)
+    )  # fmt: skip
+    policy = Policy()
+    snap = Snapshot(clusters, jobs, (), QUEUES, policy, order=WaitList(policy, None, jobs).view())
+    g = Gathered(jobs, dict.fromkeys((j.id for j in jobs), 0), {}, {}, {}, Usage())
+    grouped, flat = WaitBook(), WaitBook()
+    first = plan(snap, NOW)
+    grouped.note(first, g)
+    flat.note(Plan((), dict(first.waiting)), g)
+    passes, notes, flat_notes = [], [], []
+    for _ in range(15):
+        t0 = time.perf_counter()
+        p = plan(snap, NOW)
+        t1 = time.perf_counter()
+        assert grouped.note(p, g) == {}  # the same reasons: nothing to write
+        t2 = time.perf_counter()
+        each = Plan((), dict(p.waiting))
+        t3 = time.perf_counter()
+        assert flat.note(each, g) == {}
+        t4 = time.perf_counter()
+        passes.append(t1 - t0)
+        notes.append(t2 - t1)
+        flat_notes.append(t4 - t3)
+    assert len(p.waiting) == JOBS and not p.placements
+    timed = (("pass", passes), ("note", notes), ("note_per_job_dict", flat_notes))
+    ms = {k: round(sorted(v)[len(v) // 2] * 1000, 2) for k, v in timed}
+    record("pass_queue_fits_nowhere", {
+        "waiting": JOBS, "pass_ms": ms["pass"], "note_ms": ms["note"],
+        "note_per_job_dict_ms": ms["note_per_job_dict"],
+        "note_ratio": round(ms["note_per_job_dict"] / max(ms["note"], 1e-3), 1),
+    })  # fmt: skip
