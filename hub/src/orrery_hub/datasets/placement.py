@@ -21,7 +21,7 @@ from orrery_hub.policy.facts import ClusterFacts
 from orrery_hub.policy.policyset import PolicySet
 from orrery_hub.policy.residency import dataset_clusters
 from orrery_hub.scheduler import JobRequest
-from orrery_hub.scheduler.data import DataPolicy, DatasetFacts, Link
+from orrery_hub.scheduler.data import DataPolicy, DatasetFacts, Link, reads_data
 from orrery_hub.scheduler.waitlist import Ordered
 from orrery_hub.store import datasets as dsstore
 from orrery_hub.store.models import AttemptRow
@@ -119,11 +119,7 @@ def data_policy(
     """None when no waiting job reads a dataset or has a checkpoint (the pass then skips
     the data stage). ``kept``: the kept order of ``requests``, which counts such jobs as
     they come and go; without it every waiting job is looked at, each pass."""
-    requests = list(requests)
-    if kept is not None and kept.size == len(requests):
-        if not kept.reading:
-            return None
-    elif not any(r.datasets or r.checkpoint_cluster for r in requests):
+    if not reads_data(list(requests), kept):
         return None
     return DataPolicy(
         datasets={n: facts_of(d, caches, clusters, policies) for n, d in inputs.datasets.items()},

@@ -24,7 +24,7 @@ computed by the hub) bound every job that reads it; the data is never staged els
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from fnmatch import fnmatchcase
 
@@ -32,6 +32,7 @@ from orrery.dataset import human_bytes
 from orrery.duration import format_duration
 from orrery.ids import ClusterName, JobId
 from orrery_hub.scheduler.snapshot import ClusterCapacity, JobRequest, RunningJob, Snapshot
+from orrery_hub.scheduler.waitlist import Ordered
 
 INF = math.inf
 NOTE_OPTIONS = 3  # options a job's note names (the cheapest, plus where its data is)
@@ -262,6 +263,15 @@ def options(job: JobRequest, clusters: list[ClusterCapacity], memo: _Memo) -> li
     return out
 
 
+def reads_data(jobs: Sequence[JobRequest], kept: Ordered | None) -> bool:
+    """Whether any of ``jobs`` reads a dataset or restarts near a checkpoint. ``kept``:
+    their kept order, which counts such jobs as they come and go; without it (or with
+    one of other jobs) each job is looked at."""
+    if kept is not None and kept.size == len(jobs):
+        return kept.reading > 0
+    return any(j.datasets or j.checkpoint_cluster for j in jobs)
+
+
 def narrow(
     snapshot: Snapshot, now: float
 ) -> tuple[Snapshot, dict[JobId, str], dict[JobId, ClusterName]]:
@@ -272,11 +282,7 @@ def narrow(
     policy = snapshot.data
     if policy is None:
         return snapshot, {}, {}
-    kept = snapshot.order
-    if kept is not None and kept.size == len(snapshot.jobs):  # counted as jobs came and went
-        if not kept.reading:
-            return snapshot, {}, {}
-    elif not any(j.datasets or j.checkpoint_cluster for j in snapshot.jobs):
+    if not reads_data(snapshot.jobs, snapshot.order):
         return snapshot, {}, {}
     running_on: dict[ClusterName, list[RunningJob]] = {}
     for r in snapshot.running:
